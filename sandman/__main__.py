@@ -1,0 +1,3 @@
+from sandman.cli import main
+
+raise SystemExit(main())

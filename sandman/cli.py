@@ -1,0 +1,137 @@
+"""The command line: argument parsing, dispatch to one verb, and exit codes.
+
+This is the only module that turns exceptions into exit codes. It imports argparse and nothing
+heavy: each verb's module (and pydantic or pyroute2 with it) is imported only when that verb runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sandman import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_CHANGES_PENDING = 3
+
+_EPILOG = (
+    "Paths: --state-dir, --image-dir and --log-dir (or SANDMAN_STATE_DIR, SANDMAN_IMAGE_DIR, "
+    "SANDMAN_LOG_DIR) default to /run/sandman, /var/lib/sandman/images and /var/log/sandman. "
+    "Exit codes: 0 success, 1 failure, 2 bad input (a unit or an argument), 3 changes pending "
+    "(plan --detailed-exitcode)."
+)
+
+
+def _path_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("paths")
+    group.add_argument(
+        "--state-dir", metavar="DIR", help="records of what was applied (default /run/sandman)"
+    )
+    group.add_argument(
+        "--image-dir", metavar="DIR", help="images (default /var/lib/sandman/images)"
+    )
+    group.add_argument("--log-dir", metavar="DIR", help="sandbox logs (default /var/log/sandman)")
+    return common
+
+
+def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandman",
+        description="Keep this host's sandboxes as a directory of unit files declares them.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"sandman {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    paths = _path_options()
+
+    validate = verbs.add_parser(
+        "validate",
+        parents=[paths],
+        help="check a unit directory",
+        description="Load and check every unit of DIR; report every problem found.",
+    )
+    validate.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
+    _json_option(validate, "the result")
+    validate.set_defaults(module="validate")
+
+    plan = verbs.add_parser(
+        "plan",
+        parents=[paths],
+        help="show what apply would change",
+        description="Compare DIR with what is applied and print the actions apply would take.",
+    )
+    plan.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
+    plan.add_argument(
+        "--no-prune", action="store_true", help="keep objects whose unit file is gone"
+    )
+    plan.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing is to do, 3 when changes are pending",
+    )
+    _json_option(plan, "the actions")
+    plan.set_defaults(module="plan")
+
+    schema = verbs.add_parser(
+        "schema",
+        help="print the JSON Schema of a unit kind",
+        description="Print the JSON Schema of a unit kind (all kinds when none is named).",
+    )
+    schema.add_argument(
+        "kind",
+        metavar="KIND",
+        nargs="?",
+        choices=("sandbox", "network", "slice"),
+        help="sandbox, network or slice",
+    )
+    schema.set_defaults(module="schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sandman.errors import SandmanError, UnitError, UsageError
+
+    try:
+        command = importlib.import_module(f"sandman.commands.{args.module}")
+        result: int = command.run(args)
+        return result
+    except UnitError as exc:
+        _report_units(exc, getattr(args, "json", False))
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        print(f"sandman: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SandmanError as exc:
+        _report(exc, getattr(args, "json", False))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("sandman: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report_units(exc: BaseException, as_json: bool) -> None:
+    from sandman import output
+    from sandman.errors import UnitError
+
+    assert isinstance(exc, UnitError)
+    if as_json:
+        output.print_json(output.unit_error_json(exc))
+    sys.stderr.write(output.unit_error_text(exc))
+
+
+def _report(exc: BaseException, as_json: bool) -> None:
+    from sandman import output
+
+    if as_json:
+        output.print_json({"error": {"kind": type(exc).__name__, "message": str(exc)}})
+    print(f"sandman: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""One module per CLI verb; cli.py imports each only when its verb runs."""

@@ -1,0 +1,38 @@
+"""`sandman plan DIR`: what apply would do, computed from the units and the observed host."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sandman import output
+from sandman.observe.gather import gather
+from sandman.paths import Paths
+from sandman.plan.diff import Plan, plan
+from sandman.units.read import read_units
+
+EXIT_CHANGES_PENDING = 3
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
+    desired = read_units(args.directory, paths.tag)
+    actual = gather(paths.state_dir)
+    result = plan(desired, actual, prune=not args.no_prune)
+    if args.json:
+        output.print_json(result.to_json())
+    else:
+        sys.stdout.write(render(result, args.directory))
+    if args.detailed_exitcode and result.actions:
+        return EXIT_CHANGES_PENDING
+    return 0
+
+
+def render(result: Plan, directory: str) -> str:
+    if not result.actions:
+        return f"No changes: the host matches {directory}.\n"
+    lines = [action.describe() for action in result.actions]
+    summary = result.summary()
+    counts = ", ".join(f"{n} to {kind}" for kind, n in summary.items() if kind != "repair" or n)
+    lines += ["", f"Plan: {counts}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,45 @@
+"""Facts about the host, gathered once per run; the planner reads these and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ObjectKey = tuple[str, str]  # (kind, name): ("sandbox", "web")
+
+
+@dataclass(frozen=True)
+class Record:
+    """What sandman last applied for one object, as written under the state dir."""
+
+    kind: str
+    name: str
+    digest: str
+    unit: dict[str, Any]
+    tainted: bool = False
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way an object's live state differs from its record: what, expected, found."""
+
+    what: str
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: expected {self.expected}, found {self.found}"
+
+
+@dataclass(frozen=True)
+class ActualState:
+    records: dict[ObjectKey, Record] = field(default_factory=dict)
+    drift: dict[ObjectKey, tuple[Drift, ...]] = field(default_factory=dict)
+
+    def of_kind(self, kind: str) -> dict[str, Record]:
+        return {name: record for (k, name), record in self.records.items() if k == kind}

@@ -1,0 +1,35 @@
+"""Where sandman reads and writes: flags first, then environment variables, then the defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sandman.units.names import DEFAULT_STATE_DIR, instance_tag
+
+DEFAULT_IMAGE_DIR = "/var/lib/sandman/images"
+DEFAULT_LOG_DIR = "/var/log/sandman"
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: str
+    image_dir: str
+    log_dir: str
+
+    @property
+    def tag(self) -> str:
+        return instance_tag(self.state_dir)
+
+    @classmethod
+    def resolve(cls, state_dir: str | None, image_dir: str | None, log_dir: str | None) -> Paths:
+        env = os.environ
+        return cls(
+            state_dir=os.path.abspath(
+                state_dir or env.get("SANDMAN_STATE_DIR") or DEFAULT_STATE_DIR
+            ),
+            image_dir=os.path.abspath(
+                image_dir or env.get("SANDMAN_IMAGE_DIR") or DEFAULT_IMAGE_DIR
+            ),
+            log_dir=os.path.abspath(log_dir or env.get("SANDMAN_LOG_DIR") or DEFAULT_LOG_DIR),
+        )

@@ -1,0 +1,94 @@
+"""The actions a plan is made of. Each explains itself; only the applier executes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ActionKind = Literal["create", "update", "recreate", "destroy", "repair"]
+Reason = Literal[
+    "new_unit", "unit_removed", "changed", "cannot_update_in_place", "tainted", "drift"
+]
+
+SYMBOLS: dict[ActionKind, str] = {
+    "create": "+",
+    "update": "~",
+    "recreate": "-/+",
+    "destroy": "-",
+    "repair": "!",
+}
+_SIZE_KEYS = ("memory_max", "memory_high", ".size")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One key whose value differs between the record and the unit."""
+
+    key: str
+    before: Any
+    after: Any
+    live: bool
+
+    def describe(self) -> str:
+        how = "live" if self.live else "recreate"
+        return f"{self.key} {_show(self.key, self.before)} -> {_show(self.key, self.after)} ({how})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "from": self.before, "to": self.after, "live": self.live}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    object_kind: str  # "sandbox" | "network" | "slice"
+    name: str
+    reason: Reason
+    changes: tuple[Change, ...] = ()
+    drift: tuple[str, ...] = ()
+    # The keys whose change forced a recreate: they explain, they never steer execution.
+    requires_recreate: tuple[str, ...] = field(default=())
+
+    @property
+    def object(self) -> str:
+        return f"{self.object_kind}/{self.name}"
+
+    def describe(self) -> str:
+        symbol = SYMBOLS[self.kind]
+        if self.kind == "update":
+            detail = "; ".join(c.describe() for c in self.changes)
+        elif self.kind == "recreate" and self.requires_recreate:
+            detail = f"{', '.join(self.requires_recreate)} changed (recreate)"
+        elif self.kind == "repair":
+            detail = "; ".join(self.drift)
+        else:
+            detail = f"{self.kind} ({self.reason.replace('_', ' ')})"
+        return f"{symbol} {self.object}: {detail}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object": self.object,
+            "action": self.kind,
+            "reason": self.reason,
+            "changes": [c.to_json() for c in self.changes],
+            "requires_recreate": list(self.requires_recreate),
+            "drift": list(self.drift),
+        }
+
+
+def _show(key: str, value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, int) and not isinstance(value, bool) and key.endswith(_SIZE_KEYS):
+        return _size(value)
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _size(value: int) -> str:
+    for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= factor and value % factor == 0:
+            return f"{value // factor}{suffix}"
+    return str(value)

@@ -1,0 +1,132 @@
+"""plan(desired, actual) -> Plan: a pure function, no I/O.
+
+Every object gets at most one action; objects with nothing to do are left out. Order follows
+dependencies: slices (parents first) and networks before the sandboxes that use them when
+building, and the reverse when destroying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sandman.observe.facts import ActualState, Record
+from sandman.plan.actions import Action, Change
+from sandman.plan.keys import is_live
+from sandman.units.desired import Desired, digest
+
+_BUILD_ORDER = ("slice", "network", "sandbox")
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for a in self.actions if a.kind == kind)
+
+    def summary(self) -> dict[str, int]:
+        return {k: self.count(k) for k in ("create", "update", "recreate", "destroy", "repair")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"actions": [a.to_json() for a in self.actions], "summary": self.summary()}
+
+
+def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
+    build: list[Action] = []
+    for kind in _BUILD_ORDER:
+        for name, canonical in _desired_of(desired, kind):
+            action = _action_for(kind, name, canonical, actual)
+            if action is not None:
+                build.append(action)
+    if not prune:
+        return Plan(tuple(build))
+    # Removed sandboxes go first, freeing names, addresses and ports that new ones may take; removed
+    # networks and slices go last, once no sandbox of this plan stands on them.
+    return Plan(
+        (
+            *_destroys(desired, actual, "sandbox"),
+            *build,
+            *_destroys(desired, actual, "network"),
+            *_destroys(desired, actual, "slice"),
+        )
+    )
+
+
+def _desired_of(desired: Desired, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if kind == "slice":
+        ordered = sorted(desired.slices.values(), key=lambda s: (len(s.path), s.name))
+        for item in ordered:
+            yield item.name, item.canonical()
+    elif kind == "network":
+        for name in sorted(desired.networks):
+            yield name, desired.networks[name].canonical()
+    else:
+        for name in sorted(desired.sandboxes):
+            yield name, desired.sandboxes[name].canonical()
+
+
+def _action_for(
+    kind: str, name: str, canonical: dict[str, Any], actual: ActualState
+) -> Action | None:
+    record = actual.records.get((kind, name))
+    if record is None:
+        return Action("create", kind, name, "new_unit")
+    if record.tainted:
+        return Action("recreate", kind, name, "tainted")
+    if record.digest == digest(canonical):
+        drift = actual.drift.get((kind, name), ())
+        if drift:
+            return Action("repair", kind, name, "drift", drift=tuple(str(d) for d in drift))
+        return None
+    return _change_action(kind, name, record, canonical)
+
+
+def _change_action(
+    kind: str, name: str, record: Record, canonical: dict[str, Any]
+) -> Action | None:
+    changes = tuple(
+        Change(key, before, after, is_live(kind, key))
+        for key, before, after in _differences(record.unit, canonical)
+    )
+    if not changes:
+        return None
+    recreate = tuple(c.key for c in changes if not c.live)
+    if recreate:
+        return Action(
+            "recreate", kind, name, "cannot_update_in_place", changes, requires_recreate=recreate
+        )
+    return Action("update", kind, name, "changed", changes)
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    flat_before, flat_after = _flatten(before), _flatten(after)
+    for key in sorted(flat_before.keys() | flat_after.keys()):
+        old, new = flat_before.get(key), flat_after.get(key)
+        if old != new:
+            yield key, old, new
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Tables become dotted keys; arrays stay whole values (a list of mounts changes as one)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _destroys(desired: Desired, actual: ActualState, kind: str) -> Iterator[Action]:
+    declared = desired.names(kind)
+    gone = [r for r in actual.of_kind(kind).values() if r.name not in declared]
+    for record in sorted(gone, key=lambda r: (-_depth(r), r.name)):
+        yield Action("destroy", kind, record.name, "unit_removed")
+
+
+def _depth(record: Record) -> int:
+    path = record.unit.get("resolved", {}).get("path", "")
+    return len(str(path).split("/"))

@@ -1,0 +1,250 @@
+"""Checks within one unit that involve more than one key; each names the key to change."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from sandman.errors import UnitProblem
+from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
+from sandman.units.model import ROOT_SLICE, IdRange, Limits
+
+_MAX_ID_RANGES = 340  # the kernel's limit of lines in uid_map / gid_map since Linux 4.15
+_ID_SPACE = 2**32
+
+
+def check_each(units: UnitSet) -> None:
+    for unit in units.sandboxes.values():
+        units.problems.extend(_sandbox(unit))
+    for unit in units.networks.values():
+        units.problems.extend(_network(unit))
+    for unit in units.slices.values():
+        units.problems.extend(_slice(unit))
+
+
+def _sandbox(unit: UnitFile) -> Iterator[UnitProblem]:
+    model = sandbox_model(unit)
+    ns = model.namespaces
+    if not ns.mount:
+        yield unit.problem(
+            ("namespaces", "mount"),
+            "cannot be false",
+            "sandman pivots into the rootfs, which needs a mount namespace of its own",
+        )
+    if model.time is not None and not ns.time:
+        yield unit.problem(
+            ("time",),
+            "sets clock offsets but namespaces.time is false",
+            "set namespaces.time = true or remove [time]",
+        )
+    if model.sandbox.hostname is not None and not ns.uts:
+        yield unit.problem(
+            ("sandbox", "hostname"),
+            "is set but namespaces.uts is false",
+            "a hostname needs a UTS namespace; set namespaces.uts = true or remove hostname",
+        )
+    if model.network is not None and not ns.net:
+        yield unit.problem(
+            ("network",),
+            "is declared but namespaces.net is false",
+            "a sandbox on a network needs its own net namespace; set namespaces.net = true",
+        )
+    yield from _rootfs(unit)
+    yield from _idmap(unit)
+    yield from _mounts(unit)
+    yield from _limits(unit, ("resources",), model.resources)
+
+
+def _rootfs(unit: UnitFile) -> Iterator[UnitProblem]:
+    rootfs = sandbox_model(unit).rootfs
+    if rootfs.image is not None and rootfs.path is not None:
+        yield unit.problem(
+            ("rootfs", "path"),
+            "is set together with rootfs.image",
+            "give either image (a directory under the image dir) or path, not both",
+        )
+    if rootfs.image is None and rootfs.path is None:
+        yield unit.problem(
+            ("rootfs",),
+            "names no root file system",
+            'set image = "busybox" (see `sandman images`) or path = "/some/dir"',
+        )
+    if rootfs.persistent and rootfs.mode != "overlay":
+        yield unit.problem(
+            ("rootfs", "persistent"),
+            f"has no meaning with mode = {rootfs.mode!r}",
+            'only an overlay has an upper layer to keep; set mode = "overlay" or drop persistent',
+        )
+
+
+def _idmap(unit: UnitFile) -> Iterator[UnitProblem]:
+    model = sandbox_model(unit)
+    idmap = model.idmap
+    if idmap is None:
+        return
+    if not model.namespaces.user:
+        yield unit.problem(
+            ("idmap",),
+            "is declared but namespaces.user is false",
+            "id maps need a user namespace; set namespaces.user = true or remove [idmap]",
+        )
+    if idmap.auto and (idmap.uid or idmap.gid):
+        yield unit.problem(
+            ("idmap", "auto"),
+            "is true but uid or gid ranges are given too",
+            "either let sandman pick a range (auto = true) or list the ranges",
+        )
+        return
+    if not idmap.auto and not idmap.uid:
+        yield unit.problem(
+            ("idmap", "uid"),
+            "is empty",
+            "list ranges, e.g. uid = [{ inside = 0, "
+            "outside = 200000, count = 65536 }], or set auto = true",
+        )
+        return
+    for key, ranges in (("uid", idmap.uid), ("gid", idmap.gid or idmap.uid)):
+        yield from _ranges(unit, key, ranges)
+    if not idmap.auto:
+        yield from _user_mapped(unit)
+
+
+def _ranges(unit: UnitFile, key: str, ranges: tuple[IdRange, ...]) -> Iterator[UnitProblem]:
+    if len(ranges) > _MAX_ID_RANGES:
+        yield unit.problem(
+            ("idmap", key),
+            f"has {len(ranges)} ranges",
+            f"the kernel takes at most {_MAX_ID_RANGES}; merge adjacent ranges",
+        )
+    for index, item in enumerate(ranges):
+        for side in ("inside", "outside"):
+            if getattr(item, side) + item.count > _ID_SPACE:
+                yield unit.problem(
+                    ("idmap", key, index, "count"),
+                    f"runs past id {_ID_SPACE - 1}",
+                    f"lower {side} or count",
+                )
+        for other in range(index):
+            for side in ("inside", "outside"):
+                if _overlap(ranges[other], item, side):
+                    yield unit.problem(
+                        ("idmap", key, index),
+                        f"{side} ids overlap range [{other}]",
+                        "give each range its own ids",
+                    )
+
+
+def _overlap(a: IdRange, b: IdRange, side: str) -> bool:
+    start_a, start_b = getattr(a, side), getattr(b, side)
+    return bool(start_a < start_b + b.count and start_b < start_a + a.count)
+
+
+def _user_mapped(unit: UnitFile) -> Iterator[UnitProblem]:
+    model = sandbox_model(unit)
+    assert model.idmap is not None
+    uid, gid = (int(x) for x in model.sandbox.user.split(":"))
+    for key, wanted, ranges in (
+        ("uid", uid, model.idmap.uid),
+        ("gid", gid, model.idmap.gid or model.idmap.uid),
+    ):
+        if not any(r.inside <= wanted < r.inside + r.count for r in ranges):
+            yield unit.problem(
+                ("sandbox", "user"),
+                f"{key} {wanted} is not mapped by idmap.{key}",
+                f"add a range of idmap.{key} that covers inside id {wanted}",
+            )
+
+
+def _mounts(unit: UnitFile) -> Iterator[UnitProblem]:
+    seen: dict[str, int] = {}
+    for index, mount in enumerate(sandbox_model(unit).mount):
+        if mount.target == "/":
+            yield unit.problem(
+                ("mount", index, "target"),
+                "is the sandbox's root",
+                "mount on a directory inside it; the root itself is [rootfs]",
+            )
+        if mount.target in seen:
+            yield unit.problem(
+                ("mount", index, "target"),
+                f"{mount.target!r} is already the target of mount[{seen[mount.target]}]",
+                "give each mount its own target",
+            )
+        seen.setdefault(mount.target, index)
+
+
+def _limits(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[UnitProblem]:
+    if (
+        limits.memory_high is not None
+        and limits.memory_max is not None
+        and limits.memory_high > limits.memory_max
+    ):
+        yield unit.problem(
+            (*where, "memory_high"),
+            "is above memory_max",
+            "memory_high throttles before memory_max kills; make it lower than memory_max",
+        )
+
+
+def _network(unit: UnitFile) -> Iterator[UnitProblem]:
+    section = network_model(unit).network
+    subnet = ipaddress.IPv4Network(section.subnet)
+    if subnet.prefixlen > 30:
+        yield unit.problem(
+            ("network", "subnet"),
+            f"/{subnet.prefixlen} leaves no room for sandboxes",
+            "use a prefix of /30 or shorter, e.g. /24",
+        )
+    if section.gateway is not None:
+        yield from _gateway(
+            unit, ("network", "gateway"), subnet, ipaddress.ip_address(section.gateway)
+        )
+    if section.subnet6 is None:
+        if section.gateway6 is not None:
+            yield unit.problem(
+                ("network", "gateway6"),
+                "is set but subnet6 is not",
+                "add subnet6 or remove gateway6",
+            )
+        return
+    subnet6 = ipaddress.IPv6Network(section.subnet6)
+    if subnet6.prefixlen > 126:
+        yield unit.problem(
+            ("network", "subnet6"),
+            f"/{subnet6.prefixlen} leaves no room for sandboxes",
+            "use a prefix of /126 or shorter, e.g. /64",
+        )
+    if section.gateway6 is not None:
+        yield from _gateway(
+            unit, ("network", "gateway6"), subnet6, ipaddress.ip_address(section.gateway6)
+        )
+
+
+def _gateway(
+    unit: UnitFile,
+    path: tuple[str, ...],
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> Iterator[UnitProblem]:
+    if gateway not in subnet:
+        yield unit.problem(
+            path, f"{gateway} is outside the subnet {subnet}", f"pick an address in {subnet}"
+        )
+    elif gateway == subnet.network_address or (
+        subnet.version == 4 and gateway == subnet.broadcast_address
+    ):
+        yield unit.problem(
+            path,
+            f"{gateway} is the subnet's network or broadcast address",
+            f"pick a host address in {subnet}",
+        )
+
+
+def _slice(unit: UnitFile) -> Iterator[UnitProblem]:
+    if unit.name == ROOT_SLICE:
+        yield unit.problem(
+            (),
+            f"{ROOT_SLICE!r} is the root slice, which sandman always makes",
+            "give your slice another name; its parent defaults to the root slice",
+        )
+    yield from _limits(unit, ("slice",), slice_model(unit).slice)

@@ -1,0 +1,86 @@
+"""The desired state: every unit validated, cross-checked and resolved (addresses, names)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Any
+
+from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
+
+
+def digest(canonical: dict[str, Any]) -> str:
+    """A stable hash of a canonical form: what a record stores to compare later applies with."""
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DesiredSlice:
+    name: str
+    file: str
+    unit: SliceUnit
+    path: tuple[str, ...]  # from the root slice down to this one
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "slice": self.unit.slice.model_dump(mode="json"),
+            "resolved": {"path": "/".join(self.path)},
+        }
+
+
+@dataclass(frozen=True)
+class DesiredNetwork:
+    name: str
+    file: str
+    unit: NetworkUnit
+    bridge: str
+    gateway: IPv4Interface
+    gateway6: IPv6Interface | None
+
+    def canonical(self) -> dict[str, Any]:
+        resolved = {
+            "bridge": self.bridge,
+            "gateway": str(self.gateway),
+            "gateway6": None if self.gateway6 is None else str(self.gateway6),
+        }
+        return {"network": self.unit.network.model_dump(mode="json"), "resolved": resolved}
+
+
+@dataclass(frozen=True)
+class DesiredSandbox:
+    name: str
+    file: str
+    unit: SandboxUnit
+    hostname: str
+    slice_path: tuple[str, ...]
+    veth: str | None = None
+    address: IPv4Interface | None = None
+    address6: IPv6Interface | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        resolved = {
+            "hostname": self.hostname,
+            "slice_path": "/".join(self.slice_path),
+            "veth": self.veth,
+            "address": None if self.address is None else str(self.address),
+            "address6": None if self.address6 is None else str(self.address6),
+        }
+        return {**self.unit.model_dump(mode="json"), "resolved": resolved}
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the unit directory declares, ready for the planner."""
+
+    tag: str
+    sandboxes: dict[str, DesiredSandbox] = field(default_factory=dict)
+    networks: dict[str, DesiredNetwork] = field(default_factory=dict)
+    slices: dict[str, DesiredSlice] = field(default_factory=dict)
+
+    def names(self, kind: str) -> set[str]:
+        if kind == "sandbox":
+            return set(self.sandboxes)
+        return set(self.networks) if kind == "network" else set(self.slices)

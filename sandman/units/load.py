@@ -1,0 +1,250 @@
+"""Read a unit directory into validated models, collecting every problem of the run.
+
+Nothing here touches the kernel; the loader's only error is UnitError, whatever the input.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sandman.errors import UnitError, UnitProblem
+from sandman.units import messages
+from sandman.units.locate import Path, dotted, key_lines, line_of
+from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
+from sandman.units.values import NAME_MAX, NAME_RE
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """One parsed, validated unit file."""
+
+    name: str
+    kind: str
+    file: str
+    lines: dict[Path, int] = field(repr=False, compare=False)
+    model: BaseModel
+
+    def problem(self, path: Path, message: str, hint: str = "") -> UnitProblem:
+        return UnitProblem(self.file, dotted(path), message, line_of(self.lines, path), hint)
+
+
+@dataclass
+class UnitSet:
+    """Every unit of a directory by kind and name, and what was wrong on the way."""
+
+    sandboxes: dict[str, UnitFile] = field(default_factory=dict)
+    networks: dict[str, UnitFile] = field(default_factory=dict)
+    slices: dict[str, UnitFile] = field(default_factory=dict)
+    problems: list[UnitProblem] = field(default_factory=list)
+    # Units whose file exists but failed to load: references to them are not reported again.
+    broken: set[tuple[str, str]] = field(default_factory=set)
+
+    def of_kind(self, kind: str) -> dict[str, UnitFile]:
+        return {"sandbox": self.sandboxes, "network": self.networks, "slice": self.slices}[kind]
+
+
+def sandbox_model(unit: UnitFile) -> SandboxUnit:
+    assert isinstance(unit.model, SandboxUnit)
+    return unit.model
+
+
+def network_model(unit: UnitFile) -> NetworkUnit:
+    assert isinstance(unit.model, NetworkUnit)
+    return unit.model
+
+
+def slice_model(unit: UnitFile) -> SliceUnit:
+    assert isinstance(unit.model, SliceUnit)
+    return unit.model
+
+
+def read_directory(directory: str) -> UnitSet:
+    """Parse and validate every `NAME.KIND.toml` in `directory` (cross-unit checks come after)."""
+    units = UnitSet()
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise UnitError(
+            [_dir_problem(directory, "does not exist", "give the directory of your units")]
+        ) from None
+    except NotADirectoryError:
+        raise UnitError(
+            [
+                _dir_problem(
+                    directory,
+                    "is not a directory",
+                    "give the directory that holds NAME.KIND.toml files",
+                )
+            ]
+        ) from None
+    except OSError as exc:
+        raise UnitError(
+            [_dir_problem(directory, f"cannot be read ({exc.strerror})", "check its permissions")]
+        ) from None
+    files = [e for e in entries if e.endswith(".toml") and not e.startswith(".")]
+    if not files:
+        raise UnitError(
+            [
+                _dir_problem(
+                    directory,
+                    "holds no unit files",
+                    "add NAME.sandbox.toml, NAME.network.toml or NAME.slice.toml files; an empty "
+                    "directory is never taken to mean 'destroy everything'",
+                )
+            ]
+        )
+    for entry in files:
+        _read_file(units, directory, entry)
+    return units
+
+
+def _dir_problem(directory: str, message: str, hint: str) -> UnitProblem:
+    return UnitProblem(directory, "", message, None, hint)
+
+
+def _read_file(units: UnitSet, directory: str, entry: str) -> None:
+    shown = os.path.join(directory, entry)
+    name, kind = _split_name(units, shown, entry)
+    if not name:
+        return
+    text = _read_text(units, shown)
+    if text is None:
+        units.broken.add((kind, name))
+        return
+    data = _parse_toml(units, shown, text)
+    if data is None:
+        units.broken.add((kind, name))
+        return
+    lines = key_lines(text)
+    model_class = MODELS[kind]
+    try:
+        model = model_class.model_validate(data)
+    except ValidationError as exc:
+        units.problems.extend(_problems(model_class, shown, lines, exc))
+        units.broken.add((kind, name))
+        return
+    units.of_kind(kind)[name] = UnitFile(name, kind, shown, lines, model)
+
+
+def _split_name(units: UnitSet, shown: str, entry: str) -> tuple[str, str]:
+    parts = entry.split(".")
+    if len(parts) != 3:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                "is not named NAME.KIND.toml",
+                None,
+                f"rename it, e.g. {parts[0] or 'web'}.sandbox.toml; KIND is one of "
+                f"{', '.join(KINDS)}",
+            )
+        )
+        return "", ""
+    name, kind, _ = parts
+    if kind not in KINDS:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                f"{kind!r} is not a unit kind",
+                None,
+                f"KIND is one of {', '.join(KINDS)}",
+            )
+        )
+        return "", ""
+    if not NAME_RE.match(name) or len(name) > NAME_MAX:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                f"{name!r} is not a valid unit name",
+                None,
+                f"use lowercase letters, digits and '-', starting with a letter or digit, at most "
+                f"{NAME_MAX} characters",
+            )
+        )
+        return "", ""
+    return name, kind
+
+
+def _read_text(units: UnitSet, shown: str) -> str | None:
+    try:
+        with open(shown, "rb") as handle:
+            raw = handle.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                f"cannot be read ({exc.strerror})",
+                None,
+                "check that it is a readable file",
+            )
+        )
+        return None
+    if len(raw) > _MAX_FILE_BYTES:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                "is larger than 1 MiB",
+                None,
+                "a unit file is a few lines of TOML; check the file",
+            )
+        )
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                "is not valid UTF-8",
+                line,
+                "TOML files are UTF-8 text; re-save it as UTF-8",
+            )
+        )
+        return None
+
+
+def _parse_toml(units: UnitSet, shown: str, text: str) -> dict[str, Any] | None:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        position = _TOML_POSITION.search(message)
+        line = int(position.group(1)) if position else None
+        what = _TOML_POSITION.sub("", message).strip()
+        column = f" (column {position.group(2)})" if position else ""
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                f"TOML syntax error: {what}{column}",
+                line,
+                "fix the syntax; see https://toml.io for the format",
+            )
+        )
+        return None
+
+
+def _problems(
+    model_class: type[BaseModel], shown: str, lines: dict[Path, int], exc: ValidationError
+) -> list[UnitProblem]:
+    problems = []
+    for error in exc.errors():
+        path = messages.strip_tags(model_class, tuple(error["loc"]))
+        message, hint = messages.describe(model_class, error)
+        problems.append(UnitProblem(shown, dotted(path), message, line_of(lines, path), hint))
+    return problems

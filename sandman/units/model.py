@@ -1,0 +1,436 @@
+"""The unit models: one source of truth for every key, its type, its default and its schema.
+
+Models are immutable and fail closed: unknown keys and wrong types are errors, never ignored.
+Checks that involve more than one key live in `checks.py`, where they can name the exact key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
+
+from sandman.capabilities import CAPABILITIES, PRESETS
+from sandman.units import values
+from sandman.units.values import (
+    ID_MAX,
+    AbsolutePath,
+    CpuPercent,
+    Duration,
+    SignedDuration,
+    Size,
+    UnitName,
+)
+
+KINDS = ("sandbox", "network", "slice")
+# TOML arrays arrive as lists; the models hold tuples (immutable) but keep their items strict.
+LAX = Strict(False)
+ROOT_SLICE = "sandman"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _parse_string(value: Any, pattern_name: str, check: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{values.type_name(value)} is not {pattern_name}; write a string")
+    result: str = check(value)
+    return result
+
+
+def _hostname(value: Any) -> str:
+    def check(text: str) -> str:
+        if len(text) > 64 or not values.HOSTNAME_RE.match(text):
+            raise ValueError(
+                f"{text!r} is not a valid hostname; use letters, digits, '-' and '.', at most 64 "
+                "characters"
+            )
+        return text
+
+    return _parse_string(value, "a hostname", check)
+
+
+def _image(value: Any) -> str:
+    def check(text: str) -> str:
+        if not values.IMAGE_RE.match(text) or len(text) > 64:
+            raise ValueError(
+                f"{text!r} is not an image name; use lowercase letters, digits, '.', '_' and '-' "
+                "(an image is a directory under the image dir; for any other directory use `path`)"
+            )
+        return text
+
+    return _parse_string(value, "an image name", check)
+
+
+def _user(value: Any) -> str:
+    def check(text: str) -> str:
+        parts = text.split(":")
+        if len(parts) > 2 or not all(p.isdigit() and int(p) <= ID_MAX for p in parts):
+            raise ValueError(
+                f'{text!r} is not a user; write "UID:GID" with numbers, e.g. "1000:1000"'
+            )
+        uid = parts[0]
+        gid = parts[1] if len(parts) == 2 else parts[0]
+        return f"{int(uid)}:{int(gid)}"
+
+    return _parse_string(value, "a user", check)
+
+
+def _ifname(value: Any) -> str:
+    def check(text: str) -> str:
+        if len(text) > values.IFNAME_MAX or not values.IFNAME_RE.match(text):
+            raise ValueError(
+                f"{text!r} is not a valid interface name; use at most {values.IFNAME_MAX} letters, "
+                "digits, '-', '_' or '.'"
+            )
+        return text
+
+    return _parse_string(value, "an interface name", check)
+
+
+def _env_name(value: Any) -> str:
+    def check(text: str) -> str:
+        if not values.ENV_NAME_RE.match(text):
+            raise ValueError(
+                f"{text!r} is not an environment variable name; use letters, digits and _"
+            )
+        return text
+
+    return _parse_string(value, "a variable name", check)
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError(
+            "the string holds a NUL byte, which no command line or environment can carry"
+        )
+    return value
+
+
+def _ip_parser(kind: type, auto: bool, what: str, example: str) -> Any:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{values.type_name(value)} is not {what}; write a string, e.g. {example!r}"
+            )
+        if auto and value == "auto":
+            return value
+        try:
+            kind(value)
+            # Kept as written: "10.88.0.10" without a prefix takes its network's prefix later.
+            return value.strip()
+        except ValueError as exc:
+            choices = f'{example!r} or "auto"' if auto else repr(example)
+            raise ValueError(f"{value!r} is not {what} ({exc}); write e.g. {choices}") from None
+
+    return parse
+
+
+def _subnet_parser(kind: type, example: str) -> Any:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"{values.type_name(value)} is not a subnet; write e.g. {example!r}")
+        try:
+            return str(kind(value, strict=True))
+        except ValueError as exc:
+            try:
+                fixed = kind(value, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a subnet ({exc}); write e.g. {example!r}"
+                ) from None
+            raise ValueError(
+                f"{value!r} has host bits set; write the network address, {str(fixed)!r}"
+            ) from None
+
+    return parse
+
+
+def _file_mode(value: Any) -> int:
+    if values.is_int(value) and 0 <= value <= 0o7777:
+        return int(value)
+    if (
+        isinstance(value, str)
+        and value.isdigit()
+        and set(value) <= set("01234567")
+        and len(value) <= 4
+    ):
+        return int(value, 8)
+    raise ValueError(f'{value!r} is not a file mode; write octal digits, e.g. "1777" or 0o755')
+
+
+def _capabilities(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if value in PRESETS:
+            return value
+        raise ValueError(
+            f'{value!r} is not a capability set; write "default", "os" or a list such as '
+            '["CAP_NET_BIND_SERVICE"]'
+        )
+    if not isinstance(value, list):
+        raise ValueError(
+            f'{values.type_name(value)} is not a capability set; write "default", "os" or a list'
+        )
+    for item in value:
+        if not isinstance(item, str) or item not in CAPABILITIES:
+            raise ValueError(f"{item!r} is not a Linux capability; {_nearest_capability(item)}")
+    return tuple(sorted(set(value), key=CAPABILITIES.__getitem__))
+
+
+def _nearest_capability(item: object) -> str:
+    import difflib
+
+    guess = str(item).upper()
+    guess = guess if guess.startswith("CAP_") else f"CAP_{guess}"
+    if guess in CAPABILITIES:
+        return f"did you mean {guess!r}?"
+    close = difflib.get_close_matches(guess, CAPABILITIES, n=1)
+    return f"did you mean {close[0]!r}?" if close else "names look like 'CAP_NET_BIND_SERVICE'"
+
+
+_STR_SCHEMA = {"type": "string"}
+Hostname = Annotated[str, BeforeValidator(_hostname), WithJsonSchema(_STR_SCHEMA)]
+ImageName = Annotated[
+    str,
+    BeforeValidator(_image),
+    WithJsonSchema({"type": "string", "pattern": values.IMAGE_RE.pattern}),
+]
+UserSpec = Annotated[
+    str, BeforeValidator(_user), WithJsonSchema({"type": "string", "pattern": r"^\d+(:\d+)?$"})
+]
+IfName = Annotated[
+    str,
+    BeforeValidator(_ifname),
+    WithJsonSchema({"type": "string", "maxLength": values.IFNAME_MAX}),
+]
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+PlainText = Annotated[str, BeforeValidator(_no_nul)]
+Address4 = Annotated[
+    str,
+    BeforeValidator(_ip_parser(ipaddress.IPv4Interface, True, "an IPv4 address", "10.88.0.10/24")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+Address6 = Annotated[
+    str,
+    BeforeValidator(_ip_parser(ipaddress.IPv6Interface, True, "an IPv6 address", "fd00:88::10/64")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+HostAddress = Annotated[
+    str,
+    BeforeValidator(_ip_parser(ipaddress.ip_address, False, "an IP address", "127.0.0.1")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+Gateway4 = Annotated[
+    str,
+    BeforeValidator(_ip_parser(ipaddress.IPv4Address, False, "an IPv4 address", "10.88.0.1")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+Gateway6 = Annotated[
+    str,
+    BeforeValidator(_ip_parser(ipaddress.IPv6Address, False, "an IPv6 address", "fd00:88::1")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+Subnet4 = Annotated[
+    str,
+    BeforeValidator(_subnet_parser(ipaddress.IPv4Network, "10.88.0.0/24")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+Subnet6 = Annotated[
+    str,
+    BeforeValidator(_subnet_parser(ipaddress.IPv6Network, "fd00:88::/64")),
+    WithJsonSchema(_STR_SCHEMA),
+]
+FileMode = Annotated[
+    int,
+    BeforeValidator(_file_mode),
+    PlainSerializer(lambda m: f"{m:04o}", return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 0o7777},
+                {"type": "string", "pattern": "^[0-7]{1,4}$"},
+            ]
+        }
+    ),
+]
+Capabilities = Annotated[
+    str | tuple[str, ...],
+    BeforeValidator(_capabilities),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": sorted(PRESETS)},
+                {"type": "array", "items": {"enum": list(CAPABILITIES)}},
+            ]
+        }
+    ),
+]
+Id = Annotated[int, Field(ge=0, le=ID_MAX)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Weight = Annotated[int, Field(ge=1, le=10000)]
+
+
+class Limits(Section):
+    """Cgroup limits, shared by a slice and a sandbox's own cgroup; absent means no limit."""
+
+    memory_max: Size | None = None
+    memory_high: Size | None = None
+    cpu_max: CpuPercent | None = None
+    cpu_weight: Weight | None = None
+    pids_max: Annotated[int, Field(ge=1)] | None = None
+    io_weight: Weight | None = None
+
+
+class SandboxSection(Section):
+    description: PlainText = ""
+    command: Annotated[tuple[PlainText, ...], Field(min_length=1), LAX]
+    hostname: Hostname | None = None
+    slice: UnitName = ROOT_SLICE
+    environment: dict[EnvName, PlainText] = Field(default_factory=dict)
+    user: UserSpec = "0:0"
+    working_directory: AbsolutePath = "/"
+    restart: Literal["no", "on-failure", "always"] = "no"
+    stop_timeout: Duration = 5 * 10**9
+
+
+class Rootfs(Section):
+    image: ImageName | None = None
+    path: AbsolutePath | None = None
+    mode: Literal["overlay", "bind", "read-only"] = "overlay"
+    persistent: bool = False
+
+
+class Namespaces(Section):
+    pid: bool = True
+    mount: bool = True
+    uts: bool = True
+    ipc: bool = True
+    net: bool = True
+    user: bool = True
+    cgroup: bool = True
+    time: bool = False
+
+
+class TimeOffsets(Section):
+    monotonic_offset: SignedDuration = 0
+    boottime_offset: SignedDuration = 0
+
+
+class IdRange(Section):
+    inside: Id
+    outside: Id
+    count: Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+class IdMap(Section):
+    auto: bool = False
+    uid: Annotated[tuple[IdRange, ...], LAX] = ()
+    gid: Annotated[tuple[IdRange, ...], LAX] = ()
+
+
+class BindMount(Section):
+    type: Literal["bind"]
+    source: AbsolutePath
+    target: AbsolutePath
+    read_only: bool = False
+
+
+class TmpfsMount(Section):
+    type: Literal["tmpfs"]
+    target: AbsolutePath
+    size: Size | None = None
+    mode: FileMode = 0o755
+    read_only: bool = False
+
+
+class ProcMount(Section):
+    type: Literal["proc"]
+    target: AbsolutePath
+
+
+class OverlayMount(Section):
+    type: Literal["overlay"]
+    target: AbsolutePath
+    lower: Annotated[tuple[AbsolutePath, ...], Field(min_length=1), LAX]
+    upper: AbsolutePath | None = None
+    read_only: bool = False
+
+
+Mount = Annotated[BindMount | TmpfsMount | ProcMount | OverlayMount, Field(discriminator="type")]
+
+
+class PortForward(Section):
+    host: Port
+    sandbox: Port
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_address: HostAddress | None = None
+
+
+class SandboxNetwork(Section):
+    attach: UnitName
+    address: Address4 = "auto"
+    address6: Address6 | None = None
+    ports: Annotated[tuple[PortForward, ...], LAX] = ()
+
+
+class Security(Section):
+    capabilities: Capabilities = "default"
+    no_new_privileges: bool = True
+    seccomp: Literal["default", "unconfined"] = "default"
+
+
+class SandboxUnit(Section):
+    """A `NAME.sandbox.toml` file."""
+
+    sandbox: SandboxSection
+    rootfs: Rootfs = Rootfs(image="busybox")
+    namespaces: Namespaces = Namespaces()
+    time: TimeOffsets | None = None
+    idmap: IdMap | None = None
+    mount: Annotated[tuple[Mount, ...], LAX] = ()
+    network: SandboxNetwork | None = None
+    resources: Limits = Limits()
+    security: Security = Security()
+
+
+class NetworkSection(Section):
+    subnet: Subnet4
+    subnet6: Subnet6 | None = None
+    gateway: Gateway4 | None = None
+    gateway6: Gateway6 | None = None
+    nat: bool = False
+    bridge: IfName | None = None
+
+
+class NetworkUnit(Section):
+    """A `NAME.network.toml` file."""
+
+    network: NetworkSection
+
+
+class SliceSection(Limits):
+    parent: UnitName = ROOT_SLICE
+
+
+class SliceUnit(Section):
+    """A `NAME.slice.toml` file."""
+
+    slice: SliceSection
+
+
+UnitModel = SandboxUnit | NetworkUnit | SliceUnit
+MODELS: dict[str, type[SandboxUnit] | type[NetworkUnit] | type[SliceUnit]] = {
+    "sandbox": SandboxUnit,
+    "network": NetworkUnit,
+    "slice": SliceUnit,
+}

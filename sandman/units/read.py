@@ -1,0 +1,20 @@
+"""The one entry point from a unit directory to the desired state."""
+
+from __future__ import annotations
+
+from sandman.errors import UnitError
+from sandman.units.addresses import Sticky
+from sandman.units.checks import check_each
+from sandman.units.desired import Desired
+from sandman.units.load import read_directory
+from sandman.units.resolve import resolve
+
+
+def read_units(directory: str, tag: str, sticky: Sticky | None = None) -> Desired:
+    """Load, validate, cross-check and resolve; raises UnitError with every problem found."""
+    units = read_directory(directory)
+    check_each(units)
+    desired = resolve(units, tag, sticky)
+    if units.problems:
+        raise UnitError(units.problems)
+    return desired

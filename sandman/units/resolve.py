@@ -1,0 +1,295 @@
+"""Checks across units, and the resolution of what they leave open (addresses, names, paths)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
+
+from sandman.units import names
+from sandman.units.addresses import Allocator, Interface, Slot, Sticky
+from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox, DesiredSlice
+from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
+from sandman.units.model import ROOT_SLICE
+
+Network = IPv4Network | IPv6Network
+
+
+def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
+    """Build the desired state; problems found are appended to `units.problems`."""
+    slices = _slices(units)
+    networks = _networks(units, tag)
+    _check_subnets(units)
+    addresses = _addresses(units, networks, sticky or {})
+    _check_ports(units)
+    _check_idmaps(units)
+    sandboxes = {}
+    for name, unit in units.sandboxes.items():
+        model = sandbox_model(unit)
+        slice_name = model.sandbox.slice
+        sandboxes[name] = DesiredSandbox(
+            name=name,
+            file=unit.file,
+            unit=model,
+            hostname=model.sandbox.hostname or name,
+            slice_path=slices[slice_name].path if slice_name in slices else (ROOT_SLICE,),
+            veth=names.veth_name(tag, name) if model.network is not None else None,
+            address=_v4(addresses.get((name, 4))),
+            address6=_v6(addresses.get((name, 6))),
+        )
+    _check_ifnames(units, networks, sandboxes)
+    return Desired(tag, sandboxes, networks, slices)
+
+
+def _v4(interface: Interface | None) -> IPv4Interface | None:
+    return interface if isinstance(interface, IPv4Interface) else None
+
+
+def _v6(interface: Interface | None) -> IPv6Interface | None:
+    return interface if isinstance(interface, IPv6Interface) else None
+
+
+def _slices(units: UnitSet) -> dict[str, DesiredSlice]:
+    for unit in units.sandboxes.values():
+        wanted = sandbox_model(unit).sandbox.slice
+        if (
+            wanted != ROOT_SLICE
+            and wanted not in units.slices
+            and ("slice", wanted) not in units.broken
+        ):
+            units.problems.append(
+                unit.problem(
+                    ("sandbox", "slice"),
+                    f"names slice {wanted!r}, which no unit declares",
+                    f"add {wanted}.slice.toml or use {_one_of({ROOT_SLICE, *units.slices})}",
+                )
+            )
+    result = {}
+    for name, unit in units.slices.items():
+        path = _slice_path(units, name, unit)
+        if path is not None:
+            result[name] = DesiredSlice(name, unit.file, slice_model(unit), path)
+    return result
+
+
+def _slice_path(units: UnitSet, name: str, unit: UnitFile) -> tuple[str, ...] | None:
+    path = [name]
+    current = name
+    while current != ROOT_SLICE:
+        parent = slice_model(units.slices[current]).slice.parent
+        if parent != ROOT_SLICE and parent not in units.slices:
+            if current == name and ("slice", parent) not in units.broken:
+                units.problems.append(
+                    unit.problem(
+                        ("slice", "parent"),
+                        f"names slice {parent!r}, which no unit declares",
+                        f"add {parent}.slice.toml or use {_one_of({ROOT_SLICE, *units.slices})}",
+                    )
+                )
+            return None
+        if parent in path:
+            cycle = " -> ".join([*reversed(path), parent])
+            units.problems.append(
+                unit.problem(
+                    ("slice", "parent"),
+                    f"makes a cycle: {cycle}",
+                    f"slices form a tree under {ROOT_SLICE!r}; point one of them at {ROOT_SLICE!r}",
+                )
+            )
+            return None
+        path.append(parent)
+        current = parent
+    return tuple(reversed(path))
+
+
+def _one_of(known: set[str]) -> str:
+    return "one of " + ", ".join(repr(k) for k in sorted(known))
+
+
+def _networks(units: UnitSet, tag: str) -> dict[str, DesiredNetwork]:
+    result = {}
+    for name, unit in units.networks.items():
+        section = network_model(unit).network
+        subnet = IPv4Network(section.subnet)
+        gateway = IPv4Address(section.gateway) if section.gateway else subnet.network_address + 1
+        gateway6: IPv6Interface | None = None
+        if section.subnet6 is not None:
+            subnet6 = IPv6Network(section.subnet6)
+            address6 = (
+                IPv6Address(section.gateway6) if section.gateway6 else subnet6.network_address + 1
+            )
+            gateway6 = IPv6Interface(f"{address6}/{subnet6.prefixlen}")
+        result[name] = DesiredNetwork(
+            name=name,
+            file=unit.file,
+            unit=network_model(unit),
+            bridge=section.bridge or names.bridge_name(tag, name),
+            gateway=IPv4Interface(f"{gateway}/{subnet.prefixlen}"),
+            gateway6=gateway6,
+        )
+    return result
+
+
+def _check_subnets(units: UnitSet) -> None:
+    seen: list[tuple[Network, str, str]] = []
+    for name, unit in units.networks.items():
+        section = network_model(unit).network
+        for key, text in (("subnet", section.subnet), ("subnet6", section.subnet6)):
+            if text is None:
+                continue
+            subnet = ipaddress.ip_network(text)
+            for other_subnet, other_name, other_key in seen:
+                if subnet.version == other_subnet.version and subnet.overlaps(other_subnet):
+                    units.problems.append(
+                        unit.problem(
+                            ("network", key),
+                            f"{subnet} overlaps {other_name}'s {other_key} {other_subnet}",
+                            "give every network a subnet of its own",
+                        )
+                    )
+            seen.append((subnet, name, key))
+
+
+def _addresses(
+    units: UnitSet, networks: Mapping[str, DesiredNetwork], sticky: Sticky
+) -> dict[Slot, Interface]:
+    allocator = Allocator(units, networks)
+    wanted: list[tuple[UnitFile, int, str]] = []
+    for unit in units.sandboxes.values():
+        net = sandbox_model(unit).network
+        if net is None:
+            continue
+        if net.attach not in networks:
+            if ("network", net.attach) not in units.broken:
+                also = f" or use {_one_of(set(networks))}" if networks else ""
+                units.problems.append(
+                    unit.problem(
+                        ("network", "attach"),
+                        f"names network {net.attach!r}, which no unit declares",
+                        f"add {net.attach}.network.toml{also}",
+                    )
+                )
+            continue
+        wanted.append((unit, 4, net.address))
+        has_v6 = (net.attach, 6) in allocator.pools
+        if has_v6:
+            wanted.append((unit, 6, net.address6 or "auto"))
+        elif net.address6 is not None:
+            units.problems.append(
+                unit.problem(
+                    ("network", "address6"),
+                    f"is set but network {net.attach!r} has no subnet6",
+                    f"add subnet6 to {net.attach}.network.toml or remove address6",
+                )
+            )
+    return allocator.assign(wanted, sticky)
+
+
+_Binding = tuple[int, str, int]  # (IP version, protocol, host port)
+
+
+def _check_ports(units: UnitSet) -> None:
+    bound: dict[_Binding, list[tuple[str | None, str]]] = {}
+    for name, unit in units.sandboxes.items():
+        net = sandbox_model(unit).network
+        if net is None:
+            continue
+        for index, port in enumerate(net.ports):
+            address = port.host_address
+            version = ipaddress.ip_address(address).version if address else None
+            if version == 6 and not _has_v6(units, net.attach):
+                units.problems.append(
+                    unit.problem(
+                        ("network", "ports", index, "host_address"),
+                        f"{address} is IPv6 but the sandbox has no IPv6 address",
+                        "add subnet6 to its network or forward from an IPv4 address",
+                    )
+                )
+                continue
+            wildcard = address is None or ipaddress.ip_address(address).is_unspecified
+            shown = None if wildcard else address
+            for family in (version,) if version else (4, 6):
+                key = (family, port.protocol, port.host)
+                owner = _holder(bound.get(key, []), shown)
+                if owner:
+                    units.problems.append(
+                        unit.problem(
+                            ("network", "ports", index, "host"),
+                            f"{port.protocol} port {port.host} on {address or 'all addresses'} is "
+                            f"already forwarded by {owner}",
+                            "pick another host port or host_address",
+                        )
+                    )
+                    break
+            for family in (version,) if version else (4, 6):
+                bound.setdefault((family, port.protocol, port.host), []).append(
+                    (shown, f"sandbox {name!r}")
+                )
+
+
+def _holder(bindings: list[tuple[str | None, str]], address: str | None) -> str | None:
+    """Who already holds a port: the same address, or either side listening on all of them."""
+    for other, owner in bindings:
+        if address is None or other is None or other == address:
+            return owner
+    return None
+
+
+def _has_v6(units: UnitSet, network: str) -> bool:
+    unit = units.networks.get(network)
+    return unit is not None and network_model(unit).network.subnet6 is not None
+
+
+def _check_idmaps(units: UnitSet) -> None:
+    seen: list[tuple[int, int, str]] = []
+    for name, unit in units.sandboxes.items():
+        idmap = sandbox_model(unit).idmap
+        if idmap is None or idmap.auto:
+            continue
+        ranges = {(r.outside, r.count) for r in (*idmap.uid, *idmap.gid)}
+        for outside, count in sorted(ranges):
+            for start, length, owner in seen:
+                if outside < start + length and start < outside + count:
+                    units.problems.append(
+                        unit.problem(
+                            ("idmap",),
+                            f"host ids {outside}..{outside + count - 1} overlap sandbox "
+                            f"{owner!r}'s {start}..{start + length - 1}",
+                            "give each sandbox its own host id range, or set auto = true",
+                        )
+                    )
+                    break
+        seen.extend((outside, count, name) for outside, count in sorted(ranges))
+
+
+def _check_ifnames(
+    units: UnitSet, networks: Mapping[str, DesiredNetwork], sandboxes: Mapping[str, DesiredSandbox]
+) -> None:
+    owners: dict[str, str] = {}
+    for problem_unit, path, ifname, owner in _ifnames(units, networks, sandboxes):
+        if ifname in owners:
+            units.problems.append(
+                problem_unit.problem(
+                    path,
+                    f"interface name {ifname!r} is already used by {owners[ifname]}",
+                    "rename the unit or set network.bridge",
+                )
+            )
+        owners.setdefault(ifname, owner)
+
+
+def _ifnames(
+    units: UnitSet, networks: Mapping[str, DesiredNetwork], sandboxes: Mapping[str, DesiredSandbox]
+) -> Iterator[tuple[UnitFile, tuple[str, ...], str, str]]:
+    for name, network in networks.items():
+        yield units.networks[name], ("network", "bridge"), network.bridge, f"network {name!r}"
+    for name, sandbox in sandboxes.items():
+        if sandbox.veth is not None:
+            yield units.sandboxes[name], ("network",), sandbox.veth, f"sandbox {name!r}"

@@ -1,0 +1,203 @@
+"""Parsers for the value syntaxes of unit files: sizes, durations, CPU shares, ids, names.
+
+Each parser takes what tomllib produced and returns a typed value or raises ValueError with a
+message a user can act on; pydantic turns that ValueError into a located unit problem. They never
+raise anything else, whatever the input, so a random document cannot crash the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+NAME_MAX = 32
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+HOSTNAME_RE = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+IFNAME_MAX = 15
+ID_MAX = 2**32 - 1
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_DURATION_RE = re.compile(r"^\s*([+-]?)\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)\s*$")
+_DURATION_UNITS_NS = {"ms": 10**6, "s": 10**9, "min": 60 * 10**9, "h": 3600 * 10**9}
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def is_int(value: object) -> bool:
+    """True for TOML integers; bool is a subclass of int in Python but never a number here."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_size(value: object) -> int:
+    """`"64M"` or `67108864` to bytes; suffixes are powers of 1024."""
+    if is_int(value):
+        assert isinstance(value, int)
+        if value < 0:
+            raise ValueError(f"{value} is negative; a size is bytes >= 0, e.g. 64M")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+        raise ValueError(
+            f"{value!r} is not a size; write bytes or a number with K, M, G or T (powers of 1024), "
+            'e.g. "256M"'
+        )
+    raise ValueError(f'{_type_name(value)} is not a size; write e.g. "256M" or 268435456')
+
+
+def parse_duration_ns(value: object, signed: bool = False) -> int:
+    """`"5s"`, `"250ms"`, `"2min"` to nanoseconds; a sign only where offsets allow it."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f'{_type_name(value)} is not a duration; write e.g. "5s", "250ms" or "2min"'
+        )
+    match = _DURATION_RE.match(value)
+    if not match:
+        raise ValueError(f'{value!r} is not a duration; write e.g. "5s", "250ms" or "2min"')
+    sign, number, unit = match.groups()
+    if sign and not signed:
+        raise ValueError(f"{value!r} has a sign; this duration cannot be negative")
+    nanoseconds = round(float(number) * _DURATION_UNITS_NS[unit])
+    return -nanoseconds if sign == "-" else nanoseconds
+
+
+def format_duration_ns(nanoseconds: int) -> str:
+    """The canonical spelling of a duration: the largest unit that keeps it whole."""
+    sign = "-" if nanoseconds < 0 else ""
+    magnitude = abs(nanoseconds)
+    for unit in ("h", "min", "s", "ms"):
+        step = _DURATION_UNITS_NS[unit]
+        if magnitude % step == 0:
+            return f"{sign}{magnitude // step}{unit}"
+    return f"{sign}{magnitude / 10**6}ms"
+
+
+def parse_percent(value: object) -> float:
+    """`"50%"` of one CPU to 50.0; `"200%"` is two CPUs."""
+    if isinstance(value, str):
+        match = _PERCENT_RE.match(value)
+        if match:
+            percent = float(match.group(1))
+            if percent <= 0:
+                raise ValueError(f"{value!r} is not above 0%; give at least 1%")
+            return percent
+    raise ValueError(
+        f'{value!r} is not a CPU share; write a percentage of one CPU, e.g. "50%" or "200%"'
+    )
+
+
+def parse_name(value: object, what: str = "name") -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{_type_name(value)} is not a {what}; write a string")
+    if not NAME_RE.match(value) or len(value) > NAME_MAX:
+        raise ValueError(
+            f"{value!r} is not a valid {what}; use lowercase letters, digits and '-', starting "
+            f"with a letter or digit, at most {NAME_MAX} characters"
+        )
+    return value
+
+
+def parse_absolute_path(value: object) -> str:
+    """An absolute path, normalised; `..` is refused so that a path cannot climb out of a root."""
+    if not isinstance(value, str):
+        raise ValueError(f"{_type_name(value)} is not a path; write an absolute path as a string")
+    if not value.startswith("/"):
+        raise ValueError(f'{value!r} is not absolute; write it from the root, e.g. "/{value}"')
+    if "\0" in value:
+        raise ValueError("the path holds a NUL byte")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{value!r} contains '..'; write the path without it")
+    return "/" + "/".join(parts)
+
+
+def _type_name(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def type_name(value: object) -> str:
+    return _type_name(value)
+
+
+def _size_from_input(value: Any) -> int:
+    return parse_size(value)
+
+
+def _duration_from_input(value: Any) -> int:
+    return parse_duration_ns(value)
+
+
+def _signed_duration_from_input(value: Any) -> int:
+    return parse_duration_ns(value, signed=True)
+
+
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+\s*[KMGTkmgt]?\s*$"},
+    ],
+    "description": 'bytes, or a number with K, M, G or T (powers of 1024), e.g. "256M"',
+}
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|min|h)\s*$",
+    "description": 'a duration, e.g. "5s", "250ms", "2min"',
+}
+_SIGNED_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*[+-]?\s*\d+(\.\d+)?\s*(ms|s|min|h)\s*$",
+    "description": 'a duration that may be negative, e.g. "-10s", "1h"',
+}
+
+# Sizes are held as bytes and durations as nanoseconds; the record and `plan --json` show them so.
+Size = Annotated[int, BeforeValidator(_size_from_input), WithJsonSchema(_SIZE_SCHEMA)]
+Duration = Annotated[
+    int,
+    BeforeValidator(_duration_from_input),
+    PlainSerializer(format_duration_ns, return_type=str),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+SignedDuration = Annotated[
+    int,
+    BeforeValidator(_signed_duration_from_input),
+    PlainSerializer(format_duration_ns, return_type=str),
+    WithJsonSchema(_SIGNED_DURATION_SCHEMA),
+]
+CpuPercent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    PlainSerializer(lambda p: f"{p:g}%", return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$",
+            "description": 'a share of one CPU, e.g. "50%"; "200%" is two CPUs',
+        }
+    ),
+]
+UnitName = Annotated[
+    str,
+    BeforeValidator(parse_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_RE.pattern, "maxLength": NAME_MAX}),
+]
+AbsolutePath = Annotated[
+    str,
+    BeforeValidator(parse_absolute_path),
+    WithJsonSchema({"type": "string", "pattern": "^/", "description": "an absolute path"}),
+]

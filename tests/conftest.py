@@ -1,0 +1,38 @@
+"""Test configuration shared by every test.
+
+Tests marked `root` need root and the real kernel. Off CI they are skipped without root; in CI
+(SANDMAN_CI or CI set) a root test that cannot run, or that skips itself, fails the run: a root
+test silently skipped in CI would hide exactly the checks that matter.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = bool(os.environ.get("SANDMAN_CI") or os.environ.get("CI"))
+_skipped_root_tests: list[str] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is None or os.geteuid() == 0:
+        return
+    if IN_CI:
+        pytest.fail("this test needs root, and CI must run it as root")
+    pytest.skip("needs root (CI runs it)")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if IN_CI and report.skipped and "root" in report.keywords:
+        _skipped_root_tests.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped_root_tests:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for nodeid in _skipped_root_tests:
+        terminalreporter.write_line(f"FAILED (root test skipped in CI): {nodeid}", red=True)
