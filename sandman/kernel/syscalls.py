@@ -1,0 +1,437 @@
+"""The one ctypes module of sandman: the Linux calls it needs beyond `os`, as thin typed wrappers.
+
+Every failing call raises `OSError(errno, "<syscall>: <strerror> (<hint>)", path)`, so callers add
+context without guessing which call failed or on what; no other module imports ctypes.
+
+unshare, setns, pivot_root, capset and prctl change the calling *thread*: use them in a
+single-threaded child after os.fork(). clone() is missing on purpose: a raw clone() child would
+share CPython's locks and memory with its parent, so the spawn path is os.fork() + unshare().
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterable
+from typing import NamedTuple, NoReturn, TypeAlias
+
+from sandman.capabilities import CAPABILITIES
+
+StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+# <linux/sched.h>
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# <linux/mount.h>: flags of mount(2)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+# <sys/mount.h> (glibc; the kernel spells them out in fs/namespace.c): flags of umount2(2)
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# <linux/mount.h>: the new mount API (open_tree, move_mount, mount_setattr)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_SYMLINKS = 0x01
+MOVE_MOUNT_F_AUTOMOUNTS = 0x02
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_SYMLINKS = 0x10
+MOVE_MOUNT_T_AUTOMOUNTS = 0x20
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
+
+# <linux/fcntl.h>
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+# <linux/openat2.h>
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_CACHED = 0x20
+
+# <linux/close_range.h>
+CLOSE_RANGE_UNSHARE = 1 << 1
+CLOSE_RANGE_CLOEXEC = 1 << 2
+FD_LAST = 0xFFFF_FFFF  # ~0U: "up to the highest fd" for close_range
+
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <linux/capability.h>
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_LINUX_CAPABILITY_U32S_3 = 2
+# The capability numbers live in sandman.capabilities, shared with the unit models.
+
+# <asm/unistd_64.h> (x86_64), <asm-generic/unistd.h> (aarch64). Called through syscall(2): glibc
+# 2.36 lacks pivot_root and openat2, and older glibc or musl lack more. From 424 on the numbers are
+# the same on every architecture; the version is the Linux release that added the call.
+_NEW_SYSCALLS = {
+    "pidfd_send_signal": (424, "5.1"),
+    "open_tree": (428, "5.2"),
+    "move_mount": (429, "5.2"),
+    "pidfd_open": (434, "5.3"),
+    "close_range": (436, "5.9"),
+    "openat2": (437, "5.6"),
+    "mount_setattr": (442, "5.12"),
+}
+SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
+    arch: {"pivot_root": pivot_root, **{name: nr for name, (nr, _) in _NEW_SYSCALLS.items()}}
+    for arch, pivot_root in (("x86_64", 155), ("aarch64", 41))
+}
+_NR = SYSCALL_NUMBERS.get(os.uname().machine, {})
+
+_CLONE_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("CLONE_NEW")}
+_PR_NAMES = {
+    v: k
+    for k, v in list(globals().items())
+    if k.startswith("PR_") and not k.startswith("PR_CAP_AMBIENT_")
+}
+
+_PRIV = "needs CAP_SYS_ADMIN: run as root, or inside a user namespace that owns the object"
+_HINTS: dict[tuple[str, int], str] = {
+    ("*", errno.EPERM): _PRIV,
+    ("*", errno.ENOSPC): "namespace or mount limit reached: see /proc/sys/user/max_*_namespaces "
+    "and /proc/sys/fs/mount-max",
+    ("unshare", errno.EINVAL): "flag unknown to this kernel, or CLONE_NEWUSER/CLONE_NEWNS "
+    "from a multithreaded process",
+    ("unshare", errno.EUSERS): "user namespaces nested too deep (the limit is 32)",
+    ("setns", errno.EINVAL): "fd is not a namespace of type nstype, or the caller is multithreaded",
+    ("mount", errno.EINVAL): "bad flag combination or options, or the target of MS_REMOUNT, "
+    "MS_MOVE or a propagation change is not a mount point",
+    ("mount", errno.ENODEV): "filesystem type not supported by this kernel",
+    ("umount2", errno.EINVAL): "not a mount point",
+    ("umount2", errno.EBUSY): "still in use; MNT_DETACH detaches it lazily",
+    ("pivot_root", errno.EINVAL): "new_root must be a mount point, put_old must be under it, "
+    "and / must not be shared (mount / with MS_REC|MS_PRIVATE first)",
+    ("pivot_root", errno.EBUSY): "new_root or put_old is on the current root mount",
+    ("sethostname", errno.EINVAL): "longer than 64 bytes",
+    ("sethostname", errno.EPERM): "needs CAP_SYS_ADMIN in a new UTS namespace (CLONE_NEWUTS)",
+    ("mount_setattr", errno.EINVAL): "unknown MOUNT_ATTR_* bit or propagation type",
+    ("move_mount", errno.EINVAL): "the source is not a mount, or the target is a shared mount",
+    ("openat2", errno.EINVAL): "unknown O_* or RESOLVE_* bit, or mode without O_CREAT/O_TMPFILE",
+    ("openat2", errno.EXDEV): "the path escapes the root (RESOLVE_BENEATH) or crosses a mount "
+    "(RESOLVE_NO_XDEV)",
+    ("openat2", errno.ELOOP): "a symlink or /proc magic link was refused by RESOLVE_NO_*",
+    ("openat2", errno.EAGAIN): "RESOLVE_CACHED could not resolve from the dentry cache alone",
+    ("close_range", errno.EINVAL): "first is greater than last, or unknown flag",
+    ("pidfd_send_signal", errno.ESRCH): "the process has already exited",
+    ("pidfd_send_signal", errno.EPERM): "not allowed to signal it (needs CAP_KILL or same uid)",
+    ("capset", errno.EPERM): "cannot add capabilities beyond the permitted or bounding set",
+    ("prctl", errno.EPERM): "PR_CAPBSET_DROP needs CAP_SETPCAP; PR_CAP_AMBIENT_RAISE needs the "
+    "capability in both the permitted and the inheritable set",
+}
+
+
+def _error(err: int, syscall: str, detail: object, detail2: object = None) -> OSError:
+    hint = _HINTS.get((syscall, err)) or _HINTS.get(("*", err), "")
+    if err == errno.ENOSYS:
+        version = _NEW_SYSCALLS.get(syscall, (0, ""))[1]
+        needs = f" ({syscall} needs Linux {version})" if version else ""
+        hint = f"kernel too old{needs} or the call is blocked by seccomp"
+    message = f"{syscall}: {os.strerror(err)}" + (f" ({hint})" if hint else "")
+    return OSError(err, message, detail, None, detail2)
+
+
+def _raise(syscall: str, detail: object, detail2: object = None) -> NoReturn:
+    raise _error(ctypes.get_errno(), syscall, detail, detail2)
+
+
+def _check(result: int, syscall: str, detail: object, detail2: object = None) -> int:
+    if result < 0:
+        _raise(syscall, detail, detail2)
+    return result
+
+
+def _c_str(value: StrPath | None) -> bytes | None:
+    # ctypes would silently cut a path at its first NUL byte and act on another file.
+    raw = None if value is None else os.fsencode(value)
+    if raw is not None and b"\0" in raw:
+        raise ValueError(f"embedded null byte in {value!r}")
+    return raw
+
+
+def _uint(value: int, what: str, bits: int = 32) -> int:
+    # ctypes truncates out-of-range integers without a word, turning a typo into other flags.
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{what} must be an unsigned {bits}-bit integer, got {value!r}")
+    return value
+
+
+def _cint(value: int, what: str) -> ctypes.c_int:
+    if not -(1 << 31) <= value < 1 << 31:
+        raise ValueError(f"{what} must be a C int, got {value!r}")
+    return ctypes.c_int(value)
+
+
+def _cuint(value: int, what: str) -> ctypes.c_uint:
+    return ctypes.c_uint(_uint(value, what))
+
+
+def _cpath(path: StrPath) -> ctypes.c_char_p:
+    return ctypes.c_char_p(_c_str(path))
+
+
+def _where(dirfd: int, path: StrPath) -> object:
+    return os.fspath(path) if os.fspath(path) else f"fd {dirfd}"
+
+
+def _flag_names(flags: int, names: dict[int, str]) -> str:
+    known = [name for bit, name in names.items() if flags & bit]
+    rest = flags & ~sum(names)
+    return "|".join(known + ([hex(rest)] if rest else [])) or "0"
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_str, _ulong = ctypes.c_char_p, ctypes.c_ulong
+for _name, _argtypes in {
+    "unshare": (ctypes.c_int,),
+    "setns": (ctypes.c_int, ctypes.c_int),
+    "mount": (_str, _str, _str, _ulong, _str),
+    "umount2": (_str, ctypes.c_int),
+    "sethostname": (_str, ctypes.c_size_t),
+    "prctl": (ctypes.c_int, _ulong, _ulong, _ulong, _ulong),
+    "capget": (ctypes.c_void_p, ctypes.c_void_p),
+    "capset": (ctypes.c_void_p, ctypes.c_void_p),
+}.items():
+    getattr(_libc, _name).argtypes = _argtypes
+    getattr(_libc, _name).restype = ctypes.c_int
+# syscall(2) is variadic: no argtypes, so every argument below is passed as an explicit C type.
+_libc.syscall.restype = ctypes.c_long
+
+
+def _syscall(name: str, *args: object) -> int:
+    if name not in _NR:
+        raise _error(errno.ENOSYS, name, f"no syscall number for {os.uname().machine}")
+    result: int = _libc.syscall(ctypes.c_long(_NR[name]), *args)
+    return result
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr, <linux/mount.h>
+    _fields_ = tuple(
+        (f, ctypes.c_uint64) for f in ("attr_set", "attr_clr", "propagation", "userns_fd")
+    )
+
+
+class _OpenHow(ctypes.Structure):  # struct open_how, <linux/openat2.h>
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+class _CapHeader(ctypes.Structure):  # struct __user_cap_header_struct, <linux/capability.h>
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):  # struct __user_cap_data_struct; v3 passes two: bits 0-31, 32-63
+    _fields_ = tuple((f, ctypes.c_uint32) for f in ("effective", "permitted", "inheritable"))
+
+
+_CapDataV3 = _CapData * _LINUX_CAPABILITY_U32S_3
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(_uint(flags, "flags")) < 0:
+        _raise("unshare", _flag_names(flags, _CLONE_NAMES))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace behind `fd`; `nstype` (one CLONE_NEW*, or 0 for any) guards its type."""
+    if _libc.setns(_cint(fd, "fd"), _uint(nstype, "nstype")) < 0:
+        _raise("setns", f"fd {fd}" + (f", {_flag_names(nstype, _CLONE_NAMES)}" if nstype else ""))
+
+
+def mount(
+    source: StrPath | None,
+    target: StrPath,
+    fstype: str | bytes | None = None,
+    flags: int = 0,
+    data: str | bytes | None = None,
+) -> None:
+    args = (_c_str(source), _c_str(target), _c_str(fstype), _uint(flags, "flags", 64), _c_str(data))
+    if _libc.mount(*args) < 0:
+        # For binds and moves the source is a path too, and may be the one that is missing.
+        moved = os.fspath(source) if source is not None and flags & (MS_BIND | MS_MOVE) else None
+        _raise("mount", os.fspath(target), moved)
+
+
+def umount2(target: StrPath, flags: int = 0) -> None:
+    if _libc.umount2(_c_str(target), _uint(flags, "flags", 31)) < 0:
+        _raise("umount2", os.fspath(target))
+
+
+def pivot_root(new_root: StrPath, put_old: StrPath) -> None:
+    result = _syscall("pivot_root", _cpath(new_root), _cpath(put_old))
+    _check(result, "pivot_root", os.fspath(new_root), os.fspath(put_old))
+
+
+def sethostname(name: str | bytes) -> None:
+    raw = _c_str(name) or b""
+    if _libc.sethostname(raw, len(raw)) < 0:
+        _raise("sethostname", name)
+
+
+def open_tree(dirfd: int, path: StrPath, flags: int) -> int:
+    """Return an fd for the mount at `path`, or with OPEN_TREE_CLONE for a detached copy of it.
+
+    OPEN_TREE_CLOEXEC is always added: like os.open, fds are not inherited across exec.
+    """
+    flags |= OPEN_TREE_CLOEXEC
+    result = _syscall("open_tree", _cint(dirfd, "dirfd"), _cpath(path), _cuint(flags, "flags"))
+    return _check(result, "open_tree", _where(dirfd, path))
+
+
+def move_mount(
+    from_dirfd: int, from_path: StrPath, to_dirfd: int, to_path: StrPath, flags: int = 0
+) -> None:
+    source = (_cint(from_dirfd, "from_dirfd"), _cpath(from_path))
+    target = (_cint(to_dirfd, "to_dirfd"), _cpath(to_path))
+    result = _syscall("move_mount", *source, *target, _cuint(flags, "flags"))
+    _check(result, "move_mount", _where(to_dirfd, to_path), _where(from_dirfd, from_path))
+
+
+def mount_setattr(
+    dirfd: int, path: StrPath, flags: int, attr_set: int, attr_clr: int = 0, *, propagation: int = 0
+) -> None:
+    """Set and clear MOUNT_ATTR_* bits, and change propagation (an MS_* type) when not 0."""
+    values = {"attr_set": attr_set, "attr_clr": attr_clr, "propagation": propagation}
+    attr = _MountAttr(*(_uint(v, k, 64) for k, v in values.items()), 0)
+    args = (_cint(dirfd, "dirfd"), _cpath(path), _cuint(flags, "flags"), ctypes.byref(attr))
+    result = _syscall("mount_setattr", *args, ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(result, "mount_setattr", _where(dirfd, path))
+
+
+def openat2(dirfd: int, path: StrPath, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """Open with RESOLVE_* limits on path resolution; O_CLOEXEC is always added, as in os.open."""
+    values = {"flags": flags | os.O_CLOEXEC, "mode": mode, "resolve": resolve}
+    how = _OpenHow(*(_uint(v, k, 64) for k, v in values.items()))
+    args = (_cint(dirfd, "dirfd"), _cpath(path), ctypes.byref(how))
+    result = _syscall("openat2", *args, ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(result, "openat2", _where(dirfd, path))
+
+
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    result = _syscall("pidfd_open", _cint(pid, "pid"), _cuint(flags, "flags"))
+    return _check(result, "pidfd_open", f"pid {pid}")
+
+
+def pidfd_send_signal(pidfd: int, sig: int, flags: int = 0) -> None:
+    args = (_cint(pidfd, "pidfd"), _cint(sig, "sig"), None, _cuint(flags, "flags"))
+    _check(_syscall("pidfd_send_signal", *args), "pidfd_send_signal", f"pidfd {pidfd}, sig {sig}")
+
+
+def close_range(first: int, last: int = FD_LAST, flags: int = 0) -> None:
+    args = (_cuint(first, "first"), _cuint(last, "last"), _cuint(flags, "flags"))
+    _check(_syscall("close_range", *args), "close_range", f"fds {first}..{last}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """Call prctl(2) with integer arguments and return its (non-negative) result."""
+    args = [_uint(a, f"arg{i}", 64) for i, a in enumerate((arg2, arg3, arg4, arg5), start=2)]
+    result: int = _libc.prctl(_cint(option, "option"), *args)
+    return _check(result, "prctl", f"{_PR_NAMES.get(option, option)}({', '.join(map(str, args))})")
+
+
+class CapSets(NamedTuple):
+    """The capability sets of a thread, each a 64-bit mask with bit n for capability number n."""
+
+    effective: int
+    permitted: int
+    inheritable: int
+
+
+def capget(pid: int = 0) -> CapSets:
+    """Read the capability sets of `pid` (0: the calling thread)."""
+    header, data = _CapHeader(_LINUX_CAPABILITY_VERSION_3, _cint(pid, "pid").value), _CapDataV3()
+    if _libc.capget(ctypes.byref(header), ctypes.byref(data)) < 0:
+        _raise("capget", f"pid {pid}")
+    return CapSets(*(getattr(data[0], f) | getattr(data[1], f) << 32 for f in CapSets._fields))
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Replace the capability sets of the calling thread (not the whole process)."""
+    masks = CapSets(effective, permitted, inheritable)
+    header, data = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), _CapDataV3()
+    for field, mask in zip(CapSets._fields, masks, strict=True):
+        _uint(mask, field, 64)
+        setattr(data[0], field, mask & 0xFFFF_FFFF)
+        setattr(data[1], field, mask >> 32)
+    if _libc.capset(ctypes.byref(header), ctypes.byref(data)) < 0:
+        _raise("capset", ", ".join(f"{k}={v:#x}" for k, v in masks._asdict().items()))
+
+
+def cap_mask(names: Iterable[str]) -> int:
+    """Turn capability names ("CAP_NET_ADMIN") into a mask; unknown names raise ValueError."""
+    wanted = set(names)
+    if unknown := sorted(wanted - CAPABILITIES.keys()):
+        raise ValueError(f"unknown capabilities: {', '.join(unknown)}")
+    return sum(1 << CAPABILITIES[name] for name in wanted)
+
+
+def cap_names(mask: int) -> list[str]:
+    """The names of the capabilities set in `mask`, in numeric order."""
+    return [name for name, number in CAPABILITIES.items() if mask >> number & 1]
+
+
+def bind_readonly_recursive(source: StrPath, target: StrPath) -> None:
+    """Bind `source` and every mount below it onto `target`, all read-only.
+
+    The tree is made read-only while still detached, so `target` is never writable, even for a
+    moment; classic MS_BIND|MS_REC followed by remounts would leave submounts writable.
+    """
+    fd = open_tree(AT_FDCWD, source, OPEN_TREE_CLONE | AT_RECURSIVE)
+    try:
+        mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY)
+        move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)
+    finally:
+        os.close(fd)

@@ -1,0 +1,55 @@
+"""The committed JSON Schemas are what the models generate, and the shipped units satisfy them."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tomllib
+
+import jsonschema
+import pytest
+
+from sandman.cli import main
+from sandman.units.model import KINDS
+from sandman.units.schema import schema_for
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_committed_schema_is_current(kind: str) -> None:
+    committed = json.loads((REPO / "schemas" / f"{kind}.schema.json").read_text())
+    fix = f"sandman schema {kind} > schemas/{kind}.schema.json"
+    assert committed == schema_for(kind), f"schemas/{kind}.schema.json is stale; run: {fix}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_is_valid_json_schema(kind: str) -> None:
+    jsonschema.Draft202012Validator.check_schema(schema_for(kind))
+
+
+def _shipped_units() -> list[pathlib.Path]:
+    return sorted((REPO / "units").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", _shipped_units(), ids=lambda p: p.name)
+def test_shipped_units_satisfy_schema(path: pathlib.Path) -> None:
+    kind = path.name.split(".")[1]
+    document = tomllib.loads(path.read_text())
+    jsonschema.validate(document, schema_for(kind), cls=jsonschema.Draft202012Validator)
+
+
+def test_schema_rejects_unknown_key() -> None:
+    document = {"sandbox": {"command": ["/bin/true"], "comand": ["x"]}}
+    with pytest.raises(jsonschema.ValidationError, match="comand"):
+        jsonschema.validate(document, schema_for("sandbox"))
+
+
+def test_schema_verb_prints_one_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "network"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema_for("network")
+
+
+def test_schema_verb_prints_all_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == set(KINDS)
