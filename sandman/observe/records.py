@@ -9,9 +9,17 @@ from typing import Any
 
 from sandman.errors import StateError
 from sandman.observe.facts import Record
+from sandman.units.desired import digest
 
 RECORD_VERSION = 1
 KIND_DIRS = {"sandbox": "sandboxes", "network": "networks", "slice": "slices"}
+
+
+def record_of(
+    kind: str, name: str, canonical: dict[str, Any], runtime: dict[str, Any] | None = None
+) -> Record:
+    """The record of an object applied from its canonical form."""
+    return Record(kind, name, digest(canonical), canonical, False, runtime or {})
 
 
 def record_path(state_dir: str, kind: str, name: str) -> str:

@@ -82,9 +82,18 @@ def _show(key: str, value: Any) -> str:
         return _size(value)
     if isinstance(value, str):
         return value
+    if key == "network.ports" and isinstance(value, list):
+        return "[" + ", ".join(_port(p) for p in value) + "]"
     import json
 
     return json.dumps(value, separators=(",", ":"))
+
+
+def _port(port: Any) -> str:
+    if not isinstance(port, dict):
+        return str(port)
+    address = port.get("host_address") or "*"
+    return f"{address}:{port.get('host')}->{port.get('sandbox')}/{port.get('protocol')}"
 
 
 def _size(value: int) -> str:

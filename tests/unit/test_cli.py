@@ -1,0 +1,73 @@
+"""Every verb has --help; validate reports in text and JSON; bad arguments exit 2."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from sandman.cli import build_parser, main
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _verbs() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "verb")
+    assert action.choices is not None
+    return sorted(action.choices)
+
+
+@pytest.mark.parametrize("verb", _verbs())
+def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: sandman {verb}" in capsys.readouterr().out
+
+
+def test_validate_shipped_units(capsys: pytest.CaptureFixture[str]) -> None:
+    units = str(REPO / "units")
+    assert main(["validate", units]) == 0
+    assert capsys.readouterr().out == f"{units}: 3 sandboxes, 1 network, 1 slice: valid\n"
+    assert main(["validate", units, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == {
+        "valid": True,
+        "directory": units,
+        "units": {"sandbox": 3, "network": 1, "slice": 1},
+    }
+
+
+def test_unknown_verb_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+
+
+def test_module_entry_point_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sandman", "validate", str(REPO / "units")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_validate_does_not_import_kernel_side() -> None:
+    code = (
+        "import sys; from sandman.cli import main; main(['validate', sys.argv[1]]);"
+        "bad = [m for m in sys.modules if m.startswith(('pyroute2', 'sandman.kernel', 'ctypes'))];"
+        "print('IMPORTED:' + ','.join(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "units")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "IMPORTED:"

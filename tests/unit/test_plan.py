@@ -1,0 +1,110 @@
+"""The planner, case by case: `plan_cases/<case>/` holds the units applied before, the units wanted
+after, optional `options.json` (prune, tainted records) and `expected.txt`, the describe() lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from sandman.cli import main
+from sandman.observe.facts import ActualState, Record
+from sandman.observe.records import record_of, write_record
+from sandman.plan.diff import plan
+from sandman.plan.keys import LIVE_KEYS, is_live
+from sandman.units.desired import Desired
+from sandman.units.names import instance_tag
+from sandman.units.read import read_units
+
+CASES = pathlib.Path(__file__).parent / "plan_cases"
+TAG = "smt"
+
+
+def records_of(desired: Desired) -> list[Record]:
+    """The records an apply of `desired` leaves behind."""
+    records = [record_of("slice", n, s.canonical()) for n, s in desired.slices.items()]
+    records += [record_of("network", n, s.canonical()) for n, s in desired.networks.items()]
+    records += [record_of("sandbox", n, s.canonical()) for n, s in desired.sandboxes.items()]
+    return records
+
+
+def actual_for(case: pathlib.Path, options: dict[str, object]) -> ActualState:
+    if not (case / "before").is_dir():
+        return ActualState()
+    tainted = options.get("tainted", [])
+    assert isinstance(tainted, list)
+    records = {}
+    for record in records_of(read_units(str(case / "before"), TAG)):
+        is_tainted = f"{record.kind}/{record.name}" in tainted
+        records[record.key] = dataclasses.replace(record, tainted=is_tainted)
+    return ActualState(records=records)
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()))
+def test_plan_case(case: str) -> None:
+    directory = CASES / case
+    options_file = directory / "options.json"
+    options = json.loads(options_file.read_text()) if options_file.exists() else {}
+    desired = read_units(str(directory / "after"), TAG)
+    result = plan(desired, actual_for(directory, options), prune=options.get("prune", True))
+    expected = (directory / "expected.txt").read_text().splitlines()
+    assert [a.describe() for a in result.actions] == expected
+
+
+def test_second_plan_after_apply_is_empty() -> None:
+    desired = read_units(str(CASES / "no-change" / "after"), TAG)
+    actual = ActualState(records={r.key: r for r in records_of(desired)})
+    assert plan(desired, actual).actions == ()
+
+
+def test_plan_is_pure_and_deterministic() -> None:
+    desired = read_units(str(CASES / "new-units" / "after"), TAG)
+    first = plan(desired, ActualState())
+    second = plan(desired, ActualState())
+    assert first == second
+
+
+def test_live_key_table() -> None:
+    assert is_live("sandbox", "resources.memory_max")
+    assert is_live("sandbox", "sandbox.description")
+    assert not is_live("sandbox", "sandbox.command")
+    assert not is_live("sandbox", "rootfs.image")
+    assert not is_live("slice", "slice.parent")
+    assert set(LIVE_KEYS) == {"sandbox", "network", "slice"}
+
+
+def test_plan_json_shape(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    before = read_units(str(CASES / "memory-live" / "before"), instance_tag(str(state)))
+    for record in records_of(before):
+        write_record(str(state), record)
+    after = str(CASES / "memory-live" / "after")
+    code = main(["plan", after, "--json", "--state-dir", str(state), "--detailed-exitcode"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert data["summary"] == {"create": 0, "update": 1, "recreate": 0, "destroy": 0, "repair": 0}
+    (action,) = data["actions"]
+    assert action["object"] == "sandbox/web"
+    assert action["action"] == "update"
+    assert action["changes"] == [
+        {"key": "resources.memory_max", "from": 268435456, "to": 536870912, "live": True}
+    ]
+
+
+def test_plan_text_and_exit_codes(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = str(CASES / "new-units" / "after")
+    state = str(tmp_path / "state")
+    assert main(["plan", units, "--state-dir", state]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "Plan: 5 to create, 0 to update, 0 to recreate, 0 to destroy."
+    assert main(["plan", units, "--state-dir", state, "--detailed-exitcode"]) == 3
+    capsys.readouterr()
+    desired = read_units(units, instance_tag(state))
+    for record in records_of(desired):
+        write_record(state, record)
+    assert main(["plan", units, "--state-dir", state, "--detailed-exitcode"]) == 0
+    assert capsys.readouterr().out == f"No changes: the host matches {units}.\n"
