@@ -1,0 +1,233 @@
+"""Shared helpers of the benchmarks: the interpreter, interleaved timing, statistics, tables.
+
+Every benchmark times whole commands the same way, so that numbers stay comparable across
+benchmarks and across runs: `time.perf_counter()` around `subprocess.run`, a few warm-ups per
+command first, then N rounds that run every command once in turn (A B C, A B C, ...), so that a
+slow minute of the machine hits all commands alike. Results are the median, min and max in ms.
+Nothing here asserts a time: the benchmarks report, people judge.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+# Variables that change how an interpreter starts or what sandman reads; a benchmark must not
+# inherit them from whoever runs it.
+_STRIPPED_ENV = (
+    "PYTHONPROFILEIMPORTTIME",
+    "PYTHONDEVMODE",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONMALLOC",
+    "PYTHONTRACEMALLOC",
+    "PYTHONWARNINGS",
+    "PYTHONINSPECT",
+    "PYTHONVERBOSE",
+    "SANDMAN_STATE_DIR",
+    "SANDMAN_IMAGE_DIR",
+    "SANDMAN_LOG_DIR",
+)
+
+
+class BenchError(Exception):
+    """A benchmark cannot run (a command fails, the interpreter lacks a package)."""
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
+    env["LC_ALL"] = env.get("LC_ALL", "C.UTF-8")
+    return env
+
+
+def real_python(candidate: str | None = None) -> str:
+    """The interpreter binary that commands run with: `candidate` or this one.
+
+    A pyenv shim (or any wrapper script) costs its own start-up on every run, which would be
+    timed with the command, so the candidate is asked once for its own `sys.executable`, the path
+    of the binary the shim ends up running (a venv's `bin/python` stays as it is: resolving that
+    link would leave the venv and its packages behind).
+    """
+    if candidate is None:
+        return sys.executable
+    try:
+        result = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.executable)"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=clean_env(),
+        )
+    except OSError as exc:
+        raise BenchError(f"cannot run {candidate}: {exc.strerror}") from None
+    path = result.stdout.strip()
+    if result.returncode != 0 or not path:
+        raise BenchError(f"{candidate} is not a working Python: {result.stderr.strip()}")
+    return path
+
+
+def require_modules(python: str, modules: Sequence[str], cwd: str | None = None) -> None:
+    """Fail early, with a hint, when the interpreter cannot import what the commands need."""
+    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    result = subprocess.run(
+        [python, "-c", code, *modules],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+        cwd=cwd,
+    )
+    if result.returncode != 0:
+        last = result.stderr.strip().splitlines()[-1:] or ["?"]
+        raise BenchError(
+            f"{python} cannot import {', '.join(modules)} ({last[0]}); run the benchmark with "
+            "the repo's .venv/bin/python or pass --python"
+        )
+
+
+def module_version(python: str, module: str, cwd: str | None = None) -> str:
+    """`VERSION from DIR` of a module as the interpreter imports it."""
+    code = (
+        "import os, sys, importlib\n"
+        "m = importlib.import_module(sys.argv[1])\n"
+        "print(getattr(m, '__version__', '?'), 'from', os.path.dirname(m.__file__ or '?'))"
+    )
+    result = subprocess.run(
+        [python, "-c", code, module],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+        cwd=cwd,
+    )
+    return result.stdout.strip() or "?"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command to time; `label` names it in tables.
+
+    Give `cwd` a neutral directory for `python -m` commands: the working directory comes first
+    on their `sys.path`, and a repo checkout there would shadow the installed package.
+    """
+
+    label: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Wall times of one command in ms."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+
+def run_once(command: Command) -> float:
+    """Run a command to its end and return its wall time in ms; a failure raises BenchError."""
+    env = dict(command.env) if command.env is not None else clean_env()
+    start = time.perf_counter()
+    result = subprocess.run(
+        command.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=command.cwd,
+        check=False,
+    )
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if result.returncode != 0:
+        raise BenchError(_failure(command, env))
+    return elapsed
+
+
+def _failure(command: Command, env: Mapping[str, str]) -> str:
+    """Run a failed command again, capturing its output, to say why it failed."""
+    again = subprocess.run(
+        command.argv, capture_output=True, text=True, env=dict(env), cwd=command.cwd, check=False
+    )
+    output = (again.stderr or again.stdout).strip()
+    return f"{command.label!r} failed (exit {again.returncode}): {' '.join(command.argv)}\n{output}"
+
+
+def time_interleaved(
+    commands: Sequence[Command], runs: int, warmups: int = 3, progress: bool | None = None
+) -> dict[str, Stats]:
+    """Warm every command up, then time `runs` rounds of all commands in turn.
+
+    Progress goes to stderr, by default only when it is a terminal.
+    """
+    if progress is None:
+        progress = sys.stderr.isatty()
+    for _ in range(warmups):
+        for command in commands:
+            run_once(command)
+    samples: dict[str, list[float]] = {c.label: [] for c in commands}
+    for round_index in range(runs):
+        if progress:
+            print(f"\r  round {round_index + 1}/{runs}", end="", file=sys.stderr, flush=True)
+        for command in commands:
+            samples[command.label].append(run_once(command))
+    if progress:
+        print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
+    return {label: Stats(tuple(values)) for label, values in samples.items()}
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base > 0 else "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """A plain-text table; columns whose index is in `right` are right-aligned (numbers)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def describe_host(python: str) -> str:
+    """One line on what ran the benchmark, printed above every result."""
+    result = subprocess.run(
+        [
+            python,
+            "-c",
+            "import platform; print(platform.python_implementation(), platform.python_version())",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+    )
+    interpreter = result.stdout.strip() or "?"
+    return f"{interpreter} at {python}; {os.cpu_count()} CPUs; {os.uname().release}"
