@@ -94,7 +94,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="sandbox, network or slice",
     )
     schema.set_defaults(module="schema")
+    _image_verbs(verbs, paths)
     return parser
+
+
+def _image_verbs(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
+) -> None:
+    """`images` lists; `image busybox|import|remove` change the store (sandman/images.py)."""
+    listing = verbs.add_parser(
+        "images",
+        parents=[paths],
+        help="list the images",
+        description="List the images under the image dir with their size, files and age.",
+    )
+    _json_option(listing, "the images")
+    listing.set_defaults(module="images", action="list")
+
+    image = verbs.add_parser(
+        "image",
+        help="build, import or remove an image",
+        description="Build, import or remove an image (a directory IMAGE_DIR/NAME).",
+    )
+    # The path options sit on each action, not here: argparse would let the action's defaults
+    # overwrite what was given before it.
+    actions = image.add_subparsers(dest="action", metavar="ACTION", required=True)
+    busybox = actions.add_parser(
+        "busybox",
+        parents=[paths],
+        help="build the built-in image from the host's busybox-static",
+        description="Build the built-in image: a static busybox with a link per applet and a "
+        "minimal /etc (install it with `apt-get install busybox-static`).",
+    )
+    busybox.add_argument("--name", default="busybox", help="the image's name (default busybox)")
+    busybox.add_argument(
+        "--busybox", default="/bin/busybox", metavar="PATH", help="the static busybox binary"
+    )
+    _json_option(busybox, "the image")
+    imported = actions.add_parser(
+        "import",
+        parents=[paths],
+        help="make an image from a tarball or a directory",
+        description="Make image NAME from SOURCE: a tarball (plain, .gz, .xz, .bz2; `docker "
+        "export` or an Alpine minirootfs) or a directory, keeping modes and ownership. Replaces "
+        "an image of that name only once the new one is complete.",
+    )
+    imported.add_argument("name", metavar="NAME", help="the image's name")
+    imported.add_argument("source", metavar="SOURCE", help="a tarball or a directory")
+    _json_option(imported, "the image")
+    remove = actions.add_parser(
+        "remove", parents=[paths], help="remove an image", description="Remove image NAME."
+    )
+    remove.add_argument("name", metavar="NAME", help="the image's name")
+    _json_option(remove, "the result")
+    for action in (busybox, imported, remove):
+        action.set_defaults(module="images")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

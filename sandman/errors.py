@@ -56,6 +56,15 @@ class StateError(SandmanError):
         super().__init__(f"`{path}`: {message}")
 
 
+class ImageError(SandmanError):
+    """An image cannot be built, imported, listed or removed; names the image and its directory."""
+
+    def __init__(self, name: str, path: str, message: str) -> None:
+        self.name = name
+        self.path = path
+        super().__init__(f"image {name} (`{path}`): {message}")
+
+
 class ApplyError(SandmanError):
     """An action failed while changing the host; names the object and the step."""
 
