@@ -1,0 +1,201 @@
+"""Cgroups as a small interface: `CgroupDriver`, with a v2 and a v1 implementation.
+
+Learned from crun's `libcrun_cgroup_manager`: one protocol, one driver per cgroup version, the
+mode detected once per root, resources mapped onto files by a table with the conversions as pure
+functions (in cgroup_v1.py and cgroup_v2.py). Pure cgroup v2 hosts get `V2Driver`; v1 hosts and
+hybrid ones (v1 controllers, an empty cgroup2 at `unified/`) get `V1Driver`.
+
+A cgroup is named by a path relative to the cgroup root, `BASE/SLICE.../SANDBOX`: `path()` makes
+it from a resolved slice path (which starts at the root slice `sandman`, the base itself).
+Every method takes such a `rel` and refuses one outside the driver's base. Errors are `OSError`
+with the cgroup file or directory in `filename`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+
+from sandman.kernel.cgroup_common import (
+    CPU_PERIOD_US,
+    CPU_QUOTA_MIN_US,
+    LIMIT_KEYS,
+    ROOT_SLICE,
+    USAGE_KEYS,
+    LimitValues,
+    Usage,
+    percent_to_quota,
+    quota_to_percent,
+    read,
+    stored_bytes,
+    write,
+)
+from sandman.kernel.cgroup_v1 import (
+    BFQ,
+    CFQ,
+    V1_CONTROLLERS,
+    BlkioScale,
+    V1Driver,
+    blkio_to_io_weight,
+    io_weight_to_blkio,
+    shares_to_weight,
+    weight_to_shares,
+)
+from sandman.kernel.cgroup_v2 import V2_CONTROLLERS, V2Driver, format_cpu_max, parse_cpu_max
+from sandman.units.names import cgroup_root
+
+if TYPE_CHECKING:
+    from sandman.units.model import Limits
+
+__all__ = [
+    "BFQ",
+    "CFQ",
+    "CPU_PERIOD_US",
+    "CPU_QUOTA_MIN_US",
+    "LIMIT_KEYS",
+    "ROOT_SLICE",
+    "USAGE_KEYS",
+    "V1_CONTROLLERS",
+    "V2_CONTROLLERS",
+    "BlkioScale",
+    "CgroupDriver",
+    "LimitValues",
+    "Mode",
+    "Usage",
+    "V1Driver",
+    "V2Driver",
+    "blkio_to_io_weight",
+    "clear_mode_cache",
+    "detect_mode",
+    "driver_for",
+    "format_cpu_max",
+    "io_weight_to_blkio",
+    "mode_from_files",
+    "mode_from_mountinfo",
+    "parse_cpu_max",
+    "percent_to_quota",
+    "quota_to_percent",
+    "read",
+    "shares_to_weight",
+    "stored_bytes",
+    "weight_to_shares",
+    "write",
+]
+
+Mode: TypeAlias = Literal["v2", "hybrid", "v1"]
+DEFAULT_ROOT = "/sys/fs/cgroup"
+
+
+class CgroupDriver(Protocol):
+    """What the rest of sandman may do with cgroups. `rel` is a path from `path()`."""
+
+    root: str
+    base: str
+    version: Literal[1, 2]
+
+    def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
+        """`("sandman", "services"), "web"` -> `BASE/services/web`; `()` -> the base."""
+        ...
+
+    def create(self, rel: str) -> list[str]:
+        """mkdir -p with the controllers sandman needs; idempotent; returns warnings."""
+        ...
+
+    def join(self, rel: str, pid: int) -> None: ...
+
+    def pids(self, rel: str) -> list[int]:
+        """Every process in rel and below, sorted."""
+        ...
+
+    def kill(self, rel: str, timeout: float = 5.0) -> bool:
+        """SIGKILL every process of the subtree, double-forked ones included; True when empty."""
+        ...
+
+    def remove(self, rel: str, timeout: float = 2.0) -> None:
+        """rmdir the subtree bottom-up; gone is fine; EBUSY retried until `timeout`, then raised."""
+        ...
+
+    def exists(self, rel: str) -> bool: ...
+
+    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+        """Write all six limits; returns a warning per key asked for that the host cannot honour."""
+        ...
+
+    def read_limits(self, rel: str) -> LimitValues:
+        """The limits in the unit's units; keys whose file the cgroup lacks are left out."""
+        ...
+
+    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+        """What read_limits returns after set_limits(rel, limits): drift is a difference."""
+        ...
+
+    def usage(self, rel: str) -> Usage:
+        """USAGE_KEYS: memory_current/peak (bytes), cpu_usec, pids_current, oom_kills,
+        nr_throttled; None where the host has no such counter."""
+        ...
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+_MODES: dict[str, Mode] = {}
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mode_from_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Mode | None:
+    """The mode from /proc/self/mountinfo: cgroup2 at root is v2; anything else at root with a
+    cgroup2 at root/unified is hybrid; else v1. None when nothing is mounted at root."""
+    mounts = {}
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and len(fields) >= 5 and right.split():
+            mounts[_unescape(fields[4])] = right.split()[0]  # a later mount hides an earlier one
+    root = os.path.normpath(root)
+    if root not in mounts:
+        return None
+    if mounts[root] == "cgroup2":
+        return "v2"
+    if mounts.get(os.path.join(root, "unified")) == "cgroup2":
+        return "hybrid"
+    return "v1"
+
+
+def mode_from_files(root: str = DEFAULT_ROOT) -> Mode:
+    """The mode from the tree itself: only a cgroup2 directory has cgroup.controllers."""
+    if os.path.isfile(os.path.join(root, "cgroup.controllers")):
+        return "v2"
+    if os.path.isfile(os.path.join(root, "unified", "cgroup.controllers")):
+        return "hybrid"
+    return "v1"
+
+
+def detect_mode(root: str = DEFAULT_ROOT) -> Mode:
+    """v2, hybrid or v1 for the cgroup tree at `root`, from mountinfo when root is a mount point,
+    else from its files (a tree that is not a mount, as in tests). Cached per root."""
+    key = os.path.normpath(root)
+    if key not in _MODES:
+        try:
+            mountinfo = read("/proc/self/mountinfo")
+        except OSError:
+            mountinfo = ""
+        _MODES[key] = mode_from_mountinfo(mountinfo, key) or mode_from_files(key)
+    return _MODES[key]
+
+
+def clear_mode_cache() -> None:
+    _MODES.clear()
+
+
+def driver_for(tag: str, root: str = DEFAULT_ROOT, base: str | None = None) -> CgroupDriver:
+    """The driver for an instance: V2Driver on a pure v2 host, V1Driver otherwise. The base is
+    `names.cgroup_root(tag)` unless given (the daemon's delegated cgroup under systemd)."""
+    top = cgroup_root(tag) if base is None else base
+    if detect_mode(root) == "v2":
+        return V2Driver(root, top)
+    return V1Driver(root, top)

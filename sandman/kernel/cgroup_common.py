@@ -1,0 +1,251 @@
+"""What both cgroup drivers share: checked paths, file I/O that names the file, subtree walks,
+the kill and remove loops, and the conversions that do not depend on the cgroup version.
+
+Plain file I/O only: cgroupfs is files and directories, no ctypes and no helper programs. Every
+failure is an `OSError` whose `filename` is the cgroup file or directory that refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from sandman.units.model import Limits
+
+# sandman.units.model.ROOT_SLICE, not imported so that the kernel layer loads without pydantic
+# (a unit test checks that the two agree). The root slice is the driver's base directory.
+ROOT_SLICE = "sandman"
+
+LimitValue: TypeAlias = int | float | None
+LimitValues: TypeAlias = dict[str, LimitValue]
+Usage: TypeAlias = dict[str, int | None]
+
+LIMIT_KEYS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
+USAGE_KEYS = (
+    "memory_current",
+    "memory_peak",
+    "cpu_usec",
+    "pids_current",
+    "oom_kills",
+    "nr_throttled",
+)
+
+CPU_PERIOD_US = 100_000
+CPU_QUOTA_MIN_US = 1_000  # the kernel refuses a CFS quota under 1 ms (EINVAL)
+WEIGHT_MIN, WEIGHT_DEFAULT, WEIGHT_MAX = 1, 100, 10_000  # cpu.weight and io.weight (v2)
+
+_POLL = 0.02  # seconds between two looks at a cgroup that is emptying
+
+
+# --- conversions shared by both versions (pure) ------------------------------------------------
+
+
+def page_size() -> int:
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+def stored_bytes(value: int | None, page: int) -> int | None:
+    """A memory limit as the kernel keeps it: whole pages, rounded down (both versions)."""
+    return None if value is None else value - value % page
+
+
+def percent_to_quota(percent: float, period: int = CPU_PERIOD_US) -> int:
+    """CPU percent of one CPU to a CFS quota in microseconds per `period`, at least 1 ms.
+
+    50.0 -> 50000 with the 100 ms period; 0.5 would be 500 us, which the kernel refuses, so it
+    becomes 1000 (1%) and set_limits warns.
+    """
+    return max(CPU_QUOTA_MIN_US, round(percent * period / 100))
+
+
+def quota_to_percent(quota: int, period: int) -> float | None:
+    """The inverse of percent_to_quota for any period; a negative quota (v1's -1) is no limit."""
+    if quota < 0 or period <= 0:
+        return None
+    return quota * 100 / period
+
+
+def stored_percent(percent: float | None) -> float | None:
+    """A cpu_max as read back after it was written: whole microseconds of quota."""
+    return None if percent is None else quota_to_percent(percent_to_quota(percent), CPU_PERIOD_US)
+
+
+def quota_warning(percent: float | None) -> list[str]:
+    if percent is None or percent * CPU_PERIOD_US / 100 >= CPU_QUOTA_MIN_US - 0.5:
+        return []
+    floor = CPU_QUOTA_MIN_US * 100 / CPU_PERIOD_US
+    return [
+        f"cpu_max = {percent:g}% is below the kernel's smallest CFS quota "
+        f"({CPU_QUOTA_MIN_US} us per {CPU_PERIOD_US} us); applied {floor:g}%"
+    ]
+
+
+def limits_dict(limits: Limits) -> LimitValues:
+    return {key: getattr(limits, key) for key in LIMIT_KEYS}
+
+
+def keyed(text: str) -> dict[str, int]:
+    """`key value` lines (memory.events, cpu.stat, memory.oom_control) to a dict."""
+    result = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            result[parts[0]] = int(parts[1])
+    return result
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def check_component(part: str) -> str:
+    if not part or part in (".", "..") or "/" in part or "\0" in part:
+        raise ValueError(f"{part!r} is not a cgroup directory name")
+    return part
+
+
+def check_base(base: str) -> str:
+    """A base is relative to the cgroup root, e.g. `sandman` or `system.slice/sandman.service`."""
+    parts = base.strip("/").split("/")
+    for part in parts:
+        check_component(part)
+    return "/".join(parts)
+
+
+def join_path(base: str, slice_path: Sequence[str], name: str | None) -> str:
+    """`base` + the slice path without its root slice + the sandbox name."""
+    parts = list(slice_path)
+    if parts and parts[0] == ROOT_SLICE:
+        parts = parts[1:]
+    if name is not None:
+        parts.append(name)
+    return "/".join([base, *(check_component(p) for p in parts)])
+
+
+def check_rel(base: str, rel: str) -> str:
+    """A relative cgroup path this driver may touch: the base or below it, nothing else, so that a
+    wrong argument can never kill or remove another program's cgroup."""
+    rel = rel.strip("/")
+    if rel != base and not rel.startswith(base + "/"):
+        raise ValueError(f"cgroup {rel!r} is not under this instance's base {base!r}")
+    for part in rel.split("/"):
+        check_component(part)
+    return rel
+
+
+def require_dirs(directories: Iterable[str]) -> None:
+    """FileNotFoundError naming the first cgroup directory that does not exist: limits and usage
+    of a missing cgroup are an error, never an empty answer that would hide the drift."""
+    for directory in directories:
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "no such cgroup", directory)
+
+
+# --- file I/O ----------------------------------------------------------------------------------
+
+
+def write(path: str, value: str) -> None:
+    """One write(2) of `value`, as cgroupfs wants it; errors carry the file in `filename`."""
+    data = value.encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror} (writing {value!r})", path) from None
+
+
+def read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def read_optional(path: str) -> str | None:
+    """The file's text, or None when the file (a controller's, or the cgroup) does not exist."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return None
+
+
+def read_int(path: str) -> int | None:
+    text = read_optional(path)
+    return None if text is None else int(text.split()[0])
+
+
+def subtree(top: str) -> list[str]:
+    """Every cgroup directory at and below `top`, children before parents; [] when `top` is gone."""
+    if not os.path.isdir(top):
+        return []
+    return [d for d, _, _ in os.walk(top, topdown=False)]
+
+
+def procs(directory: str) -> list[int]:
+    """PIDs in one cgroup (not its children); [] when the cgroup is gone."""
+    text = read_optional(os.path.join(directory, "cgroup.procs"))
+    return [int(pid) for pid in text.split()] if text else []
+
+
+def subtree_procs(tops: Iterable[str]) -> list[int]:
+    return sorted({pid for top in tops for d in subtree(top) for pid in procs(d)})
+
+
+def sigkill(pids: Iterable[int]) -> None:
+    """SIGKILL each PID but our own: a sandman process found inside would otherwise kill itself,
+    and the cgroup then simply does not empty (kill() reports False)."""
+    me = os.getpid()
+    for pid in pids:
+        if pid != me:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def kill_loop(tops: Sequence[str], timeout: float, strike: Callable[[float], None]) -> bool:
+    """Strike (kill every process of the subtrees, see the drivers) until they are empty.
+
+    A strike freezes the subtree before it reads cgroup.procs and kills, so no process can fork
+    in between and a double fork cannot escape; the loop catches any process that joined
+    meanwhile. `strike` gets the deadline. True when the subtrees are empty (or gone).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if not subtree_procs(tops):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        strike(deadline)
+        wait_until(lambda: not subtree_procs(tops), min(deadline, time.monotonic() + 0.5))
+
+
+def wait_until(done: Callable[[], bool], deadline: float) -> bool:
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL)
+    return True
+
+
+def rmdir_tree(top: str, deadline: float) -> None:
+    """rmdir `top` and its children bottom-up; gone already is fine, EBUSY (processes still
+    exiting) is retried until `deadline`, then raised with the directory in `filename`."""
+    for directory in subtree(top):
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise OSError(exc.errno, exc.strerror, directory) from None
+                time.sleep(_POLL)

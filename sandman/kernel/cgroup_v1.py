@@ -1,0 +1,390 @@
+"""The cgroup v1 driver: the same relative path under each controller's hierarchy.
+
+Used on pure v1 hosts and on hybrid ones (controllers in v1, an empty cgroup2 at `unified/`).
+
+    memory_max   memory.limit_in_bytes       bytes, -1 for none
+    memory_high  memory.soft_limit_in_bytes  bytes, -1 for none. v1 has no throttling threshold
+                 like v2's memory.high; the soft limit (what reclaim pushes the group back to
+                 under global memory pressure) is the nearest thing.
+    cpu_max      cpu.cfs_quota_us with cpu.cfs_period_us = 100000, -1 for none. Unlike v2, v1
+                 refuses (EINVAL) a quota above the parent's, e.g. a sandbox at 100% in a 50% slice.
+    cpu_weight   cpu.shares = weight_to_shares(weight), none = 1024 (see there)
+    pids_max     pids.max, "max" for none
+    io_weight    blkio.weight (CFQ, 10..1000, default 500) or, on kernels since 5.0 that dropped
+                 CFQ, blkio.bfq.weight (BFQ, 1..1000, default 100); see io_weight_to_blkio. A
+                 weight only acts on disks whose I/O scheduler is that one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from sandman.kernel import cgroup_common as common
+from sandman.kernel.cgroup_common import (
+    CPU_PERIOD_US,
+    WEIGHT_DEFAULT,
+    WEIGHT_MAX,
+    WEIGHT_MIN,
+    LimitValue,
+    LimitValues,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from sandman.units.model import Limits
+
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer")
+SHARES_MIN, SHARES_DEFAULT, SHARES_MAX = 2, 1024, 262_144
+
+
+# --- conversions (pure) ------------------------------------------------------------------------
+
+
+def _div_round(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half up, in integers (both non-negative)."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def weight_to_shares(weight: int) -> int:
+    """cpu.weight (1..10000, default 100) to cpu.shares (2..262144, default 1024): proportional,
+    shares = weight * 1024 / 100, as systemd does.
+
+    Both files are relative weights: only the ratio between sibling groups matters. A
+    proportional map keeps every ratio (200 vs 100 stays 2:1) and maps default to default, so
+    a sandbox at the default weight competes as an equal with the host's other groups, which sit
+    at 1024. crun's affine map (shares 2..262144 onto weight 1..10000) keeps the ends instead but
+    turns the default 1024 into weight 39 and bends every ratio. 1..10000 lands on 10..102400,
+    inside the shares range, so nothing is clamped and the map is one to one.
+    """
+    return min(SHARES_MAX, max(SHARES_MIN, _div_round(weight * SHARES_DEFAULT, WEIGHT_DEFAULT)))
+
+
+def shares_to_weight(shares: int) -> int:
+    """The inverse: shares_to_weight(weight_to_shares(w)) == w for every weight; shares written
+    by hand (e.g. 3) round to the nearest weight, clamped to 1..10000."""
+    weight = _div_round(max(shares, 0) * WEIGHT_DEFAULT, SHARES_DEFAULT)
+    return min(WEIGHT_MAX, max(WEIGHT_MIN, weight))
+
+
+class BlkioScale(NamedTuple):
+    file: str
+    low: int
+    default: int
+    high: int
+
+
+CFQ = BlkioScale("blkio.weight", 10, 500, 1000)
+BFQ = BlkioScale("blkio.bfq.weight", 1, 100, 1000)
+
+
+def io_weight_to_blkio(weight: int, scale: BlkioScale) -> int:
+    """io.weight (1..10000, default 100) to a v1 blkio weight: linear from the lowest weight to the
+    default, and linear from the default to the highest (each end onto each end, default onto
+    default). One straight line from 1..10000 onto 10..1000 would put the default 100 at 20,
+    a 25th of the host's groups at CFQ's 500: a sandbox that asked for nothing would starve. A
+    pure ratio (weight * 5) would clamp every weight over 200 to 1000."""
+    weight = min(WEIGHT_MAX, max(WEIGHT_MIN, weight))
+    if weight <= WEIGHT_DEFAULT:
+        span = scale.default - scale.low
+        return scale.low + _div_round((weight - WEIGHT_MIN) * span, WEIGHT_DEFAULT - WEIGHT_MIN)
+    span = scale.high - scale.default
+    return scale.default + _div_round((weight - WEIGHT_DEFAULT) * span, WEIGHT_MAX - WEIGHT_DEFAULT)
+
+
+def blkio_to_io_weight(value: int, scale: BlkioScale) -> int:
+    """The inverse of io_weight_to_blkio, to the nearest weight. Above the default, 9900 weights
+    share 500 (CFQ) or 900 (BFQ) values, so a weight reads back as the first one of its value;
+    io_weight_to_blkio of what this returns is always the value read (no drift flapping)."""
+    value = min(scale.high, max(scale.low, value))
+    if value <= scale.default:
+        span = scale.default - scale.low
+        return WEIGHT_MIN + _div_round((value - scale.low) * (WEIGHT_DEFAULT - WEIGHT_MIN), span)
+    span = scale.high - scale.default
+    return WEIGHT_DEFAULT + _div_round(
+        (value - scale.default) * (WEIGHT_MAX - WEIGHT_DEFAULT), span
+    )
+
+
+def memory_unlimited(page: int) -> int:
+    """What v1 shows for "no limit": PAGE_COUNTER_MAX pages, i.e. LONG_MAX rounded to pages."""
+    return (2**63 - 1) // page * page
+
+
+def parse_v1_bytes(text: str, page: int) -> int | None:
+    value = int(text.split(maxsplit=1)[0])
+    return None if value < 0 or value >= memory_unlimited(page) else value
+
+
+def parse_blkio(text: str) -> int:
+    """`500`, or `default 100` as some kernels print BFQ's weight."""
+    parts = text.split()
+    return int(parts[1] if parts[0] == "default" else parts[0])
+
+
+def v1_stored(limits: LimitValues, page: int, scale: BlkioScale) -> LimitValues:
+    """What read_limits returns once set_limits wrote `limits` (see v2_stored), through the
+    shares and blkio mappings and back."""
+    cpu_weight = limits["cpu_weight"]
+    io_weight = limits["io_weight"]
+    shares = weight_to_shares(WEIGHT_DEFAULT if cpu_weight is None else int(cpu_weight))
+    blkio = io_weight_to_blkio(WEIGHT_DEFAULT if io_weight is None else int(io_weight), scale)
+    return {
+        "memory_max": common.stored_bytes(_int(limits["memory_max"]), page),
+        "memory_high": common.stored_bytes(_int(limits["memory_high"]), page),
+        "cpu_max": common.stored_percent(_float(limits["cpu_max"])),
+        "cpu_weight": shares_to_weight(shares),
+        "pids_max": limits["pids_max"],
+        "io_weight": blkio_to_io_weight(blkio, scale),
+    }
+
+
+def _int(value: LimitValue) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: LimitValue) -> float | None:
+    return None if value is None else float(value)
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+# key: (controller, file); the io file is whichever of CFQ's and BFQ's the cgroup has
+_FILES = {
+    "memory_max": ("memory", "memory.limit_in_bytes"),
+    "memory_high": ("memory", "memory.soft_limit_in_bytes"),
+    "cpu_max": ("cpu", "cpu.cfs_quota_us"),
+    "cpu_weight": ("cpu", "cpu.shares"),
+    "pids_max": ("pids", "pids.max"),
+    "io_weight": ("blkio", CFQ.file),
+}
+
+
+class V1Driver:
+    """cgroup v1: `root/CONTROLLER/rel` for each controller mounted at `root/CONTROLLER`
+    (co-mounted ones such as `cpu,cpuacct` count once). Every `rel` must be `base` or below it.
+
+    cpuset is left out by default; when asked for, create() copies cpuset.cpus and cpuset.mems
+    from the parent into each new cgroup, without which no process could join it."""
+
+    version: Literal[1, 2] = 1
+
+    def __init__(
+        self,
+        root: str = "/sys/fs/cgroup",
+        base: str = common.ROOT_SLICE,
+        controllers: Sequence[str] = V1_CONTROLLERS,
+    ) -> None:
+        self.root = os.path.normpath(root)
+        self.base = common.check_base(base)
+        self.controllers = tuple(controllers)
+        self.hierarchies = {
+            c: os.path.realpath(os.path.join(self.root, common.check_component(c)))
+            for c in self.controllers
+            if os.path.isdir(os.path.join(self.root, c))
+        }
+        self._tops = list(dict.fromkeys(self.hierarchies.values()))
+        self._page = common.page_size()
+
+    def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
+        return common.join_path(self.base, slice_path, name)
+
+    def _dirs(self, rel: str) -> list[str]:
+        rel = common.check_rel(self.base, rel)
+        return [os.path.join(top, rel) for top in self._tops]
+
+    def _dir(self, controller: str, rel: str) -> str | None:
+        top = self.hierarchies.get(controller)
+        return None if top is None else os.path.join(top, common.check_rel(self.base, rel))
+
+    def create(self, rel: str) -> list[str]:
+        """mkdir -p in every hierarchy; idempotent. Warns about controllers not mounted."""
+        warnings = [
+            f"the {c} controller is not mounted at {os.path.join(self.root, c)}"
+            for c in self.controllers
+            if c not in self.hierarchies
+        ]
+        if not self._tops:
+            raise FileNotFoundError(2, "no cgroup v1 controller is mounted", self.root)
+        for directory in self._dirs(rel):
+            os.makedirs(directory, exist_ok=True)
+        if "cpuset" in self.hierarchies:
+            self._fill_cpuset(common.check_rel(self.base, rel))
+        return warnings
+
+    def _fill_cpuset(self, rel: str) -> None:
+        parent = self.hierarchies["cpuset"]
+        for part in rel.split("/"):
+            child = os.path.join(parent, part)
+            for file in ("cpuset.cpus", "cpuset.mems"):
+                if not common.read(f"{child}/{file}").strip():
+                    common.write(f"{child}/{file}", common.read(f"{parent}/{file}").strip())
+            parent = child
+
+    def join(self, rel: str, pid: int) -> None:
+        for directory in self._dirs(rel):
+            common.write(f"{directory}/cgroup.procs", str(pid))
+
+    def pids(self, rel: str) -> list[int]:
+        """Every process in rel and its children, in any hierarchy, sorted."""
+        return common.subtree_procs(self._dirs(rel))
+
+    def exists(self, rel: str) -> bool:
+        """True when rel exists in every mounted hierarchy sandman uses."""
+        dirs = self._dirs(rel)
+        return bool(dirs) and all(os.path.isdir(d) for d in dirs)
+
+    def kill(self, rel: str, timeout: float = 5.0) -> bool:
+        """Freeze rel's subtree (freezer.state FROZEN, which holds its children too), SIGKILL each
+        process of the subtree in every hierarchy, THAWED, and again until the subtree is empty.
+        Frozen tasks die as they thaw. True when empty within `timeout` seconds."""
+        dirs = self._dirs(rel)
+        freezer = self._dir("freezer", rel)
+
+        def strike(deadline: float) -> None:
+            state = None if freezer is None else f"{freezer}/freezer.state"
+            if state is None or not os.path.exists(state):
+                common.sigkill(common.subtree_procs(dirs))
+                return
+            common.write(state, "FROZEN")
+            try:
+                common.wait_until(
+                    lambda: common.read(state).strip() == "FROZEN",
+                    min(deadline, time.monotonic() + 1),
+                )
+                common.sigkill(common.subtree_procs(dirs))
+            finally:
+                common.write(state, "THAWED")
+
+        return common.kill_loop(dirs, timeout, strike)
+
+    def remove(self, rel: str, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        for directory in self._dirs(rel):
+            common.rmdir_tree(directory, deadline)
+
+    def _io_scale(self, rel: str) -> BlkioScale | None:
+        directory = self._dir("blkio", rel)
+        if directory is None:
+            return None
+        for scale in (CFQ, BFQ):
+            if os.path.exists(f"{directory}/{scale.file}"):
+                return scale
+        return None
+
+    def _file(self, key: str, rel: str) -> str | None:
+        """The file holding `key` in rel, or None when the cgroup lacks it."""
+        controller, file = _FILES[key]
+        directory = self._dir(controller, rel)
+        if key == "io_weight":
+            scale = self._io_scale(rel)
+            file = "" if scale is None else scale.file
+        if directory is None or not file or not os.path.exists(f"{directory}/{file}"):
+            return None
+        return f"{directory}/{file}"
+
+    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+        """Write every key (an absent key resets the file to no limit or the default weight).
+        Returns one warning per key asked for that this host cannot honour."""
+        common.require_dirs(self._dirs(rel))
+        values = common.limits_dict(limits)
+        warnings = common.quota_warning(_float(values["cpu_max"]))
+        for key, value in values.items():
+            path = self._file(key, rel)
+            if path is None:
+                if value is not None:
+                    warnings.append(f"{key} = {value} not applied: {self._why_missing(key, rel)}")
+                continue
+            if key == "cpu_max":
+                self._set_cpu_max(path, _float(value))
+            elif key == "cpu_weight":
+                common.write(path, str(weight_to_shares(_weight(value))))
+            elif key == "io_weight":
+                scale = self._io_scale(rel)
+                assert scale is not None  # _file found its file
+                common.write(path, str(io_weight_to_blkio(_weight(value), scale)))
+            elif key == "pids_max":
+                common.write(path, "max" if value is None else str(value))
+            else:
+                common.write(path, "-1" if value is None else str(value))
+        return warnings
+
+    def _why_missing(self, key: str, rel: str) -> str:
+        controller, file = _FILES[key]
+        directory = self._dir(controller, rel)
+        if directory is None:
+            return f"the {controller} controller is not mounted at {self.root}/{controller}"
+        if key == "io_weight":
+            return (
+                f"{directory} has neither blkio.weight (CFQ) nor blkio.bfq.weight (BFQ): this "
+                "kernel has no proportional I/O weight"
+            )
+        return f"{directory}/{file} is missing"
+
+    def _set_cpu_max(self, quota_path: str, percent: float | None) -> None:
+        period_path = os.path.join(os.path.dirname(quota_path), "cpu.cfs_period_us")
+        if common.read_int(period_path) != CPU_PERIOD_US:
+            # the kernel checks quota/period at each write: lift the quota, then set the period
+            common.write(quota_path, "-1")
+            common.write(period_path, str(CPU_PERIOD_US))
+        quota = -1 if percent is None else common.percent_to_quota(percent)
+        common.write(quota_path, str(quota))
+
+    def read_limits(self, rel: str) -> LimitValues:
+        """The limits in the unit's units (bytes, percent, weights); a key whose file is missing
+        is left out."""
+        common.require_dirs(self._dirs(rel))
+        result: LimitValues = {}
+        for key in _FILES:
+            path = self._file(key, rel)
+            text = None if path is None else common.read_optional(path)
+            if path is None or text is None:
+                continue
+            if key == "cpu_max":
+                period = common.read_int(os.path.join(os.path.dirname(path), "cpu.cfs_period_us"))
+                result[key] = common.quota_to_percent(int(text), period or CPU_PERIOD_US)
+            elif key == "cpu_weight":
+                result[key] = shares_to_weight(int(text))
+            elif key == "io_weight":
+                scale = self._io_scale(rel)
+                assert scale is not None
+                result[key] = blkio_to_io_weight(parse_blkio(text), scale)
+            elif key == "pids_max":
+                result[key] = None if text.split()[0] == "max" else int(text)
+            else:
+                result[key] = parse_v1_bytes(text, self._page)
+        return result
+
+    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+        """What read_limits(rel) returns after set_limits(rel, limits): drift is a difference."""
+        common.require_dirs(self._dirs(rel))
+        stored = v1_stored(common.limits_dict(limits), self._page, self._io_scale(rel) or CFQ)
+        return {k: v for k, v in stored.items() if self._file(k, rel) is not None}
+
+    def usage(self, rel: str) -> Usage:
+        common.require_dirs(self._dirs(rel))
+        memory = self._dir("memory", rel)
+        cpu = self._dir("cpu", rel)
+        cpuacct = self._dir("cpuacct", rel)
+        pids = self._dir("pids", rel)
+        nanoseconds = None if cpuacct is None else common.read_int(f"{cpuacct}/cpuacct.usage")
+        oom = None if memory is None else common.read_optional(f"{memory}/memory.oom_control")
+        stat = None if cpu is None else common.read_optional(f"{cpu}/cpu.stat")
+        return {
+            "memory_current": _read(memory, "memory.usage_in_bytes"),
+            "memory_peak": _read(memory, "memory.max_usage_in_bytes"),
+            "cpu_usec": None if nanoseconds is None else nanoseconds // 1000,
+            "pids_current": _read(pids, "pids.current"),
+            "oom_kills": None if oom is None else common.keyed(oom).get("oom_kill"),
+            "nr_throttled": None if stat is None else common.keyed(stat).get("nr_throttled"),
+        }
+
+
+def _read(directory: str | None, file: str) -> int | None:
+    return None if directory is None else common.read_int(f"{directory}/{file}")
+
+
+def _weight(value: LimitValue) -> int:
+    return WEIGHT_DEFAULT if value is None else int(value)

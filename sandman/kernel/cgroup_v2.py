@@ -1,0 +1,258 @@
+"""The cgroup v2 driver: one tree under the cgroup2 mount (or under a delegated cgroup).
+
+Limits map onto the unified files one to one; the unit's units are the kernel's except cpu_max:
+
+    memory_max   memory.max    bytes, "max" for none
+    memory_high  memory.high   bytes, "max" for none (the throttling threshold)
+    cpu_max      cpu.max       "QUOTA 100000": quota = percent * 1000 us per 100 ms; "max 100000"
+    cpu_weight   cpu.weight    1..10000, none = the default 100
+    pids_max     pids.max      count, "max" for none
+    io_weight    io.weight     "default N", 1..10000, none = the default 100
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from sandman.kernel import cgroup_common as common
+from sandman.kernel.cgroup_common import (
+    CPU_PERIOD_US,
+    LIMIT_KEYS,
+    WEIGHT_DEFAULT,
+    LimitValue,
+    LimitValues,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from sandman.units.model import Limits
+
+# Controllers sandman's limits need, enabled in cgroup.subtree_control down to each cgroup.
+V2_CONTROLLERS = ("cpu", "io", "memory", "pids")
+
+
+# --- conversions (pure) ------------------------------------------------------------------------
+
+
+def max_or_int(text: str) -> int | None:
+    word = text.split(maxsplit=1)[0]
+    return None if word == "max" else int(word)
+
+
+def format_cpu_max(percent: float | None) -> str:
+    if percent is None:
+        return f"max {CPU_PERIOD_US}"
+    return f"{common.percent_to_quota(percent)} {CPU_PERIOD_US}"
+
+
+def parse_cpu_max(text: str) -> float | None:
+    quota, period = text.split()[:2]
+    return None if quota == "max" else common.quota_to_percent(int(quota), int(period))
+
+
+def parse_io_weight(text: str) -> int:
+    """io.weight reads `default N` then per-device `MAJ:MIN N` lines; the default is the key's."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "default":
+            return int(parts[1])
+    return int(text.rsplit(maxsplit=1)[-1])
+
+
+def _limit(value: LimitValue) -> str:
+    return "max" if value is None else str(value)
+
+
+def _weight(value: LimitValue) -> str:
+    return str(WEIGHT_DEFAULT if value is None else value)
+
+
+# key: (file, controller, to file text, from file text)
+V2_FILES: dict[str, tuple[str, str, Callable[[LimitValue], str], Callable[[str], LimitValue]]] = {
+    "memory_max": ("memory.max", "memory", _limit, max_or_int),
+    "memory_high": ("memory.high", "memory", _limit, max_or_int),
+    "cpu_max": ("cpu.max", "cpu", format_cpu_max, parse_cpu_max),
+    "cpu_weight": ("cpu.weight", "cpu", _weight, lambda t: int(t.split()[0])),
+    "pids_max": ("pids.max", "pids", _limit, max_or_int),
+    "io_weight": ("io.weight", "io", lambda v: f"default {_weight(v)}", parse_io_weight),
+}
+
+
+def v2_stored(limits: LimitValues, page: int) -> LimitValues:
+    """What read_limits returns once set_limits wrote `limits`: memory in whole pages, cpu_max in
+    whole microseconds of quota, an absent weight as the default 100."""
+    cpu = limits["cpu_max"]
+    return {
+        "memory_max": common.stored_bytes(_int(limits["memory_max"]), page),
+        "memory_high": common.stored_bytes(_int(limits["memory_high"]), page),
+        "cpu_max": common.stored_percent(cpu),
+        "cpu_weight": WEIGHT_DEFAULT if limits["cpu_weight"] is None else limits["cpu_weight"],
+        "pids_max": limits["pids_max"],
+        "io_weight": WEIGHT_DEFAULT if limits["io_weight"] is None else limits["io_weight"],
+    }
+
+
+def _int(value: LimitValue) -> int | None:
+    return None if value is None else int(value)
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+
+class V2Driver:
+    """cgroup v2. `base` is the instance's top cgroup relative to `root` (`sandman`), or a cgroup
+    systemd delegated to the service. Every `rel` argument must be `base` or below it."""
+
+    version: Literal[1, 2] = 2
+
+    def __init__(self, root: str = "/sys/fs/cgroup", base: str = common.ROOT_SLICE) -> None:
+        self.root = os.path.normpath(root)
+        self.base = common.check_base(base)
+        self._page = common.page_size()
+
+    def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
+        return common.join_path(self.base, slice_path, name)
+
+    def _dir(self, rel: str) -> str:
+        return os.path.join(self.root, common.check_rel(self.base, rel))
+
+    def _existing(self, rel: str) -> str:
+        top = self._dir(rel)
+        common.require_dirs([top])
+        return top
+
+    def create(self, rel: str) -> list[str]:
+        """mkdir -p, then enable V2_CONTROLLERS (those offered in cgroup.controllers) in
+        cgroup.subtree_control of each cgroup down to rel's parent; rel's own stays empty, as a
+        cgroup with controllers enabled for its children may not hold processes. Idempotent:
+        writes only controllers not yet enabled. Returns warnings for those it could not enable.
+
+        The walk starts at the root when the base sits right under it (`sandman`), and at the
+        base itself when the base is a delegated cgroup (`system.slice/sandman.service`): the
+        cgroups above a delegated one belong to systemd, which enabled what it delegates.
+        """
+        top = self._dir(rel)
+        os.makedirs(top, exist_ok=True)
+        parts = common.check_rel(self.base, rel).split("/")
+        base_depth = len(self.base.split("/"))
+        first = 0 if base_depth == 1 else base_depth
+        warnings = []
+        for depth in range(first, len(parts)):
+            warnings += self._enable(os.path.join(self.root, *parts[:depth]))
+        return warnings
+
+    def _enable(self, directory: str) -> list[str]:
+        available = (common.read_optional(f"{directory}/cgroup.controllers") or "").split()
+        control = f"{directory}/cgroup.subtree_control"
+        enabled = (common.read_optional(control) or "").split()
+        missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
+        if not missing:
+            return []
+        try:
+            common.write(control, " ".join(f"+{c}" for c in missing))
+            return []
+        except OSError:
+            pass
+        warnings = []
+        for controller in missing:  # one at a time, so one refusal does not cost the others
+            try:
+                common.write(control, f"+{controller}")
+            except OSError as exc:
+                warnings.append(f"could not enable the {controller} controller: {exc}")
+        return warnings
+
+    def join(self, rel: str, pid: int) -> None:
+        common.write(f"{self._dir(rel)}/cgroup.procs", str(pid))
+
+    def pids(self, rel: str) -> list[int]:
+        """Every process in rel and its children, sorted."""
+        return common.subtree_procs([self._dir(rel)])
+
+    def exists(self, rel: str) -> bool:
+        return os.path.isdir(self._dir(rel))
+
+    def kill(self, rel: str, timeout: float = 5.0) -> bool:
+        """SIGKILL every process of the subtree: `cgroup.kill` (Linux 5.14) when present, else
+        freeze, kill each, thaw. True when the subtree is empty within `timeout` seconds."""
+        top = self._dir(rel)
+
+        def strike(deadline: float) -> None:
+            if os.path.exists(f"{top}/cgroup.kill"):
+                common.write(f"{top}/cgroup.kill", "1")
+                return
+            freeze = f"{top}/cgroup.freeze"
+            if not os.path.exists(freeze):
+                common.sigkill(common.subtree_procs([top]))
+                return
+            common.write(freeze, "1")
+            try:
+                common.wait_until(lambda: _frozen(top), min(deadline, time.monotonic() + 1))
+                common.sigkill(common.subtree_procs([top]))
+            finally:
+                common.write(freeze, "0")
+
+        return common.kill_loop([top], timeout, strike)
+
+    def remove(self, rel: str, timeout: float = 2.0) -> None:
+        common.rmdir_tree(self._dir(rel), time.monotonic() + timeout)
+
+    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+        """Write every key (an absent key resets the file to no limit or the default weight).
+        Returns one warning per key asked for whose file this cgroup lacks."""
+        top = self._existing(rel)
+        values = common.limits_dict(limits)
+        warnings = common.quota_warning(_float(values["cpu_max"]))
+        for key in LIMIT_KEYS:
+            file, controller, to_text, _ = V2_FILES[key]
+            path = f"{top}/{file}"
+            if not os.path.exists(path):
+                if values[key] is not None:
+                    warnings.append(
+                        f"{key} = {values[key]} not applied: {path} is missing (the {controller} "
+                        "controller is not available to this cgroup)"
+                    )
+                continue
+            common.write(path, to_text(values[key]))
+        return warnings
+
+    def read_limits(self, rel: str) -> LimitValues:
+        """The limits in the unit's units; a key whose file is missing is left out."""
+        top = self._existing(rel)
+        result: LimitValues = {}
+        for key in LIMIT_KEYS:
+            file, _, _, from_text = V2_FILES[key]
+            text = common.read_optional(f"{top}/{file}")
+            if text is not None:
+                result[key] = from_text(text)
+        return result
+
+    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+        """What read_limits(rel) returns after set_limits(rel, limits): compare the two for drift
+        (the unit's own values can differ by rounding to pages and microseconds)."""
+        top = self._existing(rel)
+        stored = v2_stored(common.limits_dict(limits), self._page)
+        return {k: v for k, v in stored.items() if os.path.exists(f"{top}/{V2_FILES[k][0]}")}
+
+    def usage(self, rel: str) -> Usage:
+        top = self._existing(rel)
+        cpu = common.keyed(common.read_optional(f"{top}/cpu.stat") or "")
+        events = common.read_optional(f"{top}/memory.events")
+        return {
+            "memory_current": common.read_int(f"{top}/memory.current"),
+            "memory_peak": common.read_int(f"{top}/memory.peak"),
+            "cpu_usec": cpu.get("usage_usec"),
+            "pids_current": common.read_int(f"{top}/pids.current"),
+            "oom_kills": None if events is None else common.keyed(events).get("oom_kill", 0),
+            "nr_throttled": cpu.get("nr_throttled"),
+        }
+
+
+def _frozen(top: str) -> bool:
+    return common.keyed(common.read_optional(f"{top}/cgroup.events") or "").get("frozen", 1) == 1
+
+
+def _float(value: LimitValue) -> float | None:
+    return None if value is None else float(value)
