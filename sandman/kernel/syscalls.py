@@ -70,6 +70,7 @@ MOUNT_ATTR_NODEV = 0x04
 MOUNT_ATTR_NOEXEC = 0x08
 MOUNT_ATTR_NOATIME = 0x10
 MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x00100000
 MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
 
 # <linux/fcntl.h>
@@ -341,11 +342,24 @@ def move_mount(
 
 
 def mount_setattr(
-    dirfd: int, path: StrPath, flags: int, attr_set: int, attr_clr: int = 0, *, propagation: int = 0
+    dirfd: int,
+    path: StrPath,
+    flags: int,
+    attr_set: int,
+    attr_clr: int = 0,
+    *,
+    propagation: int = 0,
+    userns_fd: int = 0,
 ) -> None:
-    """Set and clear MOUNT_ATTR_* bits, and change propagation (an MS_* type) when not 0."""
-    values = {"attr_set": attr_set, "attr_clr": attr_clr, "propagation": propagation}
-    attr = _MountAttr(*(_uint(v, k, 64) for k, v in values.items()), 0)
+    """Set and clear MOUNT_ATTR_* bits, and change propagation (an MS_* type) when not 0;
+    MOUNT_ATTR_IDMAP takes the user namespace whose maps to apply as `userns_fd`."""
+    values = {
+        "attr_set": attr_set,
+        "attr_clr": attr_clr,
+        "propagation": propagation,
+        "userns_fd": userns_fd,
+    }
+    attr = _MountAttr(*(_uint(v, k, 64) for k, v in values.items()))
     args = (_cint(dirfd, "dirfd"), _cpath(path), _cuint(flags, "flags"), ctypes.byref(attr))
     result = _syscall("mount_setattr", *args, ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(result, "mount_setattr", _where(dirfd, path))

@@ -1,0 +1,315 @@
+"""The sandbox's file system view: its root, its declared mounts, /proc, /sys, /dev, pivot_root.
+
+Two phases, run in the two processes of the spawn path:
+- `mount_host_side` (first child, still the host's root user, in a private mount namespace): the
+  root itself and the declared bind and overlay mounts, which read host paths with the host's
+  rights. Made before the user namespace exists, they end up locked in the sandbox: its root user
+  can neither unmount them nor make a read-only one writable.
+- `mount_inside` then `enter_root` (the init-to-be, in every new namespace): /proc, /sys, /dev,
+  tmpfs and proc mounts, masks, then pivot_root, so nothing of the host stays reachable.
+
+Every mount target is resolved inside the new root with openat2(RESOLVE_IN_ROOT) and mounted on
+the resulting fd, so a symlink in an image never leads a mount onto the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sandman.kernel import syscalls as sc
+
+_PATH_FLAGS = os.O_PATH | os.O_CLOEXEC
+_IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats")
+_PROC_READ_ONLY = ("sys", "irq", "bus", "fs")
+_DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One declared mount, as the unit says it (paths absolute, target inside the sandbox)."""
+
+    type: str
+    target: str
+    source: str | None = None
+    read_only: bool = False
+    size: int | None = None
+    mode: int = 0o755
+    lower: tuple[str, ...] = ()
+    upper: str | None = None
+    work: str | None = None
+    key: str = ""  # the unit key, e.g. "mount[1]", for errors
+
+
+@dataclass(frozen=True)
+class RootfsPlan:
+    stage: str  # an empty host directory the root is mounted on, in the sandbox's namespace only
+    mode: str  # "overlay" | "bind" | "read-only"
+    source: str  # the image directory or the unit's rootfs.path
+    upper: str | None = None
+    work: str | None = None
+    lower: str | None = None  # where an idmapped view of the image is attached, for overlay
+    owner: tuple[int, int] = (0, 0)  # host uid and gid of the sandbox's root, for made targets
+    mounts: tuple[Mount, ...] = field(default=())
+    own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
+    own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
+    own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
+
+
+class MountError(OSError):
+    """A mount step failed; `key` names the unit key it serves."""
+
+    def __init__(self, key: str, step: str, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{step}: {cause.strerror}", cause.filename)
+        self.key = key
+        self.step = step
+
+
+@contextlib.contextmanager
+def _step(key: str, step: str) -> Iterator[None]:
+    try:
+        yield
+    except MountError:
+        raise
+    except OSError as exc:
+        raise MountError(key, step, exc) from exc
+
+
+def mount_host_side(plan: RootfsPlan, userns: int | None) -> None:
+    """Run as the host's root in a fresh, private mount namespace. With a user namespace, the
+    image is seen through an idmapped mount: files the host's root owns appear owned by the
+    sandbox's root, which can then use its image like any root its own."""
+    with _step("rootfs", f"mounting the root file system from `{plan.source}`"):
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        _mount_root(plan, userns)
+    # Targets are made now, with the host's rights: inside, the sandbox's root may not own the
+    # image's directories (they belong to ids its user namespace does not map).
+    for directory in ("/proc", "/sys", "/dev"):
+        making = _step("rootfs", f"making `{directory}` in the root")
+        with making, _target(plan.stage, directory, owner=plan.owner):
+            pass
+    for mount in plan.mounts:
+        step = f"mounting {mount.type} on `{mount.target}`"
+        if mount.type in ("bind", "overlay"):
+            with _step(mount.key, step):
+                _mount_from_host(plan.stage, mount, plan.owner)
+        else:
+            with _step(mount.key, step), _target(plan.stage, mount.target, owner=plan.owner):
+                pass
+
+
+def _mount_root(plan: RootfsPlan, userns: int | None) -> None:
+    if plan.mode == "overlay":
+        assert plan.upper and plan.work and plan.lower
+        lower = plan.source
+        if userns is not None:
+            _attach(plan.source, plan.lower, userns=userns)
+            lower = plan.lower
+        data = _overlay_options((lower,), plan.upper, plan.work)
+        sc.mount("overlay", plan.stage, "overlay", 0, data)
+    else:
+        _attach(plan.source, plan.stage, userns=userns, read_only=plan.mode == "read-only")
+
+
+def _attach(source: str, target: str, userns: int | None, read_only: bool = False) -> None:
+    target_fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _bind(source, target_fd, read_only, userns)
+    finally:
+        os.close(target_fd)
+
+
+def _overlay_options(lower: tuple[str, ...], upper: str | None, work: str | None) -> str:
+    for path in (*lower, upper or "", work or ""):
+        if any(c in path for c in ",:\\"):
+            raise OSError(22, "overlay paths cannot hold ',', ':' or '\\'", path)
+    options = f"lowerdir={':'.join(lower)}"
+    if upper and work:
+        options += f",upperdir={upper},workdir={work}"
+    return options
+
+
+def _mount_from_host(stage: str, mount: Mount, owner: tuple[int, int]) -> None:
+    if mount.type == "bind":
+        assert mount.source is not None
+        is_dir = os.path.isdir(mount.source)
+        if not os.path.exists(mount.source):
+            raise FileNotFoundError(2, "the source does not exist", mount.source)
+        with _target(stage, mount.target, directory=is_dir, owner=owner) as fd:
+            _bind(mount.source, fd, mount.read_only)
+        return
+    data = _overlay_options(mount.lower, mount.upper, mount.work)
+    flags = sc.MS_RDONLY if mount.read_only or not mount.upper else 0
+    with _target(stage, mount.target, directory=True, owner=owner) as fd:
+        sc.mount("overlay", f"/proc/self/fd/{fd}", "overlay", flags, data)
+
+
+def _bind(source: str, target_fd: int, read_only: bool, userns: int | None = None) -> None:
+    """Bind `source` with everything below it onto the fd, its attributes (read-only, id
+    mapping) set while the copy is still detached, so the target is never seen without them."""
+    tree = sc.open_tree(sc.AT_FDCWD, source, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
+    try:
+        attributes = (sc.MOUNT_ATTR_RDONLY if read_only else 0) | (
+            sc.MOUNT_ATTR_IDMAP if userns is not None else 0
+        )
+        if attributes:
+            sc.mount_setattr(
+                tree, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE, attributes, userns_fd=userns or 0
+            )
+        flags = sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH
+        sc.move_mount(tree, "", target_fd, "", flags)
+    finally:
+        os.close(tree)
+
+
+@contextlib.contextmanager
+def _target(
+    root: str, path: str, directory: bool = True, owner: tuple[int, int] | None = None
+) -> Iterator[int]:
+    """An O_PATH fd of `path` resolved inside `root`, made (as a directory or an empty file) when
+    missing. Symlinks are followed as if `root` were `/`, so they cannot lead out of it."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = [p for p in path.split("/") if p]
+        for depth in range(1, len(parts) + 1):
+            last = depth == len(parts)
+            _ensure(root_fd, "/".join(parts[:depth]), directory or not last, owner)
+        fd = sc.openat2(root_fd, "/".join(parts) or ".", _PATH_FLAGS, 0, _IN_ROOT)
+    finally:
+        os.close(root_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _ensure(root_fd: int, relative: str, directory: bool, owner: tuple[int, int] | None) -> None:
+    try:
+        os.close(sc.openat2(root_fd, relative, _PATH_FLAGS, 0, _IN_ROOT))
+        return
+    except FileNotFoundError:
+        pass
+    parent, _, name = relative.rpartition("/")
+    parent_fd = sc.openat2(root_fd, parent or ".", _PATH_FLAGS | os.O_DIRECTORY, 0, _IN_ROOT)
+    try:
+        if directory:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+        else:
+            flags = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+            os.close(os.open(name, flags, 0o644, dir_fd=parent_fd))
+        if owner is not None:
+            # Made by the host's root, but it is the sandbox's own, as if it had made it itself.
+            os.chown(name, *owner, dir_fd=parent_fd, follow_symlinks=False)
+    finally:
+        os.close(parent_fd)
+
+
+def mount_inside(plan: RootfsPlan) -> None:
+    """Run as the init-to-be, inside every new namespace, before pivot_root."""
+    with _step("rootfs", "binding the root onto itself"):
+        # Mounts made before the user namespace are locked in it, and pivot_root refuses a locked
+        # new root: a bind made here is the sandbox's own (what lies below stays locked).
+        sc.mount(plan.stage, plan.stage, None, sc.MS_BIND | sc.MS_REC)
+    with _step("namespaces.pid", "mounting /proc"):
+        _mount_proc(plan)
+    with _step("namespaces.net", "mounting /sys"):
+        _mount_sys(plan)
+    with _step("rootfs", "building /dev"):
+        _mount_dev(plan)
+    for mount in plan.mounts:
+        if mount.type in ("tmpfs", "proc"):
+            with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
+                _mount_virtual(plan.stage, mount)
+
+
+def _mount_proc(plan: RootfsPlan) -> None:
+    with _target(plan.stage, "/proc") as fd:
+        target = f"/proc/self/fd/{fd}"
+        if plan.own_proc:
+            sc.mount("proc", target, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        else:
+            _bind("/proc", fd, read_only=False)
+    proc = os.path.join(plan.stage, "proc")
+    for name in _PROC_MASKED:
+        if os.path.isfile(os.path.join(proc, name)):
+            with _target(proc, name, directory=False) as fd:
+                _bind("/dev/null", fd, read_only=True)
+    for name in _PROC_READ_ONLY:
+        if os.path.isdir(os.path.join(proc, name)):
+            with _target(proc, name) as fd:
+                _bind(os.path.join(proc, name), fd, read_only=True)
+
+
+def _mount_sys(plan: RootfsPlan) -> None:
+    with _target(plan.stage, "/sys") as fd:
+        if plan.own_sys:
+            flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+            sc.mount("sysfs", f"/proc/self/fd/{fd}", "sysfs", flags)
+        else:
+            _bind("/sys", fd, read_only=True)
+
+
+def _mount_dev(plan: RootfsPlan) -> None:
+    dev = os.path.join(plan.stage, "dev")
+    with _target(plan.stage, "/dev") as fd:
+        sc.mount(
+            "tmpfs",
+            f"/proc/self/fd/{fd}",
+            "tmpfs",
+            sc.MS_NOSUID | sc.MS_NOEXEC,
+            "mode=755,size=65536k",
+        )
+    for name in _DEVICES:
+        with _target(dev, name, directory=False) as fd:
+            _bind(f"/dev/{name}", fd, read_only=False)
+    with _target(dev, "pts") as fd:
+        sc.mount(
+            "devpts",
+            f"/proc/self/fd/{fd}",
+            "devpts",
+            sc.MS_NOSUID | sc.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620",
+        )
+    with _target(dev, "shm") as fd:
+        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    if plan.own_ipc:
+        with _target(dev, "mqueue") as fd:
+            sc.mount(
+                "mqueue", f"/proc/self/fd/{fd}", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+            )
+    for name, points_to in _DEV_LINKS.items():
+        os.symlink(points_to, os.path.join(dev, name))
+
+
+def _mount_virtual(stage: str, mount: Mount) -> None:
+    with _target(stage, mount.target) as fd:
+        target = f"/proc/self/fd/{fd}"
+        flags = sc.MS_NOSUID | sc.MS_NODEV
+        if mount.type == "proc":
+            sc.mount("proc", target, "proc", flags | sc.MS_NOEXEC)
+            return
+        options = f"mode={mount.mode:o}" + (f",size={mount.size}" if mount.size else "")
+        sc.mount(
+            "tmpfs", target, "tmpfs", flags | (sc.MS_RDONLY if mount.read_only else 0), options
+        )
+
+
+def enter_root(stage: str) -> None:
+    """pivot_root into the stage and let go of the old root, so no host path stays reachable."""
+    with _step("rootfs", "pivot_root into the root file system"):
+        os.chdir(stage)
+        # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
+        # the sandbox's tree, with no directory needed for the old root.
+        sc.pivot_root(".", ".")
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")

@@ -1,0 +1,296 @@
+"""Start a sandbox's init in its namespaces, and leave nothing of sandman running beside it.
+
+The path, with the reasons for its order:
+1. apply forks the first child. It joins the sandbox's cgroup (so every later process is born in
+   it), starts a session of its own, unshares a mount namespace and mounts the root and the
+   declared host mounts as the host's root user (see rootfs.py).
+2. It joins the sandbox's user namespace (made beforehand with the id maps, see
+   make_user_namespace) and unshares all the others, so that every new namespace is owned by the
+   sandbox's user namespace and its root may use them (bind port 80, mount /proc).
+3. It writes the time namespace offsets (they must be set before any process enters), then forks
+   the init-to-be, which is PID 1 of the new pid namespace, sends its PID to apply and exits. The
+   init is reparented to the host's init: no sandman process stays per sandbox.
+4. The init-to-be mounts /proc, /sys, /dev, pivots into the root, takes its hostname, user and
+   working directory, and execs the command. Its report pipe is close-on-exec: apply reading EOF
+   without an error means the exec happened, so `apply` returns with the init running.
+Every module the children use is imported before the fork: after pivot_root no Python library
+path exists any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sandman.kernel import rootfs
+from sandman.kernel import syscalls as sc
+from sandman.kernel.rootfs import RootfsPlan
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class IdMapping:
+    """uid_map and gid_map lines: (inside, outside, count)."""
+
+    uid: tuple[tuple[int, int, int], ...]
+    gid: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """Everything the children need, computed before the fork."""
+
+    name: str
+    command: tuple[str, ...]
+    environment: dict[str, str]
+    namespaces: int  # CLONE_NEW* flags, CLONE_NEWNS always among them
+    rootfs: RootfsPlan
+    log_path: str
+    hostname: str | None = None
+    uid: int = 0
+    gid: int = 0
+    working_directory: str = "/"
+    idmap: IdMapping | None = None
+    time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
+    cgroup_procs: tuple[str, ...] = field(default=())  # cgroup.procs files to join first
+    setup_inside: tuple[Callable[[], None], ...] = field(default=())  # e.g. dropping capabilities
+
+
+class SpawnError(OSError):
+    """The sandbox could not be started; `key` names the unit key the failing step serves."""
+
+    def __init__(self, key: str, message: str, errno: int = 0, filename: str | None = None) -> None:
+        super().__init__(errno, message, filename)
+        self.key = key
+
+
+def spawn(spec: SpawnSpec) -> int:
+    """Start the sandbox and return the host PID of its init, once the command was exec'd."""
+    userns = make_user_namespace(spec.idmap) if spec.idmap is not None else None
+    try:
+        log_fd = os.open(
+            spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+        )
+        try:
+            return _fork_first(spec, userns, log_fd)
+        finally:
+            os.close(log_fd)
+    finally:
+        if userns is not None:
+            os.close(userns)
+
+
+def _fork_first(spec: SpawnSpec, userns: int | None, log_fd: int) -> int:
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        first = os.fork()
+        if first == 0:
+            os.close(report_read)
+            _first_child(spec, userns, log_fd, report_write)
+    finally:
+        # The parent keeps only the read end: EOF there means every child exec'd or exited.
+        os.close(report_write)
+    try:
+        return _parent(first, report_read)
+    finally:
+        os.close(report_read)
+
+
+def make_user_namespace(idmap: IdMapping) -> int:
+    """A user namespace with the sandbox's id maps, as an fd.
+
+    It exists before the sandbox's other namespaces so that the host side can idmap the image
+    with it (files owned by the host's root appear owned by the sandbox's root) and the first
+    child can then join it with setns. A short-lived process makes it: unshare moves its
+    caller, and apply itself must stay where it is.
+    """
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    hold_read, hold_write = os.pipe2(os.O_CLOEXEC)
+    holder = os.fork()
+    if holder == 0:
+        status = 0
+        try:
+            os.close(hold_write)  # so that the parent closing its end reads as EOF here
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.write(ready_write, b"1")
+            os.read(hold_read, 1)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(ready_write)
+    os.close(hold_read)
+    try:
+        if os.read(ready_read, 1) != b"1":
+            raise SpawnError("namespaces.user", "cannot create a user namespace")
+        _write_id_maps(holder, idmap)
+        return os.open(f"/proc/{holder}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_read)
+        os.close(hold_write)
+        _reap(holder)
+
+
+def _parent(first: int, report_read: int) -> int:
+    init_pid = 0
+    error: dict[str, object] | None = None
+    with os.fdopen(report_read, "rb", closefd=False) as reports:
+        for line in reports:
+            message = json.loads(line)
+            if "pid" in message:
+                init_pid = int(message["pid"])
+            elif "error" in message:
+                error = message
+    _reap(first)
+    if error is not None:
+        if init_pid:
+            _kill(init_pid)
+        errno = int(str(error.get("errno") or 0))
+        filename = str(error["filename"]) if error.get("filename") else None
+        raise SpawnError(str(error.get("key", "")), str(error["error"]), errno, filename)
+    if not init_pid:
+        raise SpawnError("", "the sandbox's first process exited without starting the init")
+    return init_pid
+
+
+def _write_id_maps(pid: int, idmap: IdMapping | None) -> None:
+    assert idmap is not None
+    for name, ranges in (("uid_map", idmap.uid), ("gid_map", idmap.gid)):
+        lines = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in ranges)
+        with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as handle:
+            handle.write(lines)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _kill(pid: int) -> None:
+    """The init failed before exec and exits on its own; make sure it does."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _report(fd: int, **message: object) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _report_error(fd: int, exc: BaseException) -> None:
+    key = getattr(exc, "key", "")
+    if isinstance(exc, OSError):
+        _report(
+            fd, error=str(exc.strerror or exc), errno=exc.errno or 0, filename=exc.filename, key=key
+        )
+    else:
+        _report(fd, error=f"{type(exc).__name__}: {exc}", key=key)
+
+
+def _first_child(spec: SpawnSpec, userns: int | None, log_fd: int, report: int) -> None:
+    status = 1
+    try:
+        for procs in spec.cgroup_procs:
+            with open(procs, "w", encoding="ascii") as handle:
+                handle.write(str(os.getpid()))
+        os.setsid()
+        sc.unshare(sc.CLONE_NEWNS)
+        rootfs.mount_host_side(spec.rootfs, userns)
+        _enter_namespaces(spec, userns)
+        init = os.fork()
+        if init == 0:
+            _init_child(spec, log_fd, report)
+        _report(report, pid=init)
+        status = 0
+    except BaseException as exc:
+        _report_error(report, exc)
+    finally:
+        os._exit(status)
+
+
+def _enter_namespaces(spec: SpawnSpec, userns: int | None) -> None:
+    others = spec.namespaces & ~sc.CLONE_NEWNS
+    if userns is None:
+        sc.unshare(others)
+    else:
+        # Joined first, so that every namespace made next is owned by it and its root may use
+        # them (bind port 80, mount /proc); a second mount namespace is one of those.
+        sc.setns(userns, sc.CLONE_NEWUSER)
+        sc.unshare(others | sc.CLONE_NEWNS)
+    if spec.time_offsets is not None:
+        # Before changing ids: a process that changed them is no longer dumpable, and its
+        # /proc/self files then belong to the host's root, out of its reach.
+        monotonic, boottime = spec.time_offsets
+        with open("/proc/self/timens_offsets", "w", encoding="ascii") as handle:
+            handle.write(f"monotonic {_timespec(monotonic)}\nboottime {_timespec(boottime)}\n")
+    if userns is not None:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)
+
+
+def _timespec(nanoseconds: int) -> str:
+    seconds, rest = divmod(nanoseconds, 10**9)
+    return f"{seconds} {rest}"
+
+
+def _init_child(spec: SpawnSpec, log_fd: int, report: int) -> None:
+    try:
+        rootfs.mount_inside(spec.rootfs)
+        rootfs.enter_root(spec.rootfs.stage)
+        if spec.hostname is not None:
+            sc.sethostname(spec.hostname)
+        _become_user(spec)
+        _set_stdio(log_fd)
+        for setup in spec.setup_inside:
+            setup()
+        # Everything above 2 closes at exec; the report pipe stays open until then.
+        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
+        os.execvpe(spec.command[0], list(spec.command), _environment(spec))
+    except BaseException as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename is None:
+            exc = SpawnError(
+                "sandbox.command",
+                f"{spec.command[0]!r} is not found in the sandbox",
+                exc.errno or 0,
+            )
+        _report_error(report, exc)
+    os._exit(127)
+
+
+def _become_user(spec: SpawnSpec) -> None:
+    try:
+        os.chdir(spec.working_directory)
+    except OSError as exc:
+        raise SpawnError(
+            "sandbox.working_directory",
+            "cannot enter the working directory",
+            exc.errno or 0,
+            spec.working_directory,
+        ) from exc
+    os.setgroups([])
+    os.setresgid(spec.gid, spec.gid, spec.gid)
+    os.setresuid(spec.uid, spec.uid, spec.uid)
+
+
+def _set_stdio(log_fd: int) -> None:
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+
+
+def _environment(spec: SpawnSpec) -> dict[str, str]:
+    environment = {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/root" if spec.uid == 0 else "/",
+        "container": "sandman",
+        "HOSTNAME": spec.hostname or spec.name,
+    }
+    environment.update(spec.environment)
+    return environment
