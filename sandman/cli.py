@@ -95,7 +95,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(module="schema")
     _image_verbs(verbs, paths)
+    _sandbox_verbs(verbs, paths)
     return parser
+
+
+def _sandbox_verbs(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
+) -> None:
+    apply = verbs.add_parser(
+        "apply",
+        parents=[paths],
+        help="make the host what a unit directory declares",
+        description="Plan DIR against the host, then carry the plan out, action by action. "
+        "Objects recorded but no longer declared are destroyed unless --no-prune.",
+    )
+    apply.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
+    apply.add_argument(
+        "--no-prune", action="store_true", help="keep objects whose unit file is gone"
+    )
+    apply.add_argument("--no-wait", action="store_true", help="fail at once if another apply runs")
+    _json_option(apply, "one event per action")
+    apply.set_defaults(module="apply")
+
+    status = verbs.add_parser(
+        "status",
+        parents=[paths],
+        help="show sandboxes, their state and use",
+        description="Show every applied sandbox (or NAME), its state and resource use.",
+    )
+    status.add_argument("name", metavar="NAME", nargs="?", help="one sandbox")
+    _json_option(status, "the status")
+    status.set_defaults(module="status")
+
+    destroy = verbs.add_parser(
+        "destroy",
+        parents=[paths],
+        help="take down sandboxes, networks and slices",
+        description="Destroy what a unit directory made (DIR), or the named objects: NAME is a "
+        "sandbox, KIND/NAME any object (network/lan, slice/services).",
+    )
+    destroy.add_argument("targets", metavar="DIR|NAME", nargs="+")
+    destroy.add_argument("--no-wait", action="store_true", help="fail at once if an apply runs")
+    destroy.set_defaults(module="destroy")
+
+    exec_ = verbs.add_parser(
+        "exec",
+        parents=[paths],
+        help="run a command inside a running sandbox",
+        description="Run CMD in NAME's namespaces, root and cgroup, as its user, and exit with "
+        "CMD's exit code.",
+    )
+    exec_.add_argument("name", metavar="NAME")
+    exec_.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    exec_.add_argument("command", metavar="-- CMD", nargs=argparse.REMAINDER)
+    exec_.set_defaults(module="exec")
+
+    logs = verbs.add_parser(
+        "logs",
+        parents=[paths],
+        help="show a sandbox's output",
+        description="Print what NAME's init wrote to stdout and stderr.",
+    )
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
+    logs.set_defaults(module="logs")
 
 
 def _image_verbs(

@@ -214,12 +214,25 @@ def _ensure(root_fd: int, relative: str, directory: bool, owner: tuple[int, int]
         os.close(parent_fd)
 
 
-def mount_inside(plan: RootfsPlan) -> None:
-    """Run as the init-to-be, inside every new namespace, before pivot_root."""
-    with _step("rootfs", "binding the root onto itself"):
+def open_stage(plan: RootfsPlan) -> int:
+    """An fd of the mounted root, taken on the host side: inside, the sandbox's root may not be
+    allowed to walk the host path that leads to it (the state dir is the host root's alone)."""
+    return os.open(plan.stage, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
+    """Run as the init-to-be, inside every new namespace: the root becomes the working directory
+    and every path below is relative to it."""
+    with _step("rootfs", "attaching the root in the sandbox's mount namespace"):
         # Mounts made before the user namespace are locked in it, and pivot_root refuses a locked
-        # new root: a bind made here is the sandbox's own (what lies below stays locked).
-        sc.mount(plan.stage, plan.stage, None, sc.MS_BIND | sc.MS_REC)
+        # new root: a copy attached here is the sandbox's own (what lies below stays locked).
+        tree = sc.open_tree(stage_fd, "", sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE | sc.AT_EMPTY_PATH)
+        try:
+            flags = sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH
+            sc.move_mount(tree, "", stage_fd, "", flags)
+            os.fchdir(tree)
+        finally:
+            os.close(tree)
     with _step("namespaces.pid", "mounting /proc"):
         _mount_proc(plan)
     with _step("namespaces.net", "mounting /sys"):
@@ -229,17 +242,17 @@ def mount_inside(plan: RootfsPlan) -> None:
     for mount in plan.mounts:
         if mount.type in ("tmpfs", "proc"):
             with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
-                _mount_virtual(plan.stage, mount)
+                _mount_virtual(".", mount)
 
 
 def _mount_proc(plan: RootfsPlan) -> None:
-    with _target(plan.stage, "/proc") as fd:
+    with _target(".", "/proc") as fd:
         target = f"/proc/self/fd/{fd}"
         if plan.own_proc:
             sc.mount("proc", target, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
         else:
             _bind("/proc", fd, read_only=False)
-    proc = os.path.join(plan.stage, "proc")
+    proc = "proc"
     for name in _PROC_MASKED:
         if os.path.isfile(os.path.join(proc, name)):
             with _target(proc, name, directory=False) as fd:
@@ -251,7 +264,7 @@ def _mount_proc(plan: RootfsPlan) -> None:
 
 
 def _mount_sys(plan: RootfsPlan) -> None:
-    with _target(plan.stage, "/sys") as fd:
+    with _target(".", "/sys") as fd:
         if plan.own_sys:
             flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
             sc.mount("sysfs", f"/proc/self/fd/{fd}", "sysfs", flags)
@@ -260,8 +273,8 @@ def _mount_sys(plan: RootfsPlan) -> None:
 
 
 def _mount_dev(plan: RootfsPlan) -> None:
-    dev = os.path.join(plan.stage, "dev")
-    with _target(plan.stage, "/dev") as fd:
+    dev = "dev"
+    with _target(".", "/dev") as fd:
         sc.mount(
             "tmpfs",
             f"/proc/self/fd/{fd}",
@@ -304,10 +317,10 @@ def _mount_virtual(stage: str, mount: Mount) -> None:
         )
 
 
-def enter_root(stage: str) -> None:
-    """pivot_root into the stage and let go of the old root, so no host path stays reachable."""
+def enter_root() -> None:
+    """pivot_root into the working directory (the root, see mount_inside) and let go of the old
+    root, so no host path stays reachable."""
     with _step("rootfs", "pivot_root into the root file system"):
-        os.chdir(stage)
         # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
         # the sandbox's tree, with no directory needed for the old root.
         sc.pivot_root(".", ".")

@@ -57,7 +57,8 @@ class SpawnSpec:
     working_directory: str = "/"
     idmap: IdMapping | None = None
     time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
-    cgroup_procs: tuple[str, ...] = field(default=())  # cgroup.procs files to join first
+    # Run in the first child before anything else, with its PID: joining the sandbox's cgroup.
+    join_cgroup: Callable[[int], None] | None = None
     setup_inside: tuple[Callable[[], None], ...] = field(default=())  # e.g. dropping capabilities
 
 
@@ -194,16 +195,18 @@ def _report_error(fd: int, exc: BaseException) -> None:
 def _first_child(spec: SpawnSpec, userns: int | None, log_fd: int, report: int) -> None:
     status = 1
     try:
-        for procs in spec.cgroup_procs:
-            with open(procs, "w", encoding="ascii") as handle:
-                handle.write(str(os.getpid()))
+        if spec.join_cgroup is not None:
+            spec.join_cgroup(os.getpid())
         os.setsid()
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.mount_host_side(spec.rootfs, userns)
         _enter_namespaces(spec, userns)
+        # In the new mount namespace, and still with the host's uid, which owns the state dir.
+        stage = rootfs.open_stage(spec.rootfs)
+        _become_namespace_root(spec, userns)
         init = os.fork()
         if init == 0:
-            _init_child(spec, log_fd, report)
+            _init_child(spec, stage, log_fd, report)
         _report(report, pid=init)
         status = 0
     except BaseException as exc:
@@ -221,6 +224,9 @@ def _enter_namespaces(spec: SpawnSpec, userns: int | None) -> None:
         # them (bind port 80, mount /proc); a second mount namespace is one of those.
         sc.setns(userns, sc.CLONE_NEWUSER)
         sc.unshare(others | sc.CLONE_NEWNS)
+
+
+def _become_namespace_root(spec: SpawnSpec, userns: int | None) -> None:
     if spec.time_offsets is not None:
         # Before changing ids: a process that changed them is no longer dumpable, and its
         # /proc/self files then belong to the host's root, out of its reach.
@@ -238,10 +244,10 @@ def _timespec(nanoseconds: int) -> str:
     return f"{seconds} {rest}"
 
 
-def _init_child(spec: SpawnSpec, log_fd: int, report: int) -> None:
+def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int) -> None:
     try:
-        rootfs.mount_inside(spec.rootfs)
-        rootfs.enter_root(spec.rootfs.stage)
+        rootfs.mount_inside(spec.rootfs, stage)
+        rootfs.enter_root()
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
         _become_user(spec)

@@ -7,9 +7,9 @@ import json
 import os
 from typing import Any
 
+from sandman.digest import digest
 from sandman.errors import StateError
 from sandman.observe.facts import Record
-from sandman.units.desired import digest
 
 RECORD_VERSION = 1
 KIND_DIRS = {"sandbox": "sandboxes", "network": "networks", "slice": "slices"}

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sandman.observe.facts import ActualState, Record
+from sandman.digest import digest
+from sandman.observe.facts import ActualState, Drift, Record
 from sandman.plan.actions import Action, Change
 from sandman.plan.keys import is_live
-from sandman.units.desired import Desired, digest
+from sandman.units.desired import Desired
 
 _BUILD_ORDER = ("slice", "network", "sandbox")
 
@@ -76,11 +77,19 @@ def _action_for(
     if record.tainted:
         return Action("recreate", kind, name, "tainted")
     if record.digest == digest(canonical):
-        drift = actual.drift.get((kind, name), ())
+        drift = tuple(d for d in actual.drift.get((kind, name), ()) if _repairs(canonical, d))
         if drift:
             return Action("repair", kind, name, "drift", drift=tuple(str(d) for d in drift))
         return None
     return _change_action(kind, name, record, canonical)
+
+
+def _repairs(canonical: dict[str, Any], drift: Drift) -> bool:
+    """An init that exited is started again only as its restart policy says. Its exit code is
+    unknown once no sandman process watches it, so "on-failure" takes an unknown end as failure."""
+    if drift.what != "init":
+        return True
+    return bool(canonical.get("sandbox", {}).get("restart", "no") != "no")
 
 
 def _change_action(

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
-
-
-def digest(canonical: dict[str, Any]) -> str:
-    """A stable hash of a canonical form: what a record stores to compare later applies with."""
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

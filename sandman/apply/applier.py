@@ -1,0 +1,109 @@
+"""Run a plan: the only layer that changes the host.
+
+Under the state dir's lock, actions run in the plan's order; each object's record is written
+(atomically) as soon as that object is done, so an interrupted apply leaves records that match
+the host and the next plan picks up from there. A failed action has undone its own partial work;
+the apply stops there and reports it, objects done before it stay done.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sandman.apply import sandboxes, slices
+from sandman.apply.context import ApplyContext
+from sandman.errors import ApplyError
+from sandman.observe.facts import Record
+from sandman.plan.actions import Action
+from sandman.plan.diff import Plan
+
+
+def apply(ctx: ApplyContext, plan: Plan) -> None:
+    for action in plan.actions:
+        what = action.describe()
+        ctx.progress.start(what)
+        started = time.monotonic()
+        try:
+            execute(ctx, action)
+        except ApplyError as exc:
+            ctx.progress.failed(what, exc)
+            raise
+        except OSError as exc:
+            ctx.progress.failed(what, exc)
+            raise ApplyError(action.object, action.kind, exc) from exc
+        ctx.progress.done(what, time.monotonic() - started)
+    for path in ctx.pending_removals:
+        if ctx.cgroups.exists(path):
+            ctx.cgroups.remove(path)
+    _remove_base_when_empty(ctx)
+
+
+def _remove_base_when_empty(ctx: ApplyContext) -> None:
+    """With nothing applied any more, the instance's own top cgroup goes too: no trace is left."""
+    if any(kind in ("sandbox", "slice") for kind, _ in ctx.records):
+        return
+    base = ctx.cgroups.path(("sandman",))
+    if ctx.cgroups.exists(base) and not ctx.cgroups.pids(base):
+        ctx.cgroups.remove(base)
+
+
+def execute(ctx: ApplyContext, action: Action) -> None:
+    handler = _HANDLERS[(action.object_kind, action.kind)]
+    handler(ctx, action)
+
+
+def _record(ctx: ApplyContext, action: Action) -> Record:
+    return ctx.records[(action.object_kind, action.name)]
+
+
+def _sandbox_create(ctx: ApplyContext, action: Action) -> None:
+    sandboxes.create(ctx, ctx.desired.sandboxes[action.name])
+
+
+def _sandbox_recreate(ctx: ApplyContext, action: Action) -> None:
+    sandboxes.destroy(ctx, _record(ctx, action), keep_record=True)
+    sandboxes.create(ctx, ctx.desired.sandboxes[action.name])
+
+
+def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
+    sandbox = ctx.desired.sandboxes[action.name]
+    old = _record(ctx, action)
+    cgroup = old.runtime.get("cgroup")
+    if isinstance(cgroup, str) and any(c.key.startswith("resources.") for c in action.changes):
+        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+            ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+    sandboxes.rewrite_record(ctx, sandbox, old)
+
+
+def _sandbox_destroy(ctx: ApplyContext, action: Action) -> None:
+    sandboxes.destroy(ctx, _record(ctx, action))
+
+
+def _slice_create(ctx: ApplyContext, action: Action) -> None:
+    slices.create(ctx, ctx.desired.slices[action.name])
+
+
+def _slice_update(ctx: ApplyContext, action: Action) -> None:
+    slices.update(ctx, ctx.desired.slices[action.name])
+
+
+def _slice_recreate(ctx: ApplyContext, action: Action) -> None:
+    slices.recreate(ctx, ctx.desired.slices[action.name], _record(ctx, action))
+
+
+def _slice_destroy(ctx: ApplyContext, action: Action) -> None:
+    slices.destroy(ctx, _record(ctx, action))
+
+
+_HANDLERS = {
+    ("sandbox", "create"): _sandbox_create,
+    ("sandbox", "recreate"): _sandbox_recreate,
+    ("sandbox", "repair"): _sandbox_recreate,
+    ("sandbox", "update"): _sandbox_update,
+    ("sandbox", "destroy"): _sandbox_destroy,
+    ("slice", "create"): _slice_create,
+    ("slice", "update"): _slice_update,
+    ("slice", "repair"): _slice_update,
+    ("slice", "recreate"): _slice_recreate,
+    ("slice", "destroy"): _slice_destroy,
+}

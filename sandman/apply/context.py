@@ -1,0 +1,46 @@
+"""What every step of an apply shares: paths, the desired and observed state, progress."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sandman.observe.facts import ActualState, Record
+from sandman.paths import Paths
+from sandman.progress import Progress
+from sandman.units.desired import Desired
+
+if TYPE_CHECKING:
+    from sandman.kernel.cgroup import CgroupDriver
+
+
+@dataclass
+class ApplyContext:
+    paths: Paths
+    desired: Desired
+    actual: ActualState
+    progress: Progress
+    # Records as they stand during this apply: observed ones, replaced as objects are done.
+    records: dict[tuple[str, str], Record] = field(default_factory=dict)
+    # Cgroups of moved slices, removed at the end once their sandboxes have moved out.
+    pending_removals: list[str] = field(default_factory=list)
+    _cgroups: CgroupDriver | None = None
+
+    def __post_init__(self) -> None:
+        self.records.update(self.actual.records)
+
+    @property
+    def cgroups(self) -> CgroupDriver:
+        if self._cgroups is None:
+            from sandman.kernel.cgroup import driver_for
+
+            self._cgroups = driver_for(self.paths.tag)
+        return self._cgroups
+
+    def runtime_dir(self, name: str) -> str:
+        return os.path.join(self.paths.state_dir, "sandboxes", name)
+
+    def persistent_dir(self, name: str) -> str:
+        """Kept across destroy: beside the image dir, /var/lib/sandman/sandboxes/NAME by default."""
+        return os.path.join(os.path.dirname(self.paths.image_dir), "sandboxes", name)

@@ -1,0 +1,386 @@
+"""Sandboxes on the host: create, destroy and repair, each leaving nothing half-made.
+
+A create runs its steps with an undo stack: if a step fails, what the earlier ones made (the
+runtime dir, the cgroup, the init) is taken down again in reverse order before the error rises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sandman.apply import ids
+from sandman.apply.context import ApplyContext
+from sandman.capabilities import PRESETS
+from sandman.errors import ApplyError
+from sandman.kernel import security
+from sandman.kernel import syscalls as sc
+from sandman.kernel.rootfs import Mount, RootfsPlan
+from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, spawn
+from sandman.observe import procs
+from sandman.observe.facts import Record
+from sandman.observe.records import record_of, remove_record, write_record
+from sandman.units.desired import DesiredSandbox
+from sandman.units.model import BindMount, OverlayMount, ProcMount, TmpfsMount
+
+_FLAGS = {
+    "pid": sc.CLONE_NEWPID,
+    "uts": sc.CLONE_NEWUTS,
+    "ipc": sc.CLONE_NEWIPC,
+    "net": sc.CLONE_NEWNET,
+    "cgroup": sc.CLONE_NEWCGROUP,
+    "time": sc.CLONE_NEWTIME,
+}
+
+
+class Undo:
+    def __init__(self) -> None:
+        self.steps: list[Callable[[], None]] = []
+
+    def push(self, step: Callable[[], None]) -> None:
+        self.steps.append(step)
+
+    def run(self) -> list[BaseException]:
+        errors: list[BaseException] = []
+        for step in reversed(self.steps):
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        self.steps.clear()
+        return errors
+
+
+@contextlib.contextmanager
+def _unit_key(sandbox: DesiredSandbox, key: str, step: str) -> Iterator[None]:
+    """Errors of a step name the sandbox, its unit file and the key the step serves."""
+    try:
+        yield
+    except ApplyError:
+        raise
+    except SpawnError as exc:
+        raise ApplyError(
+            f"sandbox/{sandbox.name}", f"{sandbox.file}: {exc.key or key}: {step}", exc
+        ) from exc
+    except OSError as exc:
+        raise ApplyError(f"sandbox/{sandbox.name}", f"{sandbox.file}: {key}: {step}", exc) from exc
+
+
+def create(ctx: ApplyContext, sandbox: DesiredSandbox) -> Record:
+    undo = Undo()
+    try:
+        return _create(ctx, sandbox, undo)
+    except BaseException:
+        problems = undo.run()
+        for problem in problems:
+            ctx.progress.note(f"while undoing sandbox/{sandbox.name}: {problem}")
+        raise
+
+
+def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
+    source = _rootfs_source(ctx, sandbox)
+    _check_mount_sources(sandbox)
+    idmap = _idmap(ctx, sandbox)
+    runtime = ctx.runtime_dir(sandbox.name)
+    with _unit_key(sandbox, "rootfs", f"making `{runtime}`"):
+        plan = _rootfs_plan(ctx, sandbox, source, idmap, runtime)
+    undo.push(lambda: shutil.rmtree(runtime, ignore_errors=True))
+    cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
+    with _unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
+        for warning in ctx.cgroups.create(cgroup):
+            ctx.progress.note(warning)
+        undo.push(lambda: _remove_cgroup(ctx, cgroup))
+        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+            ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+    os.makedirs(ctx.paths.log_dir, mode=0o755, exist_ok=True)
+    spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
+    with _unit_key(sandbox, "sandbox.command", "starting the init"):
+        pid = spawn(spec)
+    undo.push(lambda: _kill(pid))
+    record = _record(ctx, sandbox, pid=pid, cgroup=cgroup, idmap=idmap, runtime=runtime, plan=plan)
+    write_record(ctx.paths.state_dir, record)
+    ctx.records[record.key] = record
+    return record
+
+
+def _rootfs_source(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
+    rootfs = sandbox.unit.rootfs
+    if rootfs.path is not None:
+        key, source, hint = "rootfs.path", rootfs.path, "create it or point rootfs.path elsewhere"
+    else:
+        assert rootfs.image is not None
+        key, source = "rootfs.image", os.path.join(ctx.paths.image_dir, rootfs.image)
+        hint = (
+            "build it with `sandman image busybox`"
+            if rootfs.image == "busybox"
+            else (f"import it with `sandman image import {rootfs.image} TARBALL`")
+        )
+    if not os.path.isdir(source):
+        raise ApplyError(
+            f"sandbox/{sandbox.name}",
+            f"{sandbox.file}: {key}: `{source}` is not a directory; {hint}",
+        )
+    return source
+
+
+def _check_mount_sources(sandbox: DesiredSandbox) -> None:
+    for index, mount in enumerate(sandbox.unit.mount):
+        paths = [mount.source] if isinstance(mount, BindMount) else []
+        if isinstance(mount, OverlayMount):
+            paths = [*mount.lower, *([mount.upper] if mount.upper else [])]
+        for path in paths:
+            if not os.path.exists(path):
+                key = "source" if isinstance(mount, BindMount) else "lower"
+                raise ApplyError(
+                    f"sandbox/{sandbox.name}",
+                    f"{sandbox.file}: mount[{index}].{key}: `{path}` does not exist; "
+                    "create it on the host or fix the path",
+                )
+
+
+def _idmap(ctx: ApplyContext, sandbox: DesiredSandbox) -> IdMapping | None:
+    if not sandbox.unit.namespaces.user:
+        return None
+    declared = ids.declared_ranges(sandbox)
+    if declared is not None:
+        return IdMapping(*declared)
+    previous = ctx.records.get(("sandbox", sandbox.name))
+    kept = previous.runtime.get("auto_ids") if previous else None
+    start = kept if isinstance(kept, int) else ids.allocate(_taken_ids(ctx))
+    whole = ((0, start, ids.AUTO_SIZE),)
+    return IdMapping(whole, whole)
+
+
+def _taken_ids(ctx: ApplyContext) -> list[tuple[int, int]]:
+    taken = []
+    for other in ctx.desired.sandboxes.values():
+        declared = ids.declared_ranges(other)
+        if declared:
+            taken += [(outside, count) for _, outside, count in (*declared[0], *declared[1])]
+    for record in ctx.records.values():
+        mapping = record.runtime.get("idmap") or {}
+        for _, outside, count in (*mapping.get("uid", ()), *mapping.get("gid", ())):
+            taken.append((outside, count))
+    return taken
+
+
+def _rootfs_plan(
+    ctx: ApplyContext, sandbox: DesiredSandbox, source: str, idmap: IdMapping | None, runtime: str
+) -> RootfsPlan:
+    rootfs = sandbox.unit.rootfs
+    layers = ctx.persistent_dir(sandbox.name) if rootfs.persistent else runtime
+    for sub in ("root", "lower"):
+        os.makedirs(os.path.join(runtime, sub), mode=0o755, exist_ok=True)
+    owner = _host_ids(idmap)
+    upper, work = os.path.join(layers, "upper"), os.path.join(layers, "work")
+    if rootfs.mode == "overlay":
+        for path in (upper, work):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        os.chown(upper, *owner)
+    ns = sandbox.unit.namespaces
+    return RootfsPlan(
+        stage=os.path.join(runtime, "root"),
+        mode=rootfs.mode,
+        source=source,
+        upper=upper,
+        work=work,
+        lower=os.path.join(runtime, "lower"),
+        owner=owner,
+        mounts=tuple(_mounts(sandbox, runtime)),
+        own_proc=ns.pid,
+        own_sys=ns.net,
+        own_ipc=ns.ipc,
+    )
+
+
+def _host_ids(idmap: IdMapping | None) -> tuple[int, int]:
+    """The host uid and gid of the sandbox's root."""
+    if idmap is None:
+        return (0, 0)
+    return (_outside(idmap.uid, 0), _outside(idmap.gid, 0))
+
+
+def _outside(ranges: tuple[tuple[int, int, int], ...], inside: int) -> int:
+    for start, outside, count in ranges:
+        if start <= inside < start + count:
+            return outside + inside - start
+    return 65534
+
+
+def _mounts(sandbox: DesiredSandbox, runtime: str) -> Iterator[Mount]:
+    for index, mount in enumerate(sandbox.unit.mount):
+        key = f"mount[{index}]"
+        if isinstance(mount, BindMount):
+            yield Mount(
+                "bind", mount.target, source=mount.source, read_only=mount.read_only, key=key
+            )
+        elif isinstance(mount, TmpfsMount):
+            yield Mount(
+                "tmpfs",
+                mount.target,
+                read_only=mount.read_only,
+                size=mount.size,
+                mode=mount.mode,
+                key=key,
+            )
+        elif isinstance(mount, ProcMount):
+            yield Mount("proc", mount.target, key=key)
+        else:
+            work = os.path.join(runtime, f"overlay-work-{index}") if mount.upper else None
+            if work:
+                os.makedirs(work, mode=0o700, exist_ok=True)
+            yield Mount(
+                "overlay",
+                mount.target,
+                read_only=mount.read_only,
+                lower=mount.lower,
+                upper=mount.upper,
+                work=work,
+                key=key,
+            )
+
+
+def _spawn_spec(
+    ctx: ApplyContext,
+    sandbox: DesiredSandbox,
+    plan: RootfsPlan,
+    idmap: IdMapping | None,
+    cgroup: str,
+) -> SpawnSpec:
+    unit = sandbox.unit
+    flags = sc.CLONE_NEWNS
+    for name, flag in _FLAGS.items():
+        if getattr(unit.namespaces, name):
+            flags |= flag
+    uid, gid = (int(x) for x in unit.sandbox.user.split(":"))
+    capabilities = unit.security.capabilities
+    kept = PRESETS[capabilities] if isinstance(capabilities, str) else capabilities
+    time_offsets = None
+    if unit.namespaces.time:
+        offsets = unit.time
+        time_offsets = (offsets.monotonic_offset, offsets.boottime_offset) if offsets else (0, 0)
+    return SpawnSpec(
+        name=sandbox.name,
+        command=unit.sandbox.command,
+        environment=dict(unit.sandbox.environment),
+        namespaces=flags,
+        rootfs=plan,
+        log_path=os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
+        hostname=sandbox.hostname if unit.namespaces.uts else None,
+        uid=uid,
+        gid=gid,
+        working_directory=unit.sandbox.working_directory,
+        idmap=idmap,
+        time_offsets=time_offsets,
+        join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
+        setup_inside=(lambda: security.restrict(kept, unit.security.no_new_privileges),),
+    )
+
+
+def _record(
+    ctx: ApplyContext,
+    sandbox: DesiredSandbox,
+    *,
+    pid: int,
+    cgroup: str,
+    idmap: IdMapping | None,
+    runtime: str,
+    plan: RootfsPlan,
+) -> Record:
+    start = procs.start_time(pid) or 0
+    runtime_facts: dict[str, Any] = {
+        "pid": pid,
+        "start_time": start,
+        "started_at": round(procs.started_at(start), 3),
+        "cgroup": cgroup,
+        "namespaces": procs.namespace_inodes(pid),
+        "runtime_dir": runtime,
+        "rootfs": plan.source,
+        "upper": plan.upper if plan.mode == "overlay" else None,
+        "log": os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
+        "idmap": None if idmap is None else {"uid": idmap.uid, "gid": idmap.gid},
+        "environment": dict(sandbox.unit.sandbox.environment),
+        "user": sandbox.unit.sandbox.user,
+    }
+    if idmap is not None and ids.declared_ranges(sandbox) is None:
+        runtime_facts["auto_ids"] = idmap.uid[0][1]
+    return record_of("sandbox", sandbox.name, sandbox.canonical(), runtime_facts)
+
+
+def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> None:
+    """Stop the init (SIGTERM, then SIGKILL to the whole cgroup), remove the cgroup, the runtime
+    dir and the record. The persistent upper dir, when there is one, stays."""
+    runtime = record.runtime
+    timeout = _stop_timeout(record)
+    pid, start = int(runtime.get("pid", 0)), int(runtime.get("start_time", 0))
+    if procs.is_running(pid, start):
+        _terminate(pid, timeout)
+    cgroup = runtime.get("cgroup")
+    if isinstance(cgroup, str):
+        _remove_cgroup(ctx, cgroup)
+    runtime_dir = runtime.get("runtime_dir")
+    if isinstance(runtime_dir, str) and runtime_dir.startswith(ctx.paths.state_dir):
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+    if not keep_record:
+        remove_record(ctx.paths.state_dir, "sandbox", record.name)
+        ctx.records.pop(record.key, None)
+
+
+def _stop_timeout(record: Record) -> float:
+    from sandman.units.values import parse_duration_ns
+
+    text = record.unit.get("sandbox", {}).get("stop_timeout", "5s")
+    try:
+        return parse_duration_ns(text) / 1e9
+    except ValueError:
+        return 5.0
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM through a pidfd (never a recycled PID), then wait for the exit up to `timeout`."""
+    try:
+        pidfd = sc.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not procs.catches(pid, signal.SIGTERM):
+            return  # it would ignore SIGTERM: waiting stop_timeout would only delay the SIGKILL
+        with contextlib.suppress(ProcessLookupError):
+            sc.pidfd_send_signal(pidfd, signal.SIGTERM)
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
+def _remove_cgroup(ctx: ApplyContext, cgroup: str) -> None:
+    if ctx.cgroups.exists(cgroup):
+        ctx.cgroups.kill(cgroup)
+        ctx.cgroups.remove(cgroup)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pid: int, start: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while procs.is_running(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> Record:
+    """After an in-place update: the new unit, the same running init."""
+    record = record_of("sandbox", sandbox.name, sandbox.canonical(), dict(old.runtime))
+    write_record(ctx.paths.state_dir, record)
+    ctx.records[record.key] = record
+    return record

@@ -1,0 +1,67 @@
+"""`sandman destroy DIR|NAME...`: take down what DIR's units (or the named objects) made."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sandman.apply.applier import apply
+from sandman.apply.context import ApplyContext
+from sandman.apply.lock import state_lock
+from sandman.errors import UsageError
+from sandman.observe.facts import ActualState
+from sandman.observe.gather import gather
+from sandman.paths import Paths
+from sandman.plan.actions import Action
+from sandman.plan.diff import Plan
+from sandman.progress import Lines
+from sandman.units.desired import Desired
+
+_ORDER = ("sandbox", "network", "slice")
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise UsageError("destroy changes namespaces, mounts, links and cgroups: run it as root")
+    paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
+    with state_lock(paths.state_dir, wait=not args.no_wait):
+        actual = gather(paths.state_dir)
+        wanted = _targets(args.targets)
+        actions = [
+            Action("destroy", kind, name, "unit_removed") for kind, name in _ordered(wanted, actual)
+        ]
+        if not actions:
+            sys.stdout.write("Nothing to destroy: none of these is applied.\n")
+            return 0
+        apply(ApplyContext(paths, Desired(paths.tag), actual, Lines()), Plan(tuple(actions)))
+    sys.stdout.write(f"Destroy complete: {len(actions)} destroyed.\n")
+    return 0
+
+
+def _targets(arguments: list[str]) -> set[tuple[str, str]]:
+    """Objects named on the command line: a unit directory (every NAME.KIND.toml in it, valid or
+    not), KIND/NAME, or a bare NAME for a sandbox."""
+    wanted = set()
+    for argument in arguments:
+        if os.path.isdir(argument):
+            for entry in os.listdir(argument):
+                parts = entry.split(".")
+                if len(parts) == 3 and parts[2] == "toml" and parts[1] in _ORDER:
+                    wanted.add((parts[1], parts[0]))
+        elif "/" in argument and argument.split("/", 1)[0] in _ORDER:
+            kind, name = argument.split("/", 1)
+            wanted.add((kind, name))
+        else:
+            wanted.add(("sandbox", argument))
+    return wanted
+
+
+def _ordered(wanted: set[tuple[str, str]], actual: ActualState) -> list[tuple[str, str]]:
+    present = [key for key in wanted if key in actual.records]
+
+    def depth(key: tuple[str, str]) -> int:
+        path = actual.records[key].runtime.get("cgroup", "")
+        return -len(str(path).split("/"))
+
+    return sorted(present, key=lambda k: (_ORDER.index(k[0]), depth(k), k[1]))

@@ -1,0 +1,123 @@
+"""`sandman status [NAME]`: every sandbox, its state and its resource use (no pydantic here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from sandman import output
+from sandman.errors import UsageError
+from sandman.observe.facts import ActualState, Record
+from sandman.observe.gather import gather
+from sandman.paths import Paths
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
+    actual = gather(paths.state_dir)
+    sandboxes = [sandbox_status(r, actual, paths.tag) for r in sorted_records(actual, "sandbox")]
+    if args.name:
+        sandboxes = [s for s in sandboxes if s["name"] == args.name]
+        if not sandboxes:
+            raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
+    report = {
+        "sandboxes": sandboxes,
+        "networks": [other_status(r) for r in sorted_records(actual, "network")],
+        "slices": [other_status(r) for r in sorted_records(actual, "slice")],
+    }
+    if args.json:
+        output.print_json(report)
+    else:
+        sys.stdout.write(render(report))
+    return 0
+
+
+def sorted_records(actual: ActualState, kind: str) -> list[Record]:
+    return [actual.records[(kind, name)] for name in sorted(actual.of_kind(kind))]
+
+
+def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any]:
+    runtime, unit = record.runtime, record.unit
+    drift = [str(d) for d in actual.drift.get(record.key, ())]
+    running = not any(d.startswith("init:") for d in drift)
+    resolved = unit.get("resolved", {})
+    network = unit.get("network") or {}
+    return {
+        "name": record.name,
+        "state": "tainted" if record.tainted else ("running" if running else "exited"),
+        "pid": runtime.get("pid") if running else None,
+        "started_at": runtime.get("started_at"),
+        "slice": unit.get("sandbox", {}).get("slice"),
+        "image": (unit.get("rootfs") or {}).get("image") or (unit.get("rootfs") or {}).get("path"),
+        "network": {
+            "address": resolved.get("address"),
+            "address6": resolved.get("address6"),
+            "ports": network.get("ports", []),
+        },
+        "namespaces": [k for k, v in (unit.get("namespaces") or {}).items() if v],
+        "usage": _usage(runtime.get("cgroup"), tag) if running else {},
+        "drift": drift,
+    }
+
+
+def _usage(cgroup: object, tag: str) -> dict[str, Any]:
+    if not isinstance(cgroup, str):
+        return {}
+    from sandman.kernel.cgroup import driver_for
+
+    try:
+        return dict(driver_for(tag).usage(cgroup))
+    except OSError:
+        return {}
+
+
+def other_status(record: Record) -> dict[str, Any]:
+    return {"name": record.name, **record.unit.get("resolved", {}), **record.runtime}
+
+
+def render(report: dict[str, Any]) -> str:
+    rows = [("NAME", "STATE", "PID", "UPTIME", "SLICE", "ADDRESS", "MEMORY", "IMAGE")]
+    for item in report["sandboxes"]:
+        rows.append(
+            (
+                item["name"],
+                item["state"],
+                str(item["pid"] or "-"),
+                _uptime(item),
+                str(item["slice"]),
+                str(item["network"]["address"] or "-"),
+                _bytes(item["usage"].get("memory_current")),
+                str(item["image"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    for item in report["sandboxes"]:
+        lines += [f"  {item['name']}: drift: {d}" for d in item["drift"]]
+    if not report["sandboxes"]:
+        lines = ["No sandboxes are applied."]
+    return "\n".join(lines) + "\n"
+
+
+def _uptime(item: dict[str, Any]) -> str:
+    if item["state"] != "running" or not item["started_at"]:
+        return "-"
+    seconds = int(time.time() - float(item["started_at"]))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _bytes(value: object) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f}{suffix}"
+    return f"{value}B"

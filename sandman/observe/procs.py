@@ -1,0 +1,66 @@
+"""Processes as observe sees them: a PID is the sandbox's init only if its start time matches."""
+
+from __future__ import annotations
+
+import os
+
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+
+def parse_stat(stat: str) -> tuple[str, int]:
+    """State (field 3) and start time (field 22, clock ticks since boot) of /proc/PID/stat; the
+    command name before them may hold spaces and parentheses."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of a live process; None when it is gone or only a zombie waiting for its
+    parent to reap it (an init that died stays one until the host's init collects it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state, start = parse_stat(handle.read())
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state in ("Z", "X") else start
+
+
+def is_running(pid: int, recorded_start: int) -> bool:
+    """True when `pid` is alive and is the process that was recorded, not a reuse of its PID."""
+    return pid > 0 and start_time(pid) == recorded_start
+
+
+def namespace_inodes(pid: int) -> dict[str, int]:
+    inodes = {}
+    for name in NAMESPACES:
+        try:
+            inodes[name] = os.stat(f"/proc/{pid}/ns/{name}").st_ino
+        except OSError:
+            continue
+    return inodes
+
+
+def boot_time() -> float:
+    """Seconds since the epoch at boot, to turn start times in ticks into dates."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def started_at(start_ticks: int) -> float:
+    return boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def catches(pid: int, signal_number: int) -> bool:
+    """Whether the process has a handler for the signal (SigCgt). An init without one ignores
+    SIGTERM: the kernel drops default-action signals sent to a pid namespace's PID 1."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal_number - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
