@@ -19,6 +19,8 @@ from sandman.units.load import UnitFile, UnitSet, sandbox_model
 Interface = IPv4Interface | IPv6Interface
 Sticky = Mapping[str, tuple[str | None, str | None]]
 Slot = tuple[str, int]  # (network or sandbox name, IP version)
+_GATEWAY = "the gateway"
+_HOST_HINT = 'pick another address in the subnet or "auto"'
 
 
 @dataclass
@@ -30,7 +32,7 @@ class _Pool:
     taken: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.taken[int(self.gateway.ip)] = "the gateway"
+        self.taken[int(self.gateway.ip)] = _GATEWAY
 
     @property
     def subnet(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -135,14 +137,16 @@ def _fixed_problem(
             f"{text} has prefix /{interface.network.prefixlen} but {where} is /{subnet.prefixlen}",
             f"write /{subnet.prefixlen} or leave the prefix out",
         )
-    if not pool.free(int(interface.ip)):
-        owner = pool.taken.get(int(interface.ip))
-        what = (
-            f"taken by {owner}"
-            if owner and owner.startswith("sandbox")
-            else (owner or "the subnet's network or broadcast address")
-        )
-        return f"{interface.ip} is already {what}", 'pick another address or "auto"'
+    if interface.ip == subnet.network_address:
+        return f"{interface.ip} is the network address of {where}", _HOST_HINT
+    if interface.ip == subnet.broadcast_address:
+        last = "broadcast address" if family == 4 else "last address, which sandman never assigns,"
+        return f"{interface.ip} is the {last} of {where}", _HOST_HINT
+    owner = pool.taken.get(int(interface.ip))
+    if owner == _GATEWAY:
+        return f"{interface.ip} is the gateway of network {pool.network!r}", _HOST_HINT
+    if owner is not None:
+        return f"{interface.ip} is already taken by {owner}", 'pick another address or "auto"'
     return None
 
 

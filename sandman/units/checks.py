@@ -103,7 +103,9 @@ def _idmap(unit: UnitFile) -> Iterator[UnitProblem]:
             "outside = 200000, count = 65536 }], or set auto = true",
         )
         return
-    for key, ranges in (("uid", idmap.uid), ("gid", idmap.gid or idmap.uid)):
+    # An absent gid copies uid: checking that copy would report each uid problem twice, and at
+    # a key the file does not have.
+    for key, ranges in (("uid", idmap.uid), ("gid", idmap.gid)):
         yield from _ranges(unit, key, ranges)
     if not idmap.auto:
         yield from _user_mapped(unit)
@@ -129,9 +131,15 @@ def _ranges(unit: UnitFile, key: str, ranges: tuple[IdRange, ...]) -> Iterator[U
                 if _overlap(ranges[other], item, side):
                     yield unit.problem(
                         ("idmap", key, index),
-                        f"{side} ids overlap range [{other}]",
+                        f"{side} ids {_span(item, side)} overlap {side} ids "
+                        f"{_span(ranges[other], side)} of {key}[{other}]",
                         "give each range its own ids",
                     )
+
+
+def _span(item: IdRange, side: str) -> str:
+    start: int = getattr(item, side)
+    return f"{start}..{start + item.count - 1}"
 
 
 def _overlap(a: IdRange, b: IdRange, side: str) -> bool:
@@ -230,12 +238,14 @@ def _gateway(
         yield unit.problem(
             path, f"{gateway} is outside the subnet {subnet}", f"pick an address in {subnet}"
         )
-    elif gateway == subnet.network_address or (
-        subnet.version == 4 and gateway == subnet.broadcast_address
-    ):
+    elif gateway == subnet.network_address:
+        yield unit.problem(
+            path, f"{gateway} is the subnet's network address", f"pick a host address in {subnet}"
+        )
+    elif subnet.version == 4 and gateway == subnet.broadcast_address:
         yield unit.problem(
             path,
-            f"{gateway} is the subnet's network or broadcast address",
+            f"{gateway} is the subnet's broadcast address",
             f"pick a host address in {subnet}",
         )
 

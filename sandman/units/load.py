@@ -17,7 +17,7 @@ from sandman.errors import UnitError, UnitProblem
 from sandman.units import messages
 from sandman.units.locate import Path, dotted, key_lines, line_of
 from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
-from sandman.units.values import NAME_MAX, NAME_RE
+from sandman.units.values import INT64_MAX, NAME_MAX, NAME_RE, is_int
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _MAX_FILE_BYTES = 1024 * 1024
@@ -125,6 +125,9 @@ def _read_file(units: UnitSet, directory: str, entry: str) -> None:
         units.broken.add((kind, name))
         return
     lines = key_lines(text)
+    if _out_of_range(units, shown, lines, data):
+        units.broken.add((kind, name))
+        return
     model_class = MODELS[kind]
     try:
         model = model_class.model_validate(data)
@@ -138,14 +141,15 @@ def _read_file(units: UnitSet, directory: str, entry: str) -> None:
 def _split_name(units: UnitSet, shown: str, entry: str) -> tuple[str, str]:
     parts = entry.split(".")
     if len(parts) != 3:
+        # The example reuses the name only when it is one: echoing "\r" would break the report.
+        example = parts[0] if NAME_RE.fullmatch(parts[0]) else "web"
         units.problems.append(
             UnitProblem(
                 shown,
                 "",
                 "is not named NAME.KIND.toml",
                 None,
-                f"rename it, e.g. {parts[0] or 'web'}.sandbox.toml; KIND is one of "
-                f"{', '.join(KINDS)}",
+                f"rename it, e.g. {example}.sandbox.toml; KIND is one of {', '.join(KINDS)}",
             )
         )
         return "", ""
@@ -161,7 +165,18 @@ def _split_name(units: UnitSet, shown: str, entry: str) -> tuple[str, str]:
             )
         )
         return "", ""
-    if not NAME_RE.match(name) or len(name) > NAME_MAX:
+    if NAME_RE.fullmatch(name) and len(name) > NAME_MAX:
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                f"{name!r} is {len(name)} characters long",
+                None,
+                f"a unit name has at most {NAME_MAX} characters; rename the file",
+            )
+        )
+        return "", ""
+    if not NAME_RE.fullmatch(name):
         units.problems.append(
             UnitProblem(
                 shown,
@@ -221,6 +236,18 @@ def _read_text(units: UnitSet, shown: str) -> str | None:
 def _parse_toml(units: UnitSet, shown: str, text: str) -> dict[str, Any] | None:
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        # tomllib recurses once per level of nesting; a few hundred `[` exhaust the stack.
+        units.problems.append(
+            UnitProblem(
+                shown,
+                "",
+                "nests arrays or tables too deeply to read",
+                None,
+                "a unit needs at most a few levels of nesting; check the file",
+            )
+        )
+        return None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         position = _TOML_POSITION.search(message)
@@ -239,12 +266,37 @@ def _parse_toml(units: UnitSet, shown: str, text: str) -> dict[str, Any] | None:
         return None
 
 
+def _out_of_range(units: UnitSet, shown: str, lines: dict[Path, int], data: Any) -> bool:
+    """TOML integers are 64-bit and a larger one must be an error (toml.io), but tomllib takes
+    any size; no kernel interface would. Walked with a stack: nesting can be hundreds deep."""
+    found = False
+    stack: list[tuple[Path, Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif is_int(value) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            found = True
+            units.problems.append(
+                UnitProblem(
+                    shown,
+                    dotted(path),
+                    "is out of TOML's 64-bit integer range",
+                    line_of(lines, path),
+                    f"integers run from {-INT64_MAX - 1} to {INT64_MAX}",
+                )
+            )
+    return found
+
+
 def _problems(
     model_class: type[BaseModel], shown: str, lines: dict[Path, int], exc: ValidationError
 ) -> list[UnitProblem]:
     problems = []
     for error in exc.errors():
-        path = messages.strip_tags(model_class, tuple(error["loc"]))
+        path = messages.problem_path(model_class, error)
         message, hint = messages.describe(model_class, error)
         problems.append(UnitProblem(shown, dotted(path), message, line_of(lines, path), hint))
     return problems

@@ -7,6 +7,7 @@ every key path it sees, at any depth, to the line where that key (or array item)
 
 from __future__ import annotations
 
+import json
 import re
 
 Path = tuple[str | int, ...]
@@ -55,7 +56,7 @@ class _Scanner:
                 table = self.array_header()
             elif self.peek() == "[":
                 self.advance()
-                table = tuple(self.key_path())
+                table = self.in_arrays(self.key_path())
                 self.record(table, self.line)
                 self.skip_to_eol()
             else:
@@ -64,13 +65,25 @@ class _Scanner:
 
     def array_header(self) -> Path:
         self.advance(2)
-        name = tuple(self.key_path())
+        keys = self.key_path()
+        name = (*self.in_arrays(keys[:-1]), keys[-1])
         index = self.array_tables.get(name, 0)
         self.array_tables[name] = index + 1
         self.record(name, self.line)
         self.record((*name, index), self.line)
         self.skip_to_eol()
         return (*name, index)
+
+    def in_arrays(self, keys: list[str]) -> Path:
+        """`[mount.x]` after `[[mount]]` is a table in the last element of that array, as
+        pydantic's locations say (`mount[0].x`)."""
+        path: list[str | int] = []
+        for key in keys:
+            path.append(key)
+            count = self.array_tables.get(tuple(path))
+            if count is not None:
+                path.append(count - 1)
+        return tuple(path)
 
     def skip_to_eol(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] != "\n":
@@ -185,11 +198,21 @@ def line_of(lines: dict[Path, int], path: Path) -> int | None:
 
 
 def dotted(path: Path) -> str:
-    """`("network", "ports", 0, "host")` -> `network.ports[0].host`."""
+    """`("network", "ports", 0, "host")` -> `network.ports[0].host`; a key that is not bare is
+    quoted as TOML quotes it (`environment."A.B"`), so that a key holding a dot or a newline
+    neither reads as two keys nor breaks the one-line report."""
     text = ""
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else part
+            key = part if _BARE_KEY.fullmatch(part) else _quoted(part)
+            text += f".{key}" if text else key
     return text
+
+
+def _quoted(key: str) -> str:
+    """A TOML basic string: quotes, backslashes and unprintable characters (a newline, U+2028)
+    escaped, everything else kept as written."""
+    escaped = (c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1] for c in key)
+    return '"' + "".join(escaped) + '"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import types
 import typing
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sandman.units.locate import Path
+from sandman.units.model import KINDS
 from sandman.units.values import type_name
 
 _EXPECTED = {
@@ -85,6 +87,18 @@ def strip_tags(root: type[BaseModel], loc: Path) -> Path:
     return tuple(path)
 
 
+def problem_path(root: type[BaseModel], error: Any) -> Path:
+    """The key a pydantic error is about, as the user wrote it."""
+    path = strip_tags(root, tuple(error["loc"]))
+    # A bad dict key is reported at `environment.KEY.[key]`; the user wrote `environment.KEY`.
+    if path[-1:] == ("[key]",):
+        path = path[:-1]
+    # A bad or missing mount type is reported at the mount; the key to fix is its `type`.
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        path = (*path, "type")
+    return path
+
+
 def describe(root: type[BaseModel], error: Any) -> tuple[str, str]:
     """(message, hint) for one pydantic error dict."""
     kind: str = error["type"]
@@ -93,7 +107,7 @@ def describe(root: type[BaseModel], error: Any) -> tuple[str, str]:
     if kind == "extra_forbidden":
         return _unknown_key(root, loc)
     if kind == "missing":
-        return "is missing", "this key is required"
+        return "is missing", _missing_hint(root, loc)
     if kind in _EXPECTED:
         return f"{_shown(value)} is not {_EXPECTED[kind]}", f"write {_EXPECTED[kind]}"
     if kind == "value_error":
@@ -108,13 +122,33 @@ def describe(root: type[BaseModel], error: Any) -> tuple[str, str]:
             "Input should be", "it must be"
         )
     if kind in ("too_short", "too_long"):
-        return "has the wrong length", str(error["msg"]).replace("Tuple should", "it must")
+        return _length(error.get("ctx", {}))
     if kind == "union_tag_invalid":
         tags = error.get("ctx", {}).get("expected_tags", "")
         return f"{error.get('ctx', {}).get('tag')!r} is not a mount type", f"use one of {tags}"
     if kind == "union_tag_not_found":
-        return "has no `type`", 'add type = "bind", "tmpfs", "proc" or "overlay"'
+        return "is missing", 'add type = "bind", "tmpfs", "proc" or "overlay"'
     return str(error["msg"]), ""
+
+
+def _missing_hint(root: type[BaseModel], loc: Path) -> str:
+    holder = _model_at(root, loc[:-1])
+    field = holder.model_fields.get(str(loc[-1])) if holder is not None else None
+    if len(loc) == 1 and field is not None and _models_in(field.annotation):
+        return f"add a [{loc[0]}] table; it is required"
+    return "this key is required"
+
+
+def _length(ctx: dict[str, Any]) -> tuple[str, str]:
+    actual = ctx.get("actual_length")
+    message = "is empty" if actual == 0 else f"has {actual} items"
+    if "min_length" in ctx:
+        return message, f"give at least {_items(ctx['min_length'])}"
+    return message, f"give at most {_items(ctx.get('max_length'))}"
+
+
+def _items(count: object) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
 
 
 def _unknown_key(root: type[BaseModel], loc: Path) -> tuple[str, str]:
@@ -123,13 +157,24 @@ def _unknown_key(root: type[BaseModel], loc: Path) -> tuple[str, str]:
     if holder is None:
         return "is not a known key", "remove it"
     known = sorted(holder.model_fields)
+    if len(loc) == 1 and key in KINDS:
+        # `[sandbox]` in lan.network.toml: the file's name, not its content, sets its kind.
+        return "is not a known key", (
+            f"[{key}] belongs in a NAME.{key}.toml file; this one takes "
+            f"{', '.join(f'[{k}]' for k in known)}"
+        )
     close = difflib.get_close_matches(key, known, n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
     return "is not a known key", f"{guess}valid keys here: {', '.join(known)}"
 
 
 def _shown(value: object) -> str:
+    """A value as TOML spells it (`true`, `1979-05-27`), not as Python does (`True`)."""
     if isinstance(value, dict | list | tuple):
         return type_name(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

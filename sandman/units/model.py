@@ -50,7 +50,7 @@ def _parse_string(value: Any, pattern_name: str, check: Any) -> str:
 
 def _hostname(value: Any) -> str:
     def check(text: str) -> str:
-        if len(text) > 64 or not values.HOSTNAME_RE.match(text):
+        if len(text) > 64 or not values.HOSTNAME_RE.fullmatch(text):
             raise ValueError(
                 f"{text!r} is not a valid hostname; use letters, digits, '-' and '.', at most 64 "
                 "characters"
@@ -62,7 +62,7 @@ def _hostname(value: Any) -> str:
 
 def _image(value: Any) -> str:
     def check(text: str) -> str:
-        if not values.IMAGE_RE.match(text) or len(text) > 64:
+        if not values.IMAGE_RE.fullmatch(text) or len(text) > 64:
             raise ValueError(
                 f"{text!r} is not an image name; use lowercase letters, digits, '.', '_' and '-' "
                 "(an image is a directory under the image dir; for any other directory use `path`)"
@@ -75,7 +75,9 @@ def _image(value: Any) -> str:
 def _user(value: Any) -> str:
     def check(text: str) -> str:
         parts = text.split(":")
-        if len(parts) > 2 or not all(p.isdigit() and int(p) <= ID_MAX for p in parts):
+        # isascii: str.isdigit() also takes "²" and "٣", which int() or the kernel refuse.
+        numeric = all(p.isascii() and p.isdigit() for p in parts)
+        if len(parts) > 2 or not numeric or not all(int(p) <= ID_MAX for p in parts):
             raise ValueError(
                 f'{text!r} is not a user; write "UID:GID" with numbers, e.g. "1000:1000"'
             )
@@ -88,7 +90,12 @@ def _user(value: Any) -> str:
 
 def _ifname(value: Any) -> str:
     def check(text: str) -> str:
-        if len(text) > values.IFNAME_MAX or not values.IFNAME_RE.match(text):
+        if len(text) > values.IFNAME_MAX and values.IFNAME_RE.fullmatch(text):
+            raise ValueError(
+                f"{text!r} is {len(text)} characters long; the kernel takes interface names of "
+                f"at most {values.IFNAME_MAX}"
+            )
+        if len(text) > values.IFNAME_MAX or not values.IFNAME_RE.fullmatch(text):
             raise ValueError(
                 f"{text!r} is not a valid interface name; use at most {values.IFNAME_MAX} letters, "
                 "digits, '-', '_' or '.'"
@@ -100,9 +107,10 @@ def _ifname(value: Any) -> str:
 
 def _env_name(value: Any) -> str:
     def check(text: str) -> str:
-        if not values.ENV_NAME_RE.match(text):
+        if not values.ENV_NAME_RE.fullmatch(text):
             raise ValueError(
-                f"{text!r} is not an environment variable name; use letters, digits and _"
+                f"{text!r} is not an environment variable name; use letters, digits and '_', "
+                "not starting with a digit"
             )
         return text
 
@@ -136,7 +144,7 @@ def _ip_parser(kind: type, auto: bool, what: str, example: str) -> Any:
     return parse
 
 
-def _subnet_parser(kind: type, example: str) -> Any:
+def _subnet_parser(kind: type, example: str, other_key: str) -> Any:
     def parse(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"{values.type_name(value)} is not a subnet; write e.g. {example!r}")
@@ -146,6 +154,7 @@ def _subnet_parser(kind: type, example: str) -> Any:
             try:
                 fixed = kind(value, strict=False)
             except ValueError:
+                _other_family(value, kind, example, other_key)
                 raise ValueError(
                     f"{value!r} is not a subnet ({exc}); write e.g. {example!r}"
                 ) from None
@@ -154,6 +163,19 @@ def _subnet_parser(kind: type, example: str) -> Any:
             ) from None
 
     return parse
+
+
+def _other_family(value: str, kind: type, example: str, other_key: str) -> None:
+    """A subnet of the other IP version is a key mix-up, not a typo: say where it belongs."""
+    try:
+        version = ipaddress.ip_network(value, strict=False).version
+    except ValueError:
+        return
+    if version != kind(example).version:
+        raise ValueError(
+            f"{value!r} is an IPv{version} subnet; write an IPv{kind(example).version} one here, "
+            f"e.g. {example!r}, and IPv{version} in {other_key}"
+        )
 
 
 def _file_mode(value: Any) -> int:
@@ -166,7 +188,11 @@ def _file_mode(value: Any) -> int:
         and len(value) <= 4
     ):
         return int(value, 8)
-    raise ValueError(f'{value!r} is not a file mode; write octal digits, e.g. "1777" or 0o755')
+    shown = repr(value) if isinstance(value, str) or values.is_int(value) else None
+    raise ValueError(
+        f"{shown or values.type_name(value)} is not a file mode; write octal digits, e.g. "
+        '"1777" or 0o755'
+    )
 
 
 def _capabilities(value: Any) -> str | tuple[str, ...]:
@@ -181,21 +207,37 @@ def _capabilities(value: Any) -> str | tuple[str, ...]:
         raise ValueError(
             f'{values.type_name(value)} is not a capability set; write "default", "os" or a list'
         )
-    for item in value:
-        if not isinstance(item, str) or item not in CAPABILITIES:
-            raise ValueError(f"{item!r} is not a Linux capability; {_nearest_capability(item)}")
+    # Every unknown item at once: fixing one typo per run would take a run per typo.
+    unknown = [item for item in value if not isinstance(item, str) or item not in CAPABILITIES]
+    if unknown:
+        raise ValueError(_unknown_capabilities(unknown))
     return tuple(sorted(set(value), key=CAPABILITIES.__getitem__))
 
 
-def _nearest_capability(item: object) -> str:
+def _unknown_capabilities(items: list[Any]) -> str:
+    shown = ", ".join(repr(i) if isinstance(i, str) else values.type_name(i) for i in items)
+    what = "is not a Linux capability" if len(items) == 1 else "are not Linux capabilities"
+    guesses = [(i, g) for i in items if (g := _nearest_capability(i))]
+    if len(items) == 1 and guesses:
+        hint = f"did you mean {guesses[0][1]!r}?"
+    elif guesses:
+        hint = "did you mean " + ", ".join(f"{g!r} for {i!r}" for i, g in guesses) + "?"
+    else:
+        hint = "names look like 'CAP_NET_BIND_SERVICE'"
+    return f"{shown} {what}; {hint}"
+
+
+def _nearest_capability(item: object) -> str | None:
     import difflib
 
-    guess = str(item).upper()
+    if not isinstance(item, str):
+        return None
+    guess = item.upper()
     guess = guess if guess.startswith("CAP_") else f"CAP_{guess}"
     if guess in CAPABILITIES:
-        return f"did you mean {guess!r}?"
+        return guess
     close = difflib.get_close_matches(guess, CAPABILITIES, n=1)
-    return f"did you mean {close[0]!r}?" if close else "names look like 'CAP_NET_BIND_SERVICE'"
+    return close[0] if close else None
 
 
 _STR_SCHEMA = {"type": "string"}
@@ -242,12 +284,12 @@ Gateway6 = Annotated[
 ]
 Subnet4 = Annotated[
     str,
-    BeforeValidator(_subnet_parser(ipaddress.IPv4Network, "10.88.0.0/24")),
+    BeforeValidator(_subnet_parser(ipaddress.IPv4Network, "10.88.0.0/24", "subnet6")),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Subnet6 = Annotated[
     str,
-    BeforeValidator(_subnet_parser(ipaddress.IPv6Network, "fd00:88::/64")),
+    BeforeValidator(_subnet_parser(ipaddress.IPv6Network, "fd00:88::/64", "subnet")),
     WithJsonSchema(_STR_SCHEMA),
 ]
 FileMode = Annotated[

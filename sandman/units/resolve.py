@@ -95,18 +95,24 @@ def _slice_path(units: UnitSet, name: str, unit: UnitFile) -> tuple[str, ...] | 
                 )
             return None
         if parent in path:
-            cycle = " -> ".join([*reversed(path), parent])
-            units.problems.append(
-                unit.problem(
-                    ("slice", "parent"),
-                    f"makes a cycle: {cycle}",
-                    f"slices form a tree under {ROOT_SLICE!r}; point one of them at {ROOT_SLICE!r}",
-                )
-            )
+            _report_cycle(units, unit, path[path.index(parent) :])
             return None
         path.append(parent)
         current = parent
     return tuple(reversed(path))
+
+
+def _report_cycle(units: UnitSet, unit: UnitFile, cycle: list[str]) -> None:
+    """Each slice of the cycle reports it; one that only leads into it is not the one to fix."""
+    if cycle[0] != unit.name:
+        return
+    files = ", ".join(f"{name}.slice.toml" for name in sorted(cycle))
+    hint = f'slices form a tree under {ROOT_SLICE!r}; set parent = "{ROOT_SLICE}" in one of {files}'
+    if len(cycle) == 1:
+        hint = f'a slice cannot be its own parent; set parent = "{ROOT_SLICE}" or another slice'
+    units.problems.append(
+        unit.problem(("slice", "parent"), f"makes a cycle: {' -> '.join([*cycle, cycle[0]])}", hint)
+    )
 
 
 def _one_of(known: set[str]) -> str:
@@ -193,10 +199,11 @@ def _addresses(
 
 
 _Binding = tuple[int, str, int]  # (IP version, protocol, host port)
+_Holder = tuple[str | None, str, int]  # (host address or None for all, sandbox, index in ports)
 
 
 def _check_ports(units: UnitSet) -> None:
-    bound: dict[_Binding, list[tuple[str | None, str]]] = {}
+    bound: dict[_Binding, list[_Holder]] = {}
     for name, unit in units.sandboxes.items():
         net = sandbox_model(unit).network
         if net is None:
@@ -217,7 +224,7 @@ def _check_ports(units: UnitSet) -> None:
             shown = None if wildcard else address
             for family in (version,) if version else (4, 6):
                 key = (family, port.protocol, port.host)
-                owner = _holder(bound.get(key, []), shown)
+                owner = _holder(bound.get(key, []), shown, name)
                 if owner:
                     units.problems.append(
                         unit.problem(
@@ -230,15 +237,17 @@ def _check_ports(units: UnitSet) -> None:
                     break
             for family in (version,) if version else (4, 6):
                 bound.setdefault((family, port.protocol, port.host), []).append(
-                    (shown, f"sandbox {name!r}")
+                    (shown, name, index)
                 )
 
 
-def _holder(bindings: list[tuple[str | None, str]], address: str | None) -> str | None:
+def _holder(bindings: list[_Holder], address: str | None, sandbox: str) -> str | None:
     """Who already holds a port: the same address, or either side listening on all of them."""
-    for other, owner in bindings:
+    for other, owner, index in bindings:
         if address is None or other is None or other == address:
-            return owner
+            who = f"ports[{index}]" if owner == sandbox else f"sandbox {owner!r}"
+            # With a wildcard on either side the addresses differ: say where the other listens.
+            return who if other == address else f"{who} (on {other or 'all addresses'})"
     return None
 
 
@@ -260,8 +269,8 @@ def _check_idmaps(units: UnitSet) -> None:
                     units.problems.append(
                         unit.problem(
                             ("idmap",),
-                            f"host ids {outside}..{outside + count - 1} overlap sandbox "
-                            f"{owner!r}'s {start}..{start + length - 1}",
+                            f"host ids {outside}..{outside + count - 1} overlap "
+                            f"{start}..{start + length - 1} of sandbox {owner!r}",
                             "give each sandbox its own host id range, or set auto = true",
                         )
                     )
@@ -273,13 +282,13 @@ def _check_ifnames(
     units: UnitSet, networks: Mapping[str, DesiredNetwork], sandboxes: Mapping[str, DesiredSandbox]
 ) -> None:
     owners: dict[str, str] = {}
-    for problem_unit, path, ifname, owner in _ifnames(units, networks, sandboxes):
+    for problem_unit, path, ifname, owner, hint in _ifnames(units, networks, sandboxes):
         if ifname in owners:
             units.problems.append(
                 problem_unit.problem(
                     path,
                     f"interface name {ifname!r} is already used by {owners[ifname]}",
-                    "rename the unit or set network.bridge",
+                    hint,
                 )
             )
         owners.setdefault(ifname, owner)
@@ -287,9 +296,17 @@ def _check_ifnames(
 
 def _ifnames(
     units: UnitSet, networks: Mapping[str, DesiredNetwork], sandboxes: Mapping[str, DesiredSandbox]
-) -> Iterator[tuple[UnitFile, tuple[str, ...], str, str]]:
-    for name, network in networks.items():
-        yield units.networks[name], ("network", "bridge"), network.bridge, f"network {name!r}"
+) -> Iterator[tuple[UnitFile, tuple[str, ...], str, str, str]]:
+    """Derived names first, explicit `bridge` names last: a collision is then reported at the
+    key that the user wrote and can change, not at a unit that merely has its default name."""
     for name, sandbox in sandboxes.items():
         if sandbox.veth is not None:
-            yield units.sandboxes[name], ("network",), sandbox.veth, f"sandbox {name!r}"
+            owner = f"the veth of sandbox {name!r}"
+            yield units.sandboxes[name], ("network",), sandbox.veth, owner, "rename the sandbox"
+    explicit = {name for name, unit in units.networks.items() if network_model(unit).network.bridge}
+    for name in sorted(networks, key=lambda n: (n in explicit, n)):
+        hint = "rename the network or set bridge"
+        if name in explicit:
+            hint = "pick another bridge name"
+        owner = f"the bridge of network {name!r}"
+        yield units.networks[name], ("network", "bridge"), networks[name].bridge, owner, hint
