@@ -216,3 +216,17 @@ def _quoted(key: str) -> str:
     escaped, everything else kept as written."""
     escaped = (c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1] for c in key)
     return '"' + "".join(escaped) + '"'
+
+
+class KeyLines:
+    """The key lines of one document, worked out only when a problem asks for one: a valid
+    directory never pays for the scan (it costs as much as parsing the TOML)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._lines: dict[Path, int] | None = None
+
+    def line(self, path: Path) -> int | None:
+        if self._lines is None:
+            self._lines = key_lines(self._text)
+        return line_of(self._lines, path)

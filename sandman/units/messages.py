@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import difflib
 import types
 import typing
 from typing import Any
@@ -163,6 +162,8 @@ def _unknown_key(root: type[BaseModel], loc: Path) -> tuple[str, str]:
             f"[{key}] belongs in a NAME.{key}.toml file; this one takes "
             f"{', '.join(f'[{k}]' for k in known)}"
         )
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(key, known, n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
     return "is not a known key", f"{guess}valid keys here: {', '.join(known)}"
