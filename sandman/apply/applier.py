@@ -75,6 +75,19 @@ def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
     sandboxes.rewrite_record(ctx, sandbox, old)
 
 
+def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
+    """An init that is gone or a cgroup that vanished: made anew. Limits edited by hand: written
+    back in place, the init keeps running."""
+    drift = ctx.actual.drift.get(("sandbox", action.name), ())
+    if any(d.what in ("init", "cgroup") for d in drift):
+        _sandbox_recreate(ctx, action)
+        return
+    sandbox = ctx.desired.sandboxes[action.name]
+    cgroup = _record(ctx, action).runtime.get("cgroup")
+    if isinstance(cgroup, str):
+        ctx.cgroups.set_limits(cgroup, sandbox.unit.resources)
+
+
 def _sandbox_destroy(ctx: ApplyContext, action: Action) -> None:
     sandboxes.destroy(ctx, _record(ctx, action))
 
@@ -91,6 +104,10 @@ def _slice_recreate(ctx: ApplyContext, action: Action) -> None:
     slices.recreate(ctx, ctx.desired.slices[action.name], _record(ctx, action))
 
 
+def _slice_repair(ctx: ApplyContext, action: Action) -> None:
+    slices.create(ctx, ctx.desired.slices[action.name])
+
+
 def _slice_destroy(ctx: ApplyContext, action: Action) -> None:
     slices.destroy(ctx, _record(ctx, action))
 
@@ -98,12 +115,12 @@ def _slice_destroy(ctx: ApplyContext, action: Action) -> None:
 _HANDLERS = {
     ("sandbox", "create"): _sandbox_create,
     ("sandbox", "recreate"): _sandbox_recreate,
-    ("sandbox", "repair"): _sandbox_recreate,
+    ("sandbox", "repair"): _sandbox_repair,
     ("sandbox", "update"): _sandbox_update,
     ("sandbox", "destroy"): _sandbox_destroy,
     ("slice", "create"): _slice_create,
     ("slice", "update"): _slice_update,
-    ("slice", "repair"): _slice_update,
+    ("slice", "repair"): _slice_repair,
     ("slice", "recreate"): _slice_recreate,
     ("slice", "destroy"): _slice_destroy,
 }

@@ -1,25 +1,88 @@
-"""gather(): the only entry point of observe; reads the host once per run."""
+"""gather(): the only entry point of observe; reads the host once per run.
+
+Records say what was applied; the kernel says what is. Each difference is a Drift the planner
+turns into a repair: an init that is gone, a cgroup limit written by hand, a cgroup removed.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Record
 from sandman.observe.records import read_records
+from sandman.units.names import instance_tag
+
+if TYPE_CHECKING:
+    from sandman.kernel.cgroup import CgroupDriver
+
+LIMIT_KEYS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
 
 
-def gather(state_dir: str) -> ActualState:
+@dataclass(frozen=True)
+class RecordedLimits:
+    """The limits of a record's canonical unit, with the attributes the cgroup driver reads."""
+
+    memory_max: int | None = None
+    memory_high: int | None = None
+    cpu_max: float | None = None
+    cpu_weight: int | None = None
+    pids_max: int | None = None
+    io_weight: int | None = None
+
+    @classmethod
+    def from_unit(cls, table: dict[str, Any]) -> RecordedLimits:
+        values = {key: table.get(key) for key in LIMIT_KEYS}
+        cpu = values["cpu_max"]
+        values["cpu_max"] = float(str(cpu).rstrip("%")) if cpu is not None else None
+        return cls(**values)
+
+
+def gather(state_dir: str, cgroups: CgroupDriver | None = None) -> ActualState:
     records = {record.key: record for record in read_records(state_dir)}
+    if cgroups is None and records:
+        from sandman.kernel.cgroup import driver_for
+
+        cgroups = driver_for(instance_tag(state_dir))
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
     for key, record in records.items():
-        if record.kind == "sandbox":
-            found = tuple(_sandbox_drift(record))
-            if found:
-                drift[key] = found
+        found = tuple(_drift(record, cgroups))
+        if found:
+            drift[key] = found
     return ActualState(records=records, drift=drift)
 
 
-def _sandbox_drift(record: Record) -> list[Drift]:
-    pid = int(record.runtime.get("pid", 0))
-    if not procs.is_running(pid, int(record.runtime.get("start_time", 0))):
-        return [Drift("init", f"running as pid {pid}", "exited")]
+def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
+    if record.kind == "sandbox":
+        pid = int(record.runtime.get("pid", 0))
+        if not procs.is_running(pid, int(record.runtime.get("start_time", 0))):
+            return [Drift("init", f"running as pid {pid}", "exited")]
+        return _limit_drift(record, cgroups, "resources", record.unit.get("resources") or {})
+    if record.kind == "slice":
+        return _limit_drift(record, cgroups, "slice", record.unit.get("slice") or {})
     return []
+
+
+def _limit_drift(
+    record: Record, cgroups: CgroupDriver | None, table: str, declared: dict[str, Any]
+) -> list[Drift]:
+    cgroup = record.runtime.get("cgroup")
+    if cgroups is None or not isinstance(cgroup, str):
+        return []
+    try:
+        expected = cgroups.expected_limits(cgroup, RecordedLimits.from_unit(declared))  # type: ignore[arg-type]
+        found = cgroups.read_limits(cgroup)
+    except FileNotFoundError:
+        return [Drift("cgroup", f"`{cgroup}` present", "missing")]
+    except OSError:
+        return []
+    return [
+        Drift(f"{table}.{key}", _show(value), _show(found.get(key)))
+        for key, value in expected.items()
+        if key in found and found[key] != value
+    ]
+
+
+def _show(value: object) -> str:
+    return "unlimited" if value is None else str(value)

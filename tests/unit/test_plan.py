@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from sandman.cli import main
-from sandman.observe.facts import ActualState, Record
+from sandman.observe.facts import ActualState, Drift, Record
 from sandman.observe.records import record_of, write_record
 from sandman.plan.diff import plan
 from sandman.plan.keys import LIVE_KEYS, is_live
@@ -108,3 +108,41 @@ def test_plan_text_and_exit_codes(
         write_record(state, record)
     assert main(["plan", units, "--state-dir", state, "--detailed-exitcode"]) == 0
     assert capsys.readouterr().out == f"No changes: the host matches {units}.\n"
+
+
+def _with_drift(case: str, drift: tuple[Drift, ...]) -> tuple[Desired, ActualState]:
+    desired = read_units(str(CASES / case / "after"), TAG)
+    records = {r.key: r for r in records_of(desired)}
+    return desired, ActualState(records=records, drift={("sandbox", "web"): drift})
+
+
+def test_exited_init_is_repaired_only_when_restart_says_so() -> None:
+    gone = (Drift("init", "running as pid 5", "exited"),)
+    desired, actual = _with_drift("no-change", gone)
+    assert plan(desired, actual).actions == ()  # restart = "no" (the default)
+    restarting = dataclasses.replace(
+        desired.sandboxes["web"],
+        unit=desired.sandboxes["web"].unit.model_copy(
+            update={
+                "sandbox": desired.sandboxes["web"].unit.sandbox.model_copy(
+                    update={"restart": "always"}
+                )
+            }
+        ),
+    )
+    desired = dataclasses.replace(desired, sandboxes={**desired.sandboxes, "web": restarting})
+    records = {r.key: r for r in records_of(desired)}
+    result = plan(desired, ActualState(records=records, drift={("sandbox", "web"): gone}))
+    assert [a.describe() for a in result.actions] == [
+        "! sandbox/web: init: expected running as pid 5, found exited"
+    ]
+
+
+def test_limit_drift_is_repaired() -> None:
+    edited = (Drift("resources.memory_max", "268435456", "1073741824"),)
+    desired, actual = _with_drift("no-change", edited)
+    (action,) = plan(desired, actual).actions
+    assert action.kind == "repair"
+    assert action.to_json()["drift"] == [
+        "resources.memory_max: expected 268435456, found 1073741824"
+    ]
