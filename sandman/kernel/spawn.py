@@ -60,6 +60,8 @@ class SpawnSpec:
     # Run in the first child before anything else, with its PID: joining the sandbox's cgroup.
     join_cgroup: Callable[[int], None] | None = None
     setup_inside: tuple[Callable[[], None], ...] = field(default=())  # e.g. dropping capabilities
+    # Run in apply with the init's host PID while the init waits before exec: its network.
+    prepare: Callable[[int], None] | None = None
 
 
 class SpawnError(OSError):
@@ -88,18 +90,23 @@ def spawn(spec: SpawnSpec) -> int:
 
 def _fork_first(spec: SpawnSpec, userns: int | None, log_fd: int) -> int:
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    go_read, go_write = os.pipe2(os.O_CLOEXEC) if spec.prepare else (-1, -1)
     try:
         first = os.fork()
         if first == 0:
             os.close(report_read)
-            _first_child(spec, userns, log_fd, report_write)
+            _first_child(spec, userns, log_fd, report_write, (go_read, go_write))
     finally:
-        # The parent keeps only the read end: EOF there means every child exec'd or exited.
+        # The parent keeps only the read ends: EOF there means every child exec'd or exited.
         os.close(report_write)
+        if go_read >= 0:
+            os.close(go_read)
     try:
-        return _parent(first, report_read)
+        return _parent(first, report_read, spec.prepare, go_write)
     finally:
         os.close(report_read)
+        if go_write >= 0:
+            os.close(go_write)
 
 
 def make_user_namespace(idmap: IdMapping) -> int:
@@ -137,17 +144,24 @@ def make_user_namespace(idmap: IdMapping) -> int:
         _reap(holder)
 
 
-def _parent(first: int, report_read: int) -> int:
+def _parent(
+    first: int, report_read: int, prepare: Callable[[int], None] | None, go_write: int
+) -> int:
     init_pid = 0
     error: dict[str, object] | None = None
+    failed: BaseException | None = None
     with os.fdopen(report_read, "rb", closefd=False) as reports:
         for line in reports:
             message = json.loads(line)
             if "pid" in message:
                 init_pid = int(message["pid"])
+                failed = _prepare(prepare, init_pid, go_write)
             elif "error" in message:
                 error = message
     _reap(first)
+    if failed is not None:
+        _kill(init_pid)
+        raise failed
     if error is not None:
         if init_pid:
             _kill(init_pid)
@@ -157,6 +171,20 @@ def _parent(first: int, report_read: int) -> int:
     if not init_pid:
         raise SpawnError("", "the sandbox's first process exited without starting the init")
     return init_pid
+
+
+def _prepare(
+    prepare: Callable[[int], None] | None, pid: int, go_write: int
+) -> BaseException | None:
+    """Run the prepare step, then let the init exec; on failure the init reads EOF and exits."""
+    if prepare is None:
+        return None
+    try:
+        prepare(pid)
+    except Exception as exc:
+        return exc
+    os.write(go_write, b"1")
+    return None
 
 
 def _write_id_maps(pid: int, idmap: IdMapping | None) -> None:
@@ -192,7 +220,9 @@ def _report_error(fd: int, exc: BaseException) -> None:
         _report(fd, error=f"{type(exc).__name__}: {exc}", key=key)
 
 
-def _first_child(spec: SpawnSpec, userns: int | None, log_fd: int, report: int) -> None:
+def _first_child(
+    spec: SpawnSpec, userns: int | None, log_fd: int, report: int, go: tuple[int, int]
+) -> None:
     status = 1
     try:
         if spec.join_cgroup is not None:
@@ -206,7 +236,7 @@ def _first_child(spec: SpawnSpec, userns: int | None, log_fd: int, report: int) 
         _become_namespace_root(spec, userns)
         init = os.fork()
         if init == 0:
-            _init_child(spec, stage, log_fd, report)
+            _init_child(spec, stage, log_fd, report, go)
         _report(report, pid=init)
         status = 0
     except BaseException as exc:
@@ -244,8 +274,11 @@ def _timespec(nanoseconds: int) -> str:
     return f"{seconds} {rest}"
 
 
-def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int) -> None:
+def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple[int, int]) -> None:
+    go_read, go_write = go
     try:
+        if go_write >= 0:
+            os.close(go_write)  # so that apply closing its end reads as EOF here
         rootfs.mount_inside(spec.rootfs, stage)
         rootfs.enter_root()
         if spec.hostname is not None:
@@ -254,6 +287,8 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int) -> None:
         _set_stdio(log_fd)
         for setup in spec.setup_inside:
             setup()
+        if go_read >= 0 and os.read(go_read, 1) != b"1":
+            raise SpawnError("network", "apply could not prepare the sandbox; the init stops")
         # Everything above 2 closes at exec; the report pipe stays open until then.
         sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), _environment(spec))
