@@ -215,7 +215,7 @@ def _image_verbs(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     from sandman.errors import SandmanError, UnitError, UsageError
 
     try:
@@ -234,6 +234,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sandman: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """`exec NAME [options] -- CMD...`: everything after the first `--` is the command, so that
+    options may follow NAME without being taken for part of the command."""
+    parser = build_parser()
+    if argv[:1] == ["exec"] and "--" in argv:
+        split = argv.index("--")
+        args = parser.parse_args([*argv[:split], "--"])
+        args.command = argv[split + 1 :]
+        return args
+    return parser.parse_args(argv)
 
 
 def _report_units(exc: BaseException, as_json: bool) -> None:

@@ -19,26 +19,64 @@ from sandman.plan.diff import Plan
 
 
 def apply(ctx: ApplyContext, plan: Plan) -> None:
-    for action in plan.actions:
-        what = action.describe()
-        ctx.progress.start(what)
-        started = time.monotonic()
-        try:
-            execute(ctx, action)
-        except ApplyError as exc:
-            ctx.progress.failed(what, exc)
-            raise
-        except OSError as exc:
-            ctx.progress.failed(what, exc)
-            raise ApplyError(action.object, action.kind, exc) from exc
-        ctx.progress.done(what, time.monotonic() - started)
-    for path in ctx.pending_removals:
-        if ctx.cgroups.exists(path):
-            ctx.cgroups.remove(path)
-    _remove_base_when_empty(ctx)
+    """Carry the plan out. A failed action does not stop the others: what does not depend on it
+    goes on; what does (a sandbox on a failed network or slice) is skipped. The failures are
+    raised together at the end."""
+    failures: list[ApplyError] = []
+    try:
+        for action in plan.actions:
+            blocker = _failed_dependency(ctx, action, failures)
+            if blocker:
+                ctx.progress.note(
+                    f"{action.object}: skipped, it depends on {blocker}, which failed"
+                )
+                continue
+            failure = _run(ctx, action)
+            if failure is not None:
+                failures.append(failure)
+        for path in ctx.pending_removals:
+            if ctx.cgroups.exists(path):
+                ctx.cgroups.remove(path)
+    finally:
+        remove_base_when_empty(ctx)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise ApplyError(
+            "apply", f"{len(failures)} actions failed:\n" + "\n".join(str(f) for f in failures)
+        )
 
 
-def _remove_base_when_empty(ctx: ApplyContext) -> None:
+def _run(ctx: ApplyContext, action: Action) -> ApplyError | None:
+    what = action.describe()
+    ctx.progress.start(what)
+    started = time.monotonic()
+    try:
+        execute(ctx, action)
+    except ApplyError as exc:
+        ctx.progress.failed(what, exc)
+        return exc
+    except OSError as exc:
+        ctx.progress.failed(what, exc)
+        return ApplyError(action.object, action.kind, exc)
+    ctx.progress.done(what, time.monotonic() - started)
+    return None
+
+
+def _failed_dependency(ctx: ApplyContext, action: Action, failures: list[ApplyError]) -> str | None:
+    if action.object_kind != "sandbox" or action.kind == "destroy" or not failures:
+        return None
+    failed = {f.obj for f in failures}
+    sandbox = ctx.desired.sandboxes.get(action.name)
+    if sandbox is None:
+        return None
+    needs = [f"slice/{name}" for name in sandbox.slice_path[1:]]
+    if sandbox.unit.network is not None:
+        needs.append(f"network/{sandbox.unit.network.attach}")
+    return next((need for need in needs if need in failed), None)
+
+
+def remove_base_when_empty(ctx: ApplyContext) -> None:
     """With nothing applied any more, the instance's own top cgroup goes too: no trace is left."""
     if any(kind in ("sandbox", "slice") for kind, _ in ctx.records):
         return

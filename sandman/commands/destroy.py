@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from sandman.apply.applier import apply
+from sandman.apply.applier import apply, remove_base_when_empty
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.errors import UsageError
@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
         actions = [
             Action("destroy", kind, name, "unit_removed") for kind, name in _ordered(wanted, actual)
         ]
+        ctx = ApplyContext(paths, Desired(paths.tag), actual, Lines())
         if not actions:
+            remove_base_when_empty(ctx)
             sys.stdout.write("Nothing to destroy: none of these is applied.\n")
             return 0
-        apply(ApplyContext(paths, Desired(paths.tag), actual, Lines()), Plan(tuple(actions)))
+        apply(ctx, Plan(tuple(actions)))
     sys.stdout.write(f"Destroy complete: {len(actions)} destroyed.\n")
     return 0
 

@@ -18,7 +18,7 @@ from sandman.paths import Paths
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise UsageError("exec joins a sandbox's namespaces: run it as root")
-    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("give the command to run: sandman exec NAME -- CMD...")
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
