@@ -1,0 +1,182 @@
+"""The netlink wire format and the two exchanges sandman needs: a dump, and an nf_tables batch.
+
+Plain `socket` and `struct`. Encoding and decoding are pure functions (tested without a kernel);
+`dump` and `batch` each open one socket, make one exchange and close it. Errors are OSError with
+the errno, the kernel's extended-ack message when it gives one, and the object as `filename`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+# <linux/netlink.h>
+NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+NLA_HEADER = struct.Struct("=HH")  # length, type
+NLA_F_NESTED, NLA_TYPE_MASK = 0x8000, 0x3FFF
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x4, 0x10, 0x300
+NLM_F_ACK_TLVS = 0x200  # on an NLMSG_ERROR: extended-ack attributes follow
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSGERR_ATTR_MSG = 1
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+# <linux/netfilter/nfnetlink.h>
+NFGENMSG = struct.Struct("=BBH")  # family, version, resource id (big-endian subsystem)
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES = 0x10, 0x11, 10
+
+_READ_SIZE = 1 << 20  # one read takes a whole batch of dump replies
+_DUMP_ATTEMPTS = 3
+_TIMEOUT = 10.0  # seconds: the kernel answers at once; never hang on a lost reply
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def nla(kind: int, value: bytes) -> bytes:
+    data = NLA_HEADER.pack(NLA_HEADER.size + len(value), kind) + value
+    return data + bytes(-len(data) % 4)
+
+
+def nest(kind: int, *children: bytes) -> bytes:
+    return nla(kind | NLA_F_NESTED, b"".join(children))
+
+
+def be32(value: int) -> bytes:
+    return struct.pack(">i" if value < 0 else ">I", value)
+
+
+def asciiz(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def message(kind: int, flags: int, sequence: int, body: bytes) -> bytes:
+    return NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def messages(buffer: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """The netlink messages in one read: (type, flags, sequence, payload)."""
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(buffer):
+        length, kind, flags, sequence, _ = NLMSG_HEADER.unpack_from(buffer, offset)
+        if length < NLMSG_HEADER.size:
+            raise ValueError(f"netlink message of length {length} at offset {offset}")
+        yield kind, flags, sequence, buffer[offset + NLMSG_HEADER.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def attributes(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The (type, value) netlink attributes in `data` from `offset`, flags masked off."""
+    while offset + NLA_HEADER.size <= len(data):
+        length, kind = NLA_HEADER.unpack_from(data, offset)
+        if length < NLA_HEADER.size:
+            break
+        yield kind & NLA_TYPE_MASK, data[offset + NLA_HEADER.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def error_of(flags: int, payload: bytes) -> tuple[int, str]:
+    """(errno, the kernel's message or "") of an NLMSG_ERROR; errno 0 is an acknowledgement.
+    With NETLINK_CAP_ACK the request comes back as its header alone, then the ext-ack TLVs."""
+    code = -struct.unpack_from("=i", payload)[0]
+    text = ""
+    if flags & NLM_F_ACK_TLVS:
+        found = dict(attributes(payload, 4 + NLMSG_HEADER.size))
+        text = found.get(NLMSGERR_ATTR_MSG, b"").split(b"\0", 1)[0].decode(errors="replace")
+    return code, text
+
+
+def _raise(code: int, text: str, what: str, doing: str) -> None:
+    detail = f"{doing}: {os.strerror(code)}" + (f" ({text})" if text else "")
+    raise OSError(code, detail, what)
+
+
+# --- exchanges -----------------------------------------------------------------------------------
+
+
+def _socket(protocol: int) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    sock.settimeout(_TIMEOUT)
+    for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+        sock.setsockopt(SOL_NETLINK, option, 1)
+    sock.bind((0, 0))
+    return sock
+
+
+def dump(protocol: int, kind: int, body: bytes, what: str) -> list[bytes]:
+    """Send one dump request and return every reply's payload. A dump the kernel marks as
+    interrupted (NLM_F_DUMP_INTR: the objects changed while it ran) is taken again."""
+    for _ in range(_DUMP_ATTEMPTS):
+        payloads, interrupted = _dump_once(
+            protocol, message(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, body), what
+        )
+        if not interrupted:
+            return payloads
+    raise OSError(errno.EAGAIN, "netlink dump: interrupted by changes every time", what)
+
+
+def _dump_once(protocol: int, request: bytes, what: str) -> tuple[list[bytes], bool]:
+    payloads: list[bytes] = []
+    interrupted = False
+    with _socket(protocol) as sock:
+        sock.send(request)
+        while True:
+            for kind, flags, sequence, payload in messages(sock.recv(_READ_SIZE)):
+                interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                if sequence != 1:
+                    continue
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    code, text = error_of(flags, payload) if len(payload) >= 4 else (0, "")
+                    if code:
+                        _raise(code, text, what, "netlink dump")
+                    return payloads, interrupted
+                payloads.append(payload)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One nf_tables message of a batch: its type (NFT_MSG_*), flags, body, and what it does."""
+
+    kind: int
+    flags: int
+    body: bytes
+    doing: str
+
+
+def encode_batch(requests: Sequence[Request]) -> bytes:
+    """BEGIN, the requests (sequence 2, 3, ...; each asking for an ACK), END."""
+    marker = NFGENMSG.pack(socket.AF_UNSPEC, 0, socket.htons(NFNL_SUBSYS_NFTABLES))
+    data = message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, marker)
+    for sequence, request in enumerate(requests, start=2):
+        kind = NFNL_SUBSYS_NFTABLES << 8 | request.kind
+        data += message(kind, NLM_F_REQUEST | NLM_F_ACK | request.flags, sequence, request.body)
+    return data + message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, len(requests) + 2, marker)
+
+
+def batch(requests: Sequence[Request], what: str) -> None:
+    """Apply the requests as ONE nf_tables transaction: all of them, or none (the first error)."""
+    if not requests:
+        return
+    pending = set(range(2, len(requests) + 2))
+    errors: dict[int, tuple[int, str]] = {}
+    with _socket(NETLINK_NETFILTER) as sock:
+        sock.sendall(encode_batch(requests))
+        while pending:
+            for kind, flags, sequence, payload in messages(sock.recv(_READ_SIZE)):
+                if kind != NLMSG_ERROR:
+                    continue
+                code, text = error_of(flags, payload)
+                if sequence == 1:  # the batch itself was refused
+                    _raise(code, text, what, "nftables batch")
+                pending.discard(sequence)
+                if code:
+                    errors[sequence] = (code, text)
+    if errors:
+        sequence = min(errors)
+        _raise(*errors[sequence], what, requests[sequence - 2].doing)
