@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from sandman.apply import sandboxes, slices
+from sandman.apply import networks, sandboxes, slices
 from sandman.apply.context import ApplyContext
 from sandman.errors import ApplyError
 from sandman.observe.facts import Record
@@ -37,6 +37,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
         for path in ctx.pending_removals:
             if ctx.cgroups.exists(path):
                 ctx.cgroups.remove(path)
+        networks.refresh_hosts(ctx)
     finally:
         remove_base_when_empty(ctx)
     if len(failures) == 1:
@@ -110,6 +111,8 @@ def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
     if isinstance(cgroup, str) and any(c.key.startswith("resources.") for c in action.changes):
         for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+    if any(c.key == "network.ports" for c in action.changes):
+        networks.update_ports(ctx, sandbox)
     sandboxes.rewrite_record(ctx, sandbox, old)
 
 
@@ -121,13 +124,34 @@ def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
         _sandbox_recreate(ctx, action)
         return
     sandbox = ctx.desired.sandboxes[action.name]
-    cgroup = _record(ctx, action).runtime.get("cgroup")
-    if isinstance(cgroup, str):
+    record = _record(ctx, action)
+    cgroup = record.runtime.get("cgroup")
+    if isinstance(cgroup, str) and any(d.what.startswith("resources.") for d in drift):
         ctx.cgroups.set_limits(cgroup, sandbox.unit.resources)
+    if any(d.what.startswith("network") for d in drift):
+        networks.attach(ctx, sandbox, int(record.runtime["pid"]))
 
 
 def _sandbox_destroy(ctx: ApplyContext, action: Action) -> None:
     sandboxes.destroy(ctx, _record(ctx, action))
+
+
+def _network_create(ctx: ApplyContext, action: Action) -> None:
+    networks.create(ctx, ctx.desired.networks[action.name])
+
+
+def _network_update(ctx: ApplyContext, action: Action) -> None:
+    networks.update(ctx, ctx.desired.networks[action.name])
+
+
+def _network_recreate(ctx: ApplyContext, action: Action) -> None:
+    """Its sandboxes are recreated by the same plan (after this), on the new bridge."""
+    networks.destroy(ctx, _record(ctx, action), keep_table=True)
+    networks.create(ctx, ctx.desired.networks[action.name])
+
+
+def _network_destroy(ctx: ApplyContext, action: Action) -> None:
+    networks.destroy(ctx, _record(ctx, action))
 
 
 def _slice_create(ctx: ApplyContext, action: Action) -> None:
@@ -156,6 +180,11 @@ _HANDLERS = {
     ("sandbox", "repair"): _sandbox_repair,
     ("sandbox", "update"): _sandbox_update,
     ("sandbox", "destroy"): _sandbox_destroy,
+    ("network", "create"): _network_create,
+    ("network", "update"): _network_update,
+    ("network", "repair"): _network_create,
+    ("network", "recreate"): _network_recreate,
+    ("network", "destroy"): _network_destroy,
     ("slice", "create"): _slice_create,
     ("slice", "update"): _slice_update,
     ("slice", "repair"): _slice_repair,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sandman.apply import ids
+from sandman.apply import ids, networks
 from sandman.apply.context import ApplyContext
 from sandman.capabilities import PRESETS
 from sandman.errors import ApplyError
@@ -100,6 +100,8 @@ def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
     os.makedirs(ctx.paths.log_dir, mode=0o755, exist_ok=True)
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
+    if sandbox.unit.network is not None:
+        undo.push(lambda: networks.detach_sandbox(ctx, sandbox.name))
     with _unit_key(sandbox, "sandbox.command", "starting the init"):
         pid = spawn(spec)
     undo.push(lambda: _kill(pid))
@@ -184,6 +186,10 @@ def _rootfs_plan(
             os.makedirs(path, mode=0o755, exist_ok=True)
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
+    mounts = list(_mounts(sandbox, runtime))
+    if sandbox.unit.network is not None:
+        for target, host_file in networks.name_files(ctx, sandbox).items():
+            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
         mode=rootfs.mode,
@@ -192,7 +198,7 @@ def _rootfs_plan(
         work=work,
         lower=os.path.join(runtime, "lower"),
         owner=owner,
-        mounts=tuple(_mounts(sandbox, runtime)),
+        mounts=tuple(mounts),
         own_proc=ns.pid,
         own_sys=ns.net,
         own_ipc=ns.ipc,
@@ -280,6 +286,7 @@ def _spawn_spec(
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
         setup_inside=(lambda: security.restrict(kept, unit.security.no_new_privileges),),
+        prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
     )
 
 
@@ -308,6 +315,8 @@ def _record(
         "environment": dict(sandbox.unit.sandbox.environment),
         "user": sandbox.unit.sandbox.user,
     }
+    if sandbox.unit.network is not None:
+        runtime_facts["bridge"] = ctx.desired.networks[sandbox.unit.network.attach].bridge
     if idmap is not None and ids.declared_ranges(sandbox) is None:
         runtime_facts["auto_ids"] = idmap.uid[0][1]
     return record_of("sandbox", sandbox.name, sandbox.canonical(), runtime_facts)
@@ -317,6 +326,7 @@ def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> Non
     """Stop the init (SIGTERM, then SIGKILL to the whole cgroup), remove the cgroup, the runtime
     dir and the record. The persistent upper dir, when there is one, stays."""
     runtime = record.runtime
+    networks.detach(ctx, record)
     timeout = _stop_timeout(record)
     pid, start = int(runtime.get("pid", 0)), int(runtime.get("start_time", 0))
     if procs.is_running(pid, start):

@@ -20,9 +20,12 @@ path exists any more.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +33,9 @@ from sandman.kernel import rootfs
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 
+_SIOCGIFFLAGS = 0x8913  # <linux/sockios.h>
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1  # <net/if.h>
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -281,6 +287,8 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple
             os.close(go_write)  # so that apply closing its end reads as EOF here
         rootfs.mount_inside(spec.rootfs, stage)
         rootfs.enter_root()
+        if spec.namespaces & sc.CLONE_NEWNET:
+            loopback_up()
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
         _become_user(spec)
@@ -301,6 +309,15 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple
             )
         _report_error(report, exc)
     os._exit(127)
+
+
+def loopback_up() -> None:
+    """`lo` up in a new network namespace (it starts down), with the classic interface ioctls:
+    no netlink library is needed for one flag."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
 def _become_user(spec: SpawnSpec) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Record
+from sandman.observe.network import NetworkFacts
 from sandman.observe.records import read_records
 from sandman.units.names import instance_tag
 
@@ -41,16 +42,24 @@ class RecordedLimits:
 
 def gather(state_dir: str, cgroups: CgroupDriver | None = None) -> ActualState:
     records = {record.key: record for record in read_records(state_dir)}
+    tag = instance_tag(state_dir)
     if cgroups is None and records:
         from sandman.kernel.cgroup import driver_for
 
-        cgroups = driver_for(instance_tag(state_dir))
+        cgroups = driver_for(tag)
+    links = NetworkFacts.read(tag) if any(_on_network(r) for r in records.values()) else None
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
     for key, record in records.items():
         found = tuple(_drift(record, cgroups))
+        if not found and links is not None:
+            found = tuple(links.drift(record))
         if found:
             drift[key] = found
     return ActualState(records=records, drift=drift)
+
+
+def _on_network(record: Record) -> bool:
+    return record.kind == "network" or bool(record.unit.get("network") and record.kind == "sandbox")
 
 
 def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:

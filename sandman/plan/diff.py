@@ -38,7 +38,9 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
     build: list[Action] = []
     for kind in _BUILD_ORDER:
         for name, canonical in _desired_of(desired, kind):
-            action = _action_for(kind, name, canonical, actual)
+            action = _action_for(kind, name, canonical, actual) or _follow(
+                desired, build, kind, name
+            )
             if action is not None:
                 build.append(action)
     if not prune:
@@ -82,6 +84,21 @@ def _action_for(
             return Action("repair", kind, name, "drift", drift=tuple(str(d) for d in drift))
         return None
     return _change_action(kind, name, record, canonical)
+
+
+def _follow(desired: Desired, build: list[Action], kind: str, name: str) -> Action | None:
+    """A sandbox whose network is made anew is made anew too: its veth hung on the old bridge."""
+    if kind != "sandbox":
+        return None
+    network = desired.sandboxes[name].unit.network
+    if network is None:
+        return None
+    for action in build:
+        if action.object == f"network/{network.attach}" and action.kind == "recreate":
+            return Action(
+                "recreate", kind, name, "cannot_update_in_place", requires_recreate=(action.object,)
+            )
+    return None
 
 
 def _repairs(canonical: dict[str, Any], drift: Drift) -> bool:

@@ -75,12 +75,24 @@ def test_live_key_table() -> None:
     assert set(LIVE_KEYS) == {"sandbox", "network", "slice"}
 
 
+def _offline_units(directory: pathlib.Path, memory: str) -> str:
+    """Units with no network: a plan of them reads nothing of the kernel but cgroups and records,
+    which these tests control (a network would be observed through real links)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "batch.slice.toml").write_text("[slice]\npids_max = 100\n")
+    (directory / "web.sandbox.toml").write_text(
+        '[sandbox]\ncommand = ["/bin/httpd", "-f"]\nslice = "batch"\n'
+        f'[resources]\nmemory_max = "{memory}"\n'
+    )
+    return str(directory)
+
+
 def test_plan_json_shape(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
-    before = read_units(str(CASES / "memory-live" / "before"), instance_tag(str(state)))
+    before = read_units(_offline_units(tmp_path / "before", "256M"), instance_tag(str(state)))
     for record in records_of(before):
         write_record(str(state), record)
-    after = str(CASES / "memory-live" / "after")
+    after = _offline_units(tmp_path / "after", "512M")
     code = main(["plan", after, "--json", "--state-dir", str(state), "--detailed-exitcode"])
     data = json.loads(capsys.readouterr().out)
     assert code == 3
@@ -96,11 +108,11 @@ def test_plan_json_shape(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[s
 def test_plan_text_and_exit_codes(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    units = str(CASES / "new-units" / "after")
+    units = _offline_units(tmp_path / "units", "256M")
     state = str(tmp_path / "state")
     assert main(["plan", units, "--state-dir", state]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "Plan: 5 to create, 0 to update, 0 to recreate, 0 to destroy."
+    assert out.splitlines()[-1] == "Plan: 2 to create, 0 to update, 0 to recreate, 0 to destroy."
     assert main(["plan", units, "--state-dir", state, "--detailed-exitcode"]) == 3
     capsys.readouterr()
     desired = read_units(units, instance_tag(state))

@@ -1,0 +1,177 @@
+"""Networks on the host (a bridge, forwarding, NAT) and each sandbox's side of them (a veth pair
+born in its netns, its address and routes, its port forwards, its /etc/hosts)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sandman.apply.context import ApplyContext
+from sandman.observe.facts import Record
+from sandman.observe.records import record_of, remove_record, write_record
+from sandman.units.desired import DesiredNetwork, DesiredSandbox
+
+
+def create(ctx: ApplyContext, network: DesiredNetwork) -> Record:
+    from sandman.kernel import net
+
+    net.ensure_bridge(network.bridge, network.gateway, network.gateway6)
+    return update(ctx, network)
+
+
+def _ensure_nat(ctx: ApplyContext, network: DesiredNetwork) -> None:
+    from sandman.kernel import nat
+
+    six = network.gateway6.network if network.gateway6 else None
+    nat.ensure_nat(
+        ctx.paths.tag, network.name, network.gateway.network, network.unit.network.nat, six
+    )
+
+
+def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
+    _ensure_nat(ctx, network)
+    record = record_of("network", network.name, network.canonical(), {"bridge": network.bridge})
+    write_record(ctx.paths.state_dir, record)
+    ctx.records[record.key] = record
+    return record
+
+
+def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None:
+    """Its sandboxes are gone by now (the plan orders them first): the bridge, its NAT rules and,
+    with the last network, the instance's table (only once no bridge needs its loopback guard)."""
+    from sandman.kernel import nat, net
+
+    bridge = record.runtime.get("bridge") or record.unit.get("resolved", {}).get("bridge")
+    if isinstance(bridge, str):
+        net.remove_link(bridge)
+    nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
+    remove_record(ctx.paths.state_dir, "network", record.name)
+    ctx.records.pop(record.key, None)
+    if not keep_table and not any(kind == "network" for kind, _ in ctx.records):
+        nat.remove_table(ctx.paths.tag)
+
+
+def _subnet(record: Record) -> Any:
+    from ipaddress import IPv4Network
+
+    return IPv4Network(record.unit.get("network", {}).get("subnet", "0.0.0.0/32"))
+
+
+def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
+    """The sandbox's veth (peer born as eth0 in its netns), addresses, routes and port forwards.
+    Idempotent: also the repair of a deleted veth or address."""
+    from sandman.kernel import nat, net
+
+    assert sandbox.unit.network is not None and sandbox.veth and sandbox.address
+    network = ctx.desired.networks[sandbox.unit.network.attach]
+    net.create_veth(
+        sandbox.veth,
+        pid,
+        network.bridge,
+        sandbox.address,
+        network.gateway.ip,
+        address6=sandbox.address6,
+        gateway6=network.gateway6.ip if network.gateway6 else None,
+    )
+    nat.ensure_ports(
+        ctx.paths.tag,
+        sandbox.name,
+        sandbox.address.ip,
+        sandbox.unit.network.ports,
+        bridge=network.bridge,
+        address6=sandbox.address6.ip if sandbox.address6 else None,
+    )
+
+
+def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
+    from sandman.kernel import nat
+
+    if sandbox.unit.network is None or sandbox.address is None:
+        nat.remove_ports(ctx.paths.tag, sandbox.name)
+        return
+    network = ctx.desired.networks[sandbox.unit.network.attach]
+    nat.ensure_ports(
+        ctx.paths.tag,
+        sandbox.name,
+        sandbox.address.ip,
+        sandbox.unit.network.ports,
+        bridge=network.bridge,
+        address6=sandbox.address6.ip if sandbox.address6 else None,
+    )
+
+
+def detach(ctx: ApplyContext, record: Record) -> None:
+    """The sandbox's port forwards go; its veth goes with its netns when the init dies."""
+    if record.unit.get("network"):
+        detach_sandbox(ctx, record.name)
+
+
+def detach_sandbox(ctx: ApplyContext, name: str) -> None:
+    from sandman.kernel import nat
+
+    nat.remove_ports(ctx.paths.tag, name)
+
+
+def name_files(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:
+    """/etc/hosts and /etc/resolv.conf for the sandbox, written under its runtime dir and bound
+    read-only into it. Every sandbox of its network is listed, so they reach each other by name."""
+    runtime = ctx.runtime_dir(sandbox.name)
+    os.makedirs(runtime, mode=0o755, exist_ok=True)
+    files = {
+        "/etc/hosts": os.path.join(runtime, "hosts"),
+        "/etc/resolv.conf": os.path.join(runtime, "resolv.conf"),
+    }
+    write_in_place(files["/etc/hosts"], hosts_text(ctx, sandbox))
+    write_in_place(files["/etc/resolv.conf"], resolv_text())
+    return files
+
+
+def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    attach_to = sandbox.unit.network.attach if sandbox.unit.network else None
+    for other in sorted(ctx.desired.sandboxes.values(), key=lambda s: s.name):
+        if other.unit.network is None or other.unit.network.attach != attach_to:
+            continue
+        names = other.hostname if other.hostname == other.name else f"{other.hostname} {other.name}"
+        for address in (other.address, other.address6):
+            if address is not None:
+                lines.append(f"{address.ip}\t{names}")
+    return "\n".join(lines) + "\n"
+
+
+def resolv_text() -> str:
+    """The host's name servers, except loopback ones (a local resolver the sandbox cannot reach)."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as handle:
+            host = handle.read().splitlines()
+    except OSError:
+        host = []
+    kept = [
+        line
+        for line in host
+        if line.startswith(("nameserver", "search", "options"))
+        and not line.split()[-1].startswith(("127.", "::1"))
+    ]
+    return "\n".join(["# written by sandman from the host's /etc/resolv.conf", *kept]) + "\n"
+
+
+def write_in_place(path: str, text: str) -> None:
+    """Rewrite the same inode: a running sandbox has it bound in, and sees the new content."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    with open(path, "a+", encoding="utf-8") as handle:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+
+
+def refresh_hosts(ctx: ApplyContext) -> None:
+    """After an apply, every running sandbox on a network lists the current members."""
+    for sandbox in ctx.desired.sandboxes.values():
+        path = os.path.join(ctx.runtime_dir(sandbox.name), "hosts")
+        if sandbox.unit.network is not None and os.path.exists(path):
+            write_in_place(path, hosts_text(ctx, sandbox))

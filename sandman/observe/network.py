@@ -1,0 +1,61 @@
+"""Network facts of the host, one link dump, one address dump and one rule dump per run, and the
+drift of each network and sandbox record against them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_interface
+from typing import Any
+
+from sandman.observe.facts import Drift, Record
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    links: dict[str, Any]  # name -> LinkFact
+    addresses: dict[int, tuple[Any, ...]]  # ifindex -> interfaces
+    rules: tuple[Any, ...]  # RuleFact
+
+    @classmethod
+    def read(cls, tag: str) -> NetworkFacts:
+        from sandman.kernel import net_dump
+
+        return cls(net_dump.dump_links(""), net_dump.dump_addresses(), net_dump.dump_rules(tag))
+
+    def drift(self, record: Record) -> Iterator[Drift]:
+        resolved = record.unit.get("resolved", {})
+        if record.kind == "network":
+            yield from self._bridge(str(resolved.get("bridge")), resolved)
+            if record.unit.get("network", {}).get("nat") and not self._rule("nat", record.name):
+                yield Drift("network.nat", "a masquerade rule", "none")
+        elif record.kind == "sandbox" and record.unit.get("network"):
+            veth = resolved.get("veth")
+            link = self.links.get(str(veth))
+            bridge = self.links.get(str(record.runtime.get("bridge")))
+            if link is None:
+                yield Drift("network.veth", f"link {veth}", "missing")
+            elif bridge is None or link.master != bridge.index:
+                yield Drift(
+                    "network.veth", f"{veth} on bridge {record.runtime.get('bridge')}", "detached"
+                )
+            elif record.unit.get("network", {}).get("ports") and not self._rule(
+                "port", record.name
+            ):
+                yield Drift("network.ports", "port forward rules", "none")
+
+    def _bridge(self, name: str, resolved: dict[str, Any]) -> Iterator[Drift]:
+        link = self.links.get(name)
+        if link is None:
+            yield Drift("network.bridge", f"bridge {name}", "missing")
+            return
+        if not link.up:
+            yield Drift("network.bridge", f"bridge {name} up", "down")
+        have = {str(a) for a in self.addresses.get(link.index, ())}
+        for key in ("gateway", "gateway6"):
+            wanted = resolved.get(key)
+            if wanted and str(ip_interface(wanted)) not in have:
+                yield Drift(f"network.{key}", f"{wanted} on {name}", "missing")
+
+    def _rule(self, kind: str, owner: str) -> bool:
+        return any(rule.kind == kind and rule.owner == owner for rule in self.rules)
