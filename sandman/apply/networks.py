@@ -60,7 +60,7 @@ def _subnet(record: Record) -> Any:
 def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
     """The sandbox's veth (peer born as eth0 in its netns), addresses, routes and port forwards.
     Idempotent: also the repair of a deleted veth or address."""
-    from sandman.kernel import nat, net
+    from sandman.kernel import net
 
     assert sandbox.unit.network is not None and sandbox.veth and sandbox.address
     network = ctx.desired.networks[sandbox.unit.network.attach]
@@ -73,17 +73,11 @@ def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
         address6=sandbox.address6,
         gateway6=network.gateway6.ip if network.gateway6 else None,
     )
-    nat.ensure_ports(
-        ctx.paths.tag,
-        sandbox.name,
-        sandbox.address.ip,
-        sandbox.unit.network.ports,
-        bridge=network.bridge,
-        address6=sandbox.address6.ip if sandbox.address6 else None,
-    )
+    update_ports(ctx, sandbox)
 
 
 def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
+    """The sandbox's port forwards are exactly its unit's (one nf_tables batch, none if equal)."""
     from sandman.kernel import nat
 
     if sandbox.unit.network is None or sandbox.address is None:
