@@ -285,7 +285,7 @@ def _spawn_spec(
         idmap=idmap,
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
-        setup_inside=(lambda: security.restrict(kept, unit.security.no_new_privileges),),
+        setup_inside=security.steps(unit.security.seccomp, kept, unit.security.no_new_privileges),
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
     )
 

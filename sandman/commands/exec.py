@@ -80,5 +80,7 @@ def _spec(
         gid=gid,
         working_directory=str(sandbox.get("working_directory", "/")),
         join_cgroup=join,
-        setup_inside=(lambda: security.restrict(kept, no_new_privileges),),
+        setup_inside=security.steps(
+            str(security_unit.get("seccomp", "default")), kept, no_new_privileges
+        ),
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sandman.capabilities import CAPABILITIES
+from sandman.kernel import seccomp as seccomp_filter
 from sandman.kernel import syscalls as sc
 
 LAST_CAP = max(CAPABILITIES.values())
@@ -23,3 +24,16 @@ def restrict(capabilities: Iterable[str], no_new_privileges: bool) -> None:
     sc.capset(current.effective & keep, current.permitted & keep, current.inheritable & keep)
     if no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def steps(
+    seccomp: str, capabilities: Iterable[str], no_new_privileges: bool
+) -> tuple[Callable[[], None], ...]:
+    """What the init (or an exec'd command) does last before exec: the seccomp filter while it
+    still may load one, then the capabilities it keeps."""
+    kept = tuple(capabilities)
+    loaders: list[Callable[[], None]] = []
+    if seccomp == "default":
+        loaders.append(seccomp_filter.default_filter())
+    loaders.append(lambda: restrict(kept, no_new_privileges))
+    return tuple(loaders)
