@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
     report = {
         "sandboxes": sandboxes,
-        "networks": [other_status(r) for r in sorted_records(actual, "network")],
-        "slices": [other_status(r) for r in sorted_records(actual, "slice")],
+        "networks": [network_status(r, actual) for r in sorted_records(actual, "network")],
+        "slices": [slice_status(r, actual, paths.tag) for r in sorted_records(actual, "slice")],
     }
     if args.json:
         output.print_json(report)
@@ -73,8 +73,33 @@ def _usage(cgroup: object, tag: str) -> dict[str, Any]:
         return {}
 
 
-def other_status(record: Record) -> dict[str, Any]:
-    return {"name": record.name, **record.unit.get("resolved", {}), **record.runtime}
+def network_status(record: Record, actual: ActualState) -> dict[str, Any]:
+    resolved = record.unit.get("resolved", {})
+    members = [
+        r.name
+        for r in sorted_records(actual, "sandbox")
+        if (r.unit.get("network") or {}).get("attach") == record.name
+    ]
+    return {
+        "name": record.name,
+        "bridge": resolved.get("bridge"),
+        "subnet": record.unit.get("network", {}).get("subnet"),
+        "subnet6": record.unit.get("network", {}).get("subnet6"),
+        "gateway": resolved.get("gateway"),
+        "nat": record.unit.get("network", {}).get("nat"),
+        "members": members,
+        "drift": [str(d) for d in actual.drift.get(record.key, ())],
+    }
+
+
+def slice_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "path": record.unit.get("resolved", {}).get("path"),
+        "cgroup": record.runtime.get("cgroup"),
+        "usage": _usage(record.runtime.get("cgroup"), tag),
+        "drift": [str(d) for d in actual.drift.get(record.key, ())],
+    }
 
 
 def render(report: dict[str, Any]) -> str:
@@ -101,6 +126,16 @@ def render(report: dict[str, Any]) -> str:
         lines += [f"  {item['name']}: drift: {d}" for d in item["drift"]]
     if not report["sandboxes"]:
         lines = ["No sandboxes are applied."]
+    for network in report["networks"]:
+        members = ", ".join(network["members"]) or "no sandbox"
+        lines.append(
+            f"network {network['name']}: bridge {network['bridge']}, {network['subnet']}, {members}"
+        )
+    for item in report["slices"]:
+        lines.append(
+            f"slice {item['name']}: {item['path']}, memory "
+            f"{_bytes(item['usage'].get('memory_current'))}"
+        )
     return "\n".join(lines) + "\n"
 
 
