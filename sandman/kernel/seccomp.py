@@ -58,6 +58,9 @@ def default_filter() -> Callable[[], None]:
     import pyseccomp
 
     rules = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
+    # libseccomp sets no_new_privs when it loads a filter; whether the sandbox gets it is the
+    # unit's `security.no_new_privileges`, set apart (the loader still holds CAP_SYS_ADMIN).
+    rules.set_attr(pyseccomp.Attr.CTL_NNP, 0)
     for name in DENIED:
         try:
             rules.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
