@@ -29,6 +29,17 @@ from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredSandbox
 from sandman.units.model import BindMount, OverlayMount, ProcMount, TmpfsMount
 
+# The nodes of the sandbox's /dev (null, zero, full, random, urandom, tty, ptmx) and its ptys.
+ALLOWED_DEVICES = (
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+)
 _FLAGS = {
     "pid": sc.CLONE_NEWPID,
     "uts": sc.CLONE_NEWUTS,
@@ -97,6 +108,8 @@ def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
             ctx.progress.note(warning)
         undo.push(lambda: _remove_cgroup(ctx, cgroup))
         for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+            ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+        for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
     os.makedirs(ctx.paths.log_dir, mode=0o755, exist_ok=True)
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)

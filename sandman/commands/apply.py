@@ -11,12 +11,10 @@ from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.errors import UsageError
-from sandman.observe.facts import ActualState
 from sandman.observe.gather import gather
 from sandman.paths import Paths
 from sandman.plan.diff import plan
 from sandman.progress import JsonEvents, Lines, Progress
-from sandman.units.addresses import Sticky
 from sandman.units.read import read_units
 
 
@@ -31,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     with state_lock(paths.state_dir, wait=not args.no_wait, on_wait=waiting):
         actual = gather(paths.state_dir)
-        desired = read_units(args.directory, paths.tag, sticky=sticky_addresses(actual))
+        desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
         result = plan(desired, actual, prune=not args.no_prune)
         if not result.actions:
             if not args.json:
@@ -51,12 +49,3 @@ def run(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {done[kind]}" for kind, n in result.summary().items() if n)
         sys.stdout.write(f"Apply complete: {counts}.\n")
     return 0
-
-
-def sticky_addresses(actual: ActualState) -> Sticky:
-    """The addresses the running sandboxes got, so that "auto" keeps them."""
-    kept: dict[str, tuple[str | None, str | None]] = {}
-    for record in actual.of_kind("sandbox").values():
-        resolved = record.unit.get("resolved", {})
-        kept[record.name] = (resolved.get("address"), resolved.get("address6"))
-    return kept

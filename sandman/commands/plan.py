@@ -16,8 +16,8 @@ EXIT_CHANGES_PENDING = 3
 
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
-    desired = read_units(args.directory, paths.tag)
     actual = gather(paths.state_dir)
+    desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
     result = plan(desired, actual, prune=not args.no_prune)
     if args.json:
         output.print_json(result.to_json())

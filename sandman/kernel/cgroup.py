@@ -119,6 +119,11 @@ class CgroupDriver(Protocol):
 
     def exists(self, rel: str) -> bool: ...
 
+    def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
+        """Only the `allowed` device rules ("c 1:3 rwm") may be used from the cgroup; returns
+        warnings where the host has no such control."""
+        ...
+
     def set_limits(self, rel: str, limits: Limits) -> list[str]:
         """Write all six limits; returns a warning per key asked for that the host cannot honour."""
         ...

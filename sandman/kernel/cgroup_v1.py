@@ -36,7 +36,7 @@ from sandman.kernel.cgroup_common import (
 if TYPE_CHECKING:
     from sandman.units.model import Limits
 
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "devices")
 SHARES_MIN, SHARES_DEFAULT, SHARES_MAX = 2, 1024, 262_144
 
 
@@ -222,6 +222,17 @@ class V1Driver:
                 if not common.read(f"{child}/{file}").strip():
                     common.write(f"{child}/{file}", common.read(f"{parent}/{file}").strip())
             parent = child
+
+    def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
+        """Deny every device, then allow the listed ones: a process of the sandbox cannot use a
+        device node it finds or makes, whatever its capabilities."""
+        directory = self._dir("devices", rel)
+        if directory is None:
+            return ["the devices controller is not mounted: device nodes are not restricted"]
+        common.write(f"{directory}/devices.deny", "a")
+        for rule in allowed:
+            common.write(f"{directory}/devices.allow", rule)
+        return []
 
     def join(self, rel: str, pid: int) -> None:
         for directory in self._dirs(rel):

@@ -43,3 +43,12 @@ class ActualState:
 
     def of_kind(self, kind: str) -> dict[str, Record]:
         return {name: record for (k, name), record in self.records.items() if k == kind}
+
+    def addresses(self) -> dict[str, tuple[str | None, str | None]]:
+        """The addresses the applied sandboxes got, so that "auto" keeps them (plan and apply
+        both resolve with them: a plan must show what apply will do)."""
+        kept: dict[str, tuple[str | None, str | None]] = {}
+        for record in self.of_kind("sandbox").values():
+            resolved = record.unit.get("resolved", {})
+            kept[record.name] = (resolved.get("address"), resolved.get("address6"))
+        return kept

@@ -75,3 +75,19 @@ def test_the_init_runs_under_the_filter(sm: Sandman, probes: Path) -> None:
     assert confined.out.split() == ["Seccomp:", "2"], confined
     unconfined = sm.exec("unconfined", "grep", "^Seccomp:", "/proc/1/status")
     assert unconfined.out.split() == ["Seccomp:", "0"], unconfined
+
+
+@pytest.mark.root
+def test_only_the_minimal_devices_can_be_made_or_used(sm: Sandman) -> None:
+    """Real root inside (no user namespace) keeps CAP_MKNOD in the default set: the devices
+    cgroup (v1) lets it make a node for an allowed device (null) and refuses /dev/mem's."""
+    sm.write("mknod", unit(rest="[namespaces]\nuser = false\n"))
+    sm.apply()
+    status = sm.exec("mknod", "grep", "^CapEff:", "/proc/self/status").out.split()[1]
+    assert int(status, 16) >> 27 & 1, "CAP_MKNOD (27) should be kept by the default set"
+    allowed = sm.exec(
+        "mknod", "sh", "-c", "mknod /tmp/null c 1 3 && echo hi > /tmp/null && echo ok"
+    )
+    assert allowed.out.strip() == "ok", allowed
+    refused = sm.exec("mknod", "mknod", "/tmp/mem", "c", "1", "1", expect=1)
+    assert "Operation not permitted" in refused.err, refused

@@ -501,6 +501,7 @@ def v1_tree(root: Path, rel: str = "sandman/web", blkio: str = "blkio.weight") -
         "pids/pids.current": "3\n",
         "blkio/" + blkio: "500\n" if blkio == "blkio.weight" else "100\n",
         "freezer/freezer.state": "THAWED\n",
+        "devices/devices.list": "a *:* rwm\n",
         "memory/memory.usage_in_bytes": "4096\n",
         "memory/memory.max_usage_in_bytes": "8192\n",
         "memory/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n",
@@ -673,3 +674,22 @@ def test_limits_and_usage_of_a_missing_cgroup_are_an_error(
     with pytest.raises(FileNotFoundError) as caught:
         getattr(driver, method)(*args)
     assert caught.value.filename == str(missing)
+
+
+def test_v1_restricts_devices_to_the_allowed_ones(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    driver = cg.V1Driver(str(tmp_path))
+    directory = tmp_path / "devices/sandman/web"
+    (directory / "devices.deny").write_text("")
+    (directory / "devices.allow").write_text("")
+    assert driver.restrict_devices("sandman/web", ["c 1:3 rwm", "c 136:* rwm"]) == []
+    assert (directory / "devices.deny").read_text() == "a"
+    assert (
+        directory / "devices.allow"
+    ).read_text() == "c 136:* rwm"  # the file keeps the last write
+
+
+def test_v2_says_it_has_no_device_filter(tmp_path: Path) -> None:
+    driver = cg.V2Driver(str(tmp_path), "sandman")
+    (warning,) = driver.restrict_devices("sandman/web", ["c 1:3 rwm"])
+    assert "no device filter" in warning
