@@ -284,6 +284,9 @@ def _spawn_spec(
     if unit.namespaces.time:
         offsets = unit.time
         time_offsets = (offsets.monotonic_offset, offsets.boottime_offset) if offsets else (0, 0)
+    before_user, after_user = security.steps(
+        unit.security.seccomp, kept, unit.security.no_new_privileges
+    )
     return SpawnSpec(
         name=sandbox.name,
         command=unit.sandbox.command,
@@ -298,7 +301,8 @@ def _spawn_spec(
         idmap=idmap,
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
-        setup_inside=security.steps(unit.security.seccomp, kept, unit.security.no_new_privileges),
+        setup_inside=before_user,
+        finish_inside=after_user,
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
     )
 

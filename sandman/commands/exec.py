@@ -72,6 +72,9 @@ def _spec(
         def join(child: int) -> None:
             driver.join(cgroup, child)
 
+    before_user, after_user = security.steps(
+        str(security_unit.get("seccomp", "default")), kept, no_new_privileges
+    )
     return EnterSpec(
         pid=pid,
         command=command,
@@ -80,7 +83,6 @@ def _spec(
         gid=gid,
         working_directory=str(sandbox.get("working_directory", "/")),
         join_cgroup=join,
-        setup_inside=security.steps(
-            str(security_unit.get("seccomp", "default")), kept, no_new_privileges
-        ),
+        setup_inside=before_user,
+        finish_inside=after_user,
     )

@@ -37,7 +37,8 @@ class EnterSpec:
     gid: int = 0
     working_directory: str = "/"
     join_cgroup: Callable[[int], None] | None = None
-    setup_inside: tuple[Callable[[], None], ...] = field(default=())
+    setup_inside: tuple[Callable[[], None], ...] = field(default=())  # before the user switch
+    finish_inside: tuple[Callable[[], None], ...] = field(default=())  # after it
     stdio: tuple[int, int, int] | None = None  # fds for 0, 1, 2 (a pty); None: inherit
     new_session: bool = False
 
@@ -109,11 +110,13 @@ def _exec(spec: EnterSpec) -> None:
                 os.dup2(fd, target)
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.chdir(spec.working_directory)
+        for setup in spec.setup_inside:
+            setup()
         os.setgroups([])
         os.setresgid(spec.gid, spec.gid, spec.gid)
         os.setresuid(spec.uid, spec.uid, spec.uid)
-        for setup in spec.setup_inside:
-            setup()
+        for finish in spec.finish_inside:
+            finish()
         sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), spec.environment)
     except FileNotFoundError:

@@ -65,7 +65,9 @@ class SpawnSpec:
     time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
     # Run in the first child before anything else, with its PID: joining the sandbox's cgroup.
     join_cgroup: Callable[[int], None] | None = None
-    setup_inside: tuple[Callable[[], None], ...] = field(default=())  # e.g. dropping capabilities
+    # Run by the init before and after it takes the unit's user: seccomp, capabilities.
+    setup_inside: tuple[Callable[[], None], ...] = field(default=())
+    finish_inside: tuple[Callable[[], None], ...] = field(default=())
     # Run in apply with the init's host PID while the init waits before exec: its network.
     prepare: Callable[[int], None] | None = None
 
@@ -291,10 +293,12 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple
             loopback_up()
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
-        _become_user(spec)
-        _set_stdio(log_fd)
         for setup in spec.setup_inside:
             setup()
+        _become_user(spec)
+        _set_stdio(log_fd)
+        for finish in spec.finish_inside:
+            finish()
         if go_read >= 0 and os.read(go_read, 1) != b"1":
             raise SpawnError("network", "apply could not prepare the sandbox; the init stops")
         # Everything above 2 closes at exec; the report pipe stays open until then.
