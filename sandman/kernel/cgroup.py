@@ -13,6 +13,7 @@ with the cgroup file or directory in `filename`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -197,9 +198,11 @@ def clear_mode_cache() -> None:
     _MODES.clear()
 
 
+@functools.lru_cache(maxsize=16)
 def driver_for(tag: str, root: str = DEFAULT_ROOT, base: str | None = None) -> CgroupDriver:
     """The driver for an instance: V2Driver on a pure v2 host, V1Driver otherwise. The base is
-    `names.cgroup_root(tag)` unless given (the daemon's delegated cgroup under systemd)."""
+    `names.cgroup_root(tag)` unless given (the daemon's delegated cgroup under systemd). One per
+    instance and process: making one resolves every hierarchy's path."""
     top = cgroup_root(tag) if base is None else base
     if detect_mode(root) == "v2":
         return V2Driver(root, top)

@@ -17,6 +17,7 @@ Used on pure v1 hosts and on hybrid ones (controllers in v1, an empty cgroup2 at
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -341,7 +342,24 @@ class V1Driver:
             common.write(quota_path, "-1")
             common.write(period_path, str(CPU_PERIOD_US))
         quota = -1 if percent is None else common.percent_to_quota(percent)
-        common.write(quota_path, str(quota))
+        try:
+            common.write(quota_path, str(quota))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or quota < 0:
+                raise
+            # v1 refuses a quota below one of the children's: lower theirs to it first (the
+            # units of the children, checked to fit in their parents, are applied after this).
+            self._cap_children(os.path.dirname(quota_path), quota)
+            common.write(quota_path, str(quota))
+
+    def _cap_children(self, directory: str, quota: int) -> None:
+        for child in common.subtree(directory):  # deepest first: each fits under its parent
+            if child == directory:
+                continue
+            path = os.path.join(child, "cpu.cfs_quota_us")
+            current = common.read_int(path)
+            if current is not None and current > quota:
+                common.write(path, str(quota))
 
     def read_limits(self, rel: str) -> LimitValues:
         """The limits in the unit's units (bytes, percent, weights); a key whose file is missing

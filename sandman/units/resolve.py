@@ -30,6 +30,7 @@ def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
     addresses = _addresses(units, networks, sticky or {})
     _check_ports(units)
     _check_idmaps(units)
+    _check_cpu_within_parents(units, slices)
     sandboxes = {}
     for name, unit in units.sandboxes.items():
         model = sandbox_model(unit)
@@ -254,6 +255,43 @@ def _holder(bindings: list[_Holder], address: str | None, sandbox: str) -> str |
 def _has_v6(units: UnitSet, network: str) -> bool:
     unit = units.networks.get(network)
     return unit is not None and network_model(unit).network.subnet6 is not None
+
+
+def _check_cpu_within_parents(units: UnitSet, slices: Mapping[str, DesiredSlice]) -> None:
+    """No cgroup may ask more CPU than a slice above it allows: cgroup v1 refuses the write and
+    v2 would silently give less, so the unit would promise what the host does not do."""
+    for name, item in slices.items():
+        own = item.unit.slice.cpu_max
+        tightest = _tightest_cpu(slices, item.path[1:-1])
+        if own is not None and tightest is not None and own > tightest[1]:
+            units.problems.append(
+                units.slices[name].problem(("slice", "cpu_max"), *_cpu_problem(own, tightest))
+            )
+    for unit in units.sandboxes.values():
+        model = sandbox_model(unit)
+        chain = slices[model.sandbox.slice].path[1:] if model.sandbox.slice in slices else ()
+        own = model.resources.cpu_max
+        tightest = _tightest_cpu(slices, chain)
+        if own is not None and tightest is not None and own > tightest[1]:
+            units.problems.append(
+                unit.problem(("resources", "cpu_max"), *_cpu_problem(own, tightest))
+            )
+
+
+def _tightest_cpu(
+    slices: Mapping[str, DesiredSlice], chain: tuple[str, ...]
+) -> tuple[str, float] | None:
+    limits = [(n, slices[n].unit.slice.cpu_max) for n in chain if n in slices]
+    bounded = [(n, c) for n, c in limits if c is not None]
+    return min(bounded, key=lambda item: item[1]) if bounded else None
+
+
+def _cpu_problem(own: float, tightest: tuple[str, float]) -> tuple[str, str]:
+    slice_name, limit = tightest
+    return (
+        f"{own:g}% is above the cpu_max of slice {slice_name!r} ({limit:g}%)",
+        f"a cgroup gets no more CPU than its slices allow; ask {limit:g}% or less",
+    )
 
 
 def _check_idmaps(units: UnitSet) -> None:
