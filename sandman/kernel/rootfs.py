@@ -26,6 +26,7 @@ _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats")
 _PROC_READ_ONLY = ("sys", "irq", "bus", "fs")
+_PROC_HIDDEN = ("acpi", "scsi")  # directories covered by an empty read-only tmpfs
 _DEV_LINKS = {
     "fd": "/proc/self/fd",
     "stdin": "/proc/self/fd/0",
@@ -261,6 +262,15 @@ def _mount_proc(plan: RootfsPlan) -> None:
         if os.path.isdir(os.path.join(proc, name)):
             with _target(proc, name) as fd:
                 _bind(os.path.join(proc, name), fd, read_only=True)
+    for name in _PROC_HIDDEN:
+        if os.path.isdir(os.path.join(proc, name)):
+            with _target(proc, name) as fd:
+                _empty_read_only(fd)
+
+
+def _empty_read_only(fd: int) -> None:
+    flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", flags, "size=0,mode=555")
 
 
 def _mount_sys(plan: RootfsPlan) -> None:
@@ -270,6 +280,11 @@ def _mount_sys(plan: RootfsPlan) -> None:
             sc.mount("sysfs", f"/proc/self/fd/{fd}", "sysfs", flags)
         else:
             _bind("/sys", fd, read_only=True)
+    if os.path.isdir("sys/firmware"):
+        # Firmware tables (ACPI, DMI, EFI variables) say much about the host and nothing the
+        # sandbox needs.
+        with _target(".", "/sys/firmware") as fd:
+            _empty_read_only(fd)
 
 
 def _mount_dev(plan: RootfsPlan) -> None:

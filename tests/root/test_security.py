@@ -116,6 +116,10 @@ def test_host_processes_and_kernel_files_stay_out_of_reach(sm: Sandman) -> None:
     assert "Read-only file system" in denied.err, denied
     sysfs = sm.exec("box", "sh", "-c", "echo 1 > /sys/kernel/profiling", expect=1)
     assert "Read-only file system" in sysfs.err, sysfs
+    for directory in ("/sys/firmware", "/proc/acpi", "/proc/scsi"):
+        if Path(directory).is_dir() and any(Path(directory).iterdir()):
+            hidden = sm.exec("box", "ls", "-A", directory)
+            assert hidden.out == "", (directory, hidden)
 
 
 @pytest.mark.root
