@@ -58,7 +58,7 @@ from common import (
     table,
     time_interleaved,
 )
-from load import ImportSummary, forbidden_imports, importtime
+from load import ImportSummary, forbidden_imports, importtime, top_tables
 
 from sandman.kernel.cgroup import CgroupDriver, V1Driver, V2Driver, driver_for
 from sandman.units.model import Limits
@@ -535,19 +535,8 @@ def import_report(python: str, status_args: Sequence[str], workdir: str) -> str:
         f"imports of `{STATUS}` (python -X importtime, median of {IMPORTTIME_RUNS} runs): "
         f"{len(summary.order)} modules, {ms(summary.total())} ms of import time in all",
         "",
-        f"  top {TOP_IMPORTS} by cumulative time:",
+        *top_tables(summary),
     ]
-    rows = [
-        [ms(summary.cumulative[m]), ms(summary.self_time[m]), "  " * summary.depth[m] + m]
-        for m in summary.top(TOP_IMPORTS)
-    ]
-    lines += [_indent(table(["cum ms", "self ms", "module"], rows, (0, 1))), ""]
-    lines.append(f"  top {TOP_IMPORTS} by self time:")
-    rows = [
-        [ms(summary.self_time[m]), ms(summary.cumulative[m]), m]
-        for m in summary.top(TOP_IMPORTS, by_self=True)
-    ]
-    lines += [_indent(table(["self ms", "cum ms", "module"], rows, (0, 1))), ""]
     lines.append("modules that must stay off the status path (ok = not imported):")
     paths = {STATUS: runs[0], STATUS_JSON: importtime(python, (*status_args, "--json"), workdir)}
     for label, rows_of in paths.items():

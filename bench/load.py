@@ -200,8 +200,17 @@ def import_report(summary: ImportSummary) -> str:
         f"  {len(summary.order)} modules, {ms(summary.total())} ms of import time in all "
         "(sum of self times; -X importtime itself adds some)",
         "",
-        f"  top {TOP_IMPORTS} by cumulative time (a module's own time plus what it imports):",
+        *top_tables(summary),
     ]
+    lines.append("  self time by top-level package:")
+    rows = [[p, ms(total), str(n)] for p, total, n in summary.by_package()[:8]]
+    lines.append(_indent(table(["package", "self ms", "modules"], rows, (1, 2))))
+    return "\n".join(lines)
+
+
+def top_tables(summary: ImportSummary) -> list[str]:
+    """The top imports by cumulative and by self time, as indented tables."""
+    lines = [f"  top {TOP_IMPORTS} by cumulative time (a module's own time plus what it imports):"]
     rows = [
         [ms(summary.cumulative[m]), ms(summary.self_time[m]), "  " * summary.depth[m] + m]
         for m in summary.top(TOP_IMPORTS)
@@ -213,10 +222,7 @@ def import_report(summary: ImportSummary) -> str:
         for m in summary.top(TOP_IMPORTS, by_self=True)
     ]
     lines += [_indent(table(["self ms", "cum ms", "module"], rows, (0, 1))), ""]
-    lines.append("  self time by top-level package:")
-    rows = [[p, ms(total), str(n)] for p, total, n in summary.by_package()[:8]]
-    lines.append(_indent(table(["package", "self ms", "modules"], rows, (1, 2))))
-    return "\n".join(lines)
+    return lines
 
 
 def _indent(text: str) -> str:
