@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-prune", action="store_true", help="keep objects whose unit file is gone"
     )
     plan.add_argument(
+        "--target",
+        metavar="NAME",
+        help="only NAME (or KIND/NAME) and the slices and network it uses",
+    )
+    plan.add_argument(
         "--detailed-exitcode",
         action="store_true",
         help="exit 0 when nothing is to do, 3 when changes are pending",
@@ -112,6 +117,11 @@ def _sandbox_verbs(
     apply.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
     apply.add_argument(
         "--no-prune", action="store_true", help="keep objects whose unit file is gone"
+    )
+    apply.add_argument(
+        "--target",
+        metavar="NAME",
+        help="only NAME (or KIND/NAME) and the slices and network it uses",
     )
     apply.add_argument("--no-wait", action="store_true", help="fail at once if another apply runs")
     _json_option(apply, "one event per action")

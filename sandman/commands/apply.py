@@ -13,7 +13,7 @@ from sandman.apply.lock import state_lock
 from sandman.errors import UsageError
 from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.diff import plan
+from sandman.plan.diff import plan, targeted
 from sandman.progress import JsonEvents, Lines, Progress
 from sandman.units.read import read_units
 
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         actual = gather(paths.state_dir)
         desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
         result = plan(desired, actual, prune=not args.no_prune)
+        if args.target:
+            result = targeted(result, desired, args.target)
         if not result.actions:
             if not args.json:
                 sys.stdout.write(f"No changes: the host matches {args.directory}.\n")

@@ -8,7 +8,7 @@ import sys
 from sandman import output
 from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.diff import Plan, plan
+from sandman.plan.diff import Plan, plan, targeted
 from sandman.units.read import read_units
 
 EXIT_CHANGES_PENDING = 3
@@ -19,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
     actual = gather(paths.state_dir)
     desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
     result = plan(desired, actual, prune=not args.no_prune)
+    if args.target:
+        result = targeted(result, desired, args.target)
     if args.json:
         output.print_json(result.to_json())
     else:

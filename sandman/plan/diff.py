@@ -156,3 +156,18 @@ def _destroys(desired: Desired, actual: ActualState, kind: str) -> Iterator[Acti
 def _depth(record: Record) -> int:
     path = record.unit.get("resolved", {}).get("path", "")
     return len(str(path).split("/"))
+
+
+def targeted(result: Plan, desired: Desired, target: str) -> Plan:
+    """Only the actions for `target` (NAME of a sandbox, or KIND/NAME) and what it stands on: its
+    slices and its network. Everything else is left for a later plan."""
+    kind, _, name = target.rpartition("/")
+    wanted = {f"{kind or 'sandbox'}/{name}"}
+    sandbox = desired.sandboxes.get(name) if kind in ("", "sandbox") else None
+    if sandbox is not None:
+        wanted |= {f"slice/{part}" for part in sandbox.slice_path[1:]}
+        if sandbox.unit.network is not None:
+            wanted.add(f"network/{sandbox.unit.network.attach}")
+    if kind == "slice" and name in desired.slices:
+        wanted |= {f"slice/{part}" for part in desired.slices[name].path[1:]}
+    return Plan(tuple(a for a in result.actions if a.object in wanted))

@@ -12,7 +12,7 @@ import pytest
 from sandman.cli import main
 from sandman.observe.facts import ActualState, Drift, Record
 from sandman.observe.records import record_of, write_record
-from sandman.plan.diff import plan
+from sandman.plan.diff import plan, targeted
 from sandman.plan.keys import LIVE_KEYS, is_live
 from sandman.units.desired import Desired
 from sandman.units.names import instance_tag
@@ -158,3 +158,19 @@ def test_limit_drift_is_repaired() -> None:
     assert action.to_json()["drift"] == [
         "resources.memory_max: expected 268435456, found 1073741824"
     ]
+
+
+def test_target_keeps_the_object_and_what_it_stands_on() -> None:
+    desired = read_units(str(CASES / "new-units" / "after"), TAG)
+    whole = plan(desired, ActualState())
+    assert [a.object for a in targeted(whole, desired, "web").actions] == [
+        "slice/services",
+        "network/lan",
+        "sandbox/web",
+    ]
+    assert [a.object for a in targeted(whole, desired, "job").actions] == [
+        "slice/services",
+        "slice/batch",
+        "sandbox/job",
+    ]
+    assert [a.object for a in targeted(whole, desired, "network/lan").actions] == ["network/lan"]
