@@ -11,7 +11,6 @@ import os
 import select
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -394,15 +393,6 @@ def _remove_cgroup(ctx: ApplyContext, cgroup: str) -> None:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-
-
-def wait_gone(pid: int, start: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while procs.is_running(pid, start):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> Record:
