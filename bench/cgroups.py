@@ -38,13 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from common import (
     BenchError,
+    Cleanup,
     Command,
     Stats,
     clean_env,
@@ -54,6 +54,7 @@ from common import (
     ratio,
     real_python,
     require_modules,
+    run_main,
     run_once,
     table,
     time_interleaved,
@@ -116,30 +117,6 @@ STATUS_JSON = "python -m sandman status --json"
 
 
 # --- cleanup ----------------------------------------------------------------------------------
-
-
-class Cleanup:
-    """Undo steps, run last-in first-out at the end, each whatever the others did."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, Callable[[], None]]] = []
-        self.failed = False
-
-    def add(self, what: str, step: Callable[[], None]) -> None:
-        self.steps.append((what, step))
-
-    def run(self) -> None:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            while self.steps:
-                what, step = self.steps.pop()
-                try:
-                    step()
-                except Exception as exc:
-                    self.failed = True
-                    print(f"bench/cgroups.py: cleanup: {what}: {exc}", file=sys.stderr)
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 def cgroup_mounts() -> list[str]:
@@ -557,7 +534,7 @@ def _indent(text: str) -> str:
 
 @contextlib.contextmanager
 def session() -> Iterator[tuple[str, Cleanup]]:
-    cleanup = Cleanup()
+    cleanup = Cleanup("bench/cgroups.py")
     workdir = tempfile.mkdtemp(prefix="sandman-bench-cgroups-")
 
     def remove_workdir() -> None:
@@ -589,10 +566,6 @@ def run(args: argparse.Namespace) -> None:
         print(bench_status(args, python, workdir, cleanup))
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time sandman's cgroup driver against a shell script, and status of running "
@@ -613,19 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench/cgroups.py: needs root (cgroups, sandboxes); skipped")
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        run(args)
-    except (BenchError, ValueError, OSError, subprocess.CalledProcessError) as exc:
-        print(f"bench/cgroups.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/cgroups.py: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0
+    return run_main(
+        "bench/cgroups.py", lambda: run(args), (ValueError, OSError, subprocess.CalledProcessError)
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ Nothing here asserts a time: the benchmarks report, people judge.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import FrameType
 
 # Variables that change how an interpreter starts or what sandman reads; a benchmark must not
 # inherit them from whoever runs it.
@@ -231,3 +233,55 @@ def describe_host(python: str) -> str:
     )
     interpreter = result.stdout.strip() or "?"
     return f"{interpreter} at {python}; {os.cpu_count()} CPUs; {os.uname().release}"
+
+
+class Cleanup:
+    """Undo steps, run last-in first-out at the end, each whatever the others did."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps: list[tuple[str, Callable[[], None]]] = []
+        self.failed = False
+
+    def add(self, what: str, step: Callable[[], None]) -> None:
+        self.steps.append((what, step))
+
+    def run(self) -> None:
+        # Neither Ctrl-C nor SIGTERM may cut the clean-up short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            while self.steps:
+                what, step = self.steps.pop()
+                try:
+                    step()
+                except Exception as exc:
+                    self.failed = True
+                    print(f"{self.name}: cleanup: {what}: {exc}", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_main(name: str, run: Callable[[], None], errors: tuple[type[Exception], ...]) -> int:
+    """Run a benchmark: its own errors and interrupts (SIGTERM too, so clean-up runs) become a
+    message and an exit code, never a traceback."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    caught: tuple[type[Exception], ...] = (BenchError, *errors)
+    try:
+        run()
+    except caught as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`); say nothing more, not even at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0

@@ -34,6 +34,7 @@ from common import (
     ratio,
     real_python,
     require_modules,
+    run_main,
     table,
     time_interleaved,
 )
@@ -304,19 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmups < 0:
         parser.error("--runs must be at least 1 and --warmups at least 0")
-    try:
-        run(args)
-    except (BenchError, ValueError) as exc:
-        print(f"bench/load.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/load.py: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`| head`); say nothing more, not even at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0
+    return run_main("bench/load.py", lambda: run(args), (ValueError,))
 
 
 if __name__ == "__main__":

@@ -46,10 +46,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 
 from common import (
     BenchError,
+    Cleanup,
     Stats,
     clean_env,
     describe_host,
@@ -57,11 +57,11 @@ from common import (
     ms,
     real_python,
     require_modules,
+    run_main,
     table,
 )
 from load import ImportSummary, importtime
 from spawn import (
-    Cleanup,
     Label,
     Runner,
     Session,
@@ -989,7 +989,7 @@ def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise BenchError("sandman apply, ip netns and nft need root: run it as root")
     python = real_python(args.python)
-    cleanup = Cleanup()
+    cleanup = Cleanup("bench/netscale.py")
     workdir = tempfile.mkdtemp(prefix="sandman-bench-netscale-")
 
     def remove_workdir() -> None:
@@ -1255,10 +1255,6 @@ def print_header(
     print()
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time sandman's network setup and teardown beside an ip/nft shell script."
@@ -1277,19 +1273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.runs_many < 1 or args.warmups < 0:
         parser.error("--runs and --runs-many must be at least 1, --warmups at least 0")
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        run(args)
-    except (BenchError, ValueError, StepError) as exc:
-        print(f"bench/netscale.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/netscale.py: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0
+    return run_main("bench/netscale.py", lambda: run(args), (ValueError, StepError))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from census import Census, Snapshot, census, median_init_rss, read_proc, snapshot
 from common import (
     BenchError,
+    Cleanup,
     Stats,
     clean_env,
     describe_host,
@@ -52,6 +52,7 @@ from common import (
     ms,
     real_python,
     require_modules,
+    run_main,
     table,
 )
 from load import ImportSummary, importtime
@@ -888,33 +889,6 @@ def _indent(text: str) -> str:
 # --- the session ----------------------------------------------------------------------------
 
 
-class Cleanup:
-    """Undo steps, run last-in first-out at the end, each whatever the others did."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, Callable[[], None]]] = []
-        self.failed = False
-
-    def add(self, what: str, step: Callable[[], None]) -> None:
-        self.steps.append((what, step))
-
-    def run(self) -> None:
-        # Neither Ctrl-C nor SIGTERM may cut the clean-up short.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            while self.steps:
-                what, step = self.steps.pop()
-                try:
-                    step()
-                except Exception as exc:
-                    self.failed = True
-                    print(f"bench/spawn.py: cleanup: {what}: {exc}", file=sys.stderr)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            signal.signal(signal.SIGTERM, previous_term)
-
-
 @dataclass
 class Session:
     python: str
@@ -1042,7 +1016,7 @@ def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise BenchError("sandman apply and the peers need root: run it as root")
     python = real_python(args.python)
-    cleanup = Cleanup()
+    cleanup = Cleanup("bench/spawn.py")
     workdir = tempfile.mkdtemp(prefix="sandman-bench-spawn-")
 
     def remove_workdir() -> None:
@@ -1212,10 +1186,6 @@ def profile_apply(session: Session, one: Trial, floor: Trial) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time sandman apply to the init running, beside crun, bwrap, systemd-nspawn."
@@ -1234,19 +1204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.runs_many < 1 or args.warmups < 0:
         parser.error("--runs and --runs-many must be at least 1, --warmups at least 0")
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        run(args)
-    except (BenchError, ValueError, StepError) as exc:
-        print(f"bench/spawn.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/spawn.py: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0
+    return run_main("bench/spawn.py", lambda: run(args), (ValueError, StepError))
 
 
 if __name__ == "__main__":
