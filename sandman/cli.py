@@ -43,7 +43,7 @@ def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON for scripts")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sandman",
         description="Keep this host's sandboxes as a directory of unit files declares them.",
@@ -100,12 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(module="schema")
     _image_verbs(verbs, paths)
-    _sandbox_verbs(verbs, paths)
+    _sandbox_verbs(verbs, paths, exec_remainder)
     return parser
 
 
 def _sandbox_verbs(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+    paths: argparse.ArgumentParser,
+    exec_remainder: bool,
 ) -> None:
     apply = verbs.add_parser(
         "apply",
@@ -157,7 +159,9 @@ def _sandbox_verbs(
     )
     exec_.add_argument("name", metavar="NAME")
     exec_.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
-    exec_.add_argument("command", metavar="-- CMD", nargs=argparse.REMAINDER)
+    # Without `--`, everything after NAME is the command; with it, see _parse.
+    nargs = argparse.REMAINDER if exec_remainder else "*"
+    exec_.add_argument("command", metavar="-- CMD", nargs=nargs)
     exec_.set_defaults(module="exec")
 
     logs = verbs.add_parser(
@@ -249,13 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parse(argv: list[str]) -> argparse.Namespace:
     """`exec NAME [options] -- CMD...`: everything after the first `--` is the command, so that
     options may follow NAME without being taken for part of the command."""
-    parser = build_parser()
     if argv[:1] == ["exec"] and "--" in argv:
         split = argv.index("--")
-        args = parser.parse_args([*argv[:split], "--"])
+        args = build_parser(exec_remainder=False).parse_args(argv[:split])
         args.command = argv[split + 1 :]
         return args
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _report_units(exc: BaseException, as_json: bool) -> None:

@@ -166,10 +166,6 @@ def _slice_recreate(ctx: ApplyContext, action: Action) -> None:
     slices.recreate(ctx, ctx.desired.slices[action.name], _record(ctx, action))
 
 
-def _slice_repair(ctx: ApplyContext, action: Action) -> None:
-    slices.create(ctx, ctx.desired.slices[action.name])
-
-
 def _slice_destroy(ctx: ApplyContext, action: Action) -> None:
     slices.destroy(ctx, _record(ctx, action))
 
@@ -182,12 +178,12 @@ _HANDLERS = {
     ("sandbox", "destroy"): _sandbox_destroy,
     ("network", "create"): _network_create,
     ("network", "update"): _network_update,
-    ("network", "repair"): _network_create,
+    ("network", "repair"): _network_create,  # idempotent, as for slices
     ("network", "recreate"): _network_recreate,
     ("network", "destroy"): _network_destroy,
     ("slice", "create"): _slice_create,
     ("slice", "update"): _slice_update,
-    ("slice", "repair"): _slice_repair,
+    ("slice", "repair"): _slice_create,  # create is idempotent: it rewrites what drifted
     ("slice", "recreate"): _slice_recreate,
     ("slice", "destroy"): _slice_destroy,
 }

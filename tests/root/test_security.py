@@ -201,3 +201,13 @@ def test_a_symlink_in_the_image_does_not_lead_a_mount_out_of_the_root(
     inside = sm.exec("evil", "cat", f"/etc/{marker}")
     assert inside.out == "inside\n", inside
     assert (image / "etc").is_dir() and not (image / "etc" / marker).exists()
+
+
+@pytest.mark.root
+def test_loopback_is_up_in_a_sandbox_without_a_network(sm: Sandman) -> None:
+    sm.write("box", unit())
+    sm.apply()
+    flags = sm.exec("box", "cat", "/sys/class/net/lo/flags").out.strip()
+    assert int(flags, 16) & 0x1, flags  # IFF_UP
+    pinged = sm.exec("box", "ping", "-c", "1", "-W", "2", "127.0.0.1")
+    assert "1 packets received" in pinged.out, pinged

@@ -72,3 +72,11 @@ def test_validate_does_not_import_kernel_side() -> None:
         check=True,
     )
     assert result.stdout.splitlines()[-1] == "IMPORTED:"
+
+
+def test_exec_options_may_follow_the_name_and_the_command_keeps_its_dashes() -> None:
+    from sandman.cli import _parse
+
+    args = _parse(["exec", "box", "--state-dir", "/tmp/x", "-t", "--", "grep", "--", "-v"])
+    assert (args.name, args.state_dir, args.tty) == ("box", "/tmp/x", True)
+    assert args.command == ["grep", "--", "-v"]
