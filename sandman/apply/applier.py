@@ -3,7 +3,7 @@
 Under the state dir's lock, actions run in the plan's order; each object's record is written
 (atomically) as soon as that object is done, so an interrupted apply leaves records that match
 the host and the next plan picks up from there. A failed action has undone its own partial work;
-the apply stops there and reports it, objects done before it stay done.
+the actions that do not depend on it still run, and the failures are reported together.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sandman.errors import SandmanError
@@ -15,7 +15,9 @@ class LockBusyError(SandmanError):
 
 
 @contextmanager
-def state_lock(state_dir: str, wait: bool = True, on_wait: object = None) -> Iterator[None]:
+def state_lock(
+    state_dir: str, wait: bool = True, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -26,7 +28,7 @@ def state_lock(state_dir: str, wait: bool = True, on_wait: object = None) -> Ite
                 raise LockBusyError(
                     f"another sandman apply holds `{state_dir}/lock`; try again, or drop --no-wait"
                 ) from None
-            if callable(on_wait):
+            if on_wait is not None:
                 on_wait()
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield

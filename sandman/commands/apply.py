@@ -7,15 +7,10 @@ import os
 import sys
 
 from sandman import output
-from sandman.apply.applier import apply
-from sandman.apply.context import ApplyContext
-from sandman.apply.lock import state_lock
+from sandman.apply.reconcile import reconcile
 from sandman.errors import UsageError
-from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.diff import plan, targeted
 from sandman.progress import JsonEvents, Lines, Progress
-from sandman.units.read import read_units
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,17 +22,19 @@ def run(args: argparse.Namespace) -> int:
     def waiting() -> None:
         progress.note(f"waiting for another apply to release `{paths.state_dir}/lock`")
 
-    with state_lock(paths.state_dir, wait=not args.no_wait, on_wait=waiting):
-        actual = gather(paths.state_dir)
-        desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
-        result = plan(desired, actual, prune=not args.no_prune)
-        if args.target:
-            result = targeted(result, desired, args.target)
-        if not result.actions:
-            if not args.json:
-                sys.stdout.write(f"No changes: the host matches {args.directory}.\n")
-            return 0
-        apply(ApplyContext(paths, desired, actual, progress), result)
+    result = reconcile(
+        paths,
+        args.directory,
+        progress,
+        prune=not args.no_prune,
+        target=args.target,
+        wait=not args.no_wait,
+        on_wait=waiting,
+    )
+    if not result.actions:
+        if not args.json:
+            sys.stdout.write(f"No changes: the host matches {args.directory}.\n")
+        return 0
     if args.json:
         output.print_json({"summary": result.summary()})
     else:
