@@ -9,6 +9,10 @@ from typing import Protocol, TextIO
 
 
 class Progress(Protocol):
+    def begin(self, total: int) -> None:
+        """An apply of `total` actions starts."""
+        ...
+
     def start(self, what: str) -> None: ...
 
     def done(self, what: str, seconds: float) -> None: ...
@@ -19,6 +23,9 @@ class Progress(Protocol):
 
 
 class Silent:
+    def begin(self, total: int) -> None:
+        pass
+
     def start(self, what: str) -> None:
         pass
 
@@ -33,23 +40,54 @@ class Silent:
 
 
 class Lines:
-    """One line per action as it ends, with its duration, on stderr (journald keeps it as is)."""
+    """One line per action as it starts and as it ends, with its duration, on stderr (journald
+    keeps it as is). On a terminal, an apply of many actions also keeps a status line at the
+    bottom, `[12/50] + sandbox/web: create ...`, redrawn in place."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    STATUS_FROM = 5  # actions; below that the lines alone say enough
+
+    def __init__(self, stream: TextIO | None = None, status: bool | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.status = self.stream.isatty() if status is None else status
+        self.total = 0
+        self.finished = 0
+        self._shown = False
+
+    def begin(self, total: int) -> None:
+        self.total = total
+        self.finished = 0
 
     def start(self, what: str) -> None:
-        self.stream.write(f"{what} ...\n")
-        self.stream.flush()
+        self._line(f"{what} ...")
+        self._status(what)
 
     def done(self, what: str, seconds: float) -> None:
-        self.stream.write(f"{what}: done in {seconds * 1000:.0f} ms\n")
+        self.finished += 1
+        self._line(f"{what}: done in {seconds * 1000:.0f} ms")
 
     def failed(self, what: str, error: BaseException) -> None:
-        self.stream.write(f"{what}: FAILED: {error}\n")
+        self.finished += 1
+        self._line(f"{what}: FAILED: {error}")
 
     def note(self, message: str) -> None:
-        self.stream.write(f"  {message}\n")
+        self._line(f"  {message}")
+
+    def _line(self, text: str) -> None:
+        self._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _status(self, what: str) -> None:
+        if not self.status or self.total < self.STATUS_FROM:
+            return
+        self.stream.write(f"[{self.finished + 1}/{self.total}] {what}")
+        self.stream.flush()
+        self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self._shown = False
 
 
 class JsonEvents:
@@ -57,6 +95,9 @@ class JsonEvents:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+
+    def begin(self, total: int) -> None:
+        self._emit(event="begin", actions=total)
 
     def _emit(self, **event: object) -> None:
         self.stream.write(json.dumps({"time": round(time.time(), 3), **event}) + "\n")

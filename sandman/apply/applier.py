@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from sandman.apply import networks, sandboxes, slices
+from sandman.apply import faults, networks, orphans, sandboxes, slices
 from sandman.apply.context import ApplyContext
 from sandman.errors import ApplyError
 from sandman.observe.facts import Record
@@ -23,6 +23,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
     goes on; what does (a sandbox on a failed network or slice) is skipped. The failures are
     raised together at the end."""
     failures: list[ApplyError] = []
+    ctx.progress.begin(len(plan.actions))
     try:
         for action in plan.actions:
             blocker = _failed_dependency(ctx, action, failures)
@@ -34,9 +35,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
             failure = _run(ctx, action)
             if failure is not None:
                 failures.append(failure)
-        for path in ctx.pending_removals:
-            if ctx.cgroups.exists(path):
-                ctx.cgroups.remove(path)
+        orphans.sweep_cgroups(ctx)
         networks.refresh_hosts(ctx)
     finally:
         remove_base_when_empty(ctx)
@@ -61,6 +60,7 @@ def _run(ctx: ApplyContext, action: Action) -> ApplyError | None:
         ctx.progress.failed(what, exc)
         return ApplyError(action.object, action.kind, exc)
     ctx.progress.done(what, time.monotonic() - started)
+    faults.step(f"{action.object}: {action.kind} done")
     return None
 
 
@@ -87,6 +87,9 @@ def remove_base_when_empty(ctx: ApplyContext) -> None:
 
 
 def execute(ctx: ApplyContext, action: Action) -> None:
+    if action.reason == "orphan":
+        orphans.remove(ctx, action)
+        return
     handler = _HANDLERS[(action.object_kind, action.kind)]
     handler(ctx, action)
 
@@ -100,7 +103,10 @@ def _sandbox_create(ctx: ApplyContext, action: Action) -> None:
 
 
 def _sandbox_recreate(ctx: ApplyContext, action: Action) -> None:
-    sandboxes.destroy(ctx, _record(ctx, action), keep_record=True)
+    # Tainted first: killed between the destroy and the new record, the next plan still
+    # recreates it, whatever its restart policy says about an init that is gone.
+    old = sandboxes.taint(ctx, _record(ctx, action))
+    sandboxes.destroy(ctx, old, keep_record=True)
     sandboxes.create(ctx, ctx.desired.sandboxes[action.name])
 
 
@@ -162,10 +168,6 @@ def _slice_update(ctx: ApplyContext, action: Action) -> None:
     slices.update(ctx, ctx.desired.slices[action.name])
 
 
-def _slice_recreate(ctx: ApplyContext, action: Action) -> None:
-    slices.recreate(ctx, ctx.desired.slices[action.name], _record(ctx, action))
-
-
 def _slice_destroy(ctx: ApplyContext, action: Action) -> None:
     slices.destroy(ctx, _record(ctx, action))
 
@@ -184,6 +186,6 @@ _HANDLERS = {
     ("slice", "create"): _slice_create,
     ("slice", "update"): _slice_update,
     ("slice", "repair"): _slice_create,  # create is idempotent: it rewrites what drifted
-    ("slice", "recreate"): _slice_recreate,
+    ("slice", "recreate"): _slice_create,  # in its new place; the old cgroup goes in the sweep
     ("slice", "destroy"): _slice_destroy,
 }

@@ -23,8 +23,6 @@ class ApplyContext:
     progress: Progress
     # Records as they stand during this apply: observed ones, replaced as objects are done.
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
-    # Cgroups of moved slices, removed at the end once their sandboxes have moved out.
-    pending_removals: list[str] = field(default_factory=list)
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sandman.apply import faults
 from sandman.apply.context import ApplyContext
 from sandman.observe.facts import Record
 from sandman.observe.records import record_of, remove_record, write_record
@@ -16,6 +17,7 @@ def create(ctx: ApplyContext, network: DesiredNetwork) -> Record:
     from sandman.kernel import net
 
     net.ensure_bridge(network.bridge, network.gateway, network.gateway6)
+    faults.step(f"network/{network.name}: bridge up")
     return update(ctx, network)
 
 
@@ -30,6 +32,7 @@ def _ensure_nat(ctx: ApplyContext, network: DesiredNetwork) -> None:
 
 def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
     _ensure_nat(ctx, network)
+    faults.step(f"network/{network.name}: NAT rules written")
     record = record_of("network", network.name, network.canonical(), {"bridge": network.bridge})
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
@@ -44,7 +47,9 @@ def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None
     bridge = record.runtime.get("bridge") or record.unit.get("resolved", {}).get("bridge")
     if isinstance(bridge, str):
         net.remove_link(bridge)
+        faults.step(f"network/{record.name}: bridge removed")
     nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
+    faults.step(f"network/{record.name}: NAT rules removed")
     remove_record(ctx.paths.state_dir, "network", record.name)
     ctx.records.pop(record.key, None)
     if not keep_table and not any(kind == "network" for kind, _ in ctx.records):
@@ -73,7 +78,9 @@ def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
         address6=sandbox.address6,
         gateway6=network.gateway6.ip if network.gateway6 else None,
     )
+    faults.step(f"sandbox/{sandbox.name}: veth made")
     update_ports(ctx, sandbox)
+    faults.step(f"sandbox/{sandbox.name}: port forwards written")
 
 
 def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
@@ -104,6 +111,7 @@ def detach_sandbox(ctx: ApplyContext, name: str) -> None:
     from sandman.kernel import nat
 
     nat.remove_ports(ctx.paths.tag, name)
+    faults.step(f"sandbox/{name}: port forwards removed")
 
 
 def name_files(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:

@@ -30,7 +30,7 @@ def reconcile(
     Bad units raise before anything on the host changes. A failed action raises ApplyError
     after the actions that do not depend on it have run."""
     with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
-        actual = gather(paths.state_dir)
+        actual = gather(paths.state_dir, orphans=prune)
         desired = read_units(directory, paths.tag, sticky=actual.addresses())
         result = plan(desired, actual, prune=prune)
         if target:

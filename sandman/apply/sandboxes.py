@@ -12,9 +12,10 @@ import select
 import shutil
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from sandman.apply import ids, networks
+from sandman.apply import faults, ids, networks
 from sandman.apply.context import ApplyContext
 from sandman.capabilities import PRESETS
 from sandman.errors import ApplyError
@@ -101,15 +102,18 @@ def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
     with _unit_key(sandbox, "rootfs", f"making `{runtime}`"):
         plan = _rootfs_plan(ctx, sandbox, source, idmap, runtime)
     undo.push(lambda: shutil.rmtree(runtime, ignore_errors=True))
+    faults.step(f"sandbox/{sandbox.name}: runtime dir made")
     cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
     with _unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
         for warning in ctx.cgroups.create(cgroup):
             ctx.progress.note(warning)
         undo.push(lambda: _remove_cgroup(ctx, cgroup))
+        faults.step(f"sandbox/{sandbox.name}: cgroup made")
         for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+        faults.step(f"sandbox/{sandbox.name}: limits written")
     os.makedirs(ctx.paths.log_dir, mode=0o755, exist_ok=True)
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
     if sandbox.unit.network is not None:
@@ -117,6 +121,7 @@ def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
     with _unit_key(sandbox, "sandbox.command", "starting the init"):
         pid = spawn(spec)
     undo.push(lambda: _kill(pid))
+    faults.step(f"sandbox/{sandbox.name}: init started")
     record = _record(ctx, sandbox, pid=pid, cgroup=cgroup, idmap=idmap, runtime=runtime, plan=plan)
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
@@ -347,12 +352,15 @@ def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> Non
     pid, start = int(runtime.get("pid", 0)), int(runtime.get("start_time", 0))
     if procs.is_running(pid, start):
         _terminate(pid, timeout)
+        faults.step(f"sandbox/{record.name}: init stopped")
     cgroup = runtime.get("cgroup")
     if isinstance(cgroup, str):
         _remove_cgroup(ctx, cgroup)
+        faults.step(f"sandbox/{record.name}: cgroup removed")
     runtime_dir = runtime.get("runtime_dir")
     if isinstance(runtime_dir, str) and runtime_dir.startswith(ctx.paths.state_dir):
         shutil.rmtree(runtime_dir, ignore_errors=True)
+        faults.step(f"sandbox/{record.name}: runtime dir removed")
     if not keep_record:
         remove_record(ctx.paths.state_dir, "sandbox", record.name)
         ctx.records.pop(record.key, None)
@@ -393,6 +401,15 @@ def _remove_cgroup(ctx: ApplyContext, cgroup: str) -> None:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def taint(ctx: ApplyContext, record: Record) -> Record:
+    """The record marked tainted, written: the next plan recreates the object, whatever else."""
+    tainted = replace(record, tainted=True)
+    write_record(ctx.paths.state_dir, tainted)
+    ctx.records[tainted.key] = tainted
+    faults.step(f"sandbox/{record.name}: record tainted")
+    return tainted
 
 
 def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> Record:

@@ -1,7 +1,11 @@
-"""Slices on the host: a cgroup per slice, nested like the units, with the slice's limits."""
+"""Slices on the host: a cgroup per slice, nested like the units, with the slice's limits.
+
+A slice that moves is made anew in its new place (create); the old cgroup, which no record owns
+once the slice's sandboxes are recreated in the new place, goes in the apply's final sweep."""
 
 from __future__ import annotations
 
+from sandman.apply import faults
 from sandman.apply.context import ApplyContext
 from sandman.observe.facts import Record
 from sandman.observe.records import record_of, remove_record, write_record
@@ -12,6 +16,7 @@ def create(ctx: ApplyContext, item: DesiredSlice) -> Record:
     path = ctx.cgroups.path(item.path)
     for warning in ctx.cgroups.create(path):
         ctx.progress.note(warning)
+    faults.step(f"slice/{item.name}: cgroup made")
     return update(ctx, item)
 
 
@@ -19,6 +24,7 @@ def update(ctx: ApplyContext, item: DesiredSlice) -> Record:
     path = ctx.cgroups.path(item.path)
     for warning in ctx.cgroups.set_limits(path, item.unit.slice):
         ctx.progress.note(f"slice/{item.name}: {warning}")
+    faults.step(f"slice/{item.name}: limits written")
     record = record_of("slice", item.name, item.canonical(), {"cgroup": path})
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
@@ -30,15 +36,6 @@ def destroy(ctx: ApplyContext, record: Record) -> None:
     if isinstance(path, str) and ctx.cgroups.exists(path):
         ctx.cgroups.kill(path)
         ctx.cgroups.remove(path)
+        faults.step(f"slice/{record.name}: cgroup removed")
     remove_record(ctx.paths.state_dir, "slice", record.name)
     ctx.records.pop(record.key, None)
-
-
-def recreate(ctx: ApplyContext, item: DesiredSlice, old: Record) -> Record:
-    """A slice that moved: its new cgroup first; the old one goes once empty (its sandboxes are
-    recreated in the new place by the same plan)."""
-    record = create(ctx, item)
-    old_path = old.runtime.get("cgroup")
-    if isinstance(old_path, str) and old_path != record.runtime["cgroup"]:
-        ctx.pending_removals.append(old_path)
-    return record

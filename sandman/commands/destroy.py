@@ -1,4 +1,5 @@
-"""`sandman destroy DIR|NAME...`: take down what DIR's units (or the named objects) made."""
+"""`sandman destroy DIR|NAME...`: take down what DIR's units (or the named objects) made, and,
+when that leaves nothing applied, the orphans a killed apply left."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sandman.observe.gather import gather
 from sandman.paths import Paths
 from sandman.plan.actions import Action
 from sandman.plan.diff import Plan
+from sandman.plan.diff import orphan_removal as _remove
 from sandman.progress import Lines
 from sandman.units.desired import Desired
 
@@ -26,11 +28,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("destroy changes namespaces, mounts, links and cgroups: run it as root")
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     with state_lock(paths.state_dir, wait=not args.no_wait):
-        actual = gather(paths.state_dir)
+        actual = gather(paths.state_dir, orphans=True)
         wanted = _targets(args.targets)
-        actions = [
-            Action("destroy", kind, name, "unit_removed") for kind, name in _ordered(wanted, actual)
-        ]
+        present = _ordered(wanted, actual)
+        actions = [Action("destroy", kind, name, "unit_removed") for kind, name in present]
+        if len(present) == len(actual.records):
+            # Nothing stays applied: what a killed apply left goes too.
+            actions[:0] = [_remove(orphan) for orphan in actual.orphans]
         ctx = ApplyContext(paths, Desired(paths.tag), actual, Lines())
         if not actions:
             remove_base_when_empty(ctx)

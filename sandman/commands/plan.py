@@ -16,7 +16,7 @@ EXIT_CHANGES_PENDING = 3
 
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
-    actual = gather(paths.state_dir)
+    actual = gather(paths.state_dir, orphans=not args.no_prune)
     desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
     result = plan(desired, actual, prune=not args.no_prune)
     if args.target:

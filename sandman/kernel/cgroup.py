@@ -120,6 +120,10 @@ class CgroupDriver(Protocol):
 
     def exists(self, rel: str) -> bool: ...
 
+    def locations(self, rel: str) -> list[str]:
+        """The directories of rel in every hierarchy sandman uses, whether they exist or not."""
+        ...
+
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
         """Only the `allowed` device rules ("c 1:3 rwm") may be used from the cgroup; returns
         warnings where the host has no such control."""

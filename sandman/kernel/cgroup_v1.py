@@ -196,6 +196,9 @@ class V1Driver:
         rel = common.check_rel(self.base, rel)
         return [os.path.join(top, rel) for top in self._tops]
 
+    def locations(self, rel: str) -> list[str]:
+        return self._dirs(rel)
+
     def _dir(self, controller: str, rel: str) -> str | None:
         top = self.hierarchies.get(controller)
         return None if top is None else os.path.join(top, common.check_rel(self.base, rel))

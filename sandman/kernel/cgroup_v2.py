@@ -119,6 +119,9 @@ class V2Driver:
     def _dir(self, rel: str) -> str:
         return os.path.join(self.root, common.check_rel(self.base, rel))
 
+    def locations(self, rel: str) -> list[str]:
+        return [self._dir(rel)]
+
     def _existing(self, rel: str) -> str:
         top = self._dir(rel)
         common.require_dirs([top])

@@ -43,7 +43,15 @@ from sandman.kernel.nft_rules import CHAINS, Forward, Rule
 if TYPE_CHECKING:
     from sandman.units.model import PortForward
 
-__all__ = ["dump_rules", "ensure_nat", "ensure_ports", "remove_ports", "remove_table", "table_name"]
+__all__ = [
+    "dump_rules",
+    "ensure_nat",
+    "ensure_ports",
+    "remove_ports",
+    "remove_rules",
+    "remove_table",
+    "table_name",
+]
 
 
 def dump_rules(tag: str) -> tuple[RuleFact, ...]:
@@ -87,6 +95,11 @@ def ensure_ports(
 
 def remove_ports(tag: str, sandbox_name: str) -> None:
     _reconcile(table_name(tag), PORT, sandbox_name, ())
+
+
+def remove_rules(tag: str, kind: str, owner: str) -> None:
+    """Every rule of `kind` ("nat", "port") that `owner` has, in one batch; none is success."""
+    _reconcile(table_name(tag), kind, owner, ())
 
 
 def remove_table(tag: str) -> None:

@@ -36,10 +36,25 @@ class Drift:
         return f"{self.what}: expected {self.expected}, found {self.found}"
 
 
+ORPHAN_KINDS = ("cgroup", "mount", "rule", "table", "link", "path")
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Something with this instance's naming that no record owns (see observe/orphans.py)."""
+
+    kind: str  # one of ORPHAN_KINDS
+    # What removal needs: a cgroup rel path, "KIND OWNER" of rules, a link's name, a mount
+    # point or path relative to the state dir.
+    name: str
+    what: str  # for the plan: why it is an orphan
+
+
 @dataclass(frozen=True)
 class ActualState:
     records: dict[ObjectKey, Record] = field(default_factory=dict)
     drift: dict[ObjectKey, tuple[Drift, ...]] = field(default_factory=dict)
+    orphans: tuple[Orphan, ...] = ()
 
     def of_kind(self, kind: str) -> dict[str, Record]:
         return {name: record for (k, name), record in self.records.items() if k == kind}

@@ -1,7 +1,9 @@
 """gather(): the only entry point of observe; reads the host once per run.
 
 Records say what was applied; the kernel says what is. Each difference is a Drift the planner
-turns into a repair: an init that is gone, a cgroup limit written by hand, a cgroup removed.
+turns into a repair: an init that is gone, a cgroup limit written by hand, a cgroup removed, a
+veth, bridge, address or rule missing. What carries the instance's naming and no record owns is
+an Orphan the planner removes.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandman.observe import procs
-from sandman.observe.facts import ActualState, Drift, ObjectKey, Record
+from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
 from sandman.observe.network import NetworkFacts
+from sandman.observe.orphans import find as find_orphans
 from sandman.observe.records import read_records
 from sandman.units.names import instance_tag
 
@@ -40,14 +43,19 @@ class RecordedLimits:
         return cls(**values)
 
 
-def gather(state_dir: str, cgroups: CgroupDriver | None = None) -> ActualState:
+def gather(
+    state_dir: str, cgroups: CgroupDriver | None = None, orphans: bool = False
+) -> ActualState:
+    """Records and their drift; with `orphans`, also what carries the instance's naming but has
+    no record (plan and apply look for them, status does not pay for it)."""
     records = {record.key: record for record in read_records(state_dir)}
     tag = instance_tag(state_dir)
-    if cgroups is None and records:
+    if cgroups is None and (records or orphans):
         from sandman.kernel.cgroup import driver_for
 
         cgroups = driver_for(tag)
-    links = NetworkFacts.read(tag) if any(_on_network(r) for r in records.values()) else None
+    networked = orphans or any(_on_network(r) for r in records.values())
+    links = NetworkFacts.read(tag) if networked else None
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
     for key, record in records.items():
         found = tuple(_drift(record, cgroups))
@@ -55,7 +63,10 @@ def gather(state_dir: str, cgroups: CgroupDriver | None = None) -> ActualState:
             found = tuple(links.drift(record))
         if found:
             drift[key] = found
-    return ActualState(records=records, drift=drift)
+    left: tuple[Orphan, ...] = ()
+    if orphans:
+        left = find_orphans(state_dir, tag, records.values(), cgroups, links)
+    return ActualState(records=records, drift=drift, orphans=left)
 
 
 def _on_network(record: Record) -> bool:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 ActionKind = Literal["create", "update", "recreate", "destroy", "repair"]
 Reason = Literal[
-    "new_unit", "unit_removed", "changed", "cannot_update_in_place", "tainted", "drift"
+    "new_unit", "unit_removed", "changed", "cannot_update_in_place", "tainted", "drift", "orphan"
 ]
 
 SYMBOLS: dict[ActionKind, str] = {
@@ -40,7 +40,8 @@ class Change:
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
-    object_kind: str  # "sandbox" | "network" | "slice"
+    # "sandbox" | "network" | "slice"; for an orphan, what it is: "cgroup", "link", "rule"...
+    object_kind: str
     name: str
     reason: Reason
     changes: tuple[Change, ...] = ()
@@ -60,6 +61,8 @@ class Action:
             detail = f"{', '.join(self.requires_recreate)} changed (recreate)"
         elif self.kind == "repair":
             detail = "; ".join(self.drift)
+        elif self.reason == "orphan":
+            detail = f"remove the orphan ({'; '.join(self.drift)})"
         else:
             detail = f"{self.kind} ({self.reason.replace('_', ' ')})"
         return f"{symbol} {self.object}: {detail}"

@@ -1,6 +1,7 @@
 """plan(desired, actual) -> Plan: a pure function, no I/O.
 
-Every object gets at most one action; objects with nothing to do are left out. Order follows
+Every object gets at most one action; objects with nothing to do are left out. Orphans (what
+carries the instance's naming but no record owns) are removed first, with pruning. Order follows
 dependencies: slices (parents first) and networks before the sandboxes that use them when
 building, and the reverse when destroying.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandman.digest import digest
-from sandman.observe.facts import ActualState, Drift, Record
+from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.plan.actions import Action, Change
 from sandman.plan.keys import is_live
 from sandman.units.desired import Desired
@@ -45,10 +46,12 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
                 build.append(action)
     if not prune:
         return Plan(tuple(build))
-    # Removed sandboxes go first, freeing names, addresses and ports that new ones may take; removed
+    # Orphans go first: a create often makes the very object a killed apply left behind. Then
+    # removed sandboxes, freeing names, addresses and ports that new ones may take; removed
     # networks and slices go last, once no sandbox of this plan stands on them.
     return Plan(
         (
+            *(orphan_removal(orphan) for orphan in actual.orphans),
             *_destroys(desired, actual, "sandbox"),
             *build,
             *_destroys(desired, actual, "network"),
@@ -151,6 +154,10 @@ def _destroys(desired: Desired, actual: ActualState, kind: str) -> Iterator[Acti
     gone = [r for r in actual.of_kind(kind).values() if r.name not in declared]
     for record in sorted(gone, key=lambda r: (-_depth(r), r.name)):
         yield Action("destroy", kind, record.name, "unit_removed")
+
+
+def orphan_removal(orphan: Orphan) -> Action:
+    return Action("destroy", orphan.kind, orphan.name, "orphan", drift=(orphan.what,))
 
 
 def _depth(record: Record) -> int:

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from sandman.cli import main
-from sandman.observe.facts import ActualState, Drift, Record
+from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.observe.records import record_of, write_record
 from sandman.plan.diff import plan, targeted
 from sandman.plan.keys import LIVE_KEYS, is_live
@@ -174,3 +174,20 @@ def test_target_keeps_the_object_and_what_it_stands_on() -> None:
         "sandbox/job",
     ]
     assert [a.object for a in targeted(whole, desired, "network/lan").actions] == ["network/lan"]
+
+
+def test_orphans_go_first_and_only_with_pruning() -> None:
+    desired = read_units(str(CASES / "no-change" / "after"), TAG)
+    records = {r.key: r for r in records_of(desired)}
+    left = (
+        Orphan("cgroup", "sandman-smt/ghost", "no record owns it"),
+        Orphan("link", "smt-ghost", "a veth with no record"),
+    )
+    actual = ActualState(records=records, orphans=left)
+    assert [a.describe() for a in plan(desired, actual).actions] == [
+        "- cgroup/sandman-smt/ghost: remove the orphan (no record owns it)",
+        "- link/smt-ghost: remove the orphan (a veth with no record)",
+    ]
+    assert plan(desired, actual, prune=False).actions == ()
+    (first, _) = plan(desired, actual).actions
+    assert first.to_json()["reason"] == "orphan" and first.to_json()["action"] == "destroy"

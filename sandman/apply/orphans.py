@@ -1,0 +1,98 @@
+"""Removing orphans: what a killed apply left with this instance's naming and no record.
+
+Each removal is idempotent: an orphan already gone (a veth that went with its netns when the
+cgroup's processes were killed) is success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable
+
+from sandman.apply import faults
+from sandman.apply.context import ApplyContext
+from sandman.observe import orphans
+from sandman.plan.actions import Action
+
+
+def remove(ctx: ApplyContext, action: Action) -> None:
+    _REMOVERS[action.object_kind](ctx, action.name)
+    faults.step(f"orphan {action.object}: removed")
+
+
+def _cgroup(ctx: ApplyContext, rel: str) -> None:
+    if ctx.cgroups.exists(rel) or ctx.cgroups.pids(rel):
+        ctx.cgroups.kill(rel)
+    ctx.cgroups.remove(rel)
+
+
+def _mount(ctx: ApplyContext, name: str) -> None:
+    from sandman.kernel import syscalls as sc
+
+    try:
+        sc.umount2(_in_state_dir(ctx, name), sc.MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not a mount (any more)
+            raise
+
+
+def _rule(ctx: ApplyContext, name: str) -> None:
+    from sandman.kernel import nat
+
+    kind, _, owner = name.partition(" ")
+    nat.remove_rules(ctx.paths.tag, kind, owner)
+
+
+def _table(ctx: ApplyContext, name: str) -> None:
+    from sandman.kernel import nat
+
+    nat.remove_table(ctx.paths.tag)
+
+
+def _link(ctx: ApplyContext, name: str) -> None:
+    from sandman.kernel import net
+
+    net.remove_link(name)
+
+
+def _in_state_dir(ctx: ApplyContext, name: str) -> str:
+    # Never anything outside the state dir, whatever a plan says.
+    path = os.path.normpath(os.path.join(ctx.paths.state_dir, name))
+    if not path.startswith(ctx.paths.state_dir.rstrip("/") + "/"):
+        raise ValueError(f"`{path}` is outside the state dir `{ctx.paths.state_dir}`")
+    return path
+
+
+def _path(ctx: ApplyContext, name: str) -> None:
+    path = _in_state_dir(ctx, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+_REMOVERS: dict[str, Callable[[ApplyContext, str], None]] = {
+    "cgroup": _cgroup,
+    "mount": _mount,
+    "rule": _rule,
+    "table": _table,
+    "link": _link,
+    "path": _path,
+}
+
+
+def sweep_cgroups(ctx: ApplyContext) -> None:
+    """After an apply: cgroups no record owns any more and that are empty (a slice's old place
+    once its sandboxes moved out) go. Busy ones stay for the next plan to show."""
+    owned = orphans.owned_cgroups(ctx.records.values())
+    if not owned:
+        return  # the instance's own cgroup: remove_base_when_empty decides
+    for orphan in orphans.cgroup_orphans(
+        ctx.cgroups.path(), owned, orphans.children_of(ctx.cgroups)
+    ):
+        if not ctx.cgroups.pids(orphan.name):
+            ctx.cgroups.remove(orphan.name)

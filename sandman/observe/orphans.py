@@ -1,0 +1,208 @@
+"""Orphans: kernel objects and files that carry this instance's naming but no record owns.
+
+They are what an apply killed at the wrong moment leaves: a cgroup (with an init in it) made
+before the sandbox's record was written, a bridge or veth, NAT rules of an object whose record is
+gone, a runtime dir, a record's temporary file. Observe finds them; the plan removes them first,
+so that what follows (often the create of the same object) starts from a clean host.
+
+Ownership comes from the records alone. Each finder here is pure but for the reads it is given,
+so the decisions are tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from sandman.observe.facts import ORPHAN_KINDS, Orphan, Record
+
+if TYPE_CHECKING:
+    from sandman.kernel.cgroup import CgroupDriver
+    from sandman.observe.network import NetworkFacts
+
+# Removal order: processes go with their cgroups first, then what they might hold.
+KINDS = ORPHAN_KINDS
+RECORD_DIRS = ("sandboxes", "networks", "slices")
+
+
+def find(
+    state_dir: str,
+    tag: str,
+    records: Iterable[Record],
+    cgroups: CgroupDriver | None,
+    network: NetworkFacts | None,
+) -> tuple[Orphan, ...]:
+    records = list(records)
+    found: list[Orphan] = []
+    if cgroups is not None:
+        found += cgroup_orphans(cgroups.path(), owned_cgroups(records), children_of(cgroups))
+    found += mount_orphans(state_dir, _mount_points())
+    if network is not None:
+        found += rule_orphans(tag, records, network.rules)
+        found += link_orphans(tag, records, network.links)
+    found += path_orphans(state_dir, records)
+    return tuple(sorted(found, key=lambda o: (KINDS.index(o.kind), o.name)))
+
+
+# --- cgroups ------------------------------------------------------------------------------------
+
+
+def owned_cgroups(records: Iterable[Record]) -> dict[str, bool]:
+    """Recorded cgroup -> whether sandman's own cgroups may sit below it (a slice's may; what is
+    below a sandbox's is the sandbox's business)."""
+    owned: dict[str, bool] = {}
+    for record in records:
+        cgroup = record.runtime.get("cgroup")
+        if isinstance(cgroup, str):
+            owned[cgroup] = owned.get(cgroup, False) or record.kind == "slice"
+    return owned
+
+
+def cgroup_orphans(
+    base: str, owned: dict[str, bool], children: Callable[[str], list[str] | None]
+) -> list[Orphan]:
+    """The topmost cgroups under `base` that no record owns and that lead to none that is.
+
+    `children(rel)` lists rel's child cgroups in any hierarchy, None when rel exists in none."""
+    below = children(base)
+    if below is None:
+        return []
+    if not owned:
+        return [Orphan("cgroup", base, "the instance's cgroup, and no record")]
+    found: list[Orphan] = []
+    pending = [f"{base}/{name}" for name in below]
+    while pending:
+        rel = pending.pop()
+        if rel in owned and not owned[rel]:
+            continue
+        if rel in owned or any(o.startswith(rel + "/") for o in owned):
+            pending += [f"{rel}/{name}" for name in children(rel) or ()]
+        else:
+            found.append(Orphan("cgroup", rel, "no record owns it"))
+    return found
+
+
+def children_of(cgroups: CgroupDriver) -> Callable[[str], list[str] | None]:
+    def children(rel: str) -> list[str] | None:
+        names: set[str] = set()
+        seen = False
+        for directory in cgroups.locations(rel):
+            try:
+                with os.scandir(directory) as entries:
+                    names |= {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+                seen = True
+            except FileNotFoundError:
+                continue
+        return sorted(names) if seen else None
+
+    return children
+
+
+# --- mounts -------------------------------------------------------------------------------------
+
+
+def mount_orphans(state_dir: str, mount_points: Iterable[str]) -> list[Orphan]:
+    """sandman mounts nothing under its state dir in the host's mount namespace (a sandbox's
+    mounts live in its own), so any mount there is a leftover; deepest first, named relative
+    to the state dir."""
+    inside = [p for p in mount_points if p.startswith(state_dir.rstrip("/") + "/")]
+    return [
+        Orphan("mount", os.path.relpath(point, state_dir), "a mount under the state dir")
+        for point in sorted(inside, key=lambda p: (-p.count("/"), p))
+    ]
+
+
+def _mount_points() -> list[str]:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    return [_unescape(line.split()[4]) for line in lines if len(line.split()) > 4]
+
+
+def _unescape(field: str) -> str:
+    if "\\" not in field:
+        return field
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+# --- network ------------------------------------------------------------------------------------
+
+
+def rule_orphans(tag: str, records: Iterable[Record], rules: Iterable[Any]) -> list[Orphan]:
+    """NAT rules of a network and port forwards of a sandbox that have no record; the whole
+    table when no network is recorded at all."""
+    records = list(records)
+    rules = list(rules)
+    networks = {r.name for r in records if r.kind == "network"}
+    sandboxes = {r.name for r in records if r.kind == "sandbox"}
+    if not rules:
+        return []
+    if not networks:
+        return [Orphan("table", f"sandman_{tag}", "the instance's nf_tables table, and no network")]
+    found: dict[str, Orphan] = {}
+    for rule in rules:
+        owners = {"nat": networks, "port": sandboxes}.get(rule.kind)
+        if owners is not None and rule.owner not in owners:
+            name = f"{rule.kind} {rule.owner}"
+            found[name] = Orphan(
+                "rule", name, f"{rule.kind} rules of a {_owner(rule.kind)} with no record"
+            )
+    return list(found.values())
+
+
+def _owner(kind: str) -> str:
+    return "network" if kind == "nat" else "sandbox"
+
+
+def link_orphans(tag: str, records: Iterable[Record], links: dict[str, Any]) -> list[Orphan]:
+    """Bridges named `TAGb-*` and veths named `TAG-*` that no record names."""
+    owned = set(_owned_links(records))
+    found = []
+    for name, link in links.items():
+        if name in owned:
+            continue
+        if (name.startswith(f"{tag}b-") and link.kind == "bridge") or (
+            name.startswith(f"{tag}-") and link.kind == "veth"
+        ):
+            found.append(Orphan("link", name, f"a {link.kind} with no record"))
+    return found
+
+
+def _owned_links(records: Iterable[Record]) -> Iterator[str]:
+    for record in records:
+        resolved = record.unit.get("resolved", {})
+        for value in (resolved.get("veth"), resolved.get("bridge"), record.runtime.get("bridge")):
+            if isinstance(value, str):
+                yield value
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def path_orphans(state_dir: str, records: Iterable[Record]) -> list[Orphan]:
+    """Temporary files of records whose write was cut short, and runtime dirs of sandboxes
+    with no record; named relative to the state dir."""
+    recorded = {(r.kind, r.name) for r in records}
+    found = []
+    for subdir in RECORD_DIRS:
+        directory = os.path.join(state_dir, subdir)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            name = f"{subdir}/{entry.name}"
+            if entry.name.endswith(".json.tmp"):
+                found.append(Orphan("path", name, "a record's unfinished write"))
+            elif (
+                subdir == "sandboxes"
+                and entry.is_dir(follow_symlinks=False)
+                and ("sandbox", entry.name) not in recorded
+            ):
+                found.append(Orphan("path", name, "a runtime dir with no record"))
+    return found
