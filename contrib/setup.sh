@@ -13,8 +13,9 @@ command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
 dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 if [ -n "$extras" ]; then
-    # The security tests build a tiny static probe (a syscall no busybox applet makes).
-    for package in gcc libc6-dev; do
+    # The security tests build a tiny static probe (a syscall no busybox applet makes); the
+    # service tests run systemd-analyze and systemd-tmpfiles (Debian's systemd package).
+    for package in gcc libc6-dev systemd; do
         dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
     done
 fi

@@ -101,7 +101,51 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     schema.set_defaults(module="schema")
     _image_verbs(verbs, paths)
     _sandbox_verbs(verbs, paths, exec_remainder)
+    _daemon_verb(verbs, paths)
     return parser
+
+
+def _daemon_verb(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
+) -> None:
+    daemon = verbs.add_parser(
+        "daemon",
+        parents=[paths],
+        help="keep the host as a unit directory declares, as a service",
+        description="Apply DIR at start, then again whenever a unit file changes (inotify), a "
+        "sandbox's init exits (restarted as its `restart` says, with backoff), on SIGHUP, and "
+        "every --drift-interval seconds to repair drift. Tells systemd when it is ready "
+        "(Type=notify) and logs one line per event on stderr with journald priority prefixes. "
+        "A bad unit file is logged and changes nothing: what runs keeps running.",
+    )
+    daemon.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        help="the directory of NAME.KIND.toml files (default /etc/sandman/units)",
+    )
+    daemon.add_argument(
+        "--drift-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between drift checks; 0 turns them off (default 30)",
+    )
+    daemon.add_argument(
+        "--debounce",
+        type=float,
+        default=200.0,
+        metavar="MS",
+        help="wait this long after a unit file changes for more changes (default 200)",
+    )
+    daemon.add_argument(
+        "--on-stop",
+        choices=("keep", "stop"),
+        default="keep",
+        help="on SIGTERM: keep the sandboxes running (default), or stop them, destroying every "
+        "object the daemon's state dir records",
+    )
+    daemon.set_defaults(module="daemon")
 
 
 def _sandbox_verbs(

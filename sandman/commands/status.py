@@ -1,4 +1,6 @@
-"""`sandman status [NAME]`: every sandbox, its state and its resource use (no pydantic here)."""
+"""`sandman status [NAME]`: every sandbox, its state and its resource use (no pydantic here).
+
+`restarts` counts the inits the daemon restarted (sandman/daemon/restarts.py); 0 without one."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from typing import Any
 
 from sandman import output
+from sandman.daemon.restarts import read_counts
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Record
 from sandman.observe.gather import gather
@@ -17,7 +20,11 @@ from sandman.paths import Paths
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     actual = gather(paths.state_dir)
-    sandboxes = [sandbox_status(r, actual, paths.tag) for r in sorted_records(actual, "sandbox")]
+    restarts = read_counts(paths.state_dir)
+    sandboxes = [
+        {**sandbox_status(r, actual, paths.tag), "restarts": restarts.get(r.name, 0)}
+        for r in sorted_records(actual, "sandbox")
+    ]
     if args.name:
         sandboxes = [s for s in sandboxes if s["name"] == args.name]
         if not sandboxes:
@@ -103,7 +110,7 @@ def slice_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any
 
 
 def render(report: dict[str, Any]) -> str:
-    rows = [("NAME", "STATE", "PID", "UPTIME", "SLICE", "ADDRESS", "MEMORY", "IMAGE")]
+    rows = [("NAME", "STATE", "PID", "UPTIME", "SLICE", "ADDRESS", "MEMORY", "IMAGE", "RESTARTS")]
     for item in report["sandboxes"]:
         rows.append(
             (
@@ -115,6 +122,7 @@ def render(report: dict[str, Any]) -> str:
                 str(item["network"]["address"] or "-"),
                 _bytes(item["usage"].get("memory_current")),
                 str(item["image"]),
+                str(item["restarts"]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

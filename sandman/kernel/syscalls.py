@@ -111,6 +111,22 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_LOWER = 3
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# <linux/inotify.h>: the events the daemon watches a unit directory for
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
 # <linux/capability.h>
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _LINUX_CAPABILITY_U32S_3 = 2
@@ -170,6 +186,11 @@ _HINTS: dict[tuple[str, int], str] = {
     ("close_range", errno.EINVAL): "first is greater than last, or unknown flag",
     ("pidfd_send_signal", errno.ESRCH): "the process has already exited",
     ("pidfd_send_signal", errno.EPERM): "not allowed to signal it (needs CAP_KILL or same uid)",
+    ("inotify_init1", errno.EMFILE): "too many inotify instances: see "
+    "/proc/sys/fs/inotify/max_user_instances",
+    ("inotify_add_watch", errno.ENOSPC): "too many inotify watches: see "
+    "/proc/sys/fs/inotify/max_user_watches",
+    ("inotify_add_watch", errno.ENOTDIR): "IN_ONLYDIR was given and the path is not a directory",
     ("capset", errno.EPERM): "cannot add capabilities beyond the permitted or bounding set",
     ("prctl", errno.EPERM): "PR_CAPBSET_DROP needs CAP_SETPCAP; PR_CAP_AMBIENT_RAISE needs the "
     "capability in both the permitted and the inheritable set",
@@ -246,6 +267,9 @@ for _name, _argtypes in {
     "prctl": (ctypes.c_int, _ulong, _ulong, _ulong, _ulong),
     "capget": (ctypes.c_void_p, ctypes.c_void_p),
     "capset": (ctypes.c_void_p, ctypes.c_void_p),
+    "inotify_init1": (ctypes.c_int,),
+    "inotify_add_watch": (ctypes.c_int, _str, ctypes.c_uint32),
+    "inotify_rm_watch": (ctypes.c_int, ctypes.c_int),
 }.items():
     getattr(_libc, _name).argtypes = _argtypes
     getattr(_libc, _name).restype = ctypes.c_int
@@ -382,6 +406,23 @@ def pidfd_open(pid: int, flags: int = 0) -> int:
 def pidfd_send_signal(pidfd: int, sig: int, flags: int = 0) -> None:
     args = (_cint(pidfd, "pidfd"), _cint(sig, "sig"), None, _cuint(flags, "flags"))
     _check(_syscall("pidfd_send_signal", *args), "pidfd_send_signal", f"pidfd {pidfd}, sig {sig}")
+
+
+def inotify_init1(flags: int = 0) -> int:
+    """A new inotify instance as an fd; IN_CLOEXEC is always added, as in os.open."""
+    flags |= IN_CLOEXEC
+    return _check(_libc.inotify_init1(_cint(flags, "flags")), "inotify_init1", f"flags {flags:#x}")
+
+
+def inotify_add_watch(fd: int, path: StrPath, mask: int) -> int:
+    """Watch `path` for the IN_* events of `mask`; returns the watch descriptor."""
+    result = _libc.inotify_add_watch(_cint(fd, "fd"), _c_str(path), _uint(mask, "mask"))
+    return _check(result, "inotify_add_watch", os.fspath(path))
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    result = _libc.inotify_rm_watch(_cint(fd, "fd"), _cint(wd, "wd"))
+    _check(result, "inotify_rm_watch", f"watch {wd}")
 
 
 def close_range(first: int, last: int = FD_LAST, flags: int = 0) -> None:

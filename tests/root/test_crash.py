@@ -79,7 +79,9 @@ def write_units(lab: Lab) -> None:
         text = sandbox_unit("lan", ports=ports, sandbox='slice = "tier"\nrestart = "always"')
         text += mounts
         if name == "gamma":
-            text = text.replace("[sandbox]", "[rootfs]\nimage = \"busybox\"\npersistent = true\n\n[sandbox]", 1)
+            text = text.replace(
+                "[sandbox]", '[rootfs]\nimage = "busybox"\npersistent = true\n\n[sandbox]', 1
+            )
         sm.write(name, text)
 
 

@@ -1,0 +1,225 @@
+"""The daemon's main loop: a pass at start, READY=1, then a pass whenever one is due.
+
+Passes run one at a time in this process, between waits; a signal only wakes the wait, so
+SIGTERM never cuts a pass in half. Inits are watched by pidfd: the daemon is not their parent
+(they belong to the host's init, as after `apply`), and keeps no process per sandbox.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+
+from sandman.daemon import lastgood, restarts
+from sandman.daemon.instance import only_daemon
+from sandman.daemon.journal import Journal, JournalProgress
+from sandman.daemon.notify import Notifier
+from sandman.daemon.passes import Passes
+from sandman.daemon.schedule import Pass, Schedule
+from sandman.daemon.watch import Event, Init, Watcher
+from sandman.errors import StateError
+from sandman.observe import procs
+from sandman.observe.records import read_records
+from sandman.paths import Paths
+
+ON_STOP = ("keep", "stop")
+
+
+@dataclass(frozen=True)
+class Options:
+    directory: str
+    paths: Paths
+    drift_interval: float = 30.0  # seconds; 0 turns the periodic drift check off
+    debounce: float = 0.2  # seconds
+    on_stop: str = "keep"  # "keep": sandboxes run on; "stop": destroy every applied object
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A sandbox as its record says: its init, whether that runs, its restart policy."""
+
+    init: Init
+    alive: bool
+    restart: str
+
+
+@dataclass
+class Daemon:
+    options: Options
+    journal: Journal = field(default_factory=Journal)
+    notifier: Notifier = field(default_factory=Notifier.from_environment)
+    backoff: restarts.Backoff = field(default_factory=restarts.Backoff)
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.options.paths.state_dir
+        self.passes = Passes(self.options.directory, self.options.paths, self.journal)
+        self.counts = restarts.read_counts(self.state_dir)
+        self.unwatched = False  # the unit directory could not be watched
+
+    def run(self) -> int:
+        with only_daemon(self.state_dir):
+            watcher = Watcher(self.options.directory)
+            try:
+                self._serve(watcher)
+                # While the watcher still holds the signals: a second SIGTERM must not cut the
+                # teardown short.
+                self._stop()
+            finally:
+                watcher.close()
+                self.notifier.close()
+        return 0
+
+    def _serve(self, watcher: Watcher) -> None:
+        options = self.options
+        self.journal.info(
+            f"watching {options.directory} (state {self.state_dir}; drift check "
+            f"{f'every {options.drift_interval:g} s' if options.drift_interval else 'off'}; "
+            f"on stop: {options.on_stop})"
+        )
+        self._watch_directory(watcher)
+        schedule = Schedule(options.drift_interval, options.debounce, time.monotonic())
+        self._pass(Pass("start"), watcher, schedule)
+        self.notifier.send(READY=1, STATUS=self._status())
+        while True:
+            events = watcher.wait(schedule.timeout(time.monotonic()))
+            if not self._handle(events, watcher, schedule):
+                return
+            reloading = any(e.kind == "signal" and int(e.name) == signal.SIGHUP for e in events)
+            for job in schedule.due(time.monotonic()):
+                self._pass(job, watcher, schedule)
+            if reloading:
+                self.notifier.send(READY=1, STATUS=self._status())
+
+    # -- events
+
+    def _handle(self, events: list[Event], watcher: Watcher, schedule: Schedule) -> bool:
+        """Turn events into scheduled passes; False when a signal asks the daemon to stop."""
+        now = time.monotonic()
+        for event in events:
+            if event.kind == "signal":
+                if int(event.name) != signal.SIGHUP:
+                    self.journal.info(f"{signal.Signals(int(event.name)).name}: stopping")
+                    return False
+                self.journal.info("SIGHUP: reloading the unit files")
+                usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                self.notifier.send(RELOADING=1, MONOTONIC_USEC=usec)
+                self._watch_directory(watcher)
+                schedule.full_now(now, "reload (SIGHUP)")
+            elif event.kind == "units":
+                if event.lost_watch:
+                    self.journal.warning(f"{self.options.directory}: gone or moved; not watched")
+                    self.unwatched = True
+                schedule.units_changed(now, event.name)
+            else:
+                self._exited(event.name)
+        self._schedule_restarts(schedule, now)
+        return True
+
+    def _exited(self, name: str) -> None:
+        sandbox = self._sandboxes().get(name)
+        pid = f" (pid {sandbox.init.pid})" if sandbox else ""
+        policy = sandbox.restart if sandbox else "no"
+        self.journal.warning(f"sandbox/{name}: init{pid} exited; restart = {policy!r}")
+
+    def _schedule_restarts(self, schedule: Schedule, now: float) -> None:
+        """Every dead init whose policy restarts it, not yet scheduled, is, after its backoff."""
+        for name, sandbox in self._sandboxes().items():
+            if sandbox.alive or sandbox.restart == "no" or schedule.has(name):
+                continue
+            wait = self.backoff.next_delay(name, now)
+            self.journal.info(f"sandbox/{name}: restarting in {wait:g} s")
+            schedule.restart(name, now + wait)
+
+    # -- passes
+
+    def _pass(self, job: Pass, watcher: Watcher, schedule: Schedule) -> None:
+        before = self._sandboxes()
+        self.passes.run(job)
+        after = self._sandboxes()
+        self._count_restarts(before, after)
+        gone = watcher.sync_inits({name: s.init for name, s in after.items()})
+        for name in gone:
+            self._exited(name)
+        for name in before.keys() - after.keys():
+            self.backoff.forget(name)
+            schedule.forget(name)
+        self._schedule_restarts(schedule, time.monotonic())
+        if self._watch_directory(watcher):
+            schedule.units_changed(time.monotonic(), ".")
+        self.notifier.send(STATUS=self._status())
+
+    def _count_restarts(self, before: dict[str, Sandbox], after: dict[str, Sandbox]) -> None:
+        """A restart: an init that was dead before the pass and a new one that runs after it."""
+        now = time.monotonic()
+        counts = {name: n for name, n in self.counts.items() if name in after}
+        for name, sandbox in after.items():
+            was = before.get(name)
+            if sandbox.alive and (was is None or was.init != sandbox.init):
+                self.backoff.up(name, now)
+                if was is not None and not was.alive:
+                    counts[name] = counts.get(name, 0) + 1
+        if counts != self.counts:
+            self.counts = counts
+            try:
+                restarts.write_counts(self.state_dir, counts)
+            except OSError as exc:
+                self.journal.warning(f"restart counts not saved: {exc}")
+
+    def _sandboxes(self) -> dict[str, Sandbox]:
+        try:
+            records = read_records(self.state_dir)
+        except StateError as exc:
+            self.journal.error(str(exc))
+            return {}
+        found = {}
+        for record in records:
+            if record.kind != "sandbox":
+                continue
+            init = Init(int(record.runtime.get("pid", 0)), int(record.runtime.get("start_time", 0)))
+            alive = procs.is_running(init.pid, init.start_time)
+            restart = str((record.unit.get("sandbox") or {}).get("restart", "no"))
+            found[record.name] = Sandbox(init, alive, restart)
+        return found
+
+    def _watch_directory(self, watcher: Watcher) -> bool:
+        """Watch the unit directory unless it is watched; True when it is watched anew after
+        a failure (changes may have been missed meanwhile). A failure is logged once."""
+        if watcher.watching_directory:
+            return False
+        try:
+            watcher.watch_directory()
+        except OSError as exc:
+            if not self.unwatched:
+                self.journal.error(
+                    f"{self.options.directory}: cannot watch it ({exc.strerror}); changes are "
+                    "picked up by the drift check and SIGHUP until it can be"
+                )
+            self.unwatched = True
+            return False
+        again, self.unwatched = self.unwatched, False
+        if again:
+            self.journal.notice(f"{self.options.directory}: watched again")
+        return again
+
+    def _status(self) -> str:
+        sandboxes = self._sandboxes().values()
+        running = sum(1 for s in sandboxes if s.alive)
+        text = f"{running} sandboxes running, {len(sandboxes) - running} not running"
+        if self.passes.bad_units is not None:
+            text += "; the unit directory has problems, the last good units are kept"
+        return text
+
+    # -- the end
+
+    def _stop(self) -> None:
+        self.notifier.send(STOPPING=1, STATUS="stopping")
+        if self.options.on_stop == "keep":
+            self.journal.info("stopped; the sandboxes keep running (--on-stop keep)")
+            return
+        from sandman.daemon.teardown import destroy_all
+
+        destroyed = destroy_all(self.options.paths, JournalProgress(self.journal))
+        restarts.write_counts(self.state_dir, {})
+        lastgood.remove(self.state_dir)
+        self.journal.info(f"stopped; {destroyed} objects destroyed (--on-stop stop)")

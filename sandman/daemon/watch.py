@@ -1,0 +1,203 @@
+"""What the daemon waits for, in one selector: unit files changing (inotify), inits exiting
+(pidfds) and signals (Python's wakeup fd, so a handler never interrupts a pass halfway).
+
+No thread and no per-sandbox process: one poll over a handful of fds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from sandman.daemon.lastgood import is_unit_file
+from sandman.kernel import syscalls as sc
+from sandman.observe import procs
+
+# Created, written and closed, renamed in or out, removed: what editors and `cp`/`mv` do.
+UNIT_EVENTS = (
+    sc.IN_CLOSE_WRITE
+    | sc.IN_MOVED_TO
+    | sc.IN_MOVED_FROM
+    | sc.IN_CREATE
+    | sc.IN_DELETE
+    | sc.IN_ATTRIB
+    | sc.IN_DELETE_SELF
+    | sc.IN_MOVE_SELF
+)
+# The directory itself went away, or the kernel dropped events: read everything again.
+_WHOLE_DIRECTORY = sc.IN_DELETE_SELF | sc.IN_MOVE_SELF | sc.IN_IGNORED | sc.IN_Q_OVERFLOW
+_EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+Kind = Literal["units", "exit", "signal"]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: Kind
+    name: str  # the unit file, the sandbox whose init exited, or the signal's number
+    lost_watch: bool = False
+
+
+@dataclass(frozen=True)
+class Init:
+    pid: int
+    start_time: int
+
+
+def parse_inotify(buffer: bytes) -> list[tuple[int, int, str]]:
+    """(wd, mask, name) of each struct inotify_event in what one read() returned."""
+    events, offset = [], 0
+    while offset + _EVENT.size <= len(buffer):
+        wd, mask, _cookie, length = _EVENT.unpack_from(buffer, offset)
+        offset += _EVENT.size
+        raw = buffer[offset : offset + length].split(b"\0", 1)[0]
+        offset += length
+        events.append((wd, mask, os.fsdecode(raw)))
+    return events
+
+
+def unit_event(mask: int, name: str) -> Event | None:
+    """The event a directory change means to the daemon, None when it touches no unit file."""
+    if mask & _WHOLE_DIRECTORY:
+        return Event(
+            "units", name or ".", lost_watch=bool(mask & (sc.IN_IGNORED | sc.IN_MOVE_SELF))
+        )
+    return Event("units", name) if is_unit_file(name) else None
+
+
+class Watcher:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.selector = selectors.DefaultSelector()
+        self._inotify = sc.inotify_init1(sc.IN_NONBLOCK)
+        self.selector.register(self._inotify, selectors.EVENT_READ, ("units", ""))
+        self._wake_read, self._wake_write = socket.socketpair()
+        for end in (self._wake_read, self._wake_write):
+            end.setblocking(False)
+        self._old_wakeup = signal.set_wakeup_fd(
+            self._wake_write.fileno(), warn_on_full_buffer=False
+        )
+        self._old_handlers = {number: signal.signal(number, _note_only) for number in SIGNALS}
+        self.selector.register(self._wake_read, selectors.EVENT_READ, ("signal", ""))
+        self._wd: int | None = None
+        self._inits: dict[str, tuple[Init, int]] = {}
+        self._reported: set[tuple[str, Init]] = set()
+
+    # -- the unit directory
+
+    def watch_directory(self) -> None:
+        """(Re)start watching the unit directory; raises OSError when it is not there."""
+        if self._wd is not None:
+            return
+        self._wd = sc.inotify_add_watch(self._inotify, self.directory, UNIT_EVENTS | sc.IN_ONLYDIR)
+
+    @property
+    def watching_directory(self) -> bool:
+        return self._wd is not None
+
+    def _unit_events(self) -> list[Event]:
+        found = []
+        while True:
+            try:
+                buffer = os.read(self._inotify, 65536)
+            except BlockingIOError:
+                break
+            for _wd, mask, name in parse_inotify(buffer):
+                event = unit_event(mask, name)
+                if event is None:
+                    continue
+                if event.lost_watch:
+                    self._wd = None
+                found.append(event)
+        return found
+
+    # -- inits
+
+    def sync_inits(self, inits: dict[str, Init]) -> list[str]:
+        """Watch exactly these inits; returns the sandboxes whose init is already gone (each
+        init reported once, here or as an event)."""
+        for name in list(self._inits):
+            if inits.get(name) != self._inits[name][0]:
+                self._unwatch(name)
+        gone = []
+        for name, init in inits.items():
+            if name in self._inits or (name, init) in self._reported:
+                continue
+            if not self._watch(name, init):
+                self._reported.add((name, init))
+                gone.append(name)
+        self._reported = {(n, i) for n, i in self._reported if inits.get(n) == i}
+        return gone
+
+    def _watch(self, name: str, init: Init) -> bool:
+        try:
+            fd = sc.pidfd_open(init.pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            # No pidfds (Linux < 5.3, or seccomp): the drift check finds the exit instead.
+            return True
+        # Checked after opening: the fd then names the process that had this start time, never a
+        # later one that reused the PID.
+        if not procs.is_running(init.pid, init.start_time):
+            os.close(fd)
+            return False
+        self.selector.register(fd, selectors.EVENT_READ, ("exit", name))
+        self._inits[name] = (init, fd)
+        return True
+
+    def _unwatch(self, name: str) -> None:
+        _init, fd = self._inits.pop(name)
+        self.selector.unregister(fd)
+        os.close(fd)
+
+    # -- waiting
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        events: list[Event] = []
+        for key, _mask in self.selector.select(timeout):
+            kind, _ = key.data
+            if kind == "signal":
+                events += self._signals()
+            elif kind == "units":
+                events += self._unit_events()
+            else:
+                name = key.data[1]
+                self._reported.add((name, self._inits[name][0]))
+                self._unwatch(name)
+                events.append(Event("exit", name))
+        return events
+
+    def _signals(self) -> list[Event]:
+        found = []
+        with contextlib.suppress(BlockingIOError):
+            while data := self._wake_read.recv(64):
+                found += [Event("signal", str(number)) for number in data]
+        return found
+
+    def close(self) -> None:
+        for name in list(self._inits):
+            self._unwatch(name)
+        signal.set_wakeup_fd(self._old_wakeup)
+        for number, handler in self._old_handlers.items():
+            signal.signal(number, handler)
+        self.selector.close()
+        os.close(self._inotify)
+        for end in (self._wake_read, self._wake_write):
+            end.close()
+
+
+def _note_only(_number: int, _frame: object) -> None:
+    """The wakeup fd carries the signal; the handler only keeps Python from acting on it."""
+
+
+def names(events: Iterable[Event], kind: Kind) -> list[str]:
+    return [e.name for e in events if e.kind == kind]
