@@ -188,6 +188,7 @@ class V1Driver:
         }
         self._tops = list(dict.fromkeys(self.hierarchies.values()))
         self._page = common.page_size()
+        self._files: dict[tuple[str, str], bool] = {}
 
     def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
         return common.join_path(self.base, slice_path, name)
@@ -285,20 +286,31 @@ class V1Driver:
         if directory is None:
             return None
         for scale in (CFQ, BFQ):
-            if os.path.exists(f"{directory}/{scale.file}"):
+            if self._has(directory, "blkio", scale.file):
                 return scale
         return None
 
     def _file(self, key: str, rel: str) -> str | None:
-        """The file holding `key` in rel, or None when the cgroup lacks it."""
+        """The file holding `key` in rel, or None when the cgroups of its hierarchy lack it."""
         controller, file = _FILES[key]
         directory = self._dir(controller, rel)
         if key == "io_weight":
             scale = self._io_scale(rel)
             file = "" if scale is None else scale.file
-        if directory is None or not file or not os.path.exists(f"{directory}/{file}"):
+        if directory is None or not file or not self._has(directory, controller, file):
             return None
         return f"{directory}/{file}"
+
+    def _has(self, directory: str, controller: str, file: str) -> bool:
+        """Whether the cgroups of a hierarchy have `file`. The kernel gives every cgroup but the
+        root the same files, so one real cgroup answers for all: status and observe read the
+        limits of every sandbox, and a stat per file and cgroup cost more than the reads."""
+        known = self._files.get((controller, file))
+        if known is None:
+            known = os.path.exists(f"{directory}/{file}")
+            if known or os.path.isdir(directory):
+                self._files[(controller, file)] = known
+        return known
 
     def set_limits(self, rel: str, limits: Limits) -> list[str]:
         """Write every key (an absent key resets the file to no limit or the default weight).
@@ -367,12 +379,14 @@ class V1Driver:
     def read_limits(self, rel: str) -> LimitValues:
         """The limits in the unit's units (bytes, percent, weights); a key whose file is missing
         is left out."""
-        common.require_dirs(self._dirs(rel))
         result: LimitValues = {}
         for key in _FILES:
             path = self._file(key, rel)
-            text = None if path is None else common.read_optional(path)
-            if path is None or text is None:
+            if path is None:
+                continue
+            text = common.read_optional(path)
+            if text is None:  # a file its hierarchy has: the cgroup itself is missing
+                common.require_dirs([os.path.dirname(path)])
                 continue
             if key == "cpu_max":
                 period = common.read_int(os.path.join(os.path.dirname(path), "cpu.cfs_period_us"))
@@ -387,6 +401,8 @@ class V1Driver:
                 result[key] = None if text.split()[0] == "max" else int(text)
             else:
                 result[key] = parse_v1_bytes(text, self._page)
+        if not result:  # nothing read: say which cgroup is missing, if one is
+            common.require_dirs(self._dirs(rel))
         return result
 
     def expected_limits(self, rel: str, limits: Limits) -> LimitValues:

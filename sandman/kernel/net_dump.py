@@ -19,7 +19,10 @@ from sandman.kernel.net_facts import (
     Interface,
     LinkFact,
     RuleFact,
+    address_index,
+    link_name,
     parse_addresses,
+    parse_link,
     parse_links,
     parse_rule,
 )
@@ -63,9 +66,28 @@ def dump_links(prefix: str) -> dict[str, LinkFact]:
     return parse_links(link_payloads(), prefix)
 
 
+def dump_links_where(names: set[str], prefixes: tuple[str, ...]) -> dict[str, LinkFact]:
+    """The host's links named in `names` or starting with one of `prefixes`: one link dump."""
+    wanted = (p for p in link_payloads() if _named(link_name(p), names, prefixes))
+    return {fact.name: fact for fact in map(parse_link, wanted)}
+
+
+def _named(name: str, names: set[str], prefixes: tuple[str, ...]) -> bool:
+    return name in names or name.startswith(prefixes)
+
+
 def dump_addresses() -> dict[int, tuple[Interface, ...]]:
     """Every address of the host's netns, IPv4 and IPv6, by link index: one address dump."""
     return parse_addresses(address_payloads())
+
+
+def dump_address_payloads() -> dict[int, list[bytes]]:
+    """The raw addresses of the host's netns by link index, one dump: observe decodes only
+    those of its bridges (a host with many links has thousands)."""
+    found: dict[int, list[bytes]] = {}
+    for payload in address_payloads():
+        found.setdefault(address_index(payload), []).append(payload)
+    return found
 
 
 def dump_rules(tag: str) -> tuple[RuleFact, ...]:

@@ -93,6 +93,11 @@ def parse_links(payloads: Iterable[bytes], prefix: str) -> dict[str, LinkFact]:
     return {fact.name: fact for fact in map(parse_link, wanted)}
 
 
+def address_index(payload: bytes) -> int:
+    """The link index of an RTM_NEWADDR message, without decoding the rest."""
+    return int(IFADDRMSG.unpack_from(payload)[4])
+
+
 def parse_address(payload: bytes) -> tuple[int, Interface]:
     _, prefixlen, _, _, index = IFADDRMSG.unpack_from(payload)
     found = dict(attributes(payload, IFADDRMSG.size))

@@ -15,6 +15,7 @@ from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
 from sandman.observe.network import NetworkFacts
 from sandman.observe.orphans import find as find_orphans
+from sandman.observe.orphans import owned_links as link_names
 from sandman.observe.records import read_records
 from sandman.units.names import instance_tag
 
@@ -55,7 +56,7 @@ def gather(
 
         cgroups = driver_for(tag)
     networked = orphans or any(_on_network(r) for r in records.values())
-    links = NetworkFacts.read(tag) if networked else None
+    links = NetworkFacts.read(tag, link_names(records.values())) if networked else None
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
     for key, record in records.items():
         found = tuple(_drift(record, cgroups))

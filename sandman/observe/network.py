@@ -3,7 +3,7 @@ drift of each network and sandbox record against them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_interface
 from typing import Any
@@ -14,14 +14,22 @@ from sandman.observe.facts import Drift, Record
 @dataclass(frozen=True)
 class NetworkFacts:
     links: dict[str, Any]  # name -> LinkFact
-    addresses: dict[int, tuple[Any, ...]]  # ifindex -> interfaces
+    addresses: dict[int, list[bytes]]  # ifindex -> raw addresses, decoded when asked for
     rules: tuple[Any, ...]  # RuleFact
 
     @classmethod
-    def read(cls, tag: str) -> NetworkFacts:
+    def read(cls, tag: str, names: Iterable[str] = ()) -> NetworkFacts:
+        """The links named `names` or carrying the instance's tag (orphans): the dump holds
+        every link of the host, and decoding only these keeps observe flat in the host's size."""
         from sandman.kernel import net_dump
 
-        return cls(net_dump.dump_links(""), net_dump.dump_addresses(), net_dump.dump_rules(tag))
+        links = net_dump.dump_links_where(set(names), (f"{tag}-", f"{tag}b-"))
+        return cls(links, net_dump.dump_address_payloads(), net_dump.dump_rules(tag))
+
+    def addresses_of(self, index: int) -> set[str]:
+        from sandman.kernel.net_facts import parse_address
+
+        return {str(parse_address(p)[1]) for p in self.addresses.get(index, ())}
 
     def drift(self, record: Record) -> Iterator[Drift]:
         resolved = record.unit.get("resolved", {})
@@ -51,7 +59,7 @@ class NetworkFacts:
             return
         if not link.up:
             yield Drift("network.bridge", f"bridge {name} up", "down")
-        have = {str(a) for a in self.addresses.get(link.index, ())}
+        have = self.addresses_of(link.index)
         for key in ("gateway", "gateway6"):
             wanted = resolved.get(key)
             if wanted and str(ip_interface(wanted)) not in have:

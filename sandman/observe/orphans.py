@@ -161,7 +161,7 @@ def _owner(kind: str) -> str:
 
 def link_orphans(tag: str, records: Iterable[Record], links: dict[str, Any]) -> list[Orphan]:
     """Bridges named `TAGb-*` and veths named `TAG-*` that no record names."""
-    owned = set(_owned_links(records))
+    owned = set(owned_links(records))
     found = []
     for name, link in links.items():
         if name in owned:
@@ -173,7 +173,8 @@ def link_orphans(tag: str, records: Iterable[Record], links: dict[str, Any]) -> 
     return found
 
 
-def _owned_links(records: Iterable[Record]) -> Iterator[str]:
+def owned_links(records: Iterable[Record]) -> Iterator[str]:
+    """The links records name: sandboxes' veths, networks' bridges."""
     for record in records:
         resolved = record.unit.get("resolved", {})
         for value in (resolved.get("veth"), resolved.get("bridge"), record.runtime.get("bridge")):
