@@ -9,6 +9,7 @@ Nothing here asserts a time: the benchmarks report, people judge.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -285,3 +286,77 @@ def run_main(name: str, run: Callable[[], None], errors: tuple[type[Exception], 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
+
+
+# --- machine-readable results ---------------------------------------------------------------
+
+# bench/run sets this to a file; each benchmark appends one JSON object per figure to it, and
+# bench/summary.py turns them into the one table. Unset (a benchmark run by hand), nothing is
+# written.
+RESULTS_ENV = "SANDMAN_BENCH_RESULTS"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer's figure beside sandman's: a median in the row's unit, or why it is missing."""
+
+    label: str
+    median: float | None = None
+    why: str = ""  # "n/a: REASON" when the peer could not run
+
+
+def emit(
+    key: str,
+    figure: str,
+    *,
+    sandman: Stats | None = None,
+    value: float | None = None,
+    unit: str = "ms",
+    peers: Sequence[Peer] = (),
+    base: str | None = None,
+    limit: float | None = None,
+    target: str = "",
+    verdict: str | None = None,
+    note: str = "",
+) -> None:
+    """Append one row of the summary table to the results file, if bench/run asked for one.
+
+    `sandman` (or a single `value`) is sandman's figure; the ratio is sandman's median over the
+    median of the peer labelled `base`; with `limit` the verdict is `met` or `MISSED`, unless
+    `verdict` says otherwise ("not measured: ...", "n/a: ...").
+    """
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+    median = sandman.median if sandman is not None else value
+    row: dict[str, object] = {
+        "key": key,
+        "figure": figure,
+        "unit": unit,
+        "median": median,
+        "low": sandman.low if sandman is not None else None,
+        "high": sandman.high if sandman is not None else None,
+        "samples": len(sandman.samples) if sandman is not None else None,
+        "peers": [{"label": p.label, "median": p.median, "why": p.why} for p in peers],
+        "target": target,
+        "note": note,
+    }
+    ratio_value = None
+    if base is not None and median is not None:
+        theirs = next((p.median for p in peers if p.label == base), None)
+        if theirs:
+            ratio_value = median / theirs
+    row["ratio"] = ratio_value
+    row["base"] = base
+    if verdict is None and limit is not None:
+        if median is None:
+            verdict = "not measured"
+        elif base is None:
+            verdict = "met" if median <= limit else "MISSED"
+        elif ratio_value is None:
+            verdict = "not measured: no peer"
+        else:
+            verdict = "met" if ratio_value <= limit else "MISSED"
+    row["verdict"] = verdict or "-"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")

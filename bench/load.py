@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from common import (
     BenchError,
     Command,
+    Peer,
     Stats,
     clean_env,
     describe_host,
+    emit,
     module_version,
     ms,
     ratio,
@@ -278,6 +280,18 @@ def run(args: argparse.Namespace) -> None:
         ]
         stats = time_interleaved(commands, args.runs, args.warmups)
         print(timing_report(stats, args.units))
+        emit(
+            "validate",
+            f"`validate` of {args.units} units (issue: load path)",
+            sandman=stats[VALIDATE],
+            peers=[
+                Peer("pydantic import", stats[PYDANTIC].median),
+                Peer("python -c pass", stats[PASS].median),
+            ],
+            base="pydantic import",
+            limit=TARGET_RATIO,
+            target=f"<= {TARGET_RATIO:g}x `from pydantic import BaseModel`",
+        )
         print()
         runs = [importtime(python, validate_args, workdir) for _ in range(IMPORTTIME_RUNS)]
         print(import_report(ImportSummary.of(runs)))

@@ -50,9 +50,11 @@ from dataclasses import dataclass, field
 from common import (
     BenchError,
     Cleanup,
+    Peer,
     Stats,
     clean_env,
     describe_host,
+    emit,
     module_version,
     ms,
     real_python,
@@ -952,6 +954,41 @@ def report_table(figures: Sequence[Figures], dumps: DumpCount | str) -> tuple[st
     return table(headers, rows, right=(1, 2, 3, 4)), verdicts
 
 
+def emit_rows(figures: Sequence[Figures], dumps: DumpCount | str) -> None:
+    """The summary rows of this benchmark (see common.emit): the network's own cost at MANY."""
+    fig = next((f for f in figures if f.count == MANY), None)
+    if fig is None:
+        return
+    n = fig.count
+    for key, step, mine, theirs, netns in (
+        ("net_setup", "setup", fig.sandman_up, fig.script_up, fig.netns_up),
+        ("net_teardown", "teardown", fig.sandman_down, fig.script_down, fig.netns_down),
+    ):
+        per = Stats(tuple(x / n for x in mine.samples))
+        without = (theirs.median - netns.median) / n
+        emit(
+            key,
+            f"network {step} only, per sandbox, {n} sandboxes (with - without [network])",
+            sandman=per,
+            peers=[Peer("iproute2 + nft", theirs.median / n)],
+            base="iproute2 + nft",
+            limit=LIMIT,
+            target=f"<= {LIMIT:g}x iproute2",
+            note=f"the script counts `ip netns {'add' if step == 'setup' else 'del'}`; "
+            f"without it {without:.1f} ms per sandbox",
+        )
+    if isinstance(dumps, DumpCount):
+        count = sum(dumps.dumps.values())
+        emit(
+            "net_dumps",
+            f"netlink dump requests of a no-op apply of {n} networked sandboxes",
+            value=float(count),
+            unit="dumps",
+            limit=float(DUMP_LIMIT),
+            target=f"<= {DUMP_LIMIT}",
+        )
+
+
 def details_report(contenders: Sequence[Contender], figures: Sequence[Figures]) -> str:
     lines = [
         "every contender, ms, median (min-max); sandman's network figures above are the "
@@ -1081,6 +1118,7 @@ def measure(session: Session, args: argparse.Namespace) -> None:
     profiles = profile_and_count(session, units[True, MANY], units[False, MANY])
     dumps = profiles.dumps
     text, verdicts = report_table(figures, dumps)
+    emit_rows(figures, dumps)
     print(text)
     print()
     print(f"target (issue): {TARGET}")

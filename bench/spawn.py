@@ -45,9 +45,11 @@ from census import Census, Snapshot, census, median_init_rss, read_proc, snapsho
 from common import (
     BenchError,
     Cleanup,
+    Peer,
     Stats,
     clean_env,
     describe_host,
+    emit,
     module_version,
     ms,
     real_python,
@@ -68,7 +70,13 @@ TARGET = (
     "zero bytes of resident sandman memory per running sandbox"
 )
 # The peers and the Debian packages that bring them.
-PACKAGES = {"crun": "crun", "bwrap": "bubblewrap", "systemd-nspawn": "systemd-container"}
+PACKAGES = {
+    "crun": "crun",
+    "runc": "runc",
+    "lxc-execute": "lxc",
+    "bwrap": "bubblewrap",
+    "systemd-nspawn": "systemd-container",
+}
 BWRAP_FLAGS = ("--unshare-all", "--die-with-parent")
 # --register=no --keep-unit: no machined and no transient scope (systemd is not PID 1 here);
 # --pipe: no pty; the rest keep nspawn from writing resolv.conf, localtime and a journal
@@ -92,6 +100,8 @@ CRUN_1 = "crun run -d"
 CRUN_N = f"{MANY} x crun run -d"
 BWRAP = "bwrap /bin/true"
 NSPAWN = "systemd-nspawn /bin/true"
+RUNC_1 = "runc run -d"
+LXC = "lxc-execute /bin/true"
 PASS = "python -c pass"
 VALIDATE = "sandman validate DIR (1 unit)"
 
@@ -490,6 +500,8 @@ def report_table(trials: dict[str, Trial | None]) -> str:
         Row("1 sandbox, to the init running", s1, "crun run -d", trials[CRUN_1]),
         Row("1 sandbox", s1, "systemd-nspawn, /bin/true to exit", trials[NSPAWN], NSPAWN_LIMIT),
         Row("1 sandbox", s1, "bwrap, /bin/true to exit", trials[BWRAP]),
+        Row("1 sandbox", s1, "runc run -d", trials.get(RUNC_1)),
+        Row("1 sandbox", s1, "lxc-execute, /bin/true to exit", trials.get(LXC)),
         Row(f"{MANY} sandboxes, to all inits running", sn, CRUN_N, trials[CRUN_N], CRUN_LIMIT),
     ]
     cells = []
@@ -1012,6 +1024,134 @@ def crun_trials(session: Session, rootfs: str, args: argparse.Namespace) -> tupl
     return trials, note
 
 
+def runc_trial(session: Session, args: argparse.Namespace) -> tuple[Trial, str]:
+    """`runc run -d` of crun's bundle (the same config.json), in the host's mount namespace:
+    runc, unlike crun, accepts the v1/v2 hybrid."""
+    root = os.path.join(session.workdir, "runc")
+    bundle = os.path.join(session.workdir, "bundle")
+    ident = f"smbenchr{os.getpid()}"
+    runner = session.runner
+
+    def listed() -> list[str]:
+        if not os.path.isdir(root):
+            return []
+        return runner.output(("runc", "--root", root, "list", "-q")).split()
+
+    def delete_all() -> None:
+        for name in listed():
+            runner.run(("runc", "--root", root, "delete", "-f", name), fresh=True)
+
+    def inits() -> list[int]:
+        state = json.loads(runner.output(("runc", "--root", root, "state", ident)))
+        return [int(state["pid"])]
+
+    session.cleanup.add("runc delete -f", delete_all)
+    trial = Trial(
+        RUNC_1,
+        1,
+        args.runs,
+        lambda: runner.run(("runc", "--root", root, "run", "-d", "--bundle", bundle, ident)),
+        delete_all,
+        inits=inits,
+    )
+    note = (
+        "runc: `runc --root TMP run -d --bundle B ID` with crun's bundle, in the host's mount "
+        "namespace (runc accepts the hybrid layout); `runc delete -f` after, untimed"
+    )
+    return trial, note
+
+
+LXC_CONFIG = """lxc.rootfs.path = dir:{rootfs}
+lxc.uts.name = smlxc
+lxc.net.0.type = empty
+lxc.apparmor.profile = unconfined
+lxc.mount.auto = proc:rw
+"""
+
+
+def lxc_trial(session: Session, rootfs: str, args: argparse.Namespace) -> tuple[Trial, str]:
+    """`lxc-execute` of /bin/true in a privileged container (its default namespaces, an empty
+    network namespace), timed to its exit: lxc-execute stays the container's parent."""
+    path = os.path.join(session.workdir, "lxc")
+    os.makedirs(path, exist_ok=True)
+    config = os.path.join(session.workdir, "lxc.conf")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write(LXC_CONFIG.format(rootfs=rootfs))
+    name = f"smbenchl{os.getpid()}"
+    argv = ("lxc-execute", "-n", name, "-P", path, "-f", config, "--", "/bin/true")
+    trial = Trial(LXC, 1, args.runs, lambda: session.runner.run(argv), detached=False)
+    note = (
+        "lxc-execute: `lxc-execute -n NAME -P TMP -f CONF -- /bin/true` (rootfs dir:ROOTFS, "
+        "net type empty, proc mounted, no apparmor), timed to its exit"
+    )
+    return trial, note
+
+
+def emit_rows(trials: dict[str, Trial | None], unavailable: dict[str, str]) -> None:
+    """The summary rows of this benchmark (see common.emit)."""
+
+    def peer(label: str, short: str) -> Peer:
+        trial = trials.get(label)
+        if trial is not None and trial.stats is not None:
+            return Peer(short, trial.stats.median)
+        if trial is not None and trial.error:
+            return Peer(short, why=f"n/a: failed: {trial.error.splitlines()[-1][:80]}")
+        tool = short.rsplit(maxsplit=1)[-1] if short[0].isdigit() else short.split(maxsplit=1)[0]
+        return Peer(short, why=f"n/a: {unavailable.get(tool, 'not run')[:80]}")
+
+    s1, sn = trials[SANDMAN_1], trials[SANDMAN_N]
+    assert s1 is not None and sn is not None
+    emit(
+        "apply_1",
+        "whole `apply` of 1 sandbox, no network, until init runs",
+        sandman=s1.stats,
+        peers=[
+            peer(NSPAWN, "systemd-nspawn"),
+            peer(RUNC_1, "runc"),
+            peer(LXC, "lxc-execute"),
+            peer(CRUN_1, "crun"),
+            peer(BWRAP, "bwrap"),
+        ],
+        base="systemd-nspawn",
+        limit=NSPAWN_LIMIT,
+        target=f"<= {NSPAWN_LIMIT:g}x nspawn",
+        note="nspawn, lxc-execute, bwrap timed to /bin/true's exit; crun, runc detached",
+    )
+    crun_n = peer(CRUN_N, f"{MANY} x crun")
+    each = ""
+    if s1.stats is not None and sn.stats is not None:
+        each = f"{ms((sn.stats.median - s1.stats.median) / (MANY - 1))} ms per extra sandbox"
+    emit(
+        "apply_50",
+        f"`apply` of {MANY} sandboxes, no network",
+        sandman=sn.stats,
+        peers=[crun_n],
+        base=crun_n.label,
+        limit=CRUN_LIMIT,
+        target=f"<= {CRUN_LIMIT:g}x {MANY} crun runs",
+        note=each,
+    )
+    worst = max((c.bytes_per_sandbox for c in (*s1.censuses, *sn.censuses)), default=None)
+    memory_peers = []
+    for label, short in ((CRUN_N, "crun detached"), (RUNC_1, "runc detached")):
+        trial = trials.get(label)
+        if trial is not None and trial.censuses:
+            memory_peers.append(
+                Peer(short, float(max(c.bytes_per_sandbox for c in trial.censuses)))
+            )
+    emit(
+        "memory",
+        "host memory left per running sandbox (every host process that exists only for it)",
+        value=None if worst is None else float(worst),
+        unit="B",
+        peers=memory_peers,
+        target="0 bytes",
+        verdict=None if worst is None else ("met" if worst == 0 else "MISSED"),
+        limit=0.0,
+        note="nspawn and lxc-execute cannot detach: their monitor stays for the sandbox's life",
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise BenchError("sandman apply and the peers need root: run it as root")
@@ -1063,6 +1203,8 @@ def measure(session: Session, args: argparse.Namespace) -> None:
         ),
         SANDMAN_N: sandman_trial(session, SANDMAN_N, MANY_NAMES, args.runs_many),
         CRUN_1: None,
+        RUNC_1: None,
+        LXC: None,
         CRUN_N: None,
         BWRAP: None,
         NSPAWN: None,
@@ -1104,6 +1246,12 @@ def measure(session: Session, args: argparse.Namespace) -> None:
             "systemd is not PID 1 here, --pipe for no pty, the last three so that it "
             "writes nothing into the shared rootfs"
         )
+    if "runc" not in unavailable:
+        trials[RUNC_1], note = runc_trial(session, args)
+        notes.append(note)
+    if "lxc-execute" not in unavailable:
+        trials[LXC], note = lxc_trial(session, rootfs, args)
+        notes.append(note)
     for tool, why in unavailable.items():
         notes.append(f"{tool}: left out: {why}")
     print_header(session, rootfs, notes, args)
@@ -1115,6 +1263,7 @@ def measure(session: Session, args: argparse.Namespace) -> None:
     print(targets_report(trials))
     print()
     print(details_report(trials, floor))
+    emit_rows(trials, unavailable)
     print()
     one = trials[SANDMAN_1]
     assert one is not None
