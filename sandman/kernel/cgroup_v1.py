@@ -412,7 +412,6 @@ class V1Driver:
         return {k: v for k, v in stored.items() if self._file(k, rel) is not None}
 
     def usage(self, rel: str) -> Usage:
-        common.require_dirs(self._dirs(rel))
         memory = self._dir("memory", rel)
         cpu = self._dir("cpu", rel)
         cpuacct = self._dir("cpuacct", rel)
@@ -420,7 +419,7 @@ class V1Driver:
         nanoseconds = None if cpuacct is None else common.read_int(f"{cpuacct}/cpuacct.usage")
         oom = None if memory is None else common.read_optional(f"{memory}/memory.oom_control")
         stat = None if cpu is None else common.read_optional(f"{cpu}/cpu.stat")
-        return {
+        usage: Usage = {
             "memory_current": _read(memory, "memory.usage_in_bytes"),
             "memory_peak": _read(memory, "memory.max_usage_in_bytes"),
             "cpu_usec": None if nanoseconds is None else nanoseconds // 1000,
@@ -428,6 +427,9 @@ class V1Driver:
             "oom_kills": None if oom is None else common.keyed(oom).get("oom_kill"),
             "nr_throttled": None if stat is None else common.keyed(stat).get("nr_throttled"),
         }
+        if all(value is None for value in usage.values()):  # say which cgroup is missing
+            common.require_dirs(self._dirs(rel))
+        return usage
 
 
 def _read(directory: str | None, file: str) -> int | None:
