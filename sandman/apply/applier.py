@@ -9,6 +9,7 @@ the actions that do not depend on it still run, and the failures are reported to
 from __future__ import annotations
 
 import time
+from collections.abc import Generator, Iterator
 
 from sandman.apply import faults, networks, orphans, sandboxes, slices
 from sandman.apply.context import ApplyContext
@@ -25,12 +26,12 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
     failures: list[ApplyError] = []
     ctx.progress.begin(len(plan.actions))
     try:
-        for action in plan.actions:
-            blocker = _failed_dependency(ctx, action, failures)
-            if blocker:
-                ctx.progress.note(
-                    f"{action.object}: skipped, it depends on {blocker}, which failed"
-                )
+        for batch in _batches(plan.actions):
+            if len(batch) > 1:
+                failures += _create_together(ctx, batch, failures)
+                continue
+            (action,) = batch
+            if _skipped(ctx, action, failures):
                 continue
             failure = _run(ctx, action)
             if failure is not None:
@@ -53,15 +54,84 @@ def _run(ctx: ApplyContext, action: Action) -> ApplyError | None:
     started = time.monotonic()
     try:
         execute(ctx, action)
-    except ApplyError as exc:
-        ctx.progress.failed(what, exc)
-        return exc
-    except OSError as exc:
-        ctx.progress.failed(what, exc)
-        return ApplyError(action.object, action.kind, exc)
-    ctx.progress.done(what, time.monotonic() - started)
-    faults.step(f"{action.object}: {action.kind} done")
+    except (ApplyError, OSError) as exc:
+        return _failed(ctx, action, exc)
+    _done(ctx, action, started)
     return None
+
+
+def _failed(ctx: ApplyContext, action: Action, exc: ApplyError | OSError) -> ApplyError:
+    ctx.progress.failed(action.describe(), exc)
+    return exc if isinstance(exc, ApplyError) else ApplyError(action.object, action.kind, exc)
+
+
+def _done(ctx: ApplyContext, action: Action, started: float) -> None:
+    ctx.progress.done(action.describe(), time.monotonic() - started)
+    faults.step(f"{action.object}: {action.kind} done")
+
+
+def _skipped(ctx: ApplyContext, action: Action, failures: list[ApplyError]) -> bool:
+    blocker = _failed_dependency(ctx, action, failures)
+    if blocker:
+        ctx.progress.note(f"{action.object}: skipped, it depends on {blocker}, which failed")
+    return bool(blocker)
+
+
+# Sandboxes created side by side: enough to overlap the kernel's waits (on cgroup v1, a grace
+# period per cgroup join, shared by concurrent joins), few enough to bound open pipes and forks.
+CREATE_WINDOW = 8
+
+
+def _batches(actions: tuple[Action, ...]) -> Iterator[list[Action]]:
+    """Runs of consecutive sandbox creates (up to CREATE_WINDOW), every other action alone."""
+    batch: list[Action] = []
+    for action in actions:
+        if action.object_kind == "sandbox" and action.kind == "create":
+            batch.append(action)
+            if len(batch) == CREATE_WINDOW:
+                yield batch
+                batch = []
+            continue
+        if batch:
+            yield batch
+            batch = []
+        yield [action]
+    if batch:
+        yield batch
+
+
+def _create_together(
+    ctx: ApplyContext, batch: list[Action], failures: list[ApplyError]
+) -> list[ApplyError]:
+    """Start every sandbox of the batch (up to its first child's fork), then finish each in
+    order. Each create still undoes its own partial work when it fails."""
+    failed: list[ApplyError] = []
+    begun: list[tuple[Action, float, Generator[None, None, Record]]] = []
+    try:
+        for action in batch:
+            if _skipped(ctx, action, failures):
+                continue
+            ctx.progress.start(action.describe())
+            started = time.monotonic()
+            stages = sandboxes.create_stages(ctx, ctx.desired.sandboxes[action.name])
+            try:
+                next(stages)
+            except (ApplyError, OSError) as exc:
+                failed.append(_failed(ctx, action, exc))
+                continue
+            begun.append((action, started, stages))
+        while begun:
+            action, started, stages = begun.pop(0)
+            try:
+                sandboxes.finish_stages(stages)
+            except (ApplyError, OSError) as exc:
+                failed.append(_failed(ctx, action, exc))
+                continue
+            _done(ctx, action, started)
+    finally:
+        for _, _, stages in begun:  # interrupted: undo what was started and not finished
+            stages.close()
+    return failed
 
 
 def _failed_dependency(ctx: ApplyContext, action: Action, failures: list[ApplyError]) -> str | None:

@@ -23,6 +23,8 @@ class ApplyContext:
     progress: Progress
     # Records as they stand during this apply: observed ones, replaced as objects are done.
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
+    # Id ranges handed out by this apply before their sandbox is recorded (creates overlap).
+    reserved_ids: list[tuple[int, int]] = field(default_factory=list)
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

@@ -11,8 +11,8 @@ import os
 import select
 import shutil
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sandman.apply import faults, ids, networks
@@ -22,7 +22,10 @@ from sandman.errors import ApplyError
 from sandman.kernel import security
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import Mount, RootfsPlan
-from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, spawn
+from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, Started
+from sandman.kernel.spawn import abandon as spawn_abandon
+from sandman.kernel.spawn import finish as spawn_finish
+from sandman.kernel.spawn import start as spawn_start
 from sandman.observe import procs
 from sandman.observe.facts import Record
 from sandman.observe.records import record_of, remove_record, write_record
@@ -84,9 +87,29 @@ def _unit_key(sandbox: DesiredSandbox, key: str, step: str) -> Iterator[None]:
 
 
 def create(ctx: ApplyContext, sandbox: DesiredSandbox) -> Record:
+    stages = create_stages(ctx, sandbox)
+    next(stages)
+    return finish_stages(stages)
+
+
+def finish_stages(stages: Generator[None, None, Record]) -> Record:
+    try:
+        next(stages)
+    except StopIteration as done:
+        record: Record = done.value
+        return record
+    raise AssertionError("a create has two stages")
+
+
+def create_stages(ctx: ApplyContext, sandbox: DesiredSandbox) -> Generator[None, None, Record]:
+    """A create in two stages, so that the applier can start several sandboxes before it waits
+    for any: up to the fork of the first child, then (after the yield) the rest. If a stage
+    fails, or the generator is closed between them, what was made is undone."""
     undo = Undo()
     try:
-        return _create(ctx, sandbox, undo)
+        started = _start(ctx, sandbox, undo)
+        yield
+        return _finish(ctx, sandbox, undo, started)
     except BaseException:
         problems = undo.run()
         for problem in problems:
@@ -94,7 +117,7 @@ def create(ctx: ApplyContext, sandbox: DesiredSandbox) -> Record:
         raise
 
 
-def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
+def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     source = _rootfs_source(ctx, sandbox)
     _check_mount_sources(sandbox)
     idmap = _idmap(ctx, sandbox)
@@ -119,10 +142,41 @@ def _create(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> Record:
     if sandbox.unit.network is not None:
         undo.push(lambda: networks.detach_sandbox(ctx, sandbox.name))
     with _unit_key(sandbox, "sandbox.command", "starting the init"):
-        pid = spawn(spec)
+        started = spawn_start(spec)
+    pending = [started]  # finish() takes it over; until then, abandon it on a failure
+
+    def abandon() -> None:
+        if pending:
+            spawn_abandon(pending.pop())
+
+    undo.push(abandon)
+    return _Started(started, pending, plan, idmap, cgroup, runtime)
+
+
+@dataclass
+class _Started:
+    spawn: Started
+    pending: list[Started]
+    plan: RootfsPlan
+    idmap: IdMapping | None
+    cgroup: str
+    runtime: str
+
+
+def _finish(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo, started: _Started) -> Record:
+    with _unit_key(sandbox, "sandbox.command", "starting the init"):
+        pid = spawn_finish(started.pending.pop())
     undo.push(lambda: _kill(pid))
     faults.step(f"sandbox/{sandbox.name}: init started")
-    record = _record(ctx, sandbox, pid=pid, cgroup=cgroup, idmap=idmap, runtime=runtime, plan=plan)
+    record = _record(
+        ctx,
+        sandbox,
+        pid=pid,
+        cgroup=started.cgroup,
+        idmap=started.idmap,
+        runtime=started.runtime,
+        plan=started.plan,
+    )
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record
@@ -172,12 +226,13 @@ def _idmap(ctx: ApplyContext, sandbox: DesiredSandbox) -> IdMapping | None:
     previous = ctx.records.get(("sandbox", sandbox.name))
     kept = previous.runtime.get("auto_ids") if previous else None
     start = kept if isinstance(kept, int) else ids.allocate(_taken_ids(ctx))
+    ctx.reserved_ids.append((start, ids.AUTO_SIZE))
     whole = ((0, start, ids.AUTO_SIZE),)
     return IdMapping(whole, whole)
 
 
 def _taken_ids(ctx: ApplyContext) -> list[tuple[int, int]]:
-    taken = []
+    taken = list(ctx.reserved_ids)
     for other in ctx.desired.sandboxes.values():
         declared = ids.declared_ranges(other)
         if declared:

@@ -215,7 +215,7 @@ def create_veth(
         inner = _route_in(ns_fd)
         try:
             pair = _Pair(ipr, inner, host_name, f"pid {pid}")
-            peer = pair.ensure(_bridge_index(ipr, bridge), ns_fd, mac)
+            peer = pair.ensure(_bridge_index(bridge), ns_fd, mac)
             routes: list[tuple[Interface, IPv4Address | IPv6Address]] = [(address, gateway)]
             if address6 is not None and gateway6 is not None:
                 routes.append((address6, gateway6))
@@ -224,11 +224,17 @@ def create_veth(
             inner.close()
 
 
-def _bridge_index(ipr: Any, bridge: str) -> int:
-    link = _get_link(ipr, bridge)
-    if link is None:
-        raise OSError(errno.ENODEV, "bridge does not exist", bridge)
-    return int(link["index"])
+def _bridge_index(bridge: str) -> int:
+    """From sysfs, which shows the host's netns, where apply runs: a netlink query through
+    pyroute2 cost about 2 ms per sandbox attached."""
+    try:
+        with open(f"/sys/class/net/{bridge}/ifindex", "rb") as handle:
+            index = int(handle.read())
+    except FileNotFoundError:
+        raise OSError(errno.ENODEV, "bridge does not exist", bridge) from None
+    if not os.path.isdir(f"/sys/class/net/{bridge}/bridge"):
+        raise OSError(errno.EINVAL, "link is not a bridge", bridge)
+    return index
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Start a sandbox's init in its namespaces, and leave nothing of sandman running beside it.
 
 The path, with the reasons for its order:
-1. apply forks the first child. It joins the sandbox's cgroup (so every later process is born in
-   it), starts a session of its own, unshares a mount namespace and mounts the root and the
-   declared host mounts as the host's root user (see rootfs.py).
-2. It joins the sandbox's user namespace (made beforehand with the id maps, see
-   make_user_namespace) and unshares all the others, so that every new namespace is owned by the
-   sandbox's user namespace and its root may use them (bind port 80, mount /proc).
+1. apply forks the first child (start(); finish() waits for it, so that apply can start several
+   sandboxes before it waits for any). The first child joins the sandbox's cgroup (so every later
+   process is born in it), makes the sandbox's user namespace with its id maps (through a short-
+   lived holder process, see make_user_namespace), starts a session of its own, unshares a mount
+   namespace and mounts the root and the declared host mounts as the host's root user, the image
+   seen through an idmapped mount (see rootfs.py).
+2. It joins the sandbox's user namespace and unshares all the others, so that every new
+   namespace is owned by the sandbox's user namespace and its root may use them (bind port 80,
+   mount /proc).
 3. It writes the time namespace offsets (they must be set before any process enters), then forks
    the init-to-be, which is PID 1 of the new pid namespace, sends its PID to apply and exits. The
    init is reparented to the host's init: no sandman process stays per sandbox.
@@ -80,41 +83,73 @@ class SpawnError(OSError):
         self.key = key
 
 
+@dataclass
+class Started:
+    """A sandbox whose first child is forked: what finish() needs to see it through."""
+
+    first: int
+    report_read: int
+    go_write: int  # -1 without a prepare step
+    prepare: Callable[[int], None] | None
+
+
 def spawn(spec: SpawnSpec) -> int:
     """Start the sandbox and return the host PID of its init, once the command was exec'd."""
-    userns = make_user_namespace(spec.idmap) if spec.idmap is not None else None
+    return finish(start(spec))
+
+
+def start(spec: SpawnSpec) -> Started:
+    """Fork the sandbox's first child and return at once. Its slow part (on cgroup v1, joining
+    the cgroup waits for an RCU grace period) then runs while the caller starts other sandboxes;
+    concurrent joins share grace periods. finish() or abandon() must follow."""
+    log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
-        log_fd = os.open(
-            spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
-        )
-        try:
-            return _fork_first(spec, userns, log_fd)
-        finally:
-            os.close(log_fd)
+        return _fork_first(spec, log_fd)
     finally:
-        if userns is not None:
-            os.close(userns)
+        os.close(log_fd)
 
 
-def _fork_first(spec: SpawnSpec, userns: int | None, log_fd: int) -> int:
+def finish(started: Started) -> int:
+    """Wait for the init's PID, run the prepare step, let it exec; the init's host PID."""
+    try:
+        return _parent(started.first, started.report_read, started.prepare, started.go_write)
+    finally:
+        _close(started)
+
+
+def abandon(started: Started) -> None:
+    """finish() will not run: the children read EOF where they wait, and exit."""
+    _close(started)
+    _reap(started.first)
+
+
+def _close(started: Started) -> None:
+    for fd in (started.report_read, started.go_write):
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    started.report_read = started.go_write = -1
+
+
+def _fork_first(spec: SpawnSpec, log_fd: int) -> Started:
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC) if spec.prepare else (-1, -1)
     try:
         first = os.fork()
         if first == 0:
             os.close(report_read)
-            _first_child(spec, userns, log_fd, report_write, (go_read, go_write))
+            _first_child(spec, log_fd, report_write, (go_read, go_write))
+    except BaseException:
+        os.close(report_read)
+        if go_write >= 0:
+            os.close(go_write)
+        raise
     finally:
         # The parent keeps only the read ends: EOF there means every child exec'd or exited.
         os.close(report_write)
         if go_read >= 0:
             os.close(go_read)
-    try:
-        return _parent(first, report_read, spec.prepare, go_write)
-    finally:
-        os.close(report_read)
-        if go_write >= 0:
-            os.close(go_write)
+    return Started(first, report_read, go_write, spec.prepare)
 
 
 def make_user_namespace(idmap: IdMapping) -> int:
@@ -228,13 +263,13 @@ def _report_error(fd: int, exc: BaseException) -> None:
         _report(fd, error=f"{type(exc).__name__}: {exc}", key=key)
 
 
-def _first_child(
-    spec: SpawnSpec, userns: int | None, log_fd: int, report: int, go: tuple[int, int]
-) -> None:
+def _first_child(spec: SpawnSpec, log_fd: int, report: int, go: tuple[int, int]) -> None:
     status = 1
     try:
         if spec.join_cgroup is not None:
             spec.join_cgroup(os.getpid())
+        # Made here, not in apply: its fork and wait then overlap with other sandboxes' starts.
+        userns = make_user_namespace(spec.idmap) if spec.idmap is not None else None
         os.setsid()
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.mount_host_side(spec.rootfs, userns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -45,8 +46,10 @@ def namespace_inodes(pid: int) -> dict[str, int]:
     return inodes
 
 
+@functools.lru_cache(maxsize=1)
 def boot_time() -> float:
-    """Seconds since the epoch at boot, to turn start times in ticks into dates."""
+    """Seconds since the epoch at boot, to turn start times in ticks into dates; read once per
+    process (an apply records it for every sandbox, and /proc/stat is long)."""
     with open("/proc/stat", encoding="ascii") as handle:
         for line in handle:
             if line.startswith("btime "):
