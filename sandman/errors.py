@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class SandmanError(Exception):
     """Base of every error sandman reports to a user."""
 
 
-@dataclass(frozen=True)
-class UnitProblem:
+class UnitProblem(NamedTuple):
     """One thing wrong with one unit file: where it is, what it is, how to fix it."""
 
     file: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sandman.units.names import DEFAULT_STATE_DIR, instance_tag
 
@@ -11,8 +11,7 @@ DEFAULT_IMAGE_DIR = "/var/lib/sandman/images"
 DEFAULT_LOG_DIR = "/var/log/sandman"
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     state_dir: str
     image_dir: str
     log_dir: str

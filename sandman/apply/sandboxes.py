@@ -12,7 +12,7 @@ import select
 import shutil
 import signal
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sandman.apply import faults, ids, networks
@@ -460,7 +460,7 @@ def _kill(pid: int) -> None:
 
 def taint(ctx: ApplyContext, record: Record) -> Record:
     """The record marked tainted, written: the next plan recreates the object, whatever else."""
-    tainted = replace(record, tainted=True)
+    tainted = record._replace(tainted=True)
     write_record(ctx.paths.state_dir, tainted)
     ctx.records[tainted.key] = tainted
     faults.step(f"sandbox/{record.name}: record tainted")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
+from typing import NamedTuple
 
 from sandman.kernel.netlink import NFGENMSG, attributes
 
@@ -45,12 +45,11 @@ def _u32(value: bytes | None) -> int | None:
     return None if value is None else int(struct.unpack("=I", value[:4])[0])
 
 
-@dataclass(frozen=True)
-class LinkFact:
+class LinkFact(NamedTuple):
     """One host link, as observe needs it."""
 
     name: str
-    index: int
+    ifindex: int
     kind: str | None  # IFLA_INFO_KIND: "bridge", "veth"; None for a physical device
     master: int | None  # index of the bridge the link is a port of
     up: bool  # administratively up (IFF_UP)
@@ -76,7 +75,7 @@ def parse_link(payload: bytes) -> LinkFact:
     state = found.get(IFLA_OPERSTATE, b"\0")[0]
     return LinkFact(
         name=_string(found.get(IFLA_IFNAME, b"")),
-        index=index,
+        ifindex=index,
         kind=_string(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None,
         master=_u32(found.get(IFLA_MASTER)),
         up=bool(flags & IFF_UP),
@@ -129,8 +128,7 @@ NAT = "nat"  # owner: a network
 PORT = "port"  # owner: a sandbox
 
 
-@dataclass(frozen=True)
-class RuleFact:
+class RuleFact(NamedTuple):
     chain: str
     handle: int
     kind: str  # BASE, NAT, PORT, or "" for a rule sandman did not make

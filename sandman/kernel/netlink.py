@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # <linux/netlink.h>
 NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -175,8 +175,7 @@ def _exchange(
     return errors
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One nf_tables message of a batch: its type (NFT_MSG_*), flags, body, and what it does."""
 
     kind: int

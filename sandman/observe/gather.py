@@ -8,8 +8,7 @@ an Orphan the planner removes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
 LIMIT_KEYS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
 
 
-@dataclass(frozen=True)
-class RecordedLimits:
+class RecordedLimits(NamedTuple):
     """The limits of a record's canonical unit, with the attributes the cgroup driver reads."""
 
     memory_max: int | None = None

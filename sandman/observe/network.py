@@ -4,15 +4,13 @@ drift of each network and sandbox record against them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from ipaddress import ip_interface
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandman.observe.facts import Drift, Record
 
 
-@dataclass(frozen=True)
-class NetworkFacts:
+class NetworkFacts(NamedTuple):
     links: dict[str, Any]  # name -> LinkFact
     addresses: dict[int, list[bytes]]  # ifindex -> raw addresses, decoded when asked for
     rules: tuple[Any, ...]  # RuleFact
@@ -43,7 +41,7 @@ class NetworkFacts:
             bridge = self.links.get(str(record.runtime.get("bridge")))
             if link is None:
                 yield Drift("network.veth", f"link {veth}", "missing")
-            elif bridge is None or link.master != bridge.index:
+            elif bridge is None or link.master != bridge.ifindex:
                 yield Drift(
                     "network.veth", f"{veth} on bridge {record.runtime.get('bridge')}", "detached"
                 )
@@ -59,7 +57,7 @@ class NetworkFacts:
             return
         if not link.up:
             yield Drift("network.bridge", f"bridge {name} up", "down")
-        have = self.addresses_of(link.index)
+        have = self.addresses_of(link.ifindex)
         for key in ("gateway", "gateway6"):
             wanted = resolved.get(key)
             if wanted and str(ip_interface(wanted)) not in have:

@@ -245,7 +245,7 @@ def test_bridge_is_up_with_its_gateways_and_forwards(env: NetEnv) -> None:
     fact = net_dump.dump_links(env.tag)[lan.bridge]
     assert (fact.kind, fact.up, fact.master) == ("bridge", True, None)
     assert fact.mac == derive_mac(lan.bridge, "bridge")
-    addresses = net_dump.dump_addresses()[fact.index]
+    addresses = net_dump.dump_addresses()[fact.ifindex]
     assert addresses.count(lan.gateway) == 1 and addresses.count(lan.gateway6) == 1
     assert Path(SYSCTLS[0]).read_text().strip() == "1"
     assert Path(SYSCTLS[1]).read_text().strip() == "1"
@@ -254,7 +254,7 @@ def test_bridge_is_up_with_its_gateways_and_forwards(env: NetEnv) -> None:
 @pytest.mark.root
 def test_bridge_keeps_other_addresses_and_refuses_a_non_bridge(env: NetEnv) -> None:
     lan = env.network("lan", 1)
-    index = net_dump.dump_links(env.tag)[lan.bridge].index
+    index = net_dump.dump_links(env.tag)[lan.bridge].ifindex
     extra = IPv4Interface(f"{lan.gateway.network[9]}/24")
     with IPRoute() as ipr:
         ipr.addr("add", index=index, address=str(extra.ip), prefixlen=24)
@@ -297,7 +297,11 @@ def test_veth_peer_is_born_in_the_sandbox_and_configured(env: NetEnv) -> None:
     a = env.sandbox("a", lan, 2)
     links = net_dump.dump_links(env.tag)
     host_end = links[a.veth]
-    assert (host_end.kind, host_end.up, host_end.master) == ("veth", True, links[lan.bridge].index)
+    assert (host_end.kind, host_end.up, host_end.master) == (
+        "veth",
+        True,
+        links[lan.bridge].ifindex,
+    )
     assert host_end.mac == derive_mac(a.veth, "host") and host_end.peer_netns_id is not None
     assert derive_mac(a.veth, "peer") not in {f.mac for f in net_dump.dump_links("").values()}
 
@@ -315,15 +319,15 @@ def test_veth_peer_is_born_in_the_sandbox_and_configured(env: NetEnv) -> None:
 def test_create_veth_again_keeps_the_pair_and_repairs_it(env: NetEnv) -> None:
     lan = env.network("lan", 1)
     a = env.sandbox("a", lan, 2)
-    index = net_dump.dump_links(env.tag)[a.veth].index
+    index = net_dump.dump_links(env.tag)[a.veth].ifindex
     with IPRoute() as ipr:
         ipr.link("set", index=index, master=0, state="down")  # drift: off the bridge, down
     net.create_veth(a.veth, a.pid, lan.bridge, a.address, lan.gateway.ip)
     fact = net_dump.dump_links(env.tag)[a.veth]
-    assert (fact.index, fact.up, fact.master) == (
+    assert (fact.ifindex, fact.up, fact.master) == (
         index,
         True,
-        net_dump.dump_links(env.tag)[lan.bridge].index,
+        net_dump.dump_links(env.tag)[lan.bridge].ifindex,
     )
 
     net.remove_link(a.veth)  # drift: the pair is gone

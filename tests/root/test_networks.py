@@ -454,8 +454,8 @@ def test_sandboxes_on_one_network_ping_each_other_by_address_and_by_name(lab: La
     links = net_dump.dump_links(lab.tag)
     bridge = links[lab.bridge("lan")]
     assert bridge.kind == "bridge" and bridge.up
-    assert {links[lab.veth(n)].master for n in ("a", "b")} == {bridge.index}
-    assert IPv4Interface(f"{lab.subnet[1]}/24") in net_dump.dump_addresses()[bridge.index]
+    assert {links[lab.veth(n)].master for n in ("a", "b")} == {bridge.ifindex}
+    assert IPv4Interface(f"{lab.subnet[1]}/24") in net_dump.dump_addresses()[bridge.ifindex]
 
 
 def test_a_server_on_the_gateway_is_reached_from_inside(lab: Lab) -> None:
@@ -577,7 +577,7 @@ def test_a_restarted_init_is_put_back_on_its_network(lab: Lab) -> None:
     assert sm.running_init("web") != old_pid
     assert lab.address("web") == address
     links = net_dump.dump_links(lab.tag)
-    assert links[lab.veth("web")].master == links[lab.bridge("lan")].index
+    assert links[lab.veth("web")].master == links[lab.bridge("lan")].ifindex
     assert lab.wait_web(port) == f"{WEB_TEXT}\n"
     assert f"PING web ({address.ip})" in lab.ping("a", "web").out
     lab.assert_no_changes()
@@ -745,7 +745,7 @@ def test_a_subnet_change_makes_the_network_anew_with_its_sandboxes(lab: Lab) -> 
     b = lab.address("b")
     assert f"PING b ({b.ip})" in lab.ping("a", "b").out
     bridge = net_dump.dump_links(lab.tag)[lab.bridge("lan")]
-    addresses = {a for a in net_dump.dump_addresses()[bridge.index] if a.version == 4}
+    addresses = {a for a in net_dump.dump_addresses()[bridge.ifindex] if a.version == 4}
     assert addresses == {IPv4Interface(f"{lab.subnet2[1]}/24")}  # the old gateway is gone
     lab.assert_no_changes()
 

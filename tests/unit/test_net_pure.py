@@ -69,7 +69,8 @@ def test_links_parse_as_iproute2_reports_them() -> None:
     for name, expected in HOST["expected_links"].items():
         fact = facts[name]
         assert fact.name == name
-        got = {key: getattr(fact, key) for key in expected}
+        # The capture names fields as iproute2 does: its `index` is LinkFact.ifindex.
+        got = {key: getattr(fact, "ifindex" if key == "index" else key) for key in expected}
         assert got == expected, name
 
 
@@ -85,14 +86,14 @@ def test_veth_fact_names_its_bridge_and_peer_netns() -> None:
     facts = parse_links(LINKS, prefix)
     bridge, veth = facts[f"{prefix}b-lan"], facts[f"{prefix}-web"]
     assert (bridge.kind, veth.kind) == ("bridge", "veth")
-    assert veth.master == bridge.index and bridge.master is None
+    assert veth.master == bridge.ifindex and bridge.master is None
     assert veth.peer_netns_id is not None and bridge.peer_netns_id is None
 
 
 def test_minimal_link_message_parses() -> None:
     payload = IFINFOMSG.pack(0, 1, 7, 0, 0) + nla(3, b"x\0") + nla(16, bytes([9]))
     fact = parse_link(payload)
-    assert (fact.name, fact.index, fact.up, fact.kind, fact.mac) == ("x", 7, False, None, None)
+    assert (fact.name, fact.ifindex, fact.up, fact.kind, fact.mac) == ("x", 7, False, None, None)
     assert fact.operstate == "9"  # an operstate newer than this table stays readable
 
 

@@ -24,7 +24,7 @@ BASE = "sandman-s1a"
 def record(
     kind: str, name: str, unit: dict[str, object] | None = None, **runtime: object
 ) -> Record:
-    return Record(kind, name, "digest", unit or {}, runtime=dict(runtime))
+    return Record(kind, name, "digest", unit or {}, tainted=False, runtime=dict(runtime))
 
 
 def tree(*paths: str) -> dict[str, list[str]]:

@@ -32,14 +32,14 @@ def records_of(desired: Desired) -> list[Record]:
 
 def actual_for(case: pathlib.Path, options: dict[str, object]) -> ActualState:
     if not (case / "before").is_dir():
-        return ActualState()
+        return ActualState.empty()
     tainted = options.get("tainted", [])
     assert isinstance(tainted, list)
     records = {}
     for record in records_of(read_units(str(case / "before"), TAG)):
         is_tainted = f"{record.kind}/{record.name}" in tainted
-        records[record.key] = dataclasses.replace(record, tainted=is_tainted)
-    return ActualState(records=records)
+        records[record.key] = record._replace(tainted=is_tainted)
+    return ActualState(records=records, drift={})
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()))
@@ -55,14 +55,14 @@ def test_plan_case(case: str) -> None:
 
 def test_second_plan_after_apply_is_empty() -> None:
     desired = read_units(str(CASES / "no-change" / "after"), TAG)
-    actual = ActualState(records={r.key: r for r in records_of(desired)})
+    actual = ActualState(records={r.key: r for r in records_of(desired)}, drift={})
     assert plan(desired, actual).actions == ()
 
 
 def test_plan_is_pure_and_deterministic() -> None:
     desired = read_units(str(CASES / "new-units" / "after"), TAG)
-    first = plan(desired, ActualState())
-    second = plan(desired, ActualState())
+    first = plan(desired, ActualState.empty())
+    second = plan(desired, ActualState.empty())
     assert first == second
 
 
@@ -162,7 +162,7 @@ def test_limit_drift_is_repaired() -> None:
 
 def test_target_keeps_the_object_and_what_it_stands_on() -> None:
     desired = read_units(str(CASES / "new-units" / "after"), TAG)
-    whole = plan(desired, ActualState())
+    whole = plan(desired, ActualState.empty())
     assert [a.object for a in targeted(whole, desired, "web").actions] == [
         "slice/services",
         "network/lan",
@@ -183,7 +183,7 @@ def test_orphans_go_first_and_only_with_pruning() -> None:
         Orphan("cgroup", "sandman-smt/ghost", "no record owns it"),
         Orphan("link", "smt-ghost", "a veth with no record"),
     )
-    actual = ActualState(records=records, orphans=left)
+    actual = ActualState(records=records, drift={}, orphans=left)
     assert [a.describe() for a in plan(desired, actual).actions] == [
         "- cgroup/sandman-smt/ghost: remove the orphan (no record owns it)",
         "- link/smt-ghost: remove the orphan (a veth with no record)",
