@@ -30,7 +30,6 @@ from sandman.observe import procs
 from sandman.observe.facts import Record
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredSandbox
-from sandman.units.model import BindMount, OverlayMount, ProcMount, TmpfsMount
 
 # The nodes of the sandbox's /dev (null, zero, full, random, urandom, tty, ptmx) and its ptys.
 ALLOWED_DEVICES = (
@@ -203,6 +202,8 @@ def _rootfs_source(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
 
 
 def _check_mount_sources(sandbox: DesiredSandbox) -> None:
+    from sandman.units.model import BindMount, OverlayMount  # pydantic: only where units are
+
     for index, mount in enumerate(sandbox.unit.mount):
         paths = [mount.source] if isinstance(mount, BindMount) else []
         if isinstance(mount, OverlayMount):
@@ -292,6 +293,8 @@ def _outside(ranges: tuple[tuple[int, int, int], ...], inside: int) -> int:
 
 
 def _mounts(sandbox: DesiredSandbox, runtime: str) -> Iterator[Mount]:
+    from sandman.units.model import BindMount, ProcMount, TmpfsMount  # see above
+
     for index, mount in enumerate(sandbox.unit.mount):
         key = f"mount[{index}]"
         if isinstance(mount, BindMount):

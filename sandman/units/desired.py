@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
+if TYPE_CHECKING:  # destroy and status use these classes without loading units, or pydantic
+    from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
 
 
 @dataclass(frozen=True)
