@@ -71,7 +71,9 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     )
     plan.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
     plan.add_argument(
-        "--no-prune", action="store_true", help="keep objects whose unit file is gone"
+        "--no-prune",
+        action="store_true",
+        help="keep objects whose unit file is gone, and orphans (what a killed apply left)",
     )
     plan.add_argument(
         "--target",
@@ -157,12 +159,18 @@ def _sandbox_verbs(
         "apply",
         parents=[paths],
         help="make the host what a unit directory declares",
-        description="Plan DIR against the host, then carry the plan out, action by action. "
-        "Objects recorded but no longer declared are destroyed unless --no-prune.",
+        description="Plan DIR against the host, then carry the plan out, action by action, "
+        "printing each as it starts and ends (on a terminal, with a [done/total] line). "
+        "Objects recorded but no longer declared, and orphans (objects with this instance's "
+        "names and no record, such as a killed apply leaves), are removed unless --no-prune. "
+        "One apply runs at a time per state dir: another waits for the lock (or, with "
+        "--no-wait, fails).",
     )
     apply.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
     apply.add_argument(
-        "--no-prune", action="store_true", help="keep objects whose unit file is gone"
+        "--no-prune",
+        action="store_true",
+        help="keep objects whose unit file is gone, and orphans (what a killed apply left)",
     )
     apply.add_argument(
         "--target",
