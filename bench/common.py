@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,6 +266,48 @@ class Cleanup:
             signal.signal(signal.SIGTERM, previous_term)
 
 
+def in_workdir(name: str, prefix: str, body: Callable[[str, Cleanup], None]) -> None:
+    """Run `body(workdir, cleanup)` with a new temporary directory and a Cleanup whose steps run
+    at the end, on an error and on Ctrl-C; the directory is removed last, or kept (and said so)
+    when a step before failed."""
+    cleanup = Cleanup(name)
+    workdir = tempfile.mkdtemp(prefix=prefix)
+
+    def remove_workdir() -> None:
+        if cleanup.failed:
+            print(f"{name}: something was not cleaned up; {workdir} is kept", file=sys.stderr)
+            return
+        # Mounts made in a sandbox's own mount namespace go with it, a moment after its end.
+        for _ in range(20):
+            try:
+                shutil.rmtree(workdir)
+                return
+            except OSError:
+                time.sleep(0.1)
+        shutil.rmtree(workdir)
+
+    cleanup.add(f"remove {workdir}", remove_workdir)
+    try:
+        body(workdir, cleanup)
+    finally:
+        cleanup.run()
+
+
+def restore_at_end(cleanup: Cleanup, path: str, what: str) -> None:
+    """Write a /proc/sys file's present value back at the end, if it has changed by then."""
+    with open(path, encoding="ascii") as handle:
+        value = handle.read()
+
+    def restore() -> None:
+        with open(path, encoding="ascii") as f:
+            if f.read() == value:
+                return
+        with open(path, "w", encoding="ascii") as f:
+            f.write(value)
+
+    cleanup.add(f"restore {what}", restore)
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -286,6 +330,40 @@ def run_main(name: str, run: Callable[[], None], errors: tuple[type[Exception], 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
+
+
+# --- the host and the peers -----------------------------------------------------------------
+
+UNIFIED = "/sys/fs/cgroup/unified"
+
+
+def cgroup_layout() -> str:
+    """ "unified", "hybrid" (v1 controllers plus a cgroup2 at /sys/fs/cgroup/unified) or
+    "legacy", from this process's mount table."""
+    types = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            types[left.split()[4]] = right.split()[0]
+    if types.get("/sys/fs/cgroup") == "cgroup2":
+        return "unified"
+    return "hybrid" if types.get(UNIFIED) == "cgroup2" else "legacy"
+
+
+def busybox_image(python: str, workdir: str, images: str) -> str:
+    """`sandman image busybox` into `images`; returns the rootfs every contender runs on."""
+    argv = (python, "-m", "sandman", "image", "busybox", "--image-dir", images)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=clean_env(), cwd=workdir, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
+    return os.path.join(images, "busybox")
+
+
+def bwrap_true(rootfs: str, *flags: str) -> tuple[str, ...]:
+    """bwrap's run of /bin/true on the rootfs, with /proc and /dev, after `flags`."""
+    return ("bwrap", *flags, "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true")
 
 
 # --- machine-readable results ---------------------------------------------------------------

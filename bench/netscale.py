@@ -41,15 +41,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import netscript
 from common import (
     BenchError,
-    Cleanup,
     Peer,
     Stats,
     clean_env,
@@ -59,10 +58,18 @@ from common import (
     ms,
     real_python,
     require_modules,
+    restore_at_end,
     run_main,
     table,
 )
 from load import ImportSummary, importtime
+from netscript import (
+    NETWORK_SETUP,
+    NETWORK_TEARDOWN,
+    SANDBOX_NAMES,
+    SANDBOX_NETWORK,
+    per_sandbox,
+)
 from spawn import (
     Label,
     Runner,
@@ -72,6 +79,7 @@ from spawn import (
     _short,
     build_image,
     load_profile,
+    run_session,
     tool_version,
 )
 
@@ -96,61 +104,23 @@ FORWARDING = "/proc/sys/net/ipv4/ip_forward"
 
 # --- the script -------------------------------------------------------------------------------
 
-# What a user would write by hand: one `ip` or `nft` command per step. `$1` is the number of
-# sandboxes; the names, the subnet and the first port are set above this text.
-SETUP_SCRIPT = r"""
-n=$1
-ip link add "$BRIDGE" type bridge
-ip addr add "$NET.1/24" dev "$BRIDGE"
-ip link set "$BRIDGE" up
-echo 1 > /proc/sys/net/ipv4/ip_forward
-echo 1 > "/proc/sys/net/ipv4/conf/$BRIDGE/route_localnet"
-nft -f - <<EOF
-table inet $TABLE {
-    chain guard { type filter hook prerouting priority raw; iif != "lo" ip daddr 127.0.0.0/8 drop; }
-    chain prerouting { type nat hook prerouting priority dstnat; }
-    chain output { type nat hook output priority -100; }
-    chain postrouting {
-        type nat hook postrouting priority srcnat;
-        ip saddr 127.0.0.0/8 oif != "lo" masquerade
-        ip saddr $NET.0/24 ip daddr != $NET.0/24 masquerade
-    }
-}
-EOF
-for i in $(seq 1 "$n"); do
-    ns="$PREFIX-$i" veth="${PREFIX}v$i" addr="$NET.$((i + 1))" port=$((PORTS + i))
-    ip netns add "$ns"
-    ip link add "$veth" type veth peer name eth0 netns "$ns"
+# What a user would write by hand (netscript.py): one `ip` or `nft` command per step, a named
+# netns per sandbox. `$1` is the number of sandboxes; the names, the subnet and the first port
+# are set above this text.
+SETUP_SCRIPT = per_sandbox(
+    SANDBOX_NAMES,
+    r"""
+    ip netns add "$name"
+    ip link add "$veth" type veth peer name eth0 netns "$name"
     ip link set "$veth" master "$BRIDGE" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" route add default via "$NET.1"
-    nft add rule inet "$TABLE" prerouting ip daddr 127.0.0.1 tcp dport "$port" dnat ip to "$addr:80"
-    nft add rule inet "$TABLE" output ip daddr 127.0.0.1 tcp dport "$port" dnat ip to "$addr:80"
-done
-"""
-TEARDOWN_SCRIPT = r"""
-n=$1
-for i in $(seq 1 "$n"); do
-    ip netns del "$PREFIX-$i"
-done
-ip link del "$BRIDGE"
-nft delete table inet "$TABLE"
-"""
-NETNS_SETUP_SCRIPT = r"""
-n=$1
-for i in $(seq 1 "$n"); do
-    ip netns add "$PREFIX-$i"
-    ip -n "$PREFIX-$i" link set lo up
-done
-"""
-NETNS_TEARDOWN_SCRIPT = r"""
-n=$1
-for i in $(seq 1 "$n"); do
-    ip netns del "$PREFIX-$i"
-done
-"""
+    ip -n "$name" link set lo up
+    """,
+    SANDBOX_NETWORK,
+    before=NETWORK_SETUP,
+)
+TEARDOWN_SCRIPT = per_sandbox('ip netns del "$PREFIX-$i"', after=NETWORK_TEARDOWN)
+NETNS_SETUP_SCRIPT = per_sandbox('ip netns add "$PREFIX-$i"\nip -n "$PREFIX-$i" link set lo up')
+NETNS_TEARDOWN_SCRIPT = per_sandbox('ip netns del "$PREFIX-$i"')
 
 
 @dataclass(frozen=True)
@@ -169,12 +139,14 @@ class Names:
     def network_unit(self) -> str:
         return self.prefix
 
-    def script_header(self) -> str:
+    def script_header(self, ports: int, **more: str) -> str:
+        """The lines above the script's text (netscript.py): strict mode and its variables."""
         net = ".".join(str(self.script_net.network_address).split(".")[:3])
+        extra = "".join(f" {key}={value}" for key, value in more.items())
         return (
-            "set -euo pipefail\n"
+            "#!/bin/bash\nset -euo pipefail\n"
             f"PREFIX={self.prefix} BRIDGE={self.bridge} TABLE={self.prefix} NET={net} "
-            f"PORTS={SCRIPT_PORTS}\n"
+            f"PORTS={ports}{extra}\n"
         )
 
 
@@ -459,19 +431,13 @@ def script_contender(
 
 
 def write_scripts(workdir: str, names: Names) -> dict[str, str]:
-    paths = {}
     bodies = {
         "setup": SETUP_SCRIPT,
         "teardown": TEARDOWN_SCRIPT,
         "netns-setup": NETNS_SETUP_SCRIPT,
         "netns-teardown": NETNS_TEARDOWN_SCRIPT,
     }
-    for what, body in bodies.items():
-        path = os.path.join(workdir, f"{what}.sh")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("#!/bin/bash\n" + names.script_header() + body.lstrip("\n"))
-        paths[what] = path
-    return paths
+    return netscript.write_scripts(workdir, names.script_header(SCRIPT_PORTS), bodies)
 
 
 def run_rounds(contenders: Sequence[Contender], warmups: int) -> None:
@@ -675,7 +641,12 @@ APPLY_PHASES: tuple[Phase, ...] = (
     ("apply the plan (applier.apply)", 0, (("sandman/apply/applier.py", "apply"),), False),
     ("the network: bridge, forwarding, NAT", 1, (("sandman/apply/networks.py", "create"),), False),
     ("/etc/hosts, resolv.conf", 1, (("sandman/apply/networks.py", "name_files"),), False),
-    ("spawn (kernel/spawn.spawn)", 1, (("sandman/kernel/spawn.py", "spawn"),), False),
+    (
+        "spawn (kernel/spawn.start, finish)",
+        1,
+        (("sandman/kernel/spawn.py", "start"), ("sandman/kernel/spawn.py", "finish")),
+        False,
+    ),
     ("attach (the init waits for it)", 2, (("sandman/apply/networks.py", "attach"),), False),
     ("create_veth", 3, (("sandman/kernel/net.py", "create_veth"),), False),
     ("host socket: IPRoute() and close", 4, (("sandman/kernel/net.py", "_route"),), False),
@@ -1026,37 +997,12 @@ def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise BenchError("sandman apply, ip netns and nft need root: run it as root")
     python = real_python(args.python)
-    cleanup = Cleanup("bench/netscale.py")
-    workdir = tempfile.mkdtemp(prefix="sandman-bench-netscale-")
 
-    def remove_workdir() -> None:
-        if cleanup.failed:
-            print(
-                f"bench/netscale.py: something was not cleaned up; {workdir} is kept",
-                file=sys.stderr,
-            )
-        else:
-            shutil.rmtree(workdir)
-
-    cleanup.add(f"remove {workdir}", remove_workdir)
-    runner = Runner(workdir)
-    cleanup.add("stderr file", runner.close)
-    with open(FORWARDING, encoding="ascii") as handle:
-        forwarding = handle.read()
-
-    def restore_forwarding() -> None:
-        with open(FORWARDING, encoding="ascii") as f:
-            if f.read() == forwarding:
-                return
-        with open(FORWARDING, "w", encoding="ascii") as f:
-            f.write(forwarding)
-
-    cleanup.add("restore ip_forward", restore_forwarding)
-    try:
-        session = Session(python, workdir, runner, cleanup)
+    def body(session: Session) -> None:
+        restore_at_end(session.cleanup, FORWARDING, "ip_forward")
         measure(session, args)
-    finally:
-        cleanup.run()
+
+    run_session("bench/netscale.py", "sandman-bench-netscale-", python, body)
 
 
 def measure(session: Session, args: argparse.Namespace) -> None:
@@ -1143,8 +1089,10 @@ Timings = dict[str, tuple[int, float]]  # "module:function" -> (calls, seconds)
 
 # Functions timed by time_calls.py (module attribute the callers look up, see there).
 TIMED_CALLS: tuple[tuple[str, str], ...] = (
-    ("sandman.apply.sandboxes:create", "sandboxes.create (one sandbox)"),
-    ("sandman.apply.sandboxes:spawn", "  spawn"),
+    ("sandman.apply.sandboxes:_start", "sandboxes: up to the first child's fork"),
+    ("sandman.apply.sandboxes:spawn_start", "  spawn.start (fork)"),
+    ("sandman.apply.sandboxes:_finish", "sandboxes: the init's exec and the record"),
+    ("sandman.apply.sandboxes:spawn_finish", "  spawn.finish"),
     ("sandman.kernel.spawn:_parent", "    the parent's side: attach, waits on the children"),
     ("sandman.apply.networks:attach", "      networks.attach (the init waits for it)"),
     ("sandman.kernel.net:create_veth", "        create_veth"),

@@ -40,27 +40,29 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import netscript
 from common import (
     BenchError,
-    Cleanup,
     Peer,
     Stats,
+    cgroup_layout,
     clean_env,
     describe_host,
     emit,
     ms,
     real_python,
     require_modules,
+    restore_at_end,
     run_main,
     table,
 )
 from load import ImportSummary, forbidden_imports, importtime
 from netscale import (
+    FORWARDING,
     NETNS_DIR,
     Names,
     _links,
@@ -70,14 +72,14 @@ from netscale import (
     tag_in_use,
     wait_links_gone,
 )
+from netscript import NETWORK_SETUP, NETWORK_TEARDOWN, SANDBOX_NAMES, SANDBOX_NETWORK, per_sandbox
 from spawn import (
     PrivateMounts,
-    Runner,
     Session,
     StepError,
     build_image,
-    cgroup_layout,
     make_bundle,
+    run_session,
 )
 
 MANY = 100
@@ -104,51 +106,30 @@ DEPS_IMPORT = f'python -c "import {DEPS}"'
 STATUS = "sandman status"
 PASS = "python -c pass"
 
-SETUP_SCRIPT = r"""
-n=$1
-ip link add "$BRIDGE" type bridge
-ip addr add "$NET.1/24" dev "$BRIDGE"
-ip link set "$BRIDGE" up
-echo 1 > /proc/sys/net/ipv4/ip_forward
-echo 1 > "/proc/sys/net/ipv4/conf/$BRIDGE/route_localnet"
-nft -f - <<EOF
-table inet $TABLE {
-    chain guard { type filter hook prerouting priority raw; iif != "lo" ip daddr 127.0.0.0/8 drop; }
-    chain prerouting { type nat hook prerouting priority dstnat; }
-    chain output { type nat hook output priority -100; }
-    chain postrouting {
-        type nat hook postrouting priority srcnat;
-        ip saddr 127.0.0.0/8 oif != "lo" masquerade
-        ip saddr $NET.0/24 ip daddr != $NET.0/24 masquerade
-    }
-}
-EOF
-for i in $(seq 1 "$n"); do
-    id="$PREFIX-$i" veth="${PREFIX}v$i" addr="$NET.$((i + 1))" port=$((PORTS + i))
-    crun --root "$CRUN_ROOT" run -d --pid-file "$CRUN_ROOT/$id.pid" --bundle "$BUNDLE" "$id"
-    pid=$(<"$CRUN_ROOT/$id.pid")
-    echo $((64 << 20)) > "/sys/fs/cgroup/memory/$id/memory.limit_in_bytes"
-    echo 50000 > "/sys/fs/cgroup/cpu/$id/cpu.cfs_quota_us"
-    echo 64 > "/sys/fs/cgroup/pids/$id/pids.max"
+# The script (netscript.py): per sandbox a crun container, whose netns gets the veth and a name,
+# and its three limits written into crun's v1 cgroups.
+SETUP_SCRIPT = per_sandbox(
+    SANDBOX_NAMES,
+    r"""
+    crun --root "$CRUN_ROOT" run -d --pid-file "$CRUN_ROOT/$name.pid" --bundle "$BUNDLE" "$name"
+    pid=$(<"$CRUN_ROOT/$name.pid")
+    echo $((64 << 20)) > "/sys/fs/cgroup/memory/$name/memory.limit_in_bytes"
+    echo 50000 > "/sys/fs/cgroup/cpu/$name/cpu.cfs_quota_us"
+    echo 64 > "/sys/fs/cgroup/pids/$name/pids.max"
     ip link add "$veth" type veth peer name eth0 netns "$pid"
     ip link set "$veth" master "$BRIDGE" up
-    ip netns attach "$id" "$pid"
-    ip -n "$id" addr add "$addr/24" dev eth0
-    ip -n "$id" link set eth0 up
-    ip -n "$id" route add default via "$NET.1"
-    nft add rule inet "$TABLE" prerouting ip daddr 127.0.0.1 tcp dport "$port" dnat ip to "$addr:80"
-    nft add rule inet "$TABLE" output ip daddr 127.0.0.1 tcp dport "$port" dnat ip to "$addr:80"
-done
-"""
-TEARDOWN_SCRIPT = r"""
-n=$1
-for i in $(seq 1 "$n"); do
+    ip netns attach "$name" "$pid"
+    """,
+    SANDBOX_NETWORK,
+    before=NETWORK_SETUP,
+)
+TEARDOWN_SCRIPT = per_sandbox(
+    """
     crun --root "$CRUN_ROOT" delete -f "$PREFIX-$i"
     ip netns del "$PREFIX-$i"
-done
-ip link del "$BRIDGE"
-nft delete table inet "$TABLE"
-"""
+    """,
+    after=NETWORK_TEARDOWN,
+)
 
 
 @dataclass
@@ -201,20 +182,9 @@ def write_units(directory: str, names: Names, count: int) -> None:
 
 
 def write_scripts(setup: Setup, bundle: str) -> dict[str, str]:
-    names = setup.names
-    net = ".".join(str(names.script_net.network_address).split(".")[:3])
-    header = (
-        "#!/bin/bash\nset -euo pipefail\n"
-        f"PREFIX={names.prefix} BRIDGE={names.bridge} TABLE={names.prefix} NET={net} "
-        f"PORTS={PORTS + 500} CRUN_ROOT={setup.crun_root} BUNDLE={bundle}\n"
-    )
-    paths = {}
-    for what, body in (("setup", SETUP_SCRIPT), ("teardown", TEARDOWN_SCRIPT)):
-        path = os.path.join(setup.session.workdir, f"{what}.sh")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(header + body.lstrip("\n"))
-        paths[what] = path
-    return paths
+    header = setup.names.script_header(PORTS + 500, CRUN_ROOT=setup.crun_root, BUNDLE=bundle)
+    bodies = {"setup": SETUP_SCRIPT, "teardown": TEARDOWN_SCRIPT}
+    return netscript.write_scripts(setup.session.workdir, header, bodies)
 
 
 def _quiet(argv: Sequence[str]) -> None:
@@ -710,36 +680,12 @@ def run(args: argparse.Namespace) -> None:
         print("bench/scale.py: needs root (sandboxes, netns, cgroups); skipped")
         return
     python = real_python(args.python)
-    cleanup = Cleanup("bench/scale.py")
-    workdir = tempfile.mkdtemp(prefix="sandman-bench-scale-")
 
-    def remove_workdir() -> None:
-        if cleanup.failed:
-            print(
-                f"bench/scale.py: something was not cleaned up; {workdir} is kept", file=sys.stderr
-            )
-        else:
-            shutil.rmtree(workdir)
+    def body(session: Session) -> None:
+        restore_at_end(session.cleanup, FORWARDING, "ip_forward")
+        measure(session, args)
 
-    cleanup.add(f"remove {workdir}", remove_workdir)
-    runner = Runner(workdir)
-    cleanup.add("stderr file", runner.close)
-    forwarding_path = "/proc/sys/net/ipv4/ip_forward"
-    with open(forwarding_path, encoding="ascii") as handle:
-        forwarding = handle.read()
-
-    def restore_forwarding() -> None:
-        with open(forwarding_path, encoding="ascii") as f:
-            if f.read() == forwarding:
-                return
-        with open(forwarding_path, "w", encoding="ascii") as f:
-            f.write(forwarding)
-
-    cleanup.add("restore ip_forward", restore_forwarding)
-    try:
-        measure(Session(python, workdir, runner, cleanup), args)
-    finally:
-        cleanup.run()
+    run_session("bench/scale.py", "sandman-bench-scale-", python, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

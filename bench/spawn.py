@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,13 +42,18 @@ from typing import Any
 
 from census import Census, Snapshot, census, median_init_rss, read_proc, snapshot
 from common import (
+    UNIFIED,
     BenchError,
     Cleanup,
     Peer,
     Stats,
+    busybox_image,
+    bwrap_true,
+    cgroup_layout,
     clean_env,
     describe_host,
     emit,
+    in_workdir,
     module_version,
     ms,
     real_python,
@@ -91,7 +95,6 @@ NSPAWN_FLAGS = (
     "--link-journal=no",
 )
 CLONE_NEWNS = 0x00020000
-UNIFIED = "/sys/fs/cgroup/unified"
 IMPORTTIME_RUNS = 3
 
 SANDMAN_1 = "sandman apply, 1 sandbox"
@@ -236,19 +239,6 @@ def tool_version(argv: Sequence[str]) -> str:
     except OSError:
         return "?"
     return (result.stdout or result.stderr).strip().splitlines()[0] if result.stdout else "?"
-
-
-def cgroup_layout() -> str:
-    """ "unified", "hybrid" (v1 controllers plus a cgroup2 at /sys/fs/cgroup/unified) or
-    "legacy", from this process's mount table."""
-    types = {}
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            types[left.split()[4]] = right.split()[0]
-    if types.get("/sys/fs/cgroup") == "cgroup2":
-        return "unified"
-    return "hybrid" if types.get(UNIFIED) == "cgroup2" else "legacy"
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -696,8 +686,11 @@ PHASES: tuple[tuple[str, int, tuple[tuple[str, str], ...]], ...] = (
             ("sandman/kernel/cgroup_v2.py", "set_limits"),
         ),
     ),
-    ("spawn (kernel/spawn.spawn)", 2, (("sandman/kernel/spawn.py", "spawn"),)),
-    ("user namespace with id maps", 3, (("sandman/kernel/spawn.py", "make_user_namespace"),)),
+    (
+        "spawn (kernel/spawn.start, finish; the user namespace is made in the first child)",
+        2,
+        (("sandman/kernel/spawn.py", "start"), ("sandman/kernel/spawn.py", "finish")),
+    ),
     (
         "fork, wait for the children (namespaces, mounts, pivot_root, exec)",
         3,
@@ -959,13 +952,19 @@ def sandman_trial(session: Session, label: str, names: Sequence[str], rounds: in
 
 def build_image(session: Session) -> str:
     session.images = os.path.join(session.workdir, "images")
-    argv = session.sandman("image", "busybox", "--image-dir", session.images)
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=clean_env(), cwd=session.workdir, check=False
-    )
-    if result.returncode != 0:
-        raise BenchError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
-    return os.path.join(session.images, "busybox")
+    return busybox_image(session.python, session.workdir, session.images)
+
+
+def run_session(name: str, prefix: str, python: str, body: Callable[[Session], None]) -> None:
+    """`body` with a Session in a new temporary directory (common.in_workdir): every clean-up
+    step it adds runs at the end, on an error and on Ctrl-C or SIGTERM too."""
+
+    def start(workdir: str, cleanup: Cleanup) -> None:
+        runner = Runner(workdir)
+        cleanup.add("stderr file", runner.close)
+        body(Session(python, workdir, runner, cleanup))
+
+    in_workdir(name, prefix, start)
 
 
 def crun_trials(session: Session, rootfs: str, args: argparse.Namespace) -> tuple[list[Trial], str]:
@@ -1156,25 +1155,7 @@ def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise BenchError("sandman apply and the peers need root: run it as root")
     python = real_python(args.python)
-    cleanup = Cleanup("bench/spawn.py")
-    workdir = tempfile.mkdtemp(prefix="sandman-bench-spawn-")
-
-    def remove_workdir() -> None:
-        if cleanup.failed:
-            print(
-                f"bench/spawn.py: something was not cleaned up; {workdir} is kept", file=sys.stderr
-            )
-        else:
-            shutil.rmtree(workdir)
-
-    cleanup.add(f"remove {workdir}", remove_workdir)
-    runner = Runner(workdir)
-    cleanup.add("stderr file", runner.close)
-    try:
-        session = Session(python, workdir, runner, cleanup)
-        measure(session, args)
-    finally:
-        cleanup.run()
+    run_session("bench/spawn.py", "sandman-bench-spawn-", python, lambda s: measure(s, args))
 
 
 def measure(session: Session, args: argparse.Namespace) -> None:
@@ -1216,18 +1197,7 @@ def measure(session: Session, args: argparse.Namespace) -> None:
         for trial in crun:
             trials[trial.label] = trial
     if "bwrap" not in unavailable:
-        bwrap = (
-            "bwrap",
-            *BWRAP_FLAGS,
-            "--bind",
-            rootfs,
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "/bin/true",
-        )
+        bwrap = bwrap_true(rootfs, *BWRAP_FLAGS)
         trials[BWRAP] = Trial(
             BWRAP, 1, args.runs, lambda: session.runner.run(bwrap), detached=False
         )

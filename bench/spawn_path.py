@@ -9,12 +9,12 @@ of each start, from before the first fork to the end of the wait for `/bin/true`
 - the C floor (`floor.c`, built with gcc, or the binary in $SANDMAN_BENCH_FLOOR): clone3 with
   the namespaces of sandman's default sandbox (user, mount, pid, uts, ipc, net, cgroup), uid and
   gid maps, the rootfs bound, /proc mounted, pivot_root, exec;
-- sandman: `sandman.kernel.spawn.spawn(spec)` (what `apply/sandboxes.py` calls) in a Python
-  process that is a child subreaper, so that it can wait for the init (which sandman's first
-  child leaves to the nearest subreaper) to exit; the spec is the one apply makes for a default
-  sandbox (overlay over an idmapped view of the image, auto id range, seccomp default filter,
-  default capabilities, no_new_privileges), without cgroup and network; a second variant binds
-  the image (no overlay) and skips seccomp and capabilities, the floor's work plus sandman's
+- sandman: `sandman.kernel.spawn.spawn(spec)` (start then finish, as `apply/sandboxes.py` does) in
+  a Python process that is a child subreaper, so that it can wait for the init (which sandman's
+  first child leaves to the nearest subreaper) to exit; the spec is the one apply makes for a
+  default sandbox (overlay over an idmapped view of the image, auto id range, seccomp default
+  filter, default capabilities, no_new_privileges), without cgroup and network; a second variant
+  binds the image (no overlay) and skips seccomp and capabilities, the floor's work plus sandman's
   /proc, /sys and /dev;
 - `unshare --user --map-root-user --mount --pid --fork --uts --ipc --net --cgroup --mount-proc
   --root ROOTFS /bin/true` and `bwrap --unshare-all --bind ROOTFS / --proc /proc --dev /dev
@@ -32,18 +32,18 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 
 from common import (
     BenchError,
-    Cleanup,
     Peer,
     Stats,
+    busybox_image,
+    bwrap_true,
     clean_env,
     describe_host,
     emit,
+    in_workdir,
     ms,
     real_python,
     run_main,
@@ -146,17 +146,6 @@ def times_of(argv: Sequence[str], cwd: str) -> list[float]:
     return [float(line) for line in result.stdout.split()]
 
 
-def build_image(python: str, workdir: str) -> str:
-    images = os.path.join(workdir, "images")
-    argv = (python, "-m", "sandman", "image", "busybox", "--image-dir", images)
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=clean_env(), cwd=workdir, check=False
-    )
-    if result.returncode != 0:
-        raise BenchError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
-    return os.path.join(images, "busybox")
-
-
 def contenders(
     python: str, floor: str, rootfs: str, workdir: str, count: int
 ) -> dict[str, tuple[str, ...]]:
@@ -191,28 +180,14 @@ def contenders(
             "/bin/true",
         )
     if shutil.which("bwrap"):
-        found[BWRAP] = (
-            floor,
-            "exec",
-            n,
-            "bwrap",
-            "--unshare-all",
-            "--bind",
-            rootfs,
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "/bin/true",
-        )
+        found[BWRAP] = (floor, "exec", n, *bwrap_true(rootfs, "--unshare-all"))
     return found
 
 
 def measure(args: argparse.Namespace, workdir: str) -> None:
     python = real_python(args.python)
     floor = build_floor(workdir)
-    rootfs = build_image(python, workdir)
+    rootfs = busybox_image(python, workdir, os.path.join(workdir, "images"))
     commands = contenders(python, floor, rootfs, workdir, args.per_round)
     failed: dict[str, str] = {}
     samples: dict[str, list[float]] = {label: [] for label in commands}
@@ -403,24 +378,9 @@ def run(args: argparse.Namespace) -> None:
         print("bench/spawn_path.py: needs root (namespaces, mounts); skipped")
         emit("spawn_path", "spawn path alone", verdict="not measured: not root")
         return
-    cleanup = Cleanup("bench/spawn_path.py")
-    workdir = tempfile.mkdtemp(prefix="sandman-bench-spawnpath-")
-
-    def remove_workdir() -> None:
-        # The spawns' mounts lived in their own mount namespaces, gone with them.
-        for _ in range(20):
-            try:
-                shutil.rmtree(workdir)
-                return
-            except OSError:
-                time.sleep(0.1)
-        shutil.rmtree(workdir)
-
-    cleanup.add(f"remove {workdir}", remove_workdir)
-    try:
-        measure(args, workdir)
-    finally:
-        cleanup.run()
+    in_workdir(
+        "bench/spawn_path.py", "sandman-bench-spawnpath-", lambda workdir, _: measure(args, workdir)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

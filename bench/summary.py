@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common import table
+from common import cgroup_layout, table
 
 # The figures, in its order: key, figure, target (for rows no benchmark reported).
 EXPECTED = (
@@ -166,17 +166,7 @@ def _first_line(argv: Sequence[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
-def cgroup_layout() -> str:
-    types = {}
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            types[left.split()[4]] = right.split()[0]
-    if types.get("/sys/fs/cgroup") == "cgroup2":
-        return "cgroup v2 (unified)"
-    if types.get("/sys/fs/cgroup/unified") == "cgroup2":
-        return "cgroup v1/v2 hybrid"
-    return "cgroup v1"
+LAYOUTS = {"unified": "cgroup v2 (unified)", "hybrid": "cgroup v1/v2 hybrid", "legacy": "cgroup v1"}
 
 
 def machine(python: str) -> list[str]:
@@ -207,7 +197,7 @@ def machine(python: str) -> list[str]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"Measured {now}: {debian}kernel {platform.release()}, {os.cpu_count()} CPUs, "
-        f"{cgroup_layout()}, CPython {version or '?'}.",
+        f"{LAYOUTS[cgroup_layout()]}, CPython {version or '?'}.",
         "Peers: " + "; ".join(p for p in peers if p) + ".",
     ]
 

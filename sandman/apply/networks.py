@@ -42,11 +42,11 @@ def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
 def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None:
     """Its sandboxes are gone by now (the plan orders them first): the bridge, its NAT rules and,
     with the last network, the instance's table (only once no bridge needs its loopback guard)."""
-    from sandman.kernel import nat, net
+    from sandman.kernel import links, nat
 
     bridge = record.runtime.get("bridge") or record.unit.get("resolved", {}).get("bridge")
     if isinstance(bridge, str):
-        net.remove_link(bridge)
+        links.delete_link(bridge)
         faults.step(f"network/{record.name}: bridge removed")
     nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
     faults.step(f"network/{record.name}: NAT rules removed")
@@ -102,9 +102,17 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
 
 
 def detach(ctx: ApplyContext, record: Record) -> None:
-    """The sandbox's port forwards go; its veth goes with its netns when the init dies."""
+    """The sandbox's port forwards and its veth go. The kernel would delete the veth with the
+    netns, but later (the netns is torn down asynchronously) or never (while anything else
+    holds the netns open: an `ip netns attach`, an `nsenter`)."""
     if record.unit.get("network"):
         detach_sandbox(ctx, record.name)
+        veth = record.unit.get("resolved", {}).get("veth")
+        if isinstance(veth, str):
+            from sandman.kernel import links
+
+            links.delete_link(veth)
+            faults.step(f"sandbox/{record.name}: veth removed")
 
 
 def detach_sandbox(ctx: ApplyContext, name: str) -> None:

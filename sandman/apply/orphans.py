@@ -53,9 +53,9 @@ def _table(ctx: ApplyContext, name: str) -> None:
 
 
 def _link(ctx: ApplyContext, name: str) -> None:
-    from sandman.kernel import net
+    from sandman.kernel import links
 
-    net.remove_link(name)
+    links.delete_link(name)
 
 
 def _in_state_dir(ctx: ApplyContext, name: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from sandman.kernel import syscalls, sysctl
+from sandman.kernel import links, syscalls, sysctl
 from sandman.kernel.net_facts import (
     AF_INET6,
     IFF_UP,
@@ -181,12 +181,7 @@ def remove_bridge(name: str) -> None:
 def remove_link(name: str) -> None:
     """The link is gone; ENODEV (already gone) is success. Deleting either end of a veth
     deletes both."""
-    with _route() as ipr:
-        try:
-            _netlink("deleting link", name, ipr.link, "del", ifname=name)
-        except OSError as e:
-            if e.errno != errno.ENODEV:
-                raise
+    links.delete_link(name)
 
 
 # --- veth pairs ----------------------------------------------------------------------------------

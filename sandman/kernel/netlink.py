@@ -156,6 +156,33 @@ def _dump_once(protocol: int, request: bytes, sequence: int, what: str) -> tuple
         raise
 
 
+def request(
+    protocol: int, kind: int, body: bytes, what: str, doing: str, *, flags: int = 0
+) -> None:
+    """Send one request asking for an ACK, on the process's socket for `protocol`; OSError with
+    the kernel's errno and message if it refuses."""
+    sequence = next(_DUMP_SEQUENCE)
+    sock = _DUMP_SOCKETS.get(protocol)
+    if sock is None:
+        sock = _DUMP_SOCKETS[protocol] = _socket(protocol)
+    answered = False
+    try:
+        sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, body))
+        while True:
+            for reply, reply_flags, number, payload in messages(sock.recv(_READ_SIZE)):
+                if number == sequence and reply == NLMSG_ERROR:
+                    answered = True
+                    code, text = error_of(reply_flags, payload)
+                    if code:
+                        _raise(code, text, what, doing)
+                    return
+    except BaseException:
+        if not answered:  # cut short: the answer must not reach the next request
+            _DUMP_SOCKETS.pop(protocol, None)
+            sock.close()
+        raise
+
+
 def _exchange(
     sock: socket.socket, requests: Sequence[Request], what: str
 ) -> dict[int, tuple[int, str]]:
