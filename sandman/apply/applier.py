@@ -36,6 +36,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
             failure = _run(ctx, action)
             if failure is not None:
                 failures.append(failure)
+        networks.settle_veths(ctx)
         orphans.sweep_cgroups(ctx)
         networks.refresh_hosts(ctx)
     finally:

@@ -25,6 +25,8 @@ class ApplyContext:
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
     # Id ranges handed out by this apply before their sandbox is recorded (creates overlap).
     reserved_ids: list[tuple[int, int]] = field(default_factory=list)
+    # Host ends of the veths of sandboxes stopped by this apply, checked at its end.
+    stopped_veths: list[str] = field(default_factory=list)
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ born in its netns, its address and routes, its port forwards, its /etc/hosts).""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from sandman.apply import faults
@@ -102,17 +103,46 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
 
 
 def detach(ctx: ApplyContext, record: Record) -> None:
-    """The sandbox's port forwards and its veth go. The kernel would delete the veth with the
-    netns, but later (the netns is torn down asynchronously) or never (while anything else
-    holds the netns open: an `ip netns attach`, an `nsenter`)."""
+    """The sandbox's port forwards go now; its veth at the end of the apply (settle_veths)."""
     if record.unit.get("network"):
         detach_sandbox(ctx, record.name)
         veth = record.unit.get("resolved", {}).get("veth")
         if isinstance(veth, str):
-            from sandman.kernel import links
+            ctx.stopped_veths.append(veth)
 
-            links.delete_link(veth)
-            faults.step(f"sandbox/{record.name}: veth removed")
+
+# How long the kernel gets to delete stopped sandboxes' veths with their netns, in seconds.
+VETH_SETTLE = 1.0
+
+
+def settle_veths(ctx: ApplyContext) -> None:
+    """The host ends of stopped sandboxes' veths are gone when the apply ends.
+
+    The kernel deletes a veth with its netns, many at once with one RCU grace period for the
+    lot, but asynchronously, and never while anything else holds the netns open (an `ip netns
+    attach`, an `nsenter`). Deleting each one ourselves costs a grace period each (25 ms per
+    sandbox), so the kernel gets a moment first, and what it leaves is deleted then."""
+    from sandman.kernel import links
+
+    in_use = {  # a recreated sandbox's new veth has its old one's name
+        record.unit.get("resolved", {}).get("veth")
+        for (kind, _), record in ctx.records.items()
+        if kind == "sandbox"
+    }
+    pending = [n for n in ctx.stopped_veths if n not in in_use and _link_exists(n)]
+    deadline = time.monotonic() + VETH_SETTLE
+    pause = 0.0005
+    while pending and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        pending = [name for name in pending if _link_exists(name)]
+    for name in pending:
+        links.delete_link(name)
+    ctx.stopped_veths.clear()
+
+
+def _link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
 
 
 def detach_sandbox(ctx: ApplyContext, name: str) -> None:
