@@ -29,8 +29,8 @@ from sandman.errors import ImageError
 
 Progress = Callable[[str], None]
 
-# The unit model's image-name rule (sandman.units.values.IMAGE_RE, which imports pydantic; a test
-# keeps the two equal).
+# The unit model's image-name rule (sandman.units.scalars.IMAGE_RE, whose module pulls in
+# fractions and decimal, which `images` does not need; a test keeps the two equal).
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 NAME_MAX = 64
 _NAME_RE = re.compile(NAME_PATTERN)

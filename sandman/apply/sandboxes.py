@@ -425,7 +425,7 @@ def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> Non
 
 
 def _stop_timeout(record: Record) -> float:
-    from sandman.units.values import parse_duration_ns
+    from sandman.units.scalars import parse_duration_ns
 
     text = record.unit.get("sandbox", {}).get("stop_timeout", "5s")
     try:

@@ -21,7 +21,7 @@ from sandman.errors import UnitError, UnitProblem
 from sandman.units import messages
 from sandman.units.locate import KeyLines, Path, dotted
 from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
-from sandman.units.values import INT64_MAX, NAME_MAX, NAME_RE, is_int
+from sandman.units.scalars import INT64_MAX, NAME_MAX, NAME_RE, is_int
 
 # Only a long run of (hex) digits or underscores can spell an integer beyond 64 bits: documents
 # without one skip the walk.

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from sandman.units.locate import Path
 from sandman.units.model import KINDS
-from sandman.units.values import type_name
+from sandman.units.scalars import type_name
 
 _EXPECTED = {
     "int_type": "an integer",

@@ -20,9 +20,9 @@ from pydantic import (
 )
 
 from sandman.capabilities import CAPABILITIES, PRESETS
-from sandman.units import values
+from sandman.units import scalars
+from sandman.units.scalars import ID_MAX
 from sandman.units.values import (
-    ID_MAX,
     AbsolutePath,
     CpuPercent,
     Duration,
@@ -43,14 +43,14 @@ class Section(BaseModel):
 
 def _parse_string(value: Any, pattern_name: str, check: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{values.type_name(value)} is not {pattern_name}; write a string")
+        raise ValueError(f"{scalars.type_name(value)} is not {pattern_name}; write a string")
     result: str = check(value)
     return result
 
 
 def _hostname(value: Any) -> str:
     def check(text: str) -> str:
-        if len(text) > 64 or not values.HOSTNAME_RE.fullmatch(text):
+        if len(text) > 64 or not scalars.HOSTNAME_RE.fullmatch(text):
             raise ValueError(
                 f"{text!r} is not a valid hostname; use letters, digits, '-' and '.', at most 64 "
                 "characters"
@@ -62,7 +62,7 @@ def _hostname(value: Any) -> str:
 
 def _image(value: Any) -> str:
     def check(text: str) -> str:
-        if not values.IMAGE_RE.fullmatch(text) or len(text) > 64:
+        if not scalars.IMAGE_RE.fullmatch(text) or len(text) > 64:
             raise ValueError(
                 f"{text!r} is not an image name; use lowercase letters, digits, '.', '_' and '-' "
                 "(an image is a directory under the image dir; for any other directory use `path`)"
@@ -90,15 +90,15 @@ def _user(value: Any) -> str:
 
 def _ifname(value: Any) -> str:
     def check(text: str) -> str:
-        if len(text) > values.IFNAME_MAX and values.IFNAME_RE.fullmatch(text):
+        if len(text) > scalars.IFNAME_MAX and scalars.IFNAME_RE.fullmatch(text):
             raise ValueError(
                 f"{text!r} is {len(text)} characters long; the kernel takes interface names of "
-                f"at most {values.IFNAME_MAX}"
+                f"at most {scalars.IFNAME_MAX}"
             )
-        if len(text) > values.IFNAME_MAX or not values.IFNAME_RE.fullmatch(text):
+        if len(text) > scalars.IFNAME_MAX or not scalars.IFNAME_RE.fullmatch(text):
             raise ValueError(
-                f"{text!r} is not a valid interface name; use at most {values.IFNAME_MAX} letters, "
-                "digits, '-', '_' or '.'"
+                f"{text!r} is not a valid interface name; use at most {scalars.IFNAME_MAX} "
+                "letters, digits, '-', '_' or '.'"
             )
         return text
 
@@ -107,7 +107,7 @@ def _ifname(value: Any) -> str:
 
 def _env_name(value: Any) -> str:
     def check(text: str) -> str:
-        if not values.ENV_NAME_RE.fullmatch(text):
+        if not scalars.ENV_NAME_RE.fullmatch(text):
             raise ValueError(
                 f"{text!r} is not an environment variable name; use letters, digits and '_', "
                 "not starting with a digit"
@@ -129,7 +129,7 @@ def _ip_parser(kind: type, auto: bool, what: str, example: str) -> Any:
     def parse(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(
-                f"{values.type_name(value)} is not {what}; write a string, e.g. {example!r}"
+                f"{scalars.type_name(value)} is not {what}; write a string, e.g. {example!r}"
             )
         if auto and value == "auto":
             return value
@@ -147,7 +147,7 @@ def _ip_parser(kind: type, auto: bool, what: str, example: str) -> Any:
 def _subnet_parser(kind: type, example: str, other_key: str) -> Any:
     def parse(value: Any) -> str:
         if not isinstance(value, str):
-            raise ValueError(f"{values.type_name(value)} is not a subnet; write e.g. {example!r}")
+            raise ValueError(f"{scalars.type_name(value)} is not a subnet; write e.g. {example!r}")
         try:
             return str(kind(value, strict=True))
         except ValueError as exc:
@@ -179,7 +179,7 @@ def _other_family(value: str, kind: type, example: str, other_key: str) -> None:
 
 
 def _file_mode(value: Any) -> int:
-    if values.is_int(value) and 0 <= value <= 0o7777:
+    if scalars.is_int(value) and 0 <= value <= 0o7777:
         return int(value)
     if (
         isinstance(value, str)
@@ -188,9 +188,9 @@ def _file_mode(value: Any) -> int:
         and len(value) <= 4
     ):
         return int(value, 8)
-    shown = repr(value) if isinstance(value, str) or values.is_int(value) else None
+    shown = repr(value) if isinstance(value, str) or scalars.is_int(value) else None
     raise ValueError(
-        f"{shown or values.type_name(value)} is not a file mode; write octal digits, e.g. "
+        f"{shown or scalars.type_name(value)} is not a file mode; write octal digits, e.g. "
         '"1777" or 0o755'
     )
 
@@ -205,7 +205,7 @@ def _capabilities(value: Any) -> str | tuple[str, ...]:
         )
     if not isinstance(value, list):
         raise ValueError(
-            f'{values.type_name(value)} is not a capability set; write "default", "os" or a list'
+            f'{scalars.type_name(value)} is not a capability set; write "default", "os" or a list'
         )
     # Every unknown item at once: fixing one typo per run would take a run per typo.
     unknown = [item for item in value if not isinstance(item, str) or item not in CAPABILITIES]
@@ -215,7 +215,7 @@ def _capabilities(value: Any) -> str | tuple[str, ...]:
 
 
 def _unknown_capabilities(items: list[Any]) -> str:
-    shown = ", ".join(repr(i) if isinstance(i, str) else values.type_name(i) for i in items)
+    shown = ", ".join(repr(i) if isinstance(i, str) else scalars.type_name(i) for i in items)
     what = "is not a Linux capability" if len(items) == 1 else "are not Linux capabilities"
     guesses = [(i, g) for i in items if (g := _nearest_capability(i))]
     if len(items) == 1 and guesses:
@@ -245,7 +245,7 @@ Hostname = Annotated[str, BeforeValidator(_hostname), WithJsonSchema(_STR_SCHEMA
 ImageName = Annotated[
     str,
     BeforeValidator(_image),
-    WithJsonSchema({"type": "string", "pattern": values.IMAGE_RE.pattern}),
+    WithJsonSchema({"type": "string", "pattern": scalars.IMAGE_RE.pattern}),
 ]
 UserSpec = Annotated[
     str, BeforeValidator(_user), WithJsonSchema({"type": "string", "pattern": r"^\d+(:\d+)?$"})
@@ -253,7 +253,7 @@ UserSpec = Annotated[
 IfName = Annotated[
     str,
     BeforeValidator(_ifname),
-    WithJsonSchema({"type": "string", "maxLength": values.IFNAME_MAX}),
+    WithJsonSchema({"type": "string", "maxLength": scalars.IFNAME_MAX}),
 ]
 EnvName = Annotated[str, BeforeValidator(_env_name)]
 PlainText = Annotated[str, BeforeValidator(_no_nul)]

@@ -69,9 +69,9 @@ def leftovers(image_dir: Path) -> list[str]:
 
 
 def test_name_rule_is_the_unit_models() -> None:
-    from sandman.units import values
+    from sandman.units import scalars
 
-    assert values.IMAGE_RE.pattern == images.NAME_PATTERN
+    assert scalars.IMAGE_RE.pattern == images.NAME_PATTERN
     assert images.name_problem("x" * 64) is None
     assert images.name_problem("x" * 65) is not None
 
