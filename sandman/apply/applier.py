@@ -25,6 +25,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
     raised together at the end."""
     failures: list[ApplyError] = []
     ctx.progress.begin(len(plan.actions))
+    ctx.table_goes = _every_network_goes(ctx, plan)
     try:
         for batch in _batches(plan.actions):
             if len(batch) > 1:
@@ -47,6 +48,12 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
         raise ApplyError(
             "apply", f"{len(failures)} actions failed:\n" + "\n".join(str(f) for f in failures)
         )
+
+
+def _every_network_goes(ctx: ApplyContext, plan: Plan) -> bool:
+    recorded = {name for kind, name in ctx.records if kind == "network"}
+    doomed = {a.name for a in plan.actions if (a.object_kind, a.kind) == ("network", "destroy")}
+    return bool(recorded) and recorded <= doomed and not ctx.desired.networks
 
 
 def _run(ctx: ApplyContext, action: Action) -> ApplyError | None:

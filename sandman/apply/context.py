@@ -27,6 +27,10 @@ class ApplyContext:
     reserved_ids: list[tuple[int, int]] = field(default_factory=list)
     # Host ends of the veths of sandboxes stopped by this apply, checked at its end.
     stopped_veths: list[str] = field(default_factory=list)
+    # This apply destroys every network, and with the last one the instance's nf_tables table:
+    # the rules in it need not go one owner at a time (if the apply stops before, the rules
+    # left are orphans, which the next apply removes).
+    table_goes: bool = False
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

@@ -49,8 +49,9 @@ def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None
     if isinstance(bridge, str):
         links.delete_link(bridge)
         faults.step(f"network/{record.name}: bridge removed")
-    nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
-    faults.step(f"network/{record.name}: NAT rules removed")
+    if not ctx.table_goes:
+        nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
+        faults.step(f"network/{record.name}: NAT rules removed")
     remove_record(ctx.paths.state_dir, "network", record.name)
     ctx.records.pop(record.key, None)
     if not keep_table and not any(kind == "network" for kind, _ in ctx.records):
@@ -103,9 +104,11 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
 
 
 def detach(ctx: ApplyContext, record: Record) -> None:
-    """The sandbox's port forwards go now; its veth at the end of the apply (settle_veths)."""
+    """The sandbox's port forwards go now (unless the whole table goes with the last network
+    of this apply, one request for all), its veth at the end of the apply (settle_veths)."""
     if record.unit.get("network"):
-        detach_sandbox(ctx, record.name)
+        if not ctx.table_goes:
+            detach_sandbox(ctx, record.name)
         veth = record.unit.get("resolved", {}).get("veth")
         if isinstance(veth, str):
             ctx.stopped_veths.append(veth)
