@@ -189,20 +189,28 @@ class V1Driver:
         self._tops = list(dict.fromkeys(self.hierarchies.values()))
         self._page = common.page_size()
         self._files: dict[tuple[str, str], bool] = {}
+        self._rels: dict[str, str] = {}
 
     def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
         return common.join_path(self.base, slice_path, name)
 
     def _dirs(self, rel: str) -> list[str]:
-        rel = common.check_rel(self.base, rel)
+        rel = self._checked(rel)
         return [os.path.join(top, rel) for top in self._tops]
+
+    def _checked(self, rel: str) -> str:
+        """check_rel, once per rel: observe asks for a dozen files of each sandbox's cgroup."""
+        checked = self._rels.get(rel)
+        if checked is None:
+            checked = self._rels[rel] = common.check_rel(self.base, rel)
+        return checked
 
     def locations(self, rel: str) -> list[str]:
         return self._dirs(rel)
 
     def _dir(self, controller: str, rel: str) -> str | None:
         top = self.hierarchies.get(controller)
-        return None if top is None else os.path.join(top, common.check_rel(self.base, rel))
+        return None if top is None else f"{top}/{self._checked(rel)}"
 
     def create(self, rel: str) -> list[str]:
         """mkdir -p in every hierarchy; idempotent. Warns about controllers not mounted."""
