@@ -1,6 +1,7 @@
 """100 sandboxes with network, ports and limits: apply, no-op apply, status, destroy, imports.
 
-`python bench/scale.py [--runs 3] [--repeat 3] [--warmups 1] [--python PATH] [--no-install]`
+`python bench/scale.py [--runs 3] [--repeat 3] [--warmups 1] [--daemon-trials 5] [--python PATH]
+[--no-install]`
 
 As root. Units in a temporary directory: one network (a free 10.2xx.X.0/24, `nat = true`) and
 100 `/bin/sleep 1000` sandboxes attached to it, each with one port forward from 127.0.0.1 and
@@ -21,7 +22,10 @@ validate DIR`, `python -c "import pydantic, pyroute2, tomli"` (the dependencies 
 loads), `sandman status`, `python -c pass`; then `sandman destroy DIR`. After the rounds, with
 the sandboxes applied once more: `python -X importtime` of every CLI verb (does `status` stay off
 pydantic and pyroute2, `validate` off pyroute2?), then the daemon's resident memory with 10 and
-100 sandboxes if `sandman daemon` exists (VmRSS once it sent READY=1 on $NOTIFY_SOCKET).
+100 sandboxes if `sandman daemon` exists (VmRSS once it sent READY=1 on $NOTIFY_SOCKET; it runs
+with `--debounce 0 --drift-interval 0`), and, with 100, `--daemon-trials` times after
+`--warmups`, a new unit file renamed into its dir until the record's init runs (information),
+beside `sandman apply DIR` of the same dir with the unit added, the daemon stopped (cold).
 
 Everything (sandboxes via `sandman destroy`, crun containers, the script's netns, links, table
 and cgroups, the mount namespace, the temporary directory) is removed at the end, on an error
@@ -95,6 +99,12 @@ TEARDOWN_LIMIT = 1.0
 RSS_LIMIT_MB = 60.0
 READY_TIMEOUT = 120.0
 IMPORT_RUNS = 3
+DAEMON_TRIALS = 5
+DAEMON_FLAGS = ("--debounce", "0", "--drift-interval", "0")
+NEW_UNIT = "added"  # the unit file added to the daemon's dir: NEW_UNIT.sandbox.toml
+NEW_UNIT_TEXT = '[sandbox]\ncommand = ["/bin/sleep", "1000"]\n\n[rootfs]\nimage = "busybox"\n'
+POLL_INTERVAL = 0.001  # s
+TRIAL_TIMEOUT = 60.0  # s
 
 APPLY = "sandman apply (100, network, ports, limits)"
 DESTROY = "sandman destroy (100)"
@@ -105,6 +115,8 @@ VALIDATE = "sandman validate DIR"
 DEPS_IMPORT = f'python -c "import {DEPS}"'
 STATUS = "sandman status"
 PASS = "python -c pass"
+NEW_UNIT_FIGURE = "daemon: a new unit file to its init running"
+COLD = "cold `sandman apply`"
 
 # The script (netscript.py): per sandbox a crun container, whose netns gets the veth and a name,
 # and its three limits written into crun's v1 cgroups.
@@ -463,18 +475,52 @@ def vm_rss(pid: int) -> int:
     raise BenchError(f"no VmRSS for {pid}")
 
 
-def daemon_rss(setup: Setup, count: int) -> int:
-    """The daemon's VmRSS once it reports READY=1 with `count` sandboxes, then it is stopped
-    (SIGTERM) and the sandboxes destroyed."""
+@dataclass
+class DaemonRun:
+    """A `sandman daemon` started on a unit dir of `count` sandboxes, READY=1 received."""
+
+    process: subprocess.Popen[bytes]
+    units: str
+    state: str
+    paths: tuple[str, ...]
+    journal: str  # its stderr: one line per event
+    count: int
+
+
+def _wait_ready(listener: socket.socket, daemon: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        listener.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            message = listener.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            raise BenchError(f"the daemon sent no READY=1 in {READY_TIMEOUT:.0f} s") from None
+        if "READY=1" in message.split("\n"):
+            return
+        if daemon.poll() is not None:
+            raise BenchError(f"the daemon exited with {daemon.returncode} before READY=1")
+
+
+def daemon_session(
+    setup: Setup,
+    count: int,
+    while_up: Callable[[DaemonRun], None],
+    after: Callable[[DaemonRun], None],
+) -> None:
+    """Start `sandman daemon` (DAEMON_FLAGS) on `count` sandboxes, wait for READY=1 on the
+    NOTIFY_SOCKET bound here, run `while_up`, stop it (SIGTERM; the sandboxes keep running), run
+    `after`, then destroy the sandboxes, whatever failed."""
     session = setup.session
     units = os.path.join(session.workdir, f"units-daemon-{count}")
     state = free_state(session.workdir, f"state-daemon-{count}")
     write_units(units, setup.names, count)
     paths = setup.paths(state)
-    destroy = setup.sandman("destroy", units, *paths)
+    destroy = setup.sandman("destroy", units, NEW_UNIT, *paths)  # the added unit, file or not
     tag = instance_tag(state)
 
     def take_down() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(units, f"{NEW_UNIT}.sandbox.toml"))
         if has_records(state):
             session.runner.run(destroy, fresh=True)
         with contextlib.suppress(StepError):
@@ -482,54 +528,180 @@ def daemon_rss(setup: Setup, count: int) -> int:
 
     session.cleanup.add(f"sandman destroy {units}", take_down)
     path = os.path.join(session.workdir, f"notify-{count}")
+    journal = os.path.join(session.workdir, f"daemon-{count}.log")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
     env = {**clean_env(), "NOTIFY_SOCKET": path}
-    daemon = subprocess.Popen(
-        setup.sandman("daemon", units, *paths),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=session.workdir,
-    )
+    with open(journal, "wb") as stderr:
+        daemon = subprocess.Popen(
+            setup.sandman("daemon", units, *DAEMON_FLAGS, *paths),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=session.workdir,
+        )
+    run = DaemonRun(daemon, units, state, paths, journal, count)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            listener.settimeout(max(0.1, deadline - time.monotonic()))
-            try:
-                message = listener.recv(4096).decode(errors="replace")
-            except TimeoutError:
-                raise BenchError(f"the daemon sent no READY=1 in {READY_TIMEOUT:.0f} s") from None
-            if "READY=1" in message.split("\n"):
-                break
-            if daemon.poll() is not None:
-                raise BenchError(f"the daemon exited with {daemon.returncode} before READY=1")
-        time.sleep(1.0)  # let it settle into its watch loop
-        return vm_rss(daemon.pid)
+        try:
+            _wait_ready(listener, daemon)
+            while_up(run)
+        finally:
+            listener.close()
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+        after(run)
     finally:
-        listener.close()
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
         take_down()
 
 
-def measure_daemon(setup: Setup) -> str:
+# --- the daemon: a new unit file to its init running, against a cold apply ---------------------
+
+
+def _hidden_written(units: str) -> tuple[str, str]:
+    final = os.path.join(units, f"{NEW_UNIT}.sandbox.toml")
+    hidden = os.path.join(units, f".{NEW_UNIT}.sandbox.toml.tmp")
+    with open(hidden, "w", encoding="utf-8") as handle:
+        handle.write(NEW_UNIT_TEXT)
+    return hidden, final
+
+
+def _init_running(record: str) -> bool:
+    """The record exists and its runtime.pid is a live process (not a zombie)."""
+    try:
+        with open(record, "rb") as handle:
+            pid = int(json.loads(handle.read())["runtime"]["pid"])
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 512)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+class Journal:
+    """The daemon's stderr, read from where the last look left off."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = os.path.getsize(path)
+
+    def pass_ended(self, needle: str) -> str | None:
+        """The first new line naming `needle` (a pass's last line names its reason), or None;
+        an error line raises."""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            text = handle.read().decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("<3>"):
+                raise BenchError(f"the daemon logged: {line[3:]}")
+            if needle in line:
+                return line
+        return None
+
+
+def _poll(done: Callable[[], bool], what: str, daemon: DaemonRun | None = None) -> None:
+    deadline = time.monotonic() + TRIAL_TIMEOUT
+    while not done():
+        if daemon is not None and daemon.process.poll() is not None:
+            raise BenchError(f"the daemon exited with {daemon.process.returncode} ({what})")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not within {TRIAL_TIMEOUT:.0f} s")
+        time.sleep(POLL_INTERVAL)
+
+
+def _await_pass(journal: Journal, needle: str, run: DaemonRun) -> None:
+    _poll(lambda: journal.pass_ended(needle) is not None, "the end of its pass", run)
+
+
+def new_unit_trials(run: DaemonRun, trials: int) -> list[float]:
+    """Per trial: the unit renamed in, timed until its record names a live init; then, untimed,
+    the pass's last line awaited, the file removed, and the record and that pass awaited."""
+    record = os.path.join(run.state, "sandboxes", f"{NEW_UNIT}.json")
+    needle = f"({NEW_UNIT}.sandbox.toml): "
+    samples = []
+    for _ in range(trials):
+        hidden, final = _hidden_written(run.units)
+        journal = Journal(run.journal)
+        start = time.perf_counter()
+        os.rename(hidden, final)
+        _poll(lambda: _init_running(record), "the new unit's init running", run)
+        samples.append((time.perf_counter() - start) * 1000.0)
+        _await_pass(journal, needle, run)
+        journal = Journal(run.journal)
+        os.unlink(final)
+        _poll(lambda: not os.path.exists(record), "its record removed", run)
+        _await_pass(journal, needle, run)
+    return samples
+
+
+def cold_apply_trials(setup: Setup, run: DaemonRun, trials: int) -> list[float]:
+    """Per trial, the daemon stopped and the sandboxes running: the unit written, `sandman apply
+    DIR` timed; then, untimed, the file removed and applied away."""
+    runner = setup.session.runner
+    apply = setup.sandman("apply", run.units, *run.paths)
+    record = os.path.join(run.state, "sandboxes", f"{NEW_UNIT}.json")
+    samples = []
+    for _ in range(trials):
+        hidden, final = _hidden_written(run.units)
+        os.rename(hidden, final)
+        samples.append(timed(lambda: runner.run(apply, fresh=True)))
+        if not _init_running(record):
+            raise BenchError(f"after `sandman apply`, {NEW_UNIT}'s init does not run")
+        os.unlink(final)
+        runner.run(apply, fresh=True)
+    return samples
+
+
+def measure_daemon(setup: Setup, args: argparse.Namespace) -> list[str]:
     figure = "daemon RSS with 100 sandboxes watched"
     target = f"<= {RSS_LIMIT_MB:.0f} MB, flat in the count"
     if not daemon_available(setup):
         emit("daemon_rss", figure, target=target, verdict="not measured: no daemon yet")
-        return "daemon: `sandman daemon --help` fails: not measured (no daemon yet)"
+        emit("daemon_new_unit", NEW_UNIT_FIGURE, verdict="not measured: no daemon yet")
+        return ["daemon: `sandman daemon --help` fails: not measured (no daemon yet)"]
+    rss: dict[int, int] = {}
+    warm: list[float] = []
+    cold: list[float] = []
+    why = ""
+    total = args.warmups + args.daemon_trials
+
+    def up(run: DaemonRun) -> None:
+        nonlocal why
+        time.sleep(1.0)  # let it settle into its watch loop
+        rss[run.count] = vm_rss(run.process.pid)
+        if run.count == MANY:
+            try:
+                warm.extend(new_unit_trials(run, total)[args.warmups :])
+            except (BenchError, StepError, OSError) as exc:
+                why = f"not measured: {exc}"
+
+    def down(run: DaemonRun) -> None:
+        nonlocal why
+        if run.count == MANY and warm:
+            try:
+                cold.extend(cold_apply_trials(setup, run, total)[args.warmups :])
+            except (BenchError, StepError, OSError) as exc:
+                why = f"cold apply not measured: {exc}"
+
     try:
-        rss = {count: daemon_rss(setup, count) for count in (10, MANY)}
+        for count in (10, MANY):
+            daemon_session(setup, count, up, down)
     except (BenchError, StepError, OSError) as exc:
         emit("daemon_rss", figure, target=target, verdict=f"not measured: {exc}")
-        return f"daemon: not measured: {exc}"
+        emit("daemon_new_unit", NEW_UNIT_FIGURE, verdict=f"not measured: {exc}")
+        return [f"daemon: not measured: {exc}"]
+    return [emit_rss(rss, figure, target), emit_new_unit(warm, cold, why)]
+
+
+def emit_rss(rss: dict[int, int], figure: str, target: str) -> str:
     small, large = rss[10] / 2**20, rss[MANY] / 2**20
     growth = (large - small) / (MANY - 10)
     flat = growth * 1000 <= 100  # under 100 kB per sandbox
@@ -548,6 +720,46 @@ def measure_daemon(setup: Setup) -> str:
         f"daemon VmRSS once READY=1: {small:.1f} MB with 10 sandboxes, {large:.1f} MB with "
         f"{MANY} ({growth * 1024:.0f} kB per sandbox): {verdict}"
     )
+
+
+def emit_new_unit(warm: list[float], cold: list[float], why: str) -> str:
+    if not warm:
+        emit("daemon_new_unit", NEW_UNIT_FIGURE, verdict=why or "not measured")
+        return f"daemon, a new unit file: {why or 'not measured'}"
+    mine = Stats(tuple(warm))
+    spread = f"{ms(mine.median)} ms ({ms(mine.low)}-{ms(mine.high)}, {len(warm)} trials)"
+    how = (
+        f"`sandman daemon {' '.join(DAEMON_FLAGS)}` (--debounce 0: the smallest it accepts; "
+        f"default 200 ms) watching {MANY} networked sandboxes; one `sleep 1000` busybox unit "
+        f"without network renamed in, until its record's runtime.pid runs (/proc polled every "
+        f"{POLL_INTERVAL * 1000:.0f} ms)"
+    )
+    peers: list[Peer] = []
+    line = f"daemon, a new unit file to its init running: {spread}"
+    if cold:
+        theirs = Stats(tuple(cold))
+        peers.append(Peer(COLD, theirs.median))
+        how += (
+            f"; cold: `sandman apply DIR` with the unit added, daemon stopped, the {MANY} "
+            f"running, {ms(theirs.median)} ({ms(theirs.low)}-{ms(theirs.high)}) ms"
+        )
+        line += (
+            f"; `sandman apply DIR` with it added: {ms(theirs.median)} ms "
+            f"({ms(theirs.low)}-{ms(theirs.high)})"
+        )
+    else:
+        peers.append(Peer(COLD, why=why or "n/a"))
+        line += f"; cold apply: {why or 'n/a'}"
+    emit(
+        "daemon_new_unit",
+        NEW_UNIT_FIGURE,
+        sandman=mine,
+        peers=peers,
+        base=COLD if cold else None,
+        verdict="-",
+        note=how,
+    )
+    return line
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -672,7 +884,8 @@ def measure(session: Session, args: argparse.Namespace) -> None:
     print(imports_report(found))
     emit_imports(found)
     print()
-    print(measure_daemon(setup))
+    for line in measure_daemon(setup, args):
+        print(line)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -699,12 +912,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--warmups", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument(
+        "--daemon-trials",
+        type=int,
+        default=DAEMON_TRIALS,
+        help="new unit files timed through the daemon, and cold applies, after --warmups "
+        f"(default {DAEMON_TRIALS})",
+    )
+    parser.add_argument(
         "--python", metavar="PATH", help="the interpreter of the timed commands (default: this one)"
     )
     parser.add_argument("--no-install", action="store_true", help="accepted; bench/run installs")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.repeat < 1 or args.warmups < 0:
-        parser.error("--runs and --repeat must be at least 1, --warmups at least 0")
+    if args.runs < 1 or args.repeat < 1 or args.daemon_trials < 1 or args.warmups < 0:
+        parser.error(
+            "--runs, --repeat and --daemon-trials must be at least 1, --warmups at least 0"
+        )
     return run_main("bench/scale.py", lambda: run(args), (ValueError, OSError, StepError))
 
 

@@ -43,6 +43,7 @@ EXPECTED = (
     ("memory", "host memory left per running sandbox", "0 bytes", "spawn.py"),
     ("daemon_rss", "daemon RSS with 100 sandboxes watched", "<= 60 MB, flat in the count",
      "scale.py"),
+    ("daemon_new_unit", "daemon: a new unit file to its init running", "-", "scale.py"),
     ("teardown_100_net", "teardown of 100 sandboxes with network (`destroy`)",
      "<= 1x the script's teardown", "scale.py"),
     ("net_teardown", "network teardown only, per sandbox, 100 sandboxes", "<= 1x iproute2",
