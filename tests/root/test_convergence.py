@@ -50,6 +50,7 @@ from test_sandboxes import (
     alive,
     busybox_image,
     cgroup_dirs,
+    instance_processes,
     sm,
     unit,
 )
@@ -521,24 +522,6 @@ def cmdline(pid: int) -> tuple[str, ...]:
 def environ(pid: int) -> dict[str, str]:
     pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")[:-1]
     return dict(pair.split("=", 1) for pair in pairs)
-
-
-def instance_processes(base: str) -> dict[int, set[str]]:
-    """Every live process in the instance's cgroups, in one pass over /proc: PID -> the cgroup
-    paths it has in the hierarchies where it is below /BASE."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            lines = Path(f"/proc/{entry}/cgroup").read_text().splitlines()
-        except OSError:
-            continue
-        paths = {line.split(":", 2)[2] for line in lines}
-        mine = {p for p in paths if p.strip("/").split("/")[0] == base}
-        if mine and alive(int(entry)):
-            found[int(entry)] = mine
-    return found
 
 
 def nsenter(pid: int, flag: str, *command: str) -> str:

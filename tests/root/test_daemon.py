@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -45,20 +44,7 @@ class Daemon:
         self.notify.setblocking(False)
         self.messages: list[str] = []
         self.log_path = notify_path.with_suffix(".log")
-        argv = [
-            sys.executable,
-            "-m",
-            "sandman",
-            "daemon",
-            "--state-dir",
-            str(sm.state_dir),
-            "--image-dir",
-            str(sm.image_dir),
-            "--log-dir",
-            str(sm.log_dir),
-            *options,
-            str(sm.units),
-        ]
+        argv = sm.argv("daemon", *options, str(sm.units))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
         env["NOTIFY_SOCKET"] = str(notify_path)
         with open(self.log_path, "w") as log:

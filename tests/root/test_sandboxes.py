@@ -136,9 +136,10 @@ def alive(pid: int, start: int | None = None) -> bool:
     return start is None or found[1] == start
 
 
-def processes_in_cgroup(base: str, name: str | None = None) -> list[int]:
-    """Live processes whose cgroup, in any hierarchy, is /BASE or below (/BASE/.../NAME)."""
-    found = []
+def instance_processes(base: str) -> dict[int, set[str]]:
+    """Every live process in the instance's cgroups, in one pass over /proc: PID -> the cgroup
+    paths it has in the hierarchies where it is /BASE or below."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -146,14 +147,20 @@ def processes_in_cgroup(base: str, name: str | None = None) -> list[int]:
             lines = Path(f"/proc/{entry}/cgroup").read_text().splitlines()
         except OSError:
             continue
-        for line in lines:
-            path = line.split(":", 2)[2]
-            parts = path.strip("/").split("/")
-            if parts[0] == base and (name is None or name in parts[1:]):
-                if alive(int(entry)):
-                    found.append(int(entry))
-                break
-    return sorted(found)
+        paths = {line.split(":", 2)[2] for line in lines}
+        mine = {p for p in paths if p.strip("/").split("/")[0] == base}
+        if mine and alive(int(entry)):
+            found[int(entry)] = mine
+    return found
+
+
+def processes_in_cgroup(base: str, name: str | None = None) -> list[int]:
+    """Live processes whose cgroup, in any hierarchy, is /BASE or below (/BASE/.../NAME)."""
+    return sorted(
+        pid
+        for pid, paths in instance_processes(base).items()
+        if name is None or any(name in p.strip("/").split("/")[1:] for p in paths)
+    )
 
 
 def cgroup_dirs(base: str, *below: str) -> list[str]:
@@ -284,19 +291,7 @@ class Sandman:
     ) -> Result:
         """`python -m sandman VERB --state-dir ... ARGS...`; the exit code is checked unless
         `expect` is None. The caller's SANDMAN_* variables are dropped, `env` is added."""
-        argv = (
-            sys.executable,
-            "-m",
-            "sandman",
-            verb,
-            "--state-dir",
-            str(self.state_dir),
-            "--image-dir",
-            str(self.image_dir),
-            "--log-dir",
-            str(self.log_dir),
-            *args,
-        )
+        argv = tuple(self.argv(verb, *args))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
         done = subprocess.run(
             argv,
@@ -311,6 +306,20 @@ class Sandman:
         if expect is not None:
             assert result.code == expect, f"expected exit {expect}\n{result}"
         return result
+
+    def argv(self, verb: str, *args: str) -> list[str]:
+        """`python -m sandman VERB` with this instance's paths, then ARGS."""
+        paths = ("--state-dir", str(self.state_dir), "--image-dir", str(self.image_dir))
+        return [
+            sys.executable,
+            "-m",
+            "sandman",
+            verb,
+            *paths,
+            "--log-dir",
+            str(self.log_dir),
+            *args,
+        ]
 
     def apply(self, units: Path | None = None, expect: int | None = 0) -> Result:
         result = self.run("apply", str(units or self.units), expect=expect)
