@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from sandman import __version__
 
@@ -43,7 +44,9 @@ def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON for scripts")
 
 
-def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
+def build_parser(exec_remainder: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` just that verb's part: every verb's arguments
+    cost 4 ms to build (argparse's formatter pulls in shutil and locale), on every command."""
     parser = argparse.ArgumentParser(
         prog="sandman",
         description="Keep this host's sandboxes as a directory of unit files declares them.",
@@ -52,7 +55,17 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sandman {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     paths = _path_options()
+    for name, add in VERBS.items():
+        if only is None or name == only:
+            add(verbs, paths, exec_remainder)
+    return parser
 
+
+_Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _validate_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     validate = verbs.add_parser(
         "validate",
         parents=[paths],
@@ -63,6 +76,9 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     _json_option(validate, "the result")
     validate.set_defaults(module="validate")
 
+
+def _plan_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     plan = verbs.add_parser(
         "plan",
         parents=[paths],
@@ -88,6 +104,9 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
     _json_option(plan, "the actions")
     plan.set_defaults(module="plan")
 
+
+def _schema_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del paths, exec_remainder
     schema = verbs.add_parser(
         "schema",
         help="print the JSON Schema of a unit kind",
@@ -101,15 +120,10 @@ def build_parser(exec_remainder: bool = True) -> argparse.ArgumentParser:
         help="sandbox, network or slice",
     )
     schema.set_defaults(module="schema")
-    _image_verbs(verbs, paths)
-    _sandbox_verbs(verbs, paths, exec_remainder)
-    _daemon_verb(verbs, paths)
-    return parser
 
 
-def _daemon_verb(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
-) -> None:
+def _daemon_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     daemon = verbs.add_parser(
         "daemon",
         parents=[paths],
@@ -150,11 +164,8 @@ def _daemon_verb(
     daemon.set_defaults(module="daemon")
 
 
-def _sandbox_verbs(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
-    paths: argparse.ArgumentParser,
-    exec_remainder: bool,
-) -> None:
+def _apply_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     apply = verbs.add_parser(
         "apply",
         parents=[paths],
@@ -181,6 +192,9 @@ def _sandbox_verbs(
     _json_option(apply, "one event per action")
     apply.set_defaults(module="apply")
 
+
+def _status_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     status = verbs.add_parser(
         "status",
         parents=[paths],
@@ -191,6 +205,9 @@ def _sandbox_verbs(
     _json_option(status, "the status")
     status.set_defaults(module="status")
 
+
+def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     destroy = verbs.add_parser(
         "destroy",
         parents=[paths],
@@ -202,6 +219,8 @@ def _sandbox_verbs(
     destroy.add_argument("--no-wait", action="store_true", help="fail at once if an apply runs")
     destroy.set_defaults(module="destroy")
 
+
+def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     exec_ = verbs.add_parser(
         "exec",
         parents=[paths],
@@ -216,6 +235,9 @@ def _sandbox_verbs(
     exec_.add_argument("command", metavar="-- CMD", nargs=nargs)
     exec_.set_defaults(module="exec")
 
+
+def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     logs = verbs.add_parser(
         "logs",
         parents=[paths],
@@ -227,10 +249,9 @@ def _sandbox_verbs(
     logs.set_defaults(module="logs")
 
 
-def _image_verbs(
-    verbs: argparse._SubParsersAction[argparse.ArgumentParser], paths: argparse.ArgumentParser
-) -> None:
+def _images_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     """`images` lists; `image busybox|import|remove` change the store (sandman/images.py)."""
+    del exec_remainder
     listing = verbs.add_parser(
         "images",
         parents=[paths],
@@ -240,6 +261,9 @@ def _image_verbs(
     _json_option(listing, "the images")
     listing.set_defaults(module="images", action="list")
 
+
+def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
     image = verbs.add_parser(
         "image",
         help="build, import or remove an image",
@@ -280,6 +304,21 @@ def _image_verbs(
         action.set_defaults(module="images")
 
 
+VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
+    "validate": _validate_verb,
+    "plan": _plan_verb,
+    "schema": _schema_verb,
+    "images": _images_verb,
+    "image": _image_verb,
+    "apply": _apply_verb,
+    "status": _status_verb,
+    "destroy": _destroy_verb,
+    "exec": _exec_verb,
+    "logs": _logs_verb,
+    "daemon": _daemon_verb,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     from sandman.errors import SandmanError, UnitError, UsageError
@@ -307,10 +346,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     options may follow NAME without being taken for part of the command."""
     if argv[:1] == ["exec"] and "--" in argv:
         split = argv.index("--")
-        args = build_parser(exec_remainder=False).parse_args(argv[:split])
+        args = build_parser(exec_remainder=False, only="exec").parse_args(argv[:split])
         args.command = argv[split + 1 :]
         return args
-    return build_parser().parse_args(argv)
+    only = argv[0] if argv[:1] and argv[0] in VERBS else None
+    return build_parser(only=only).parse_args(argv)
 
 
 def _report_units(exc: BaseException, as_json: bool) -> None:

@@ -80,3 +80,32 @@ def test_exec_options_may_follow_the_name_and_the_command_keeps_its_dashes() -> 
     args = _parse(["exec", "box", "--state-dir", "/tmp/x", "-t", "--", "grep", "--", "-v"])
     assert (args.name, args.state_dir, args.tty) == ("box", "/tmp/x", True)
     assert args.command == ["grep", "--", "-v"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "units", "--json"],
+        ["plan", "units", "--no-prune", "--target", "web", "--detailed-exitcode"],
+        ["apply", "units", "--no-wait", "--json", "--state-dir", "/tmp/x"],
+        ["status", "web", "--json"],
+        ["destroy", "units", "network/lan"],
+        ["exec", "web", "-t", "sh", "-c", "true"],
+        ["logs", "web", "-f"],
+        ["images", "--json"],
+        ["image", "import", "alpine", "rootfs.tar"],
+        ["daemon", "units", "--on-stop", "stop", "--debounce", "0"],
+        ["schema", "network"],
+    ],
+)
+def test_a_verb_alone_parses_as_the_whole_command_line(argv: list[str]) -> None:
+    """main() builds only the verb asked for: it must read every argument as the whole does."""
+    whole = build_parser().parse_args(argv)
+    alone = build_parser(only=argv[0]).parse_args(argv)
+    assert vars(alone) == vars(whole)
+
+
+def test_every_verb_can_be_built_alone() -> None:
+    from sandman.cli import VERBS
+
+    assert sorted(VERBS) == _verbs()
