@@ -201,10 +201,10 @@ def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
 
 
 def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
-    """An init that is gone or a cgroup that vanished: made anew. Limits edited by hand: written
-    back in place, the init keeps running."""
+    """An init that is gone, a cgroup that vanished or a declared mount missing: made anew.
+    Limits edited by hand: written back in place, the init keeps running."""
     drift = ctx.actual.drift.get(("sandbox", action.name), ())
-    if any(d.what in ("init", "cgroup") for d in drift):
+    if any(d.what in ("init", "cgroup") or d.what.startswith("mount ") for d in drift):
         _sandbox_recreate(ctx, action)
         return
     sandbox = ctx.desired.sandboxes[action.name]

@@ -77,10 +77,28 @@ def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
         pid = int(record.runtime.get("pid", 0))
         if not procs.is_running(pid, int(record.runtime.get("start_time", 0))):
             return [Drift("init", f"running as pid {pid}", "exited")]
-        return _limit_drift(record, cgroups, "resources", record.unit.get("resources") or {})
+        limits = _limit_drift(record, cgroups, "resources", record.unit.get("resources") or {})
+        return _mount_drift(record, pid) + limits
     if record.kind == "slice":
         return _limit_drift(record, cgroups, "slice", record.unit.get("slice") or {})
     return []
+
+
+def _mount_drift(record: Record, pid: int) -> list[Drift]:
+    """A declared mount the init no longer has (unmounted from inside, or with nsenter from the
+    host). Its namespaces cannot change from outside: only the init itself can leave one, and a
+    replaced init is caught by its start time."""
+    declared = [m.get("target") for m in record.unit.get("mount") or () if isinstance(m, dict)]
+    if not declared:
+        return []
+    present = procs.mount_points(pid)
+    if present is None:
+        return []
+    return [
+        Drift(f"mount {target}", "mounted", "missing")
+        for target in declared
+        if isinstance(target, str) and target not in present
+    ]
 
 
 def _limit_drift(

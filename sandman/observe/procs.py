@@ -36,6 +36,33 @@ def is_running(pid: int, recorded_start: int) -> bool:
     return pid > 0 and start_time(pid) == recorded_start
 
 
+def mount_points(pid: int) -> set[str] | None:
+    """Where the process sees mounts, as paths inside its root; None when it is gone."""
+    try:
+        fd = os.open(f"/proc/{pid}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode(errors="replace")
+    return {_unescape(line.split(" ", 5)[4]) for line in text.splitlines() if line.count(" ") >= 5}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    if "\\" not in field:
+        return field
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
 def namespace_inodes(pid: int) -> dict[str, int]:
     inodes = {}
     for name in NAMESPACES:

@@ -768,6 +768,29 @@ def test_a_killed_init_is_started_again(sm: Sandman, restart: str) -> None:
     assert "No changes" in sm.apply().out
 
 
+def test_a_declared_mount_gone_is_drift_repaired_by_a_recreate(sm: Sandman) -> None:
+    """Unmounted from the host (nsenter into the init's mount namespace and root): status and
+    plan name the missing mount, apply makes the sandbox anew with it."""
+    sm.write("mounted", unit(rest='[[mount]]\ntype = "tmpfs"\ntarget = "/scratch"\n'))
+    sm.apply()
+    old = sm.init("mounted")
+    done = subprocess.run(
+        ["nsenter", "-t", str(old[0]), "-m", "-r", "umount", "/scratch"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    missing = "mount /scratch: expected mounted, found missing"
+    assert sm.status_of("mounted")["drift"] == [missing]
+    assert f"! sandbox/mounted: {missing}" in sm.run("plan", str(sm.units)).out
+    assert "1 repaired" in sm.apply().out
+    new = sm.init("mounted")
+    assert new != old and alive(*new)
+    assert "/scratch" in mount_points(Path(f"/proc/{new[0]}/mountinfo").read_text())
+    assert "No changes" in sm.apply().out
+
+
 def test_a_killed_init_stays_exited_with_restart_no(sm: Sandman) -> None:
     sm.write("once", unit(sandbox='restart = "no"'))
     sm.apply()
