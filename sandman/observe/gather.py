@@ -8,6 +8,7 @@ an Orphan the planner removes.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sandman.observe import procs
@@ -97,7 +98,7 @@ def _mount_drift(record: Record, pid: int) -> list[Drift]:
     return [
         Drift(f"mount {target}", "mounted", "missing")
         for target in declared
-        if isinstance(target, str) and target not in present
+        if isinstance(target, str) and os.path.normpath(target) not in present
     ]
 
 
