@@ -40,6 +40,8 @@ _LEFTOVER_RE = re.compile(r"^\.[a-z0-9][a-z0-9._-]*\.(tmp|old|rm)-\w+$")
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """An image of the store, as `images` lists it."""
+
     name: str
     path: str
     size: int  # bytes allocated (st_blocks), each hardlinked inode once, symlinks not followed

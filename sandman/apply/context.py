@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class ApplyContext:
+    """Paths, desired and observed state, progress, and what the apply has done so far."""
+
     paths: Paths
     desired: Desired
     actual: ActualState

@@ -154,6 +154,8 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
 
 @dataclass
 class _Started:
+    """A create between its two stages: the forked spawn and what the record needs."""
+
     spawn: Started
     pending: list[Started]
     plan: RootfsPlan

@@ -28,6 +28,8 @@ ON_STOP = ("keep", "stop")
 
 @dataclass(frozen=True)
 class Options:
+    """The daemon's command line options."""
+
     directory: str
     paths: Paths
     drift_interval: float = 30.0  # seconds; 0 turns the periodic drift check off
@@ -46,6 +48,8 @@ class Sandbox:
 
 @dataclass
 class Daemon:
+    """The daemon: its options, journal, notifier and restart backoff."""
+
     options: Options
     journal: Journal = field(default_factory=Journal)
     notifier: Notifier = field(default_factory=Notifier.from_environment)

@@ -22,6 +22,8 @@ _DONE = {
 
 @dataclass
 class Passes:
+    """Runs the daemon's passes and keeps what the journal has already been told."""
+
     directory: str
     paths: Paths
     journal: Journal

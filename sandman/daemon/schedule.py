@@ -15,12 +15,16 @@ MAX_DEFER = 10  # debounce periods a stream of unit file events may postpone its
 
 @dataclass(frozen=True)
 class Pass:
+    """A reconcile pass to run: why, and for which sandbox (None: every object)."""
+
     reason: str
     target: str | None = None  # a sandbox, or None for the whole directory
 
 
 @dataclass
 class Schedule:
+    """When the next passes are due: debounced unit changes, restarts, the drift period."""
+
     drift_interval: float  # seconds between drift checks; 0: none
     debounce: float  # seconds
     now: float

@@ -41,6 +41,8 @@ Kind = Literal["units", "exit", "signal"]
 
 @dataclass(frozen=True)
 class Event:
+    """What woke the daemon: a unit file change, an init's exit or a signal."""
+
     kind: Kind
     name: str  # the unit file, the sandbox whose init exited, or the signal's number
     lost_watch: bool = False
@@ -48,6 +50,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Init:
+    """A sandbox's init as its record names it: PID and start time."""
+
     pid: int
     start_time: int
 

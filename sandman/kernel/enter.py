@@ -30,6 +30,8 @@ _ORDER = (
 
 @dataclass(frozen=True)
 class EnterSpec:
+    """What `exec` needs to run a command inside a running sandbox."""
+
     pid: int
     command: tuple[str, ...]
     environment: dict[str, str]

@@ -56,6 +56,8 @@ LOCALNET = ip_network("127.0.0.0/8")
 
 @dataclass(frozen=True)
 class Chain:
+    """A base chain of the instance's table: name, type, hook and priority."""
+
     name: str
     type: str
     hook: int  # NF_INET_PRE_ROUTING 0, NF_INET_LOCAL_OUT 3, NF_INET_POST_ROUTING 4
@@ -74,6 +76,8 @@ CHAINS = (
 
 @dataclass(frozen=True)
 class Rule:
+    """One rule: its chain, comment (kind, owner, what) and expressions."""
+
     chain: str
     comment: str
     expressions: tuple[bytes, ...]  # each an encoded NFTA_LIST_ELEM

@@ -54,6 +54,8 @@ class Mount:
 
 @dataclass(frozen=True)
 class RootfsPlan:
+    """Where the sandbox's root is staged and what is mounted into it."""
+
     stage: str  # an empty host directory the root is mounted on, in the sandbox's namespace only
     mode: str  # "overlay" | "bind" | "read-only"
     source: str  # the image directory or the unit's rootfs.path

@@ -39,6 +39,8 @@ class Change:
 
 @dataclass(frozen=True)
 class Action:
+    """One object's action: what, why, and the changes or drift behind it."""
+
     kind: ActionKind
     # "sandbox" | "network" | "slice"; for an orphan, what it is: "cgroup", "link", "rule"...
     object_kind: str

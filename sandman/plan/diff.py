@@ -23,6 +23,8 @@ _BUILD_ORDER = ("slice", "network", "sandbox")
 
 @dataclass(frozen=True)
 class Plan:
+    """The actions of one plan, in execution order."""
+
     actions: tuple[Action, ...]
 
     def count(self, kind: str) -> int:

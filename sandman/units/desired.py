@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # destroy and status use these classes without loading units,
 
 @dataclass(frozen=True)
 class DesiredSlice:
+    """A slice unit, validated, with its path from the root slice."""
+
     name: str
     file: str
     unit: SliceUnit
@@ -26,6 +28,8 @@ class DesiredSlice:
 
 @dataclass(frozen=True)
 class DesiredNetwork:
+    """A network unit, validated, with its bridge and gateways resolved."""
+
     name: str
     file: str
     unit: NetworkUnit
@@ -44,6 +48,8 @@ class DesiredNetwork:
 
 @dataclass(frozen=True)
 class DesiredSandbox:
+    """A sandbox unit, validated, with its names, addresses and slice path resolved."""
+
     name: str
     file: str
     unit: SandboxUnit
