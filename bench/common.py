@@ -9,6 +9,7 @@ Nothing here asserts a time: the benchmarks report, people judge.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -310,6 +311,30 @@ def restore_at_end(cleanup: Cleanup, path: str, what: str) -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def round_options(description: str, many: int, installs: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks timed in rounds of 1 and of `many` sandboxes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=5, help="rounds of 1 sandbox (default 5)")
+    parser.add_argument(
+        "--runs-many", type=int, default=3, help=f"rounds of {many} sandboxes (default 3)"
+    )
+    parser.add_argument("--warmups", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument(
+        "--python", metavar="PATH", help="the interpreter to time (default: this one)"
+    )
+    parser.add_argument(
+        "--no-install", action="store_true", help=f"do not apt-get install {installs}"
+    )
+    return parser
+
+
+def parse_rounds(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.runs_many < 1 or args.warmups < 0:
+        parser.error("--runs and --runs-many must be at least 1, --warmups at least 0")
+    return args
 
 
 def run_main(name: str, run: Callable[[], None], errors: tuple[type[Exception], ...]) -> int:

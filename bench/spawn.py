@@ -56,8 +56,10 @@ from common import (
     in_workdir,
     module_version,
     ms,
+    parse_rounds,
     real_python,
     require_modules,
+    round_options,
     run_main,
     table,
 )
@@ -1306,23 +1308,12 @@ def profile_apply(session: Session, one: Trial, floor: Trial) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Time sandman apply to the init running, beside crun, bwrap, systemd-nspawn."
+    parser = round_options(
+        "Time sandman apply to the init running, beside crun, bwrap, systemd-nspawn.",
+        MANY,
+        "missing peers",
     )
-    parser.add_argument("--runs", type=int, default=5, help="rounds of 1 sandbox (default 5)")
-    parser.add_argument(
-        "--runs-many", type=int, default=3, help=f"rounds of {MANY} sandboxes (default 3)"
-    )
-    parser.add_argument("--warmups", type=int, default=1, help="untimed rounds first (default 1)")
-    parser.add_argument(
-        "--python", metavar="PATH", help="the interpreter to time (default: this one)"
-    )
-    parser.add_argument(
-        "--no-install", action="store_true", help="do not apt-get install missing peers"
-    )
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.runs_many < 1 or args.warmups < 0:
-        parser.error("--runs and --runs-many must be at least 1, --warmups at least 0")
+    args = parse_rounds(parser, argv)
     return run_main("bench/spawn.py", lambda: run(args), (ValueError, StepError))
 
 

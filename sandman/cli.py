@@ -213,7 +213,8 @@ def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder:
         parents=[paths],
         help="take down sandboxes, networks and slices",
         description="Destroy what a unit directory made (DIR), or the named objects: NAME is a "
-        "sandbox, KIND/NAME any object (network/lan, slice/services).",
+        "sandbox, KIND/NAME any object (network/lan, slice/services). When that leaves nothing "
+        "applied, orphans (objects with this instance's names and no record) go too.",
     )
     destroy.add_argument("targets", metavar="DIR|NAME", nargs="+")
     destroy.add_argument("--no-wait", action="store_true", help="fail at once if an apply runs")

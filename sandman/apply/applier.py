@@ -38,10 +38,9 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
             if failure is not None:
                 failures.append(failure)
         networks.settle_veths(ctx)
-        orphans.sweep_cgroups(ctx)
         networks.refresh_hosts(ctx)
     finally:
-        remove_base_when_empty(ctx)
+        orphans.sweep_cgroups(ctx)
     if len(failures) == 1:
         raise failures[0]
     if failures:
@@ -153,15 +152,6 @@ def _failed_dependency(ctx: ApplyContext, action: Action, failures: list[ApplyEr
     if sandbox.unit.network is not None:
         needs.append(f"network/{sandbox.unit.network.attach}")
     return next((need for need in needs if need in failed), None)
-
-
-def remove_base_when_empty(ctx: ApplyContext) -> None:
-    """With nothing applied any more, the instance's own top cgroup goes too: no trace is left."""
-    if any(kind in ("sandbox", "slice") for kind, _ in ctx.records):
-        return
-    base = ctx.cgroups.path(("sandman",))
-    if ctx.cgroups.exists(base) and not ctx.cgroups.pids(base):
-        ctx.cgroups.remove(base)
 
 
 def execute(ctx: ApplyContext, action: Action) -> None:

@@ -86,13 +86,11 @@ _REMOVERS: dict[str, Callable[[ApplyContext, str], None]] = {
 
 
 def sweep_cgroups(ctx: ApplyContext) -> None:
-    """After an apply: cgroups no record owns any more and that are empty (a slice's old place
-    once its sandboxes moved out) go. Busy ones stay for the next plan to show."""
+    """At the end of an apply: cgroups no record owns any more and that are empty go (a slice's
+    old place once its sandboxes moved out; with nothing applied, the instance's own cgroup, so
+    that no trace is left). Busy ones stay for the next plan to show as orphans."""
     owned = orphans.owned_cgroups(ctx.records.values())
-    if not owned:
-        return  # the instance's own cgroup: remove_base_when_empty decides
-    for orphan in orphans.cgroup_orphans(
-        ctx.cgroups.path(), owned, orphans.children_of(ctx.cgroups)
-    ):
+    children = orphans.children_of(ctx.cgroups)
+    for orphan in orphans.cgroup_orphans(ctx.cgroups.path(), owned, children):
         if not ctx.cgroups.pids(orphan.name):
             ctx.cgroups.remove(orphan.name)

@@ -7,9 +7,10 @@ import argparse
 import os
 import sys
 
-from sandman.apply.applier import apply, remove_base_when_empty
+from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
+from sandman.apply.orphans import sweep_cgroups
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState
 from sandman.observe.gather import gather
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             actions[:0] = [_remove(orphan) for orphan in actual.orphans]
         ctx = ApplyContext(paths, Desired(paths.tag), actual, Lines())
         if not actions:
-            remove_base_when_empty(ctx)
+            sweep_cgroups(ctx)
             sys.stdout.write("Nothing to destroy: none of these is applied.\n")
             return 0
         apply(ctx, Plan(tuple(actions)))

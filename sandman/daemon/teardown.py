@@ -6,9 +6,10 @@ then networks, then slices from the leaves up), so this is the same code path as
 
 from __future__ import annotations
 
-from sandman.apply.applier import apply, remove_base_when_empty
+from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
+from sandman.apply.orphans import sweep_cgroups
 from sandman.observe.gather import gather
 from sandman.paths import Paths
 from sandman.plan.diff import plan
@@ -26,5 +27,5 @@ def destroy_all(paths: Paths, progress: Progress) -> int:
         if result.actions:
             apply(ctx, result)
         else:
-            remove_base_when_empty(ctx)
+            sweep_cgroups(ctx)
         return len(result.actions)

@@ -123,16 +123,30 @@ def dump(protocol: int, kind: int, body: bytes, what: str) -> list[bytes]:
 
 
 _DUMP_SOCKETS: dict[int, socket.socket] = {}
-_DUMP_SEQUENCE = itertools.count(1)
 
 
-def _dump_once(protocol: int, request: bytes, sequence: int, what: str) -> tuple[list[bytes], bool]:
-    """One dump on the process's socket for `protocol`: a new socket per dump cost 1.5 ms to
-    close for nf_tables (per sandbox destroyed). Replies of an earlier, abandoned dump carry
-    another sequence number and are skipped; a failed exchange drops the socket."""
+def _process_socket(protocol: int) -> socket.socket:
+    """The process's socket for `protocol`, for dumps and single requests: closing an
+    nf_tables socket costs the kernel 1.5 ms, once per sandbox otherwise."""
     sock = _DUMP_SOCKETS.get(protocol)
     if sock is None:
         sock = _DUMP_SOCKETS[protocol] = _socket(protocol)
+    return sock
+
+
+def _drop_process_socket(protocol: int) -> None:
+    sock = _DUMP_SOCKETS.pop(protocol, None)
+    if sock is not None:
+        sock.close()
+
+
+_DUMP_SEQUENCE = itertools.count(1)  # dumps and requests share the process's sockets
+
+
+def _dump_once(protocol: int, request: bytes, sequence: int, what: str) -> tuple[list[bytes], bool]:
+    """One dump on the process's socket for `protocol`. Replies of an earlier, abandoned dump
+    carry another sequence number and are skipped; an exchange cut short drops the socket."""
+    sock = _process_socket(protocol)
     payloads: list[bytes] = []
     interrupted = finished = False
     try:
@@ -151,8 +165,7 @@ def _dump_once(protocol: int, request: bytes, sequence: int, what: str) -> tuple
                 payloads.append(payload)
     except BaseException:
         if not finished:  # cut short: what is left of the reply must not reach the next dump
-            _DUMP_SOCKETS.pop(protocol, None)
-            sock.close()
+            _drop_process_socket(protocol)
         raise
 
 
@@ -162,9 +175,7 @@ def request(
     """Send one request asking for an ACK, on the process's socket for `protocol`; OSError with
     the kernel's errno and message if it refuses."""
     sequence = next(_DUMP_SEQUENCE)
-    sock = _DUMP_SOCKETS.get(protocol)
-    if sock is None:
-        sock = _DUMP_SOCKETS[protocol] = _socket(protocol)
+    sock = _process_socket(protocol)
     answered = False
     try:
         sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, body))
@@ -178,8 +189,7 @@ def request(
                     return
     except BaseException:
         if not answered:  # cut short: the answer must not reach the next request
-            _DUMP_SOCKETS.pop(protocol, None)
-            sock.close()
+            _drop_process_socket(protocol)
         raise
 
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from sandman.observe import procs
 from sandman.observe.facts import ORPHAN_KINDS, Orphan, Record
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def find(
     found: list[Orphan] = []
     if cgroups is not None:
         found += cgroup_orphans(cgroups.path(), owned_cgroups(records), children_of(cgroups))
-    found += mount_orphans(state_dir, _mount_points())
+    found += mount_orphans(state_dir, procs.mount_points("self") or ())
     if network is not None:
         found += rule_orphans(tag, records, network.rules)
         found += link_orphans(tag, records, network.links)
@@ -111,23 +112,6 @@ def mount_orphans(state_dir: str, mount_points: Iterable[str]) -> list[Orphan]:
         Orphan("mount", os.path.relpath(point, state_dir), "a mount under the state dir")
         for point in sorted(inside, key=lambda p: (-p.count("/"), p))
     ]
-
-
-def _mount_points() -> list[str]:
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return []
-    return [_unescape(line.split()[4]) for line in lines if len(line.split()) > 4]
-
-
-def _unescape(field: str) -> str:
-    if "\\" not in field:
-        return field
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 # --- network ------------------------------------------------------------------------------------

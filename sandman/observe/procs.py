@@ -18,28 +18,21 @@ def parse_stat(stat: str) -> tuple[str, int]:
 def start_time(pid: int) -> int | None:
     """The start time of a live process; None when it is gone or only a zombie waiting for its
     parent to reap it (an init that died stays one until the host's init collects it)."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
     try:
-        # os.open/os.read: observe reads one per sandbox, and a text-mode open() costs 3x.
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            text = os.read(fd, 4096).decode("ascii", errors="replace")
-        finally:
-            os.close(fd)
-        state, start = parse_stat(text)
-    except (OSError, ValueError, IndexError):
+        state, start = parse_stat(raw.decode("ascii", errors="replace"))
+    except (ValueError, IndexError):
         return None
     return None if state in ("Z", "X") else start
 
 
-def is_running(pid: int, recorded_start: int) -> bool:
-    """True when `pid` is alive and is the process that was recorded, not a reuse of its PID."""
-    return pid > 0 and start_time(pid) == recorded_start
-
-
-def mount_points(pid: int) -> set[str] | None:
-    """Where the process sees mounts, as paths inside its root; None when it is gone."""
+def _read(path: str) -> bytes | None:
+    """A /proc file's bytes, None when it (its process) is gone. os.open/os.read: observe reads
+    one or two per sandbox, and a text-mode open() costs three times as much."""
     try:
-        fd = os.open(f"/proc/{pid}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -50,8 +43,22 @@ def mount_points(pid: int) -> set[str] | None:
         return None
     finally:
         os.close(fd)
-    text = b"".join(chunks).decode(errors="replace")
-    return {_unescape(line.split(" ", 5)[4]) for line in text.splitlines() if line.count(" ") >= 5}
+    return b"".join(chunks)
+
+
+def is_running(pid: int, recorded_start: int) -> bool:
+    """True when `pid` is alive and is the process that was recorded, not a reuse of its PID."""
+    return pid > 0 and start_time(pid) == recorded_start
+
+
+def mount_points(pid: int | str) -> set[str] | None:
+    """Where the process (or "self") sees mounts, as paths inside its root; None when it is
+    gone."""
+    raw = _read(f"/proc/{pid}/mountinfo")
+    if raw is None:
+        return None
+    lines = raw.decode(errors="replace").splitlines()
+    return {_unescape(line.split(" ", 5)[4]) for line in lines if line.count(" ") >= 5}
 
 
 def _unescape(field: str) -> str:

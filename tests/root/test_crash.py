@@ -232,3 +232,16 @@ def test_orphans_are_shown_by_plan_and_removed_by_apply(lab: Lab) -> None:
         if alive(sleeper):
             os.kill(sleeper, signal.SIGKILL)
         os.waitpid(sleeper, 0)
+
+
+def test_a_destroy_that_leaves_nothing_applied_takes_the_orphans_too(lab: Lab) -> None:
+    sm = lab.sm
+    sm.write("one", unit())
+    sm.apply()
+    stray = Path(cgroup_dirs(sm.base)[0], "ghost")
+    stray.mkdir()
+    ghost = sm.state_dir / "sandboxes" / "ghost"
+    ghost.mkdir()
+    sm.destroy("one")
+    assert not stray.exists() and not ghost.exists()
+    assert not sm.leftovers(), sm.leftovers()
