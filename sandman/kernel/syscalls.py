@@ -430,6 +430,22 @@ def close_range(first: int, last: int = FD_LAST, flags: int = 0) -> None:
     _check(_syscall("close_range", *args), "close_range", f"fds {first}..{last}")
 
 
+def close_fds_except(keep: Iterable[int]) -> None:
+    """Close every fd above 2 but those in `keep`, right after a fork.
+
+    A forked child that waits before it execs holds everything its parent had open, close-on-exec
+    or not: another sandbox's pipes, apply's lock, netlink sockets. Closing by an explicit
+    keep-list, not by O_CLOEXEC, is what makes the child hold nothing it does not own while it
+    waits (and nothing of the host's once it runs the sandbox's code).
+    """
+    first = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        if fd > first:
+            close_range(first, fd - 1)
+        first = fd + 1
+    close_range(first, FD_LAST)
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """Call prctl(2) with integer arguments and return its (non-negative) result."""
     args = [_uint(a, f"arg{i}", 64) for i, a in enumerate((arg2, arg3, arg4, arg5), start=2)]
