@@ -42,6 +42,7 @@ ALLOWED_DEVICES = (
     "c 5:2 rwm",
     "c 136:* rwm",
 )
+DEFAULT_SPAWN_TIMEOUT = 60.0
 _FLAGS = {
     "pid": sc.CLONE_NEWPID,
     "uts": sc.CLONE_NEWUTS,
@@ -368,7 +369,20 @@ def _spawn_spec(
         setup_inside=before_user,
         finish_inside=after_user,
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
+        timeout=spawn_timeout(),
+        pauses=faults.pauses(f"sandbox/{sandbox.name}"),
     )
+
+
+def spawn_timeout() -> float:
+    """Seconds a create may go without progress before it is given up (kernel/spawn.py):
+    generous, since a busy host is slow, not stuck; SANDMAN_SPAWN_TIMEOUT changes it."""
+    text = os.environ.get("SANDMAN_SPAWN_TIMEOUT", "")
+    try:
+        value = float(text) if text else DEFAULT_SPAWN_TIMEOUT
+    except ValueError:
+        return DEFAULT_SPAWN_TIMEOUT
+    return value if value > 0 else DEFAULT_SPAWN_TIMEOUT
 
 
 def _record(

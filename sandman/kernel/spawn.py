@@ -18,18 +18,40 @@ The path, with the reasons for its order:
    without an error means the exec happened, so `apply` returns with the init running.
 Every module the children use is imported before the fork: after pivot_root no Python library
 path exists any more.
+
+Why the create protocol cannot deadlock
+---------------------------------------
+Apply (A), the first child (F), the user namespace holder F makes (H) and the init-to-be (I)
+talk over two pipes per sandbox:
+- report: F and I write JSON lines (each step as it begins, the init's PID, an error); A reads.
+  F's copy closes when F exits, I's when it execs (close-on-exec), so A reads EOF then.
+- go (only with a prepare step): A writes one byte once the sandbox's network is ready; I reads.
+  EOF there (A closed it without the byte) tells I to give up.
+The waits: A waits on report; F waits on H, H on F (each holds the other's pipe end only until
+it is done); I waits on go, and only after F has sent I's PID. On that line A runs the prepare
+step and at once either writes the byte or, if prepare failed, closes go and kills I. Each wait
+thus points at a process that is running towards the answer, never back at the waiter: no cycle.
+This holds only if nobody else holds a write end. Every fd apply opens is close-on-exec, but these
+children wait before they exec, so each one closes every fd not on its own keep-list right after
+its fork (close_fds_except): a child of one create holds nothing of another create, nor apply's
+lock or netlink sockets. Each of A's waits is bounded as well: a create whose children report
+nothing for `timeout` seconds has its processes killed and fails, naming the step it was at; the
+caller undoes it (its cgroup kill takes whatever was forked) and goes on with the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
+import select
 import signal
 import socket
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sandman.kernel import rootfs
@@ -73,6 +95,23 @@ class SpawnSpec:
     finish_inside: tuple[Callable[[], None], ...] = field(default=())
     # Run in apply with the init's host PID while the init waits before exec: its network.
     prepare: Callable[[int], None] | None = None
+    # Seconds without a report from the children before the create is given up (see above).
+    timeout: float = 60.0
+    # Tests only: the children sleep this long at the named step (see STEPS), to force an order.
+    pauses: Mapping[str, float] = field(default_factory=dict)
+
+
+# The steps the children report, by name: (the unit key the step serves, what it does).
+STEPS = {
+    "cgroup": ("resources", "joining the sandbox's cgroup"),
+    "userns": ("namespaces.user", "making the user namespace"),
+    "rootfs": ("rootfs", "mounting the root on the host side"),
+    "namespaces": ("namespaces", "making the sandbox's namespaces"),
+    "fork": ("sandbox.command", "forking the init"),
+    "inside": ("rootfs", "mounting /proc, /sys and /dev in the sandbox"),
+    "identity": ("security", "taking the hostname, security settings and user"),
+    "exec": ("sandbox.command", "executing the command"),
+}
 
 
 class SpawnError(OSError):
@@ -82,6 +121,11 @@ class SpawnError(OSError):
         super().__init__(errno, message, filename)
         self.key = key
 
+    def __str__(self) -> str:
+        if self.errno:
+            return super().__str__()
+        return f"{self.strerror}: `{self.filename}`" if self.filename else str(self.strerror)
+
 
 @dataclass
 class Started:
@@ -89,8 +133,23 @@ class Started:
 
     first: int
     report_read: int
-    go_write: int  # -1 without a prepare step
+    go_write: int  # -1 without a prepare step, or once closed
     prepare: Callable[[int], None] | None
+    timeout: float
+
+
+@dataclass
+class _Progress:
+    """What finish() has heard from the children so far."""
+
+    step: str = "fork"  # the last step reported, a key of STEPS
+    init: int = 0
+    error: dict[str, object] | None = None
+    failed: BaseException | None = None  # the prepare step's error
+
+
+class _StalledError(Exception):
+    """The children reported nothing for the whole timeout."""
 
 
 def spawn(spec: SpawnSpec) -> int:
@@ -112,7 +171,7 @@ def start(spec: SpawnSpec) -> Started:
 def finish(started: Started) -> int:
     """Wait for the init's PID, run the prepare step, let it exec; the init's host PID."""
     try:
-        return _parent(started.first, started.report_read, started.prepare, started.go_write)
+        return _parent(started)
     finally:
         _close(started)
 
@@ -137,8 +196,7 @@ def _fork_first(spec: SpawnSpec, log_fd: int) -> Started:
     try:
         first = os.fork()
         if first == 0:
-            os.close(report_read)
-            _first_child(spec, log_fd, report_write, (go_read, go_write))
+            _first_child(spec, log_fd, report_write, go_read)
     except BaseException:
         os.close(report_read)
         if go_write >= 0:
@@ -149,7 +207,7 @@ def _fork_first(spec: SpawnSpec, log_fd: int) -> Started:
         os.close(report_write)
         if go_read >= 0:
             os.close(go_read)
-    return Started(first, report_read, go_write, spec.prepare)
+    return Started(first, report_read, go_write, spec.prepare, spec.timeout)
 
 
 def make_user_namespace(idmap: IdMapping) -> int:
@@ -166,7 +224,9 @@ def make_user_namespace(idmap: IdMapping) -> int:
     if holder == 0:
         status = 0
         try:
-            os.close(hold_write)  # so that the parent closing its end reads as EOF here
+            # Only its own ends: the parent closing hold_write then reads as EOF here. (The
+            # collector is off, as in its parent.)
+            sc.close_fds_except((ready_write, hold_read))
             sc.unshare(sc.CLONE_NEWUSER)
             os.write(ready_write, b"1")
             os.read(hold_read, 1)
@@ -187,47 +247,101 @@ def make_user_namespace(idmap: IdMapping) -> int:
         _reap(holder)
 
 
-def _parent(
-    first: int, report_read: int, prepare: Callable[[int], None] | None, go_write: int
-) -> int:
-    init_pid = 0
-    error: dict[str, object] | None = None
-    failed: BaseException | None = None
-    with os.fdopen(report_read, "rb", closefd=False) as reports:
-        for line in reports:
-            message = json.loads(line)
-            if "pid" in message:
-                init_pid = int(message["pid"])
-                failed = _prepare(prepare, init_pid, go_write)
-            elif "error" in message:
-                error = message
-    _reap(first)
-    if failed is not None:
-        _kill(init_pid)
-        raise failed
+def _parent(started: Started) -> int:
+    progress = _Progress()
+    try:
+        for message in _messages(started.report_read, started.timeout):
+            _take(started, progress, message)
+    except _StalledError:
+        _give_up(started, progress)
+        key, doing = STEPS[progress.step]
+        raise SpawnError(
+            key,
+            f"no progress for {started.timeout:g} s while {doing}; the sandbox's processes "
+            "were killed (SANDMAN_SPAWN_TIMEOUT sets the limit)",
+        ) from None
+    _reap(started.first)
+    return _outcome(progress)
+
+
+def _messages(fd: int, timeout: float) -> Iterator[dict[str, object]]:
+    """The children's JSON lines until EOF; _StalledError when none comes for `timeout` seconds.
+    The clock restarts at each line, and while the caller handles one (the prepare step)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    pending = b""
+    while True:
+        if not poller.poll(timeout * 1000):
+            raise _StalledError
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield json.loads(line)
+
+
+def _take(started: Started, progress: _Progress, message: dict[str, object]) -> None:
+    if "step" in message:
+        progress.step = str(message["step"])
+    elif "pid" in message:
+        progress.init = int(str(message["pid"]))
+        progress.failed = _prepare(started, progress.init)
+    elif "error" in message:
+        progress.error = message
+
+
+def _prepare(started: Started, pid: int) -> BaseException | None:
+    """Run the prepare step, then let the init exec. On failure the init is told at once (go
+    closed, then killed): it must not wait for a byte that will never come."""
+    if started.prepare is None:
+        return None
+    try:
+        started.prepare(pid)
+    except Exception as exc:
+        _close_go(started)
+        _kill(pid)
+        if isinstance(exc, OSError) and not isinstance(exc, SpawnError):
+            return SpawnError("network", exc.strerror or str(exc), exc.errno or 0, exc.filename)
+        return exc
+    os.write(started.go_write, b"1")
+    return None
+
+
+def _outcome(progress: _Progress) -> int:
+    if progress.failed is not None:
+        _kill(progress.init)
+        raise progress.failed
+    error = progress.error
     if error is not None:
-        if init_pid:
-            _kill(init_pid)
+        if progress.init:
+            _kill(progress.init)
         errno = int(str(error.get("errno") or 0))
         filename = str(error["filename"]) if error.get("filename") else None
         raise SpawnError(str(error.get("key", "")), str(error["error"]), errno, filename)
-    if not init_pid:
+    if not progress.init:
         raise SpawnError("", "the sandbox's first process exited without starting the init")
-    return init_pid
+    return progress.init
 
 
-def _prepare(
-    prepare: Callable[[int], None] | None, pid: int, go_write: int
-) -> BaseException | None:
-    """Run the prepare step, then let the init exec; on failure the init reads EOF and exits."""
-    if prepare is None:
-        return None
-    try:
-        prepare(pid)
-    except Exception as exc:
-        return exc
-    os.write(go_write, b"1")
-    return None
+# How long a killed first child gets to be reaped before finish() leaves it (a zombie of the
+# caller's, rather than an apply that never returns).
+_REAP_AFTER_KILL = 5.0
+
+
+def _give_up(started: Started, progress: _Progress) -> None:
+    _close_go(started)
+    if progress.init:
+        _kill(progress.init)
+    _kill(started.first)
+    _reap(started.first, _REAP_AFTER_KILL)
+
+
+def _close_go(started: Started) -> None:
+    if started.go_write >= 0:
+        with contextlib.suppress(OSError):
+            os.close(started.go_write)
+        started.go_write = -1
 
 
 def _write_id_maps(pid: int, idmap: IdMapping | None) -> None:
@@ -238,19 +352,38 @@ def _write_id_maps(pid: int, idmap: IdMapping | None) -> None:
             handle.write(lines)
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, timeout: float | None = None) -> None:
+    """Wait for a child's exit: without end, or at most `timeout` seconds."""
+    flags = 0
+    if timeout is not None:
+        flags = os.WNOHANG
+        with contextlib.suppress(OSError):
+            pidfd = sc.pidfd_open(pid)
+            try:
+                select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        os.waitpid(pid, flags)
 
 
 def _kill(pid: int) -> None:
-    """The init failed before exec and exits on its own; make sure it does."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    """A child that failed or stalled before exec; make sure it ends."""
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _report(fd: int, **message: object) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _step(spec: SpawnSpec, report: int, step: str) -> None:
+    """Tell apply which step begins (what a timeout names), then pause there if a test asks."""
+    _report(report, step=step)
+    pause = spec.pauses.get(step)
+    if pause:
+        time.sleep(pause)
 
 
 def _report_error(fd: int, exc: BaseException) -> None:
@@ -263,23 +396,37 @@ def _report_error(fd: int, exc: BaseException) -> None:
         _report(fd, error=f"{type(exc).__name__}: {exc}", key=key)
 
 
-def _first_child(spec: SpawnSpec, log_fd: int, report: int, go: tuple[int, int]) -> None:
+def _first_child(spec: SpawnSpec, log_fd: int, report: int, go_read: int) -> None:
     status = 1
     try:
+        # First of all: nothing of apply's or of another create's stays open here (see above).
+        # The collector stays off: a garbage socket of apply's, finalized here, would close
+        # whatever fd now has its number.
+        gc.disable()
+        sc.close_fds_except((log_fd, report, go_read))
         if spec.join_cgroup is not None:
+            _step(spec, report, "cgroup")
             spec.join_cgroup(os.getpid())
         # Made here, not in apply: its fork and wait then overlap with other sandboxes' starts.
-        userns = make_user_namespace(spec.idmap) if spec.idmap is not None else None
+        userns = None
+        if spec.idmap is not None:
+            _step(spec, report, "userns")
+            userns = make_user_namespace(spec.idmap)
+        _step(spec, report, "rootfs")
         os.setsid()
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.mount_host_side(spec.rootfs, userns)
+        _step(spec, report, "namespaces")
         _enter_namespaces(spec, userns)
+        if userns is not None:
+            os.close(userns)
         # In the new mount namespace, and still with the host's uid, which owns the state dir.
         stage = rootfs.open_stage(spec.rootfs)
-        _become_namespace_root(spec, userns)
+        _become_namespace_root(spec, userns is not None)
+        _step(spec, report, "fork")
         init = os.fork()
         if init == 0:
-            _init_child(spec, stage, log_fd, report, go)
+            _init_child(spec, stage, log_fd, report, go_read)
         _report(report, pid=init)
         status = 0
     except BaseException as exc:
@@ -299,14 +446,14 @@ def _enter_namespaces(spec: SpawnSpec, userns: int | None) -> None:
         sc.unshare(others | sc.CLONE_NEWNS)
 
 
-def _become_namespace_root(spec: SpawnSpec, userns: int | None) -> None:
+def _become_namespace_root(spec: SpawnSpec, joined_userns: bool) -> None:
     if spec.time_offsets is not None:
         # Before changing ids: a process that changed them is no longer dumpable, and its
         # /proc/self files then belong to the host's root, out of its reach.
         monotonic, boottime = spec.time_offsets
         with open("/proc/self/timens_offsets", "w", encoding="ascii") as handle:
             handle.write(f"monotonic {_timespec(monotonic)}\nboottime {_timespec(boottime)}\n")
-    if userns is not None:
+    if joined_userns:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
@@ -317,15 +464,16 @@ def _timespec(nanoseconds: int) -> str:
     return f"{seconds} {rest}"
 
 
-def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple[int, int]) -> None:
-    go_read, go_write = go
+def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: int) -> None:
     try:
-        if go_write >= 0:
-            os.close(go_write)  # so that apply closing its end reads as EOF here
+        sc.close_fds_except((stage, log_fd, report, go_read))
+        _step(spec, report, "inside")
         rootfs.mount_inside(spec.rootfs, stage)
         rootfs.enter_root()
+        os.close(stage)
         if spec.namespaces & sc.CLONE_NEWNET:
             loopback_up()
+        _step(spec, report, "identity")
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
         for setup in spec.setup_inside:
@@ -334,8 +482,10 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go: tuple
         _set_stdio(log_fd)
         for finish in spec.finish_inside:
             finish()
+        # Waiting here holds only stdio (/dev/null and the log), report and go.
         if go_read >= 0 and os.read(go_read, 1) != b"1":
             raise SpawnError("network", "apply could not prepare the sandbox; the init stops")
+        _step(spec, report, "exec")
         # Everything above 2 closes at exec; the report pipe stays open until then.
         sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), _environment(spec))
@@ -380,6 +530,7 @@ def _set_stdio(log_fd: int) -> None:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(null)
+    os.close(log_fd)  # 1 and 2 are the log now
 
 
 def _environment(spec: SpawnSpec) -> dict[str, str]:

@@ -347,3 +347,26 @@ def test_no_other_module_imports_ctypes() -> None:
             if any(name.split(".")[0] == "ctypes" for name in names):
                 offenders.append(f"{path.relative_to(SANDMAN.parent)}:{node.lineno}")
     assert offenders == []
+
+
+def test_a_child_closing_by_keep_list_holds_only_stdio_and_what_it_kept(tmp_path: Path) -> None:
+    """close_fds_except, as the spawn and exec children call it right after fork: whatever the
+    parent had open, inheritable or close-on-exec, the child holds only stdio and its keep-list."""
+    kept_read, kept_write = os.pipe()
+    others = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    inheritable = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(inheritable, True)
+    report_read, report_write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        sc.close_fds_except((kept_write, report_write))
+        # listdir's own fd is listed, and closed by the time it is looked at again
+        names = [n for n in os.listdir("/proc/self/fd") if os.path.lexists(f"/proc/self/fd/{n}")]
+        os.write(report_write, " ".join(map(str, names)).encode())
+        os._exit(0)
+    os.close(report_write)
+    listed = {int(fd) for fd in os.read(report_read, 4096).decode().split()}
+    os.waitpid(child, 0)
+    for fd in (kept_read, kept_write, report_read, inheritable, *others):
+        os.close(fd)
+    assert listed == {0, 1, 2, kept_write, report_write}
