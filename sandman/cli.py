@@ -340,6 +340,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sandman: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except OSError as exc:
+        # The host refused something no sandman error wrapped (a capability missing, a file
+        # gone): one line naming what and why, never a traceback.
+        _report(_host_error(exc), getattr(args, "json", False))
+        return EXIT_FAILED
+    except Exception as exc:
+        _report(_internal_error(exc), getattr(args, "json", False))
+        return EXIT_FAILED
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -370,3 +380,39 @@ def _report(exc: BaseException, as_json: bool) -> None:
     if as_json:
         output.print_json({"error": {"kind": type(exc).__name__, "message": str(exc)}})
     print(f"sandman: {exc}", file=sys.stderr)
+
+
+def _host_error(exc: OSError) -> BaseException:
+    from sandman.errors import SandmanError
+
+    what = f"`{exc.filename}`: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    hint = ""
+    if isinstance(exc, PermissionError):
+        hint = "; sandman needs root with every capability (CAP_SYS_ADMIN, CAP_NET_ADMIN...)"
+    return SandmanError(f"{what}{reason}{hint}")
+
+
+def _internal_error(exc: Exception) -> BaseException:
+    """A bug of sandman's: one line, and the traceback only when SANDMAN_DEBUG asks for it."""
+    import os
+    import traceback
+
+    from sandman.errors import SandmanError
+
+    if os.environ.get("SANDMAN_DEBUG"):
+        traceback.print_exc()
+    return SandmanError(
+        f"internal error: {type(exc).__name__}: {exc} (a bug: SANDMAN_DEBUG=1 shows where)"
+    )
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (`sandman status | head`): not an error to report.
+    stdout is pointed at /dev/null so that the interpreter's final flush does not complain."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_FAILED
