@@ -7,10 +7,10 @@ import os
 import sys
 
 from sandman import output
-from sandman.apply.reconcile import reconcile
 from sandman.errors import UsageError
 from sandman.paths import Paths
 from sandman.progress import JsonEvents, Lines, Progress
+from sandman.reconcile import reconcile
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,21 +6,16 @@ import argparse
 import sys
 
 from sandman import output
-from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.diff import Plan, plan, targeted
-from sandman.units.read import read_units
+from sandman.plan.diff import Plan
+from sandman.reconcile import preview
 
 EXIT_CHANGES_PENDING = 3
 
 
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
-    actual = gather(paths.state_dir, orphans=not args.no_prune)
-    desired = read_units(args.directory, paths.tag, sticky=actual.addresses())
-    result = plan(desired, actual, prune=not args.no_prune)
-    if args.target:
-        result = targeted(result, desired, args.target)
+    result = preview(paths, args.directory, prune=not args.no_prune, target=args.target)
     if args.json:
         output.print_json(result.to_json())
     else:

@@ -221,9 +221,9 @@ class Daemon:
         if self.options.on_stop == "keep":
             self.journal.info("stopped; the sandboxes keep running (--on-stop keep)")
             return
-        from sandman.daemon.teardown import destroy_all
+        from sandman.reconcile import destroy
 
-        destroyed = destroy_all(self.options.paths, JournalProgress(self.journal))
+        destroyed = len(destroy(self.options.paths, JournalProgress(self.journal)).actions)
         restarts.write_counts(self.state_dir, {})
         lastgood.remove(self.state_dir)
         self.journal.info(f"stopped; {destroyed} objects destroyed (--on-stop stop)")

@@ -70,7 +70,7 @@ class Passes:
             self.journal.warning(f"the last good unit files were not kept: {exc}")
 
     def _reconcile(self, directory: str, job: Pass) -> str:
-        from sandman.apply.reconcile import reconcile
+        from sandman.reconcile import reconcile
 
         def waiting() -> None:
             self.journal.notice(f"waiting for `{self.paths.state_dir}/lock` (an apply runs)")

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 ActionKind = Literal["create", "update", "recreate", "destroy", "repair"]
 Reason = Literal[
-    "new_unit", "unit_removed", "changed", "cannot_update_in_place", "tainted", "drift", "orphan"
+    "new_unit",
+    "unit_removed",
+    "requested",  # `sandman destroy` named it
+    "changed",
+    "cannot_update_in_place",
+    "tainted",
+    "drift",
+    "orphan",
 ]
 
 SYMBOLS: dict[ActionKind, str] = {

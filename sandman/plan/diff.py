@@ -14,7 +14,7 @@ from typing import Any
 
 from sandman.digest import digest
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
-from sandman.plan.actions import Action, Change
+from sandman.plan.actions import Action, Change, Reason
 from sandman.plan.keys import is_live
 from sandman.units.desired import Desired
 
@@ -154,8 +154,26 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _destroys(desired: Desired, actual: ActualState, kind: str) -> Iterator[Action]:
     declared = desired.names(kind)
     gone = [r for r in actual.of_kind(kind).values() if r.name not in declared]
-    for record in sorted(gone, key=lambda r: (-_depth(r), r.name)):
-        yield Action("destroy", kind, record.name, "unit_removed")
+    yield from _destroy_in_order(gone, kind, "unit_removed")
+
+
+def _destroy_in_order(records: list[Record], kind: str, reason: Reason) -> Iterator[Action]:
+    """Deepest first: a slice goes after the slices below it."""
+    for record in sorted(records, key=lambda r: (-_depth(r), r.name)):
+        yield Action("destroy", kind, record.name, reason)
+
+
+def destroy_plan(actual: ActualState, wanted: set[tuple[str, str]] | None = None) -> Plan:
+    """What `destroy` does: the applied objects of `wanted` (KIND, NAME), every one without it,
+    sandboxes first, then networks, then slices; and, when that leaves nothing applied, the
+    orphans first, as an apply's prune would. `plan -destroy`, in terraform's words."""
+    chosen = [r for r in actual.records.values() if wanted is None or r.key in wanted]
+    actions: list[Action] = []
+    if len(chosen) == len(actual.records):
+        actions += [orphan_removal(orphan) for orphan in actual.orphans]
+    for kind in reversed(_BUILD_ORDER):
+        actions += _destroy_in_order([r for r in chosen if r.kind == kind], kind, "requested")
+    return Plan(tuple(actions))
 
 
 def orphan_removal(orphan: Orphan) -> Action:

@@ -56,17 +56,12 @@ from test_sandboxes import (
 )
 from test_slices import CGROUP_ROOT, V1_NO_MEMORY_LIMIT, V2
 
-from sandman.apply.applier import apply as apply_plan
-from sandman.apply.context import ApplyContext
-from sandman.apply.lock import state_lock
-from sandman.apply.reconcile import reconcile
 from sandman.kernel.nat import table_name
 from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.actions import Action
-from sandman.plan.diff import Plan, plan
+from sandman.plan.diff import plan
 from sandman.progress import Silent
-from sandman.units.desired import Desired
+from sandman.reconcile import destroy, reconcile
 from sandman.units.names import bridge_name, veth_name
 from sandman.units.read import read_units
 
@@ -729,23 +724,8 @@ def record_files(run: Run) -> dict[str, tuple[int, int, bytes]]:
 
 
 def destroy_all(run: Run) -> None:
-    """What `sandman destroy` does, for every recorded object: sandboxes, then networks, then
-    slices, deepest first."""
-    paths = run.paths()
-    order = ("sandbox", "network", "slice")
-    with state_lock(paths.state_dir):
-        actual = gather(paths.state_dir)
-
-        def rank(key: tuple[str, str]) -> tuple[int, int, str]:
-            cgroup = str(actual.records[key].runtime.get("cgroup", ""))
-            return order.index(key[0]), -len(cgroup.split("/")), key[1]
-
-        actions = tuple(
-            Action("destroy", kind, name, "unit_removed")
-            for kind, name in sorted(actual.records, key=rank)
-        )
-        ctx = ApplyContext(paths, Desired(paths.tag), actual, Silent())
-        apply_plan(ctx, Plan(actions))
+    """What `sandman destroy` does with no names: every recorded object, then the orphans."""
+    destroy(run.paths(), Silent())
 
 
 def leftovers(run: Run) -> list[str]:

@@ -1,0 +1,76 @@
+"""The one orchestration of every verb that looks at or changes the host, and of the daemon:
+load the units, observe the host, plan, and (under the state lock) carry the plan out.
+
+`plan` previews, `apply` and each daemon pass reconcile, `destroy` and the daemon's
+`--on-stop stop` carry out a destroy plan (plan/diff.destroy_plan) with the same applier. Only
+this module strings the layers together; each layer stays ignorant of the others above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sandman.apply.applier import apply
+from sandman.apply.context import ApplyContext
+from sandman.apply.lock import state_lock
+from sandman.apply.orphans import sweep_cgroups
+from sandman.observe.gather import gather
+from sandman.paths import Paths
+from sandman.plan.diff import Plan, destroy_plan, plan, targeted
+from sandman.progress import Progress
+from sandman.units.desired import Desired
+from sandman.units.read import read_units
+
+
+def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | None = None) -> Plan:
+    """What `reconcile` would do now; reads only, takes no lock."""
+    actual = gather(paths.state_dir, orphans=prune)
+    desired = read_units(directory, paths.tag, sticky=actual.addresses())
+    result = plan(desired, actual, prune=prune)
+    return targeted(result, desired, target) if target else result
+
+
+def reconcile(
+    paths: Paths,
+    directory: str,
+    progress: Progress,
+    *,
+    prune: bool = True,
+    target: str | None = None,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+) -> Plan:
+    """Make the host what `directory` declares; return the plan that was carried out.
+
+    Bad units raise before anything on the host changes. A failed action raises ApplyError
+    after the actions that do not depend on it have run."""
+    with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
+        actual = gather(paths.state_dir, orphans=prune)
+        desired = read_units(directory, paths.tag, sticky=actual.addresses())
+        result = plan(desired, actual, prune=prune)
+        if target:
+            result = targeted(result, desired, target)
+        if result.actions:
+            apply(ApplyContext(paths, desired, actual, progress), result)
+        return result
+
+
+def destroy(
+    paths: Paths,
+    progress: Progress,
+    wanted: set[tuple[str, str]] | None = None,
+    *,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+) -> Plan:
+    """Take down the applied objects of `wanted` (KIND, NAME), or all; return the plan carried
+    out. With nothing left applied, the orphans go too, and the instance's empty cgroups."""
+    with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
+        actual = gather(paths.state_dir, orphans=True)
+        result = destroy_plan(actual, wanted)
+        ctx = ApplyContext(paths, Desired(paths.tag), actual, progress)
+        if result.actions:
+            apply(ctx, result)
+        else:
+            sweep_cgroups(ctx)
+        return result
