@@ -17,6 +17,7 @@ from sandman.errors import ApplyError
 from sandman.observe.facts import Record
 from sandman.plan.actions import Action
 from sandman.plan.diff import Plan
+from sandman.units.desired import DesiredSandbox
 
 
 def apply(ctx: ApplyContext, plan: Plan) -> None:
@@ -181,29 +182,47 @@ def _sandbox_recreate(ctx: ApplyContext, action: Action) -> None:
 def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
     sandbox = ctx.desired.sandboxes[action.name]
     old = _record(ctx, action)
-    cgroup = old.runtime.get("cgroup")
-    if isinstance(cgroup, str) and any(c.key.startswith("resources.") for c in action.changes):
-        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
-            ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
-    if any(c.key == "network.ports" for c in action.changes):
-        networks.update_ports(ctx, sandbox)
+    _run_steps(ctx, action, sandbox, old)
     sandboxes.rewrite_record(ctx, sandbox, old)
 
 
 def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
-    """An init that is gone, a cgroup that vanished or a declared mount missing: made anew.
-    Limits edited by hand: written back in place, the init keeps running."""
-    drift = ctx.actual.drift.get(("sandbox", action.name), ())
-    if any(d.what in ("init", "cgroup") or d.what.startswith("mount ") for d in drift):
-        _sandbox_recreate(ctx, action)
-        return
-    sandbox = ctx.desired.sandboxes[action.name]
-    record = _record(ctx, action)
+    """Drift the plan repairs in place (limits edited by hand, a veth deleted): the init keeps
+    running. Drift that needs a new init is planned as a recreate, not here."""
+    _run_steps(ctx, action, ctx.desired.sandboxes[action.name], _record(ctx, action))
+
+
+def _run_steps(ctx: ApplyContext, action: Action, sandbox: DesiredSandbox, record: Record) -> None:
+    for step in action.steps:
+        _SANDBOX_STEPS[step](ctx, sandbox, record)
+
+
+def _write_limits(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
     cgroup = record.runtime.get("cgroup")
-    if isinstance(cgroup, str) and any(d.what.startswith("resources.") for d in drift):
-        ctx.cgroups.set_limits(cgroup, sandbox.unit.resources)
-    if any(d.what.startswith("network") for d in drift):
-        networks.attach(ctx, sandbox, int(record.runtime["pid"]))
+    if isinstance(cgroup, str):
+        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+            ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+
+
+def _write_ports(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
+    networks.update_ports(ctx, sandbox)
+
+
+def _reattach(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
+    networks.attach(ctx, sandbox, int(record.runtime["pid"]))
+
+
+def _record_only(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
+    """Keys the host does not hold (description, restart policy): the record is enough."""
+
+
+# The in-place steps of plan/keys.py, for sandboxes.
+_SANDBOX_STEPS = {
+    "limits": _write_limits,
+    "ports": _write_ports,
+    "network": _reattach,
+    "record": _record_only,
+}
 
 
 def _sandbox_destroy(ctx: ApplyContext, action: Action) -> None:

@@ -38,13 +38,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({"summary": result.summary()})
     else:
-        done = {
-            "create": "created",
-            "update": "updated",
-            "recreate": "recreated",
-            "destroy": "destroyed",
-            "repair": "repaired",
-        }
-        counts = ", ".join(f"{n} {done[kind]}" for kind, n in result.summary().items() if n)
-        sys.stdout.write(f"Apply complete: {counts}.\n")
+        sys.stdout.write(f"Apply complete: {result.done()}.\n")
     return 0

@@ -11,14 +11,6 @@ from sandman.daemon.schedule import Pass
 from sandman.errors import ApplyError, SandmanError, UnitError
 from sandman.paths import Paths
 
-_DONE = {
-    "create": "created",
-    "update": "updated",
-    "recreate": "recreated",
-    "destroy": "destroyed",
-    "repair": "repaired",
-}
-
 
 @dataclass
 class Passes:
@@ -77,7 +69,7 @@ class Passes:
 
         progress = JournalProgress(self.journal)
         result = reconcile(self.paths, directory, progress, target=job.target, on_wait=waiting)
-        return ", ".join(f"{n} {_DONE[kind]}" for kind, n in result.summary().items() if n)
+        return result.done()
 
     def _report_units(self, exc: UnitError) -> None:
         """Each problem on a line of its own (file:line: key: what; hint), once per change."""

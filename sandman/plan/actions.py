@@ -25,6 +25,14 @@ SYMBOLS: dict[ActionKind, str] = {
     "repair": "!",
 }
 _SIZE_KEYS = ("memory_max", "memory_high", ".size")
+# What an action of each kind did, for the lines that close an apply or a daemon pass.
+DONE: dict[ActionKind, str] = {
+    "create": "created",
+    "update": "updated",
+    "recreate": "recreated",
+    "destroy": "destroyed",
+    "repair": "repaired",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class Action:
     drift: tuple[str, ...] = ()
     # The keys whose change forced a recreate: they explain, they never steer execution.
     requires_recreate: tuple[str, ...] = field(default=())
+    # For an update or an in-place repair: the steps the applier runs (plan/keys.py), all of it.
+    steps: tuple[str, ...] = field(default=())
 
     @property
     def object(self) -> str:
@@ -68,6 +78,8 @@ class Action:
             detail = "; ".join(c.describe() for c in self.changes)
         elif self.kind == "recreate" and self.requires_recreate:
             detail = f"{', '.join(self.requires_recreate)} changed (recreate)"
+        elif self.kind == "recreate" and self.reason == "drift":
+            detail = f"recreate (drift: {'; '.join(self.drift)})"
         elif self.kind == "repair":
             detail = "; ".join(self.drift)
         elif self.reason == "orphan":
@@ -84,6 +96,7 @@ class Action:
             "changes": [c.to_json() for c in self.changes],
             "requires_recreate": list(self.requires_recreate),
             "drift": list(self.drift),
+            "steps": list(self.steps),
         }
 
 

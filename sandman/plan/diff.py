@@ -14,8 +14,8 @@ from typing import Any
 
 from sandman.digest import digest
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
-from sandman.plan.actions import Action, Change, Reason
-from sandman.plan.keys import is_live
+from sandman.plan.actions import DONE, Action, ActionKind, Change, Reason
+from sandman.plan.keys import RECREATE, is_live, live_step, repair_step
 from sandman.units.desired import Desired
 
 _BUILD_ORDER = ("slice", "network", "sandbox")
@@ -30,11 +30,15 @@ class Plan:
     def count(self, kind: str) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
 
-    def summary(self) -> dict[str, int]:
-        return {k: self.count(k) for k in ("create", "update", "recreate", "destroy", "repair")}
+    def summary(self) -> dict[ActionKind, int]:
+        return {k: self.count(k) for k in DONE}
 
     def to_json(self) -> dict[str, Any]:
         return {"actions": [a.to_json() for a in self.actions], "summary": self.summary()}
+
+    def done(self) -> str:
+        """What carrying it out did: `2 created, 1 updated`."""
+        return ", ".join(f"{n} {DONE[kind]}" for kind, n in self.summary().items() if n)
 
 
 def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
@@ -85,10 +89,17 @@ def _action_for(
         return Action("recreate", kind, name, "tainted")
     if record.digest == digest(canonical):
         drift = tuple(d for d in actual.drift.get((kind, name), ()) if _repairs(canonical, d))
-        if drift:
-            return Action("repair", kind, name, "drift", drift=tuple(str(d) for d in drift))
-        return None
+        return _repair_action(kind, name, drift) if drift else None
     return _change_action(kind, name, record, canonical)
+
+
+def _repair_action(kind: str, name: str, drift: tuple[Drift, ...]) -> Action:
+    """In place when every drift has an in-place step; else a recreate, shown as one."""
+    steps = {repair_step(kind, d.what) for d in drift}
+    described = tuple(str(d) for d in drift)
+    if RECREATE in steps:
+        return Action("recreate", kind, name, "drift", drift=described)
+    return Action("repair", kind, name, "drift", drift=described, steps=tuple(sorted(steps)))
 
 
 def _follow(desired: Desired, build: list[Action], kind: str, name: str) -> Action | None:
@@ -128,7 +139,8 @@ def _change_action(
         return Action(
             "recreate", kind, name, "cannot_update_in_place", changes, requires_recreate=recreate
         )
-    return Action("update", kind, name, "changed", changes)
+    steps = tuple(sorted({live_step(kind, c.key) or RECREATE for c in changes}))
+    return Action("update", kind, name, "changed", changes, steps=steps)
 
 
 def _differences(before: dict[str, Any], after: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:

@@ -1,32 +1,69 @@
-"""Which unit keys a running object can take live, and which need it made anew.
+"""How each change and each drift is carried out: in place (by which step) or by a recreate.
 
-One table per kind; a key not listed as live needs a recreate. Patterns end in `.*` to cover a
-whole table. The README's table of key semantics is checked against this module by a test.
+One table per kind for unit keys, one for drift; patterns end in `.*` (or `*`) to cover a
+whole table. The planner reads these tables to say what apply will do, and the applier runs the
+steps the plan names and nothing else. The README's table of key semantics is checked against
+this module by a test.
 """
 
 from __future__ import annotations
 
 import fnmatch
 
-LIVE_KEYS: dict[str, tuple[str, ...]] = {
-    "sandbox": (
-        "sandbox.description",
-        "sandbox.restart",
-        "sandbox.stop_timeout",
-        "resources.*",
-        "network.ports",
-    ),
-    "network": ("network.nat",),
-    "slice": (
-        "slice.memory_max",
-        "slice.memory_high",
-        "slice.cpu_max",
-        "slice.cpu_weight",
-        "slice.pids_max",
-        "slice.io_weight",
-    ),
+RECREATE = "recreate"
+
+# Unit keys a running object takes in place -> the step that applies them. Any other key needs
+# a recreate. "record": nothing on the host changes, the record takes the new value.
+LIVE_KEYS: dict[str, dict[str, str]] = {
+    "sandbox": {
+        "sandbox.description": "record",
+        "sandbox.restart": "record",
+        "sandbox.stop_timeout": "record",
+        "resources.*": "limits",
+        "network.ports": "ports",
+    },
+    "network": {"network.nat": "nat"},
+    "slice": {
+        "slice.memory_max": "limits",
+        "slice.memory_high": "limits",
+        "slice.cpu_max": "limits",
+        "slice.cpu_weight": "limits",
+        "slice.pids_max": "limits",
+        "slice.io_weight": "limits",
+    },
+}
+
+# Drift (observe's Drift.what) -> the step that repairs it in place, or RECREATE. A sandbox's
+# init, cgroup or mounts cannot be put back under a running process; a network or a slice is
+# made again in place by its (idempotent) create: "ensure".
+DRIFT_REPAIRS: dict[str, dict[str, str]] = {
+    "sandbox": {
+        "init": RECREATE,
+        "cgroup": RECREATE,
+        "mount *": RECREATE,
+        "resources.*": "limits",
+        "network.*": "network",
+    },
+    "network": {"*": "ensure"},
+    "slice": {"*": "ensure"},
 }
 
 
+def live_step(kind: str, key: str) -> str | None:
+    """The step that applies a change of `key` in place; None when it needs a recreate."""
+    return _lookup(LIVE_KEYS[kind], key)
+
+
 def is_live(kind: str, key: str) -> bool:
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in LIVE_KEYS[kind])
+    return live_step(kind, key) is not None
+
+
+def repair_step(kind: str, what: str) -> str:
+    """The step that repairs the drift `what`: an in-place step, or RECREATE."""
+    return _lookup(DRIFT_REPAIRS[kind], what) or RECREATE
+
+
+def _lookup(table: dict[str, str], key: str) -> str | None:
+    return next(
+        (step for pattern, step in table.items() if fnmatch.fnmatchcase(key, pattern)), None
+    )

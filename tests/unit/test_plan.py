@@ -128,7 +128,7 @@ def _with_drift(case: str, drift: tuple[Drift, ...]) -> tuple[Desired, ActualSta
     return desired, ActualState(records=records, drift={("sandbox", "web"): drift})
 
 
-def test_exited_init_is_repaired_only_when_restart_says_so() -> None:
+def test_exited_init_is_started_again_only_when_restart_says_so() -> None:
     gone = (Drift("init", "running as pid 5", "exited"),)
     desired, actual = _with_drift("no-change", gone)
     assert plan(desired, actual).actions == ()  # restart = "no" (the default)
@@ -145,8 +145,9 @@ def test_exited_init_is_repaired_only_when_restart_says_so() -> None:
     desired = dataclasses.replace(desired, sandboxes={**desired.sandboxes, "web": restarting})
     records = {r.key: r for r in records_of(desired)}
     result = plan(desired, ActualState(records=records, drift={("sandbox", "web"): gone}))
+    # A new init is a recreate, and the plan says so (#15): no "!" that hides one.
     assert [a.describe() for a in result.actions] == [
-        "! sandbox/web: init: expected running as pid 5, found exited"
+        "-/+ sandbox/web: recreate (drift: init: expected running as pid 5, found exited)"
     ]
 
 
@@ -158,6 +159,41 @@ def test_limit_drift_is_repaired() -> None:
     assert action.to_json()["drift"] == [
         "resources.memory_max: expected 268435456, found 1073741824"
     ]
+    assert action.steps == ("limits",)
+
+
+@pytest.mark.parametrize(
+    ("drift", "kind", "steps"),
+    [
+        (Drift("mount /www", "mounted", "missing"), "recreate", ()),
+        (Drift("cgroup", "`x` present", "missing"), "recreate", ()),
+        (Drift("network.veth", "link x", "missing"), "repair", ("network",)),
+        (Drift("resources.pids_max", "20", "7"), "repair", ("limits",)),
+    ],
+)
+def test_each_drift_is_planned_as_the_table_says(
+    drift: Drift, kind: str, steps: tuple[str, ...]
+) -> None:
+    """What the plan shows is what apply does: drift that needs a new init is a recreate."""
+    desired, actual = _with_drift("no-change", (drift,))
+    (action,) = plan(desired, actual).actions
+    assert (action.kind, action.reason, action.steps) == (kind, "drift", steps)
+    if kind == "recreate":
+        assert action.describe() == f"-/+ sandbox/web: recreate (drift: {drift})"
+    else:
+        assert action.describe() == f"! sandbox/web: {drift}"
+
+
+def test_an_update_names_the_steps_that_apply_it() -> None:
+    desired, actual = _with_drift("no-change", ())
+    record = actual.records[("sandbox", "web")]
+    unit = {**record.unit, "sandbox": {**record.unit["sandbox"], "description": "old"}}
+    unit["resources"] = {**unit.get("resources", {}), "pids_max": 1}
+    edited = record_of("sandbox", "web", unit, record.runtime)
+    changed = actual._replace(records={**actual.records, record.key: edited})
+    (action,) = [a for a in plan(desired, changed).actions if a.object == "sandbox/web"]
+    assert action.kind == "update"
+    assert action.steps == ("limits", "record")
 
 
 def test_target_keeps_the_object_and_what_it_stands_on() -> None:
