@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 
 from sandman import output
 from sandman.paths import Paths
@@ -28,8 +30,26 @@ def run(args: argparse.Namespace) -> int:
 def render(result: Plan, directory: str) -> str:
     if not result.actions:
         return f"No changes: the host matches {directory}.\n"
-    lines = [action.describe() for action in result.actions]
+    paint = _painter()
+    lines = [paint(line) for action in result.actions for line in action.lines()]
     summary = result.summary()
     counts = ", ".join(f"{n} to {kind}" for kind, n in summary.items() if kind != "repair" or n)
     lines += ["", f"Plan: {counts}."]
     return "\n".join(lines) + "\n"
+
+
+# ANSI colours of the symbols, as terraform: green create, yellow update, red destroy.
+_COLOURS = {"+": "32", "~": "33", "-/+": "35", "-": "31", "!": "36"}
+
+
+def _painter() -> Callable[[str], str]:
+    """Colour the symbol of each action line on a terminal, unless NO_COLOR is set."""
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return lambda line: line
+
+    def paint(line: str) -> str:
+        symbol, _, rest = line.partition(" ")
+        colour = _COLOURS.get(symbol)
+        return f"\033[{colour}m{symbol}\033[0m {rest}" if colour else line
+
+    return paint

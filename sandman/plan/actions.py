@@ -45,8 +45,10 @@ class Change:
     live: bool
 
     def describe(self) -> str:
-        how = "live" if self.live else "recreate"
-        return f"{self.key} {_show(self.key, self.before)} -> {_show(self.key, self.after)} ({how})"
+        forces = "" if self.live else "  (forces recreate)"
+        return (
+            f"{self.key}: {_show(self.key, self.before)} -> {_show(self.key, self.after)}{forces}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "from": self.before, "to": self.after, "live": self.live}
@@ -67,17 +69,21 @@ class Action:
     requires_recreate: tuple[str, ...] = field(default=())
     # For an update or an in-place repair: the steps the applier runs (plan/keys.py), all of it.
     steps: tuple[str, ...] = field(default=())
+    # For a create: the object's settings (dotted key, value), shown under it.
+    attributes: tuple[tuple[str, Any], ...] = field(default=())
 
     @property
     def object(self) -> str:
         return f"{self.object_kind}/{self.name}"
 
     def describe(self) -> str:
+        """One line: the action and why. lines() adds the values beneath it."""
         symbol = SYMBOLS[self.kind]
         if self.kind == "update":
-            detail = "; ".join(c.describe() for c in self.changes)
+            detail = f"update in place ({', '.join(c.key for c in self.shown_changes())})"
         elif self.kind == "recreate" and self.requires_recreate:
-            detail = f"{', '.join(self.requires_recreate)} changed (recreate)"
+            forcing = [k for k in self.requires_recreate if not _internal(k)]
+            detail = f"recreate ({', '.join(forcing or self.requires_recreate)} cannot change live)"
         elif self.kind == "recreate" and self.reason == "drift":
             detail = f"recreate (drift: {'; '.join(self.drift)})"
         elif self.kind == "repair":
@@ -85,8 +91,20 @@ class Action:
         elif self.reason == "orphan":
             detail = f"remove the orphan ({'; '.join(self.drift)})"
         else:
-            detail = f"{self.kind} ({self.reason.replace('_', ' ')})"
+            detail = f"{self.kind} ({_REASONS.get(self.reason, self.reason.replace('_', ' '))})"
         return f"{symbol} {self.object}: {detail}"
+
+    def lines(self) -> list[str]:
+        """describe(), then one line per changed key (old -> new) or, for a create, per setting."""
+        details = [change.describe() for change in self.shown_changes()]
+        details += [f"{key} = {_show(key, value)}" for key, value in self.attributes]
+        return [self.describe(), *(f"    {line}" for line in details)]
+
+    def shown_changes(self) -> tuple[Change, ...]:
+        """The changes a user wrote: keys sandman derives (resolved.*) only when nothing else
+        changed, since they then are the whole story (an automatic address moved)."""
+        declared = tuple(c for c in self.changes if not _internal(c.key))
+        return declared or self.changes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +116,13 @@ class Action:
             "drift": list(self.drift),
             "steps": list(self.steps),
         }
+
+
+_REASONS = {"requested": "destroy asked", "new_unit": "new unit", "unit_removed": "unit removed"}
+
+
+def _internal(key: str) -> bool:
+    return key.startswith("resolved.")
 
 
 def _show(key: str, value: Any) -> str:

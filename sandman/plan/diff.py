@@ -84,7 +84,7 @@ def _action_for(
 ) -> Action | None:
     record = actual.records.get((kind, name))
     if record is None:
-        return Action("create", kind, name, "new_unit")
+        return Action("create", kind, name, "new_unit", attributes=_attributes(canonical))
     if record.tainted:
         return Action("recreate", kind, name, "tainted")
     if record.digest == digest(canonical):
@@ -149,6 +149,22 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> Iterator[tupl
         old, new = flat_before.get(key), flat_after.get(key)
         if old != new:
             yield key, old, new
+
+
+def _attributes(canonical: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What a create shows: every setting with a value, an automatic address as resolved."""
+    flat = _flatten(canonical)
+    shown = [
+        (key, value)
+        for key, value in flat.items()
+        if not key.startswith("resolved.") and value not in (None, [], {}, "")
+    ]
+    if flat.get("network.address") == "auto" and flat.get("resolved.address"):
+        shown = [
+            (k, f"auto ({flat['resolved.address']})" if k == "network.address" else v)
+            for k, v in shown
+        ]
+    return tuple(shown)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

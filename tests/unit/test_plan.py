@@ -1,5 +1,6 @@
 """The planner, case by case: `plan_cases/<case>/` holds the units applied before, the units wanted
-after, optional `options.json` (prune, tainted records) and `expected.txt`, the describe() lines."""
+after, optional `options.json` (prune, tainted records) and `expected.txt`, the lines `plan` prints
+for the actions (each action's line, then its changes or settings)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_plan_case(case: str) -> None:
     desired = read_units(str(directory / "after"), TAG)
     result = plan(desired, actual_for(directory, options), prune=options.get("prune", True))
     expected = (directory / "expected.txt").read_text().splitlines()
-    assert [a.describe() for a in result.actions] == expected
+    assert [line for a in result.actions for line in a.lines()] == expected
 
 
 def test_second_plan_after_apply_is_empty() -> None:
@@ -227,3 +228,27 @@ def test_orphans_go_first_and_only_with_pruning() -> None:
     assert plan(desired, actual, prune=False).actions == ()
     (first, _) = plan(desired, actual).actions
     assert first.to_json()["reason"] == "orphan" and first.to_json()["action"] == "destroy"
+
+
+def test_plan_colours_symbols_on_a_terminal_unless_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sandman.commands import plan as plan_verb
+
+    desired = read_units(str(CASES / "removed-objects" / "after"), TAG)
+    result = plan(desired, actual_for(CASES / "removed-objects", {}))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = plan_verb.render(result, "units")
+    assert "\033[31m-\033[0m sandbox/job: destroy (unit removed)" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\033[" not in plan_verb.render(result, "units")
+
+
+def test_a_create_lists_its_settings_and_an_automatic_address_resolved() -> None:
+    desired = read_units(str(CASES / "new-units" / "after"), TAG)
+    (web,) = [a for a in plan(desired, ActualState.empty()).actions if a.object == "sandbox/web"]
+    shown = dict(line.strip().split(" = ", 1) for line in web.lines()[1:])
+    assert shown["network.address"].startswith("auto (10.88.0.")
+    assert shown["resources.memory_max"] == "256M"
+    assert not [key for key in shown if key.startswith("resolved.")]
