@@ -110,7 +110,8 @@ def _schema_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: 
     schema = verbs.add_parser(
         "schema",
         help="print the JSON Schema of a unit kind",
-        description="Print the JSON Schema of a unit kind (all kinds when none is named).",
+        description="Print the JSON Schema of a unit kind; without KIND, one schema that any "
+        "unit file satisfies.",
     )
     schema.add_argument(
         "kind",

@@ -11,7 +11,7 @@ import pytest
 
 from sandman.cli import main
 from sandman.units.model import KINDS
-from sandman.units.schema import schema_for
+from sandman.units.schema import schema_for, unit_schema
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,25 @@ def test_schema_verb_prints_one_kind(capsys: pytest.CaptureFixture[str]) -> None
     assert json.loads(capsys.readouterr().out) == schema_for("network")
 
 
-def test_schema_verb_prints_all_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_verb_without_kind_prints_one_schema_for_any_unit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One schema an editor can use for every unit file (#17), not a map of three."""
     assert main(["schema"]) == 0
-    assert set(json.loads(capsys.readouterr().out)) == set(KINDS)
+    combined = json.loads(capsys.readouterr().out)
+    assert combined == unit_schema()
+    jsonschema.Draft202012Validator.check_schema(combined)
+    for path in sorted((REPO / "units").glob("*.toml")):
+        jsonschema.validate(tomllib.loads(path.read_text()), combined)
+    for wrong in (
+        {"sandbox": {"comand": ["x"]}},
+        {"network": {"subnet": "10.0.0.0/24"}, "slice": {}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, combined)
+
+
+def test_committed_unit_schema_is_current() -> None:
+    committed = json.loads((REPO / "schemas" / "unit.schema.json").read_text())
+    fix = "sandman schema > schemas/unit.schema.json"
+    assert committed == unit_schema(), f"schemas/unit.schema.json is stale; run: {fix}"
