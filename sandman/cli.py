@@ -44,21 +44,38 @@ def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON for scripts")
 
 
-def build_parser(exec_remainder: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(exec_remainder: bool = True, only: str | None = None) -> _Parser:
     """The whole command line, or with `only` just that verb's part: every verb's arguments
     cost 4 ms to build (argparse's formatter pulls in shutil and locale), on every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sandman",
         description="Keep this host's sandboxes as a directory of unit files declares them.",
         epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"sandman {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = parser.add_subparsers(
+        dest="verb", metavar="VERB", required=True, parser_class=argparse.ArgumentParser
+    )
+    parser.verbs = verbs
     paths = _path_options()
     for name, add in VERBS.items():
         if only is None or name == only:
             add(verbs, paths, exec_remainder)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser, which knows its verbs' parsers: an argument a verb does not know
+    is reported with that verb's usage, not the top-level one."""
+
+    verbs: _Verbs | None = None
+
+    def parse_verb(self, argv: list[str]) -> argparse.Namespace:
+        args, extras = self.parse_known_args(argv)
+        if extras:
+            verb = self.verbs.choices.get(args.verb) if self.verbs else None
+            (verb or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
 
 
 _Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -86,11 +103,7 @@ def _plan_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
         description="Compare DIR with what is applied and print the actions apply would take.",
     )
     plan.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
-    plan.add_argument(
-        "--no-prune",
-        action="store_true",
-        help="keep objects whose unit file is gone, and orphans (what a killed apply left)",
-    )
+    _prune_options(plan)
     plan.add_argument(
         "--target",
         metavar="NAME",
@@ -165,6 +178,22 @@ def _daemon_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: 
     daemon.set_defaults(module="daemon")
 
 
+def _prune_options(parser: argparse.ArgumentParser) -> None:
+    prune = parser.add_mutually_exclusive_group()
+    prune.add_argument(
+        "--prune",
+        dest="no_prune",
+        action="store_false",
+        help="remove objects whose unit file is gone, and orphans (the default)",
+    )
+    prune.add_argument(
+        "--no-prune",
+        dest="no_prune",
+        action="store_true",
+        help="keep objects whose unit file is gone, and orphans (what a killed apply left)",
+    )
+
+
 def _apply_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     apply = verbs.add_parser(
@@ -179,11 +208,7 @@ def _apply_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         "--no-wait, fails).",
     )
     apply.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
-    apply.add_argument(
-        "--no-prune",
-        action="store_true",
-        help="keep objects whose unit file is gone, and orphans (what a killed apply left)",
-    )
+    _prune_options(apply)
     apply.add_argument(
         "--target",
         metavar="NAME",
@@ -358,11 +383,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     options may follow NAME without being taken for part of the command."""
     if argv[:1] == ["exec"] and "--" in argv:
         split = argv.index("--")
-        args = build_parser(exec_remainder=False, only="exec").parse_args(argv[:split])
+        args = build_parser(exec_remainder=False, only="exec").parse_verb(argv[:split])
         args.command = argv[split + 1 :]
         return args
     only = argv[0] if argv[:1] and argv[0] in VERBS else None
-    return build_parser(only=only).parse_args(argv)
+    return build_parser(only=only).parse_verb(argv)
 
 
 def _report_units(exc: BaseException, as_json: bool) -> None:

@@ -14,9 +14,10 @@ from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.apply.orphans import sweep_cgroups
+from sandman.errors import UsageError
 from sandman.observe.gather import gather
 from sandman.paths import Paths
-from sandman.plan.diff import Plan, destroy_plan, plan, targeted
+from sandman.plan.diff import Plan, destroy_plan, destroy_problems, plan, targeted
 from sandman.progress import Progress
 from sandman.units.desired import Desired
 from sandman.units.read import read_units
@@ -60,13 +61,19 @@ def destroy(
     progress: Progress,
     wanted: set[tuple[str, str]] | None = None,
     *,
+    named: set[tuple[str, str]] | None = None,
     wait: bool = True,
     on_wait: Callable[[], None] | None = None,
 ) -> Plan:
     """Take down the applied objects of `wanted` (KIND, NAME), or all; return the plan carried
-    out. With nothing left applied, the orphans go too, and the instance's empty cgroups."""
+    out. With nothing left applied, the orphans go too, and the instance's empty cgroups.
+    Refused (UsageError, nothing touched) for a `named` object that is not applied, or a network
+    or slice that objects staying still use."""
     with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
         actual = gather(paths.state_dir, orphans=True)
+        problems = destroy_problems(actual, wanted, named or set()) if wanted is not None else []
+        if problems:
+            raise UsageError("; ".join(problems))
         result = destroy_plan(actual, wanted)
         ctx = ApplyContext(paths, Desired(paths.tag), actual, progress)
         if result.actions:

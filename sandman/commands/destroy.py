@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     def waiting() -> None:
         progress.note(f"waiting for another apply to release `{paths.state_dir}/lock`")
 
+    from_dirs, named = _targets(args.targets)
     result = destroy(
-        paths, progress, _targets(args.targets), wait=not args.no_wait, on_wait=waiting
+        paths, progress, from_dirs | named, named=named, wait=not args.no_wait, on_wait=waiting
     )
     if not result.actions:
         sys.stdout.write("Nothing to destroy: none of these is applied.\n")
@@ -36,19 +37,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _targets(arguments: list[str]) -> set[tuple[str, str]]:
-    """Objects named on the command line: a unit directory (every NAME.KIND.toml in it, valid or
-    not), KIND/NAME, or a bare NAME for a sandbox."""
-    wanted = set()
+def _targets(arguments: list[str]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """Objects named on the command line: (those of unit directories, every NAME.KIND.toml in
+    them, valid or not; those named as KIND/NAME, or a bare NAME for a sandbox). A named one
+    must be applied; a unit directory may hold units never applied."""
+    from_dirs, named = set(), set()
     for argument in arguments:
         if os.path.isdir(argument):
             for entry in os.listdir(argument):
                 parts = entry.split(".")
                 if len(parts) == 3 and parts[2] == "toml" and parts[1] in _KINDS:
-                    wanted.add((parts[1], parts[0]))
+                    from_dirs.add((parts[1], parts[0]))
         elif "/" in argument and argument.split("/", 1)[0] in _KINDS:
             kind, name = argument.split("/", 1)
-            wanted.add((kind, name))
+            named.add((kind, name))
         else:
-            wanted.add(("sandbox", argument))
-    return wanted
+            named.add(("sandbox", argument))
+    return from_dirs, named

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandman.digest import digest
+from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.plan.actions import DONE, Action, ActionKind, Change, Reason
 from sandman.plan.keys import RECREATE, is_live, live_step, repair_step
 from sandman.units.desired import Desired
 
 _BUILD_ORDER = ("slice", "network", "sandbox")
+_TARGET_KINDS = ("", "sandbox", "network", "slice")
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,43 @@ def _destroy_in_order(records: list[Record], kind: str, reason: Reason) -> Itera
         yield Action("destroy", kind, record.name, reason)
 
 
+def destroy_problems(
+    actual: ActualState, wanted: set[tuple[str, str]], named: set[tuple[str, str]]
+) -> list[str]:
+    """Why a destroy of `wanted` must be refused: a name given on the command line (`named`)
+    that nothing applied carries, or a network or slice that would go from under sandboxes (or
+    slices) that stay."""
+    problems = [
+        f"{kind}/{name}: nothing by that name is applied"
+        for kind, name in sorted(named - set(actual.records))
+    ]
+    staying = [r for r in actual.records.values() if r.key not in wanted]
+    for kind, name in sorted(wanted & set(actual.records)):
+        record = actual.records[(kind, name)]
+        users = sorted(r.key[0] + "/" + r.name for r in staying if _stands_on(r, record))
+        if users:
+            problems.append(
+                f"{kind}/{name}: {', '.join(users)} still use it; destroy them with it "
+                f"(sandman destroy {kind}/{name} {' '.join(users)}) or change their units"
+            )
+    return problems
+
+
+def _stands_on(record: Record, base: Record) -> bool:
+    """A sandbox on the network `base`, or a sandbox or slice inside the slice `base`."""
+    if base.kind == "network":
+        network = record.unit.get("network") or {}
+        return record.kind == "sandbox" and network.get("attach") == base.name
+    if base.kind != "slice":
+        return False
+    path = str(base.unit.get("resolved", {}).get("path", ""))
+    resolved = record.unit.get("resolved", {})
+    inside = str(resolved.get("slice_path") or resolved.get("path") or "")
+    return bool(path) and (
+        (inside == path and record.kind == "sandbox") or inside.startswith(path + "/")
+    )
+
+
 def destroy_plan(actual: ActualState, wanted: set[tuple[str, str]] | None = None) -> Plan:
     """What `destroy` does: the applied objects of `wanted` (KIND, NAME), every one without it,
     sandboxes first, then networks, then slices; and, when that leaves nothing applied, the
@@ -215,9 +254,17 @@ def _depth(record: Record) -> int:
 
 def targeted(result: Plan, desired: Desired, target: str) -> Plan:
     """Only the actions for `target` (NAME of a sandbox, or KIND/NAME) and what it stands on: its
-    slices and its network. Everything else is left for a later plan."""
+    slices and its network. Everything else is left for a later plan. A target that is neither
+    declared nor in the plan (a typo) is a UsageError: "No changes" would hide the mistake."""
     kind, _, name = target.rpartition("/")
-    wanted = {f"{kind or 'sandbox'}/{name}"}
+    obj = f"{kind or 'sandbox'}/{name}"
+    declared = name in desired.names(kind or "sandbox") if kind in _TARGET_KINDS else False
+    if not declared and all(a.object != obj for a in result.actions):
+        raise UsageError(
+            f"--target {target}: no {obj} is declared in the unit directory or applied; "
+            "name a sandbox (NAME) or KIND/NAME with KIND sandbox, network or slice"
+        )
+    wanted = {obj}
     sandbox = desired.sandboxes.get(name) if kind in ("", "sandbox") else None
     if sandbox is not None:
         wanted |= {f"slice/{part}" for part in sandbox.slice_path[1:]}

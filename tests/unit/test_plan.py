@@ -11,9 +11,10 @@ import pathlib
 import pytest
 
 from sandman.cli import main
+from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.observe.records import record_of, write_record
-from sandman.plan.diff import plan, targeted
+from sandman.plan.diff import destroy_plan, destroy_problems, plan, targeted
 from sandman.plan.keys import LIVE_KEYS, is_live
 from sandman.units.desired import Desired
 from sandman.units.names import instance_tag
@@ -252,3 +253,28 @@ def test_a_create_lists_its_settings_and_an_automatic_address_resolved() -> None
     assert shown["network.address"].startswith("auto (10.88.0.")
     assert shown["resources.memory_max"] == "256M"
     assert not [key for key in shown if key.startswith("resolved.")]
+
+
+def test_a_target_that_is_neither_declared_nor_applied_is_refused() -> None:
+    desired = read_units(str(CASES / "new-units" / "after"), TAG)
+    whole = plan(desired, ActualState.empty())
+    with pytest.raises(UsageError, match="--target wbe: no sandbox/wbe is declared"):
+        targeted(whole, desired, "wbe")
+    with pytest.raises(UsageError, match="no network/web"):
+        targeted(whole, desired, "network/web")
+
+
+def test_destroy_refuses_unknown_names_and_what_others_stand_on() -> None:
+    desired = read_units(str(CASES / "new-units" / "after"), TAG)
+    actual = ActualState(records={r.key: r for r in records_of(desired)}, drift={})
+    lan, web = ("network", "lan"), ("sandbox", "web")
+    assert destroy_problems(actual, {lan, web}, {lan, web}) == []
+    (problem,) = destroy_problems(actual, {lan}, {lan})
+    assert problem.startswith("network/lan: sandbox/web still use it")
+    (problem,) = destroy_problems(actual, {("sandbox", "nope")}, {("sandbox", "nope")})
+    assert problem == "sandbox/nope: nothing by that name is applied"
+    services = ("slice", "services")
+    assert any("slice/batch" in p for p in destroy_problems(actual, {services}, {services}))
+    order = [a.object for a in destroy_plan(actual).actions]
+    assert order.index("sandbox/web") < order.index("network/lan") < order.index("slice/services")
+    assert order.index("slice/batch") < order.index("slice/services")

@@ -1,0 +1,63 @@
+"""What an operator types, refused when it would do something other than what they meant
+(issue #17): nothing on the host changes, the exit code is 2, and the message names the object.
+
+Driven through the command line on the `lab` of test_networks.py (a private instance and subnet,
+checked clean afterwards).
+"""
+
+from __future__ import annotations
+
+import pytest
+import test_networks as networks
+import test_sandboxes as base
+from test_networks import Lab, lab, network_unit, sandbox_unit
+
+pytestmark = pytest.mark.root
+
+busybox_image = base.busybox_image
+__all__ = ["busybox_image", "lab"]  # fixtures, used by name
+
+
+def applied_world(lab: Lab) -> dict[str, tuple[int, int]]:
+    lab.sm.write("lan", network_unit(lab.subnet), kind="network")
+    for name in ("a", "b"):
+        lab.sm.write(name, sandbox_unit("lan"))
+    lab.sm.apply()
+    return {name: lab.sm.init(name) for name in ("a", "b")}
+
+
+def test_destroy_of_a_name_nothing_carries_is_refused(lab: Lab) -> None:
+    inits = applied_world(lab)
+    result = lab.sm.run("destroy", "a", "nope", expect=2)
+    assert "sandbox/nope: nothing by that name is applied" in result.err, result
+    assert {name: lab.sm.running_init(name) for name in inits} == {
+        n: p for n, (p, _) in inits.items()
+    }
+    assert lab.sm.init("a") == inits["a"]
+
+
+def test_destroy_of_a_network_sandboxes_still_use_is_refused_then_done_with_them(lab: Lab) -> None:
+    inits = applied_world(lab)
+    result = lab.sm.run("destroy", "network/lan", "a", expect=2)
+    assert "network/lan: sandbox/b still use it" in result.err, result
+    assert {name: lab.sm.init(name) for name in inits} == inits
+    assert lab.sm.record_path("lan", "networks").exists()
+    done = lab.sm.run("destroy", "network/lan", "a", "b")
+    assert "Destroy complete: 3 destroyed." in done.out, done
+    assert networks.host_links(lab.bridge("lan")) == []
+
+
+def test_plan_and_apply_target_of_an_unknown_name_are_refused(lab: Lab) -> None:
+    inits = applied_world(lab)
+    for verb in ("plan", "apply"):
+        result = lab.sm.run(verb, str(lab.sm.units), "--target", "c", expect=2)
+        assert "--target c: no sandbox/c is declared" in result.err, result
+    assert {name: lab.sm.init(name) for name in inits} == inits
+
+
+def test_apply_takes_prune_which_is_the_default(lab: Lab) -> None:
+    applied_world(lab)
+    lab.sm.remove("b")
+    result = lab.sm.run("apply", str(lab.sm.units), "--prune")
+    assert "- sandbox/b: destroy (unit removed)" in result.err + result.out, result
+    assert lab.sm.gone("b") == []
