@@ -180,7 +180,9 @@ def import_image(
         if _inside(os.path.abspath(image_dir), os.path.realpath(source)):
             raise ImageError(name, path, f"{source} contains the image dir; it cannot be copied")
         report(f"copying {source} into image {name}")
-        return _build(image_dir, name, report, lambda d: image_copy.copy_tree(source, d, report))
+        return _build(
+            image_dir, name, report, lambda d: image_copy.copy_tree(name, path, source, d, report)
+        )
     if not os.path.isfile(source):
         raise ImageError(name, path, f"{source}: no such tarball or directory")
     from sandman import image_tar
