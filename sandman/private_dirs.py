@@ -1,13 +1,13 @@
 """sandman's data dirs (state, images, persistent upper layers, logs): open to their owner only.
 
 What they hold is not for other local users: an image's setuid-root `su`, a sandbox's files, its
-logs. So every level sandman makes is 0700, and a data dir found open to group or others is
-closed (chmod 0700) rather than refused: sandman owns it, nothing but sandman should read it, and
-an older sandman (or its tmpfiles.d line) made these dirs 0755, so refusing would stop every
-upgraded host until an admin ran the chmod sandman can run itself. Closing it only takes access
-away. A data dir owned by another user is refused: its owner could open it again at any time, or
-swap what is inside. nspawn keeps /var/lib/machines 0700, podman its storage 0700, for the same
-reasons.
+logs. So every level sandman makes is 0700, and a data dir found open to group or others is closed
+(chmod 0700) rather than refused: sandman owns it, nothing but sandman should read it, and an older
+sandman (or its tmpfiles.d line) made these dirs 0755, so refusing would stop every upgraded host
+until an admin ran the chmod sandman can run itself. Closing it only takes access away. A data dir
+owned by another user is refused: its owner could open it again at any time, or swap what is
+inside; so is one inside a dir another user can change. nspawn keeps /var/lib/machines 0700, podman
+its storage 0700, for the same reasons.
 
 This module imports only `os` and `stat`: `status` and a no-op `apply` pass through here.
 """
@@ -45,7 +45,33 @@ def private_dir(path: str, what: str) -> str:
         _close(directory, what)
     if not missing:
         _close(path, what)
+    _check_above(path, what)
     return path
+
+
+def _check_above(path: str, what: str) -> None:
+    """Whoever may rename an entry of a dir above PATH can move the data dir away and put one
+    of their own in its place, whatever its mode: every dir above must be root's (or sandman's
+    user's), and not writable by others unless sticky (/tmp). Group write is the admin's choice
+    (Ubuntu's /var/log is root:syslog 0775) and is left alone."""
+    mine = os.geteuid()
+    level = os.path.dirname(os.path.realpath(path))
+    while True:
+        info = os.stat(level)
+        if info.st_uid not in (0, mine):
+            who = f"uid {info.st_uid}, its owner,"
+        elif info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+            who = "every user"
+        else:
+            who = ""
+        if who:
+            raise PrivateDirError(
+                f"the {what} `{path}` is inside `{level}`, where {who} can swap it for a dir of "
+                f"their own; choose a {what} whose parents only root can change"
+            )
+        if level == os.path.dirname(level):
+            return
+        level = os.path.dirname(level)
 
 
 def _close(path: str, what: str) -> None:

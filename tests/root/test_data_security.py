@@ -322,3 +322,24 @@ def test_a_data_dir_owned_by_another_user_is_refused(sm: Sandman, intruder: Intr
     assert f"is owned by uid {intruder.uid}" in refused.err, refused
     assert "Traceback" not in refused.err, refused
     assert not (sm.image_dir / "tree").exists()
+
+
+def test_a_data_dir_inside_a_dir_another_user_owns_is_refused(
+    sm: Sandman, intruder: Intruder, tmp_path: Path
+) -> None:
+    """The owner of a dir above could rename the image dir away and put their own in its place
+    (0700 or not), whose images sandboxes would then run."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, intruder.uid, intruder.gid)
+    image_dir = theirs / "images"
+    image_dir.mkdir(mode=0o700)
+    source = sm.root / "tree"
+    source.mkdir()
+    argv = [sys.executable, "-m", "sandman", "image", "import", "--image-dir", str(image_dir)]
+    refused = subprocess.run(
+        [*argv, "tree", str(source)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert refused.returncode == 1, refused
+    assert f"is inside `{theirs}`, where uid {intruder.uid}" in refused.stderr, refused
+    assert not (image_dir / "tree").exists()

@@ -40,6 +40,15 @@ def test_a_file_in_the_way_is_refused_with_the_fix(tmp_path: Path) -> None:
         private_dir(str(tmp_path / "logs"), "log dir (--log-dir)")
 
 
+def test_a_dir_above_that_every_user_may_write_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(PrivateDirError, match=r"is inside `.*open`, where every user can swap"):
+        private_dir(str(tmp_path / "open/images"), "image dir (--image-dir)")
+    (tmp_path / "open").chmod(0o1777)  # sticky, as /tmp: no one renames what is not theirs
+    private_dir(str(tmp_path / "open/images"), "image dir (--image-dir)")
+
+
 def test_the_lock_file_is_0600_in_a_0700_dir(tmp_path: Path) -> None:
     with state_lock(str(tmp_path / "state")):
         assert _mode(tmp_path / "state") == 0o700
