@@ -45,11 +45,12 @@ class _ChangedError(Exception):
 
 def copy_tree(name: str, path: str, source: str, dest: str, report: Callable[[str], None]) -> None:
     """Copy the contents of SOURCE into DEST, an existing empty directory, for image NAME at
-    PATH; DEST's parent (the image dir) must not be inside SOURCE."""
+    PATH; a SOURCE that holds DEST's parent (the image dir) is refused, it would copy itself."""
+    image_dir = os.stat(os.path.dirname(dest))
     src = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the one path resolved
     try:
         dst = os.open(dest, _DIR)
-        copier = _Copier(dst, os.stat(os.path.dirname(dest)))
+        copier = _Copier(dst, image_dir)
         try:
             copier.run(src)
         finally:
