@@ -3,8 +3,12 @@
 An image named `busybox` is the directory `IMAGE_DIR/busybox`. Every build and import fills a
 hidden sibling (`.NAME.tmp-XXXXXXXX`) and only then renames it into place, so a reader sees the
 old image or the new one, never half of either; on any failure, Ctrl-C included, the sibling is
-removed. Writers hold a lock on the image dir, so leftovers of a killed writer can be cleaned up
-by the next one without racing a live one.
+removed. Writers hold a lock (`IMAGE_DIR/.lock`), so leftovers of a killed writer can be cleaned
+up by the next one without racing a live one.
+
+The image dir is root's alone (0700, see sandman.private_dirs): images keep their setuid-root
+binaries, which only the image dir's mode keeps other local users from running. A sandbox reaches
+its image through the mounts sandman makes, never through this path.
 
 This module imports nothing heavy: `sandman images` only lists. The builders (busybox, tarball,
 directory copy) are imported when used.
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import os
 import re
 import shutil
@@ -36,6 +39,8 @@ NAME_MAX = 64
 _NAME_RE = re.compile(NAME_PATTERN)
 # What a writer leaves behind only when it was killed: staged builds, old copies, removals.
 _LEFTOVER_RE = re.compile(r"^\.[a-z0-9][a-z0-9._-]*\.(tmp|old|rm)-\w+$")
+# The writers' lock, a file in the 0700 image dir (never the dir itself: see sandman.lockfile).
+LOCK = ".lock"
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,9 @@ def import_image(
         if _inside(os.path.abspath(image_dir), os.path.realpath(source)):
             raise ImageError(name, path, f"{source} contains the image dir; it cannot be copied")
         report(f"copying {source} into image {name}")
-        return _build(image_dir, name, report, lambda d: image_copy.copy_tree(source, d, report))
+        return _build(
+            image_dir, name, report, lambda d: image_copy.copy_tree(name, path, source, d, report)
+        )
     if not os.path.isfile(source):
         raise ImageError(name, path, f"{source}: no such tarball or directory")
     from sandman import image_tar
@@ -246,26 +253,19 @@ def _sigint_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _locked(image_dir: str, name: str, report: Progress | None) -> Iterator[None]:
-    """An exclusive flock on the image dir itself for one writer, then cleanup of what killed
-    writers left (every writer holds this lock, so a leftover's writer is gone)."""
-    path = os.path.join(image_dir, name)
-    try:
-        os.makedirs(image_dir, exist_ok=True)
-        fd = os.open(image_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ImageError(name, path, f"cannot open the image dir: {exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            (report or _quiet)(f"waiting for another sandman writing images in {image_dir}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    """An exclusive flock on `IMAGE_DIR/.lock` for one writer, the image dir made (or kept)
+    0700 first; then cleanup of what killed writers left (every writer holds this lock, so a
+    leftover's writer is gone)."""
+    from sandman.lockfile import held
+
+    def waiting() -> None:
+        (report or _quiet)(f"waiting for another sandman writing images in {image_dir}")
+
+    with held(os.path.join(image_dir, LOCK), "image dir (--image-dir)", on_wait=waiting):
         for entry in os.listdir(image_dir):
             if _LEFTOVER_RE.match(entry):
                 _discard(os.path.join(image_dir, entry))
         yield
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: str) -> None:

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sandman.errors import SandmanError
+from sandman.lockfile import LockBusyError, held
 
-
-class LockBusyError(SandmanError):
-    pass
+__all__ = ["LockBusyError", "state_lock"]
 
 
 @contextmanager
 def state_lock(
     state_dir: str, wait: bool = True, on_wait: Callable[[], None] | None = None
 ) -> Iterator[None]:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise LockBusyError(
-                    f"another sandman apply holds `{state_dir}/lock`; try again, or drop --no-wait"
-                ) from None
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    """`STATE_DIR/lock`, the state dir made (or kept) 0700 first."""
+    path = os.path.join(state_dir, "lock")
+
+    def busy(_message: str) -> LockBusyError:
+        return LockBusyError(f"another sandman apply holds `{path}`; try again, or drop --no-wait")
+
+    with held(path, "state dir (--state-dir)", wait=wait, on_wait=on_wait, busy=busy):
         yield
-    finally:
-        os.close(fd)

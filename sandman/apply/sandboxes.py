@@ -137,7 +137,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
         for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         faults.step(f"sandbox/{sandbox.name}: limits written")
-    os.makedirs(ctx.paths.log_dir, mode=0o755, exist_ok=True)
+    _private(sandbox, ctx.paths.log_dir, "log dir (--log-dir)")
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
     if sandbox.unit.network is not None:
         undo.push(lambda: networks.detach_sandbox(ctx, sandbox.name))
@@ -253,6 +253,7 @@ def _rootfs_plan(
 ) -> RootfsPlan:
     rootfs = sandbox.unit.rootfs
     layers = ctx.persistent_dir(sandbox.name) if rootfs.persistent else runtime
+    _private_data_dirs(ctx, sandbox, layers)
     for sub in ("root", "lower"):
         os.makedirs(os.path.join(runtime, sub), mode=0o755, exist_ok=True)
     owner = _host_ids(idmap)
@@ -279,6 +280,27 @@ def _rootfs_plan(
         own_sys=ns.net,
         own_ipc=ns.ipc,
     )
+
+
+def _private_data_dirs(ctx: ApplyContext, sandbox: DesiredSandbox, layers: str) -> None:
+    """The image dir and the persistent layers are not for other local users (see
+    sandman.private_dirs): the sandbox reaches its root through mounts sandman makes as host
+    root, never through these paths."""
+    rootfs = sandbox.unit.rootfs
+    if rootfs.image is not None:
+        _private(sandbox, ctx.paths.image_dir, "image dir (--image-dir)")
+    if rootfs.persistent:
+        _private(sandbox, os.path.dirname(layers), "persistent sandboxes dir")
+        _private(sandbox, layers, "persistent sandbox dir")
+
+
+def _private(sandbox: DesiredSandbox, path: str, what: str) -> None:
+    from sandman.private_dirs import PrivateDirError, private_dir
+
+    try:
+        private_dir(path, what)
+    except PrivateDirError as exc:
+        raise ApplyError(f"sandbox/{sandbox.name}", f"{sandbox.file}: {exc}") from exc
 
 
 def _host_ids(idmap: IdMapping | None) -> tuple[int, int]:

@@ -452,9 +452,12 @@ def test_tmpfiles_entry_makes_the_state_image_and_log_dirs(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     modes = {
+        # Data dirs: root's alone (an image holds setuid-root binaries); the units are not secret.
         "run/sandman": 0o700,
-        "var/lib/sandman/images": 0o755,
-        "var/log/sandman": 0o755,
+        "var/lib/sandman": 0o700,
+        "var/lib/sandman/images": 0o700,
+        "var/lib/sandman/sandboxes": 0o700,
+        "var/log/sandman": 0o700,
         "etc/sandman/units": 0o755,
     }
     for relative, mode in modes.items():

@@ -64,8 +64,15 @@ TREE = [
 ]
 
 
+def store(image_dir: Path) -> list[str]:
+    """What the image dir holds but the writers' lock file, which stays (as the state dir's)."""
+    return sorted(name for name in os.listdir(image_dir) if name != images.LOCK)
+
+
 def leftovers(image_dir: Path) -> list[str]:
-    return sorted(p.name for p in image_dir.iterdir() if p.name.startswith("."))
+    """Hidden entries but the writers' lock file, which stays (as the state dir's does)."""
+    hidden = (p.name for p in image_dir.iterdir() if p.name.startswith("."))
+    return sorted(name for name in hidden if name != images.LOCK)
 
 
 def test_name_rule_is_the_unit_models() -> None:
@@ -132,7 +139,7 @@ def test_unsafe_members_are_refused(tmp_path: Path, bad: Member, why: str | None
     message = str(caught.value)
     assert why in message and repr(bad[0].name) in message and source in message
     assert caught.value.name == "img" and caught.value.path == str(image_dir / "img")
-    assert sorted(os.listdir(image_dir)) == []
+    assert store(image_dir) == []
     assert not (tmp_path / "evil").exists() and not Path("/abs").exists()
 
 
@@ -189,7 +196,7 @@ def test_unreadable_archive_is_an_image_error(tmp_path: Path, content: bytes) ->
     source.write_bytes(content)
     with pytest.raises(ImageError, match="not a readable tar archive"):
         images.import_image(str(tmp_path / "images"), "img", str(source))
-    assert os.listdir(tmp_path / "images") == []
+    assert store(tmp_path / "images") == []
 
 
 def test_truncated_archive_leaves_nothing(tmp_path: Path) -> None:
@@ -198,7 +205,7 @@ def test_truncated_archive_leaves_nothing(tmp_path: Path) -> None:
     cut.write_bytes(whole.read_bytes()[:50_000])
     with pytest.raises(ImageError):
         images.import_image(str(tmp_path / "images"), "img", str(cut))
-    assert os.listdir(tmp_path / "images") == []
+    assert store(tmp_path / "images") == []
 
 
 def test_failed_replacement_keeps_the_old_image(tmp_path: Path) -> None:
@@ -221,7 +228,7 @@ def test_interrupt_leaves_nothing_half_made(tmp_path: Path) -> None:
         images.import_image(
             str(image_dir), "img", tarball(tmp_path / "t.tar", TREE), progress=interrupt
         )
-    assert os.listdir(image_dir) == []
+    assert store(image_dir) == []
 
 
 def test_import_replaces_an_image_whole(tmp_path: Path) -> None:
@@ -230,7 +237,7 @@ def test_import_replaces_an_image_whole(tmp_path: Path) -> None:
     second = tarball(tmp_path / "two.tar", [member("only", data=b"2")])
     images.import_image(str(image_dir), "img", second)
     assert sorted(os.listdir(image_dir / "img")) == ["only"]
-    assert os.listdir(image_dir) == ["img"]
+    assert store(image_dir) == ["img"]
 
 
 def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path: Path) -> None:
@@ -272,7 +279,7 @@ def test_directory_imports_as_a_copy(tmp_path: Path) -> None:
     assert (root / "ro/inside").read_text() == "x"
     assert any("copied 9 entries" in note for note in notes)
     images.remove_image(str(tmp_path / "images"), "copy")  # read-only dirs do not stop it
-    assert os.listdir(tmp_path / "images") == []
+    assert store(tmp_path / "images") == []
 
 
 def test_directory_holding_the_image_dir_is_refused(tmp_path: Path) -> None:
@@ -323,6 +330,6 @@ def test_remove(tmp_path: Path) -> None:
     (image_dir / "linked").symlink_to(elsewhere)
     images.remove_image(str(image_dir), "img")
     images.remove_image(str(image_dir), "linked")
-    assert os.listdir(image_dir) == [] and elsewhere.is_dir()
+    assert store(image_dir) == [] and elsewhere.is_dir()
     with pytest.raises(ImageError, match="no such image"):
         images.remove_image(str(image_dir), "img")

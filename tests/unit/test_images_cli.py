@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sandman import images
 from sandman.cli import main
 
 BUSYBOX = "/bin/busybox"
@@ -102,7 +103,7 @@ def test_unsafe_archive_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["image", "import", "evil", source, "--image-dir", image_dir]) == 1
     err = capsys.readouterr().err
     assert "member '../evil'" in err and source in err and "Traceback" not in err
-    assert os.listdir(image_dir) == []
+    assert os.listdir(image_dir) == [images.LOCK]
 
 
 def test_busybox_missing_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
