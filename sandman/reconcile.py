@@ -48,6 +48,8 @@ def reconcile(
     with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
         actual = gather(paths.state_dir, orphans=prune)
         desired = read_units(directory, paths.tag, sticky=actual.addresses())
+        for warning in desired.warnings:
+            progress.note(f"warning: {warning}")
         result = plan(desired, actual, prune=prune)
         if target:
             result = targeted(result, desired, target)

@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(result.to_json())
     else:
+        for warning in result.warnings:
+            sys.stderr.write(f"sandman: warning: {warning}\n")
         sys.stdout.write(render(result, args.directory))
     if args.detailed_exitcode and result.actions:
         return EXIT_CHANGES_PENDING

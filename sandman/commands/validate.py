@@ -22,8 +22,13 @@ def run(args: argparse.Namespace) -> int:
         }
     )
     if args.json:
-        output.print_json({"valid": True, "directory": args.directory, "units": dict(counts)})
+        report = {"valid": True, "directory": args.directory, "units": dict(counts)}
+        output.print_json(
+            report | ({"warnings": list(desired.warnings)} if desired.warnings else {})
+        )
     else:
+        for warning in desired.warnings:
+            sys.stderr.write(f"sandman: warning: {warning}\n")
         listed = ", ".join(output.plural(n, kind) for kind, n in counts.items())
         sys.stdout.write(f"{args.directory}: {listed}: valid\n")
     return 0

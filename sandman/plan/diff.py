@@ -28,6 +28,7 @@ class Plan:
     """The actions of one plan, in execution order."""
 
     actions: tuple[Action, ...]
+    warnings: tuple[str, ...] = ()  # the loader's, passed on to the user
 
     def count(self, kind: str) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
@@ -36,7 +37,8 @@ class Plan:
         return {k: self.count(k) for k in DONE}
 
     def to_json(self) -> dict[str, Any]:
-        return {"actions": [a.to_json() for a in self.actions], "summary": self.summary()}
+        report = {"actions": [a.to_json() for a in self.actions], "summary": self.summary()}
+        return report | ({"warnings": list(self.warnings)} if self.warnings else {})
 
     def done(self) -> str:
         """What carrying it out did: `2 created, 1 updated`."""
@@ -53,7 +55,7 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
             if action is not None:
                 build.append(action)
     if not prune:
-        return Plan(tuple(build))
+        return Plan(tuple(build), desired.warnings)
     # Orphans go first: a create often makes the very object a killed apply left behind. Then
     # removed sandboxes, freeing names, addresses and ports that new ones may take; removed
     # networks and slices go last, once no sandbox of this plan stands on them.
@@ -64,7 +66,8 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
             *build,
             *_destroys(desired, actual, "network"),
             *_destroys(desired, actual, "slice"),
-        )
+        ),
+        desired.warnings,
     )
 
 
@@ -272,4 +275,4 @@ def targeted(result: Plan, desired: Desired, target: str) -> Plan:
             wanted.add(f"network/{sandbox.unit.network.attach}")
     if kind == "slice" and name in desired.slices:
         wanted |= {f"slice/{part}" for part in desired.slices[name].path[1:]}
-    return Plan(tuple(a for a in result.actions if a.object in wanted))
+    return Plan(tuple(a for a in result.actions if a.object in wanted), result.warnings)

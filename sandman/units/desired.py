@@ -78,6 +78,7 @@ class Desired:
     sandboxes: dict[str, DesiredSandbox] = field(default_factory=dict)
     networks: dict[str, DesiredNetwork] = field(default_factory=dict)
     slices: dict[str, DesiredSlice] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # what the loader skipped and the user should hear of
 
     def names(self, kind: str) -> set[str]:
         if kind == "sandbox":

@@ -54,6 +54,8 @@ class UnitSet:
     problems: list[UnitProblem] = field(default_factory=list)
     # Units whose file exists but failed to load: references to them are not reported again.
     broken: set[tuple[str, str]] = field(default_factory=set)
+    # Files that look like units but are not read (`web.sandbox.TOML`): said, never fatal.
+    warnings: list[str] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> dict[str, UnitFile]:
         return {"sandbox": self.sandboxes, "network": self.networks, "slice": self.slices}[kind]
@@ -98,6 +100,12 @@ def read_directory(directory: str) -> UnitSet:
             [_dir_problem(directory, f"cannot be read ({exc.strerror})", "check its permissions")]
         ) from None
     files = [e for e in entries if e.endswith(".toml") and not e.startswith(".")]
+    units.warnings += [
+        f"{os.path.join(directory, e)}: ignored, unit files end in `.toml` (lower case); "
+        f"rename it to {e[: -len('.toml')]}.toml if it is a unit"
+        for e in entries
+        if _looks_like_a_unit(e) and e not in files
+    ]
     if not files:
         raise UnitError(
             [
@@ -112,6 +120,15 @@ def read_directory(directory: str) -> UnitSet:
     for entry in files:
         _read_file(units, directory, entry)
     return units
+
+
+def _looks_like_a_unit(entry: str) -> bool:
+    """NAME.KIND.toml in another case (`web.sandbox.TOML`, `web.Sandbox.Toml`): a unit the user
+    meant, that a loader keyed on the exact suffix would skip without a word."""
+    parts = entry.lower().split(".")
+    return (
+        len(parts) == 3 and parts[1] in KINDS and parts[2] == "toml" and not entry.startswith(".")
+    )
 
 
 def _dir_problem(directory: str, message: str, hint: str) -> UnitProblem:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sandman.errors import UnitError
 from sandman.units.addresses import Sticky
 from sandman.units.checks import check_each
@@ -17,4 +19,6 @@ def read_units(directory: str, tag: str, sticky: Sticky | None = None) -> Desire
     desired = resolve(units, tag, sticky)
     if units.problems:
         raise UnitError(units.problems)
-    return desired
+    return (
+        dataclasses.replace(desired, warnings=tuple(units.warnings)) if units.warnings else desired
+    )

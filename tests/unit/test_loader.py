@@ -8,6 +8,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 import pytest
 
+from sandman.cli import main
 from sandman.digest import digest
 from sandman.errors import UnitError
 from sandman.units import names
@@ -399,3 +400,18 @@ def test_problems_of_every_file_come_together(tmp_path: pathlib.Path) -> None:
         ("network.nat", 3),
         ("sandbox.command", 2),
     ]
+
+
+def test_a_file_that_looks_like_a_unit_in_another_case_is_warned_of(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`web.sandbox.TOML` is not read (unit files end in `.toml`), but never silently (#17)."""
+    (tmp_path / "a.sandbox.toml").write_text('[sandbox]\ncommand = ["true"]\n')
+    (tmp_path / "web.sandbox.TOML").write_text('[sandbox]\ncommand = ["true"]\n')
+    (tmp_path / "notes.txt").write_text("not a unit\n")
+    desired = read_units(str(tmp_path), "smt")
+    assert set(desired.sandboxes) == {"a"}
+    (warning,) = desired.warnings
+    assert "web.sandbox.TOML: ignored" in warning and "web.sandbox.toml" in warning
+    assert main(["validate", str(tmp_path)]) == 0
+    assert "sandman: warning: " in capsys.readouterr().err
