@@ -184,6 +184,7 @@ def _prune_options(parser: argparse.ArgumentParser) -> None:
         "--prune",
         dest="no_prune",
         action="store_false",
+        default=False,  # a store_false action defaults to True: pruning is the default
         help="remove objects whose unit file is gone, and orphans (the default)",
     )
     prune.add_argument(

@@ -109,3 +109,20 @@ def test_every_verb_can_be_built_alone() -> None:
     from sandman.cli import VERBS
 
     assert sorted(VERBS) == _verbs()
+
+
+@pytest.mark.parametrize("verb", ["plan", "apply"])
+def test_prune_is_the_default_and_both_spellings_parse(verb: str) -> None:
+    from sandman.cli import _parse
+
+    assert _parse([verb, "units"]).no_prune is False
+    assert _parse([verb, "units", "--prune"]).no_prune is False
+    assert _parse([verb, "units", "--no-prune"]).no_prune is True
+
+
+def test_a_verbs_bad_argument_prints_that_verbs_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["logs", "web", "-n", "2"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: sandman logs") and "unrecognized arguments: -n 2" in err
