@@ -19,6 +19,14 @@ def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     progress: Progress = JsonEvents() if args.json else Lines()
 
+    from sandman.daemon.instance import daemon_running
+
+    if daemon_running(paths.state_dir):
+        progress.note(
+            f"a sandman daemon manages `{paths.state_dir}`: its next pass applies its own unit "
+            "directory again, which may undo what this apply changes"
+        )
+
     def waiting() -> None:
         progress.note(f"waiting for another apply to release `{paths.state_dir}/lock`")
 

@@ -27,3 +27,21 @@ def only_daemon(state_dir: str) -> Iterator[None]:
 
     with held(path, "daemon dir", wait=False, busy=busy):
         yield
+
+
+def daemon_running(state_dir: str) -> bool:
+    """Whether a daemon holds the state dir now: its lock is taken. Looks only; creates nothing."""
+    import fcntl
+
+    path = os.path.join(daemon_dir(state_dir), "lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -213,6 +213,17 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(
     assert first.process.poll() is None
 
 
+def test_a_manual_apply_says_that_a_daemon_manages_the_state_dir(
+    sm: Sandman, daemon: Callable[..., Daemon]
+) -> None:
+    sm.write("a", unit())
+    assert "daemon manages" not in sm.apply().err
+    the_daemon = daemon(sm)
+    the_daemon.wait_message("READY=1")
+    result = sm.apply()
+    assert f"a sandman daemon manages `{sm.state_dir}`" in result.err, result
+
+
 # ---------------------------------------------------------------------------------------------
 # Unit files change under it
 
