@@ -327,6 +327,11 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         "remove", parents=[paths], help="remove an image", description="Remove image NAME."
     )
     remove.add_argument("name", metavar="NAME", help="the image's name")
+    remove.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even while applied sandboxes run on it (their files go with it)",
+    )
     _json_option(remove, "the result")
     for action in (busybox, imported, remove):
         action.set_defaults(module="images")

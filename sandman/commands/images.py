@@ -56,6 +56,8 @@ def run_import(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     _check_name(args.name)
     image_dir = _image_dir(args)
+    if not args.force:
+        _refuse_if_used(args, image_dir)
     images.remove_image(image_dir, args.name)
     if args.json:
         path = os.path.join(image_dir, args.name)
@@ -63,6 +65,28 @@ def run_remove(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"{args.name}: removed from {image_dir}\n")
     return 0
+
+
+def _refuse_if_used(args: argparse.Namespace, image_dir: str) -> None:
+    """An applied sandbox runs on the image's tree (its lower layer, or the tree itself in bind
+    mode): removing it would empty that sandbox's /bin under it."""
+    from sandman.errors import ImageError
+    from sandman.observe.records import read_records
+
+    path = os.path.join(image_dir, args.name)
+    state_dir = Paths.resolve(args.state_dir, args.image_dir, args.log_dir).state_dir
+    users = sorted(
+        f"sandbox/{record.name}"
+        for record in read_records(state_dir)
+        if record.kind == "sandbox" and record.runtime.get("rootfs") == path
+    )
+    if users:
+        raise ImageError(
+            args.name,
+            path,
+            f"in use by {', '.join(users)} (applied in `{state_dir}`); destroy them first, "
+            "or remove it anyway with --force",
+        )
 
 
 def _image_dir(args: argparse.Namespace) -> str:

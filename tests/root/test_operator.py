@@ -7,15 +7,19 @@ checked clean afterwards).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import test_networks as networks
 import test_sandboxes as base
 from test_networks import Lab, lab, network_unit, sandbox_unit
+from test_sandboxes import Sandman, sm, unit
 
 pytestmark = pytest.mark.root
 
 busybox_image = base.busybox_image
-__all__ = ["busybox_image", "lab"]  # fixtures, used by name
+__all__ = ["busybox_image", "lab", "sm"]  # fixtures, used by name
 
 
 def applied_world(lab: Lab) -> dict[str, tuple[int, int]]:
@@ -61,3 +65,24 @@ def test_apply_takes_prune_which_is_the_default(lab: Lab) -> None:
     result = lab.sm.run("apply", str(lab.sm.units), "--prune")
     assert "- sandbox/b: destroy (unit removed)" in result.err + result.out, result
     assert lab.sm.gone("b") == []
+
+
+def test_removing_an_image_applied_sandboxes_run_on_is_refused_unless_forced(sm: Sandman) -> None:
+    sm.write("user", unit())
+    sm.apply()
+    init = sm.init("user")
+    refused = remove_image(sm, "busybox")
+    assert refused.returncode == 1, refused
+    assert "in use by sandbox/user" in refused.stderr and "--force" in refused.stderr, refused
+    assert (sm.image_dir / "busybox" / "bin" / "busybox").exists()
+    assert sm.init("user") == init
+    assert sm.exec("user", "ls", "/bin/sh").code == 0
+    sm.destroy("user")
+    assert remove_image(sm, "busybox").returncode == 0
+    assert not (sm.image_dir / "busybox").exists()
+
+
+def remove_image(sm: Sandman, name: str) -> subprocess.CompletedProcess[str]:
+    paths = ("--state-dir", str(sm.state_dir), "--image-dir", str(sm.image_dir))
+    argv = [sys.executable, "-m", "sandman", "image", "remove", name, *paths]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
