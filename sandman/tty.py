@@ -96,7 +96,7 @@ def _run_with_pty(spec: EnterSpec) -> int:
             os.close(null)
         received = pty.receive_master(ours)
     if isinstance(received, str):
-        os.write(2, f"sandman exec: {received}\n".encode())
+        os.write(2, f"{received}\n".encode())
         _, status = os.waitpid(first, 0)
         return exit_code(status) or 126
     master = received

@@ -167,7 +167,8 @@ def _take_pty(sock: int, winsize: bytes | None) -> None:
     try:
         master, slave = pty.open_inside(winsize)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot open the sandbox's terminal: {exc}") from exc
+        message = f"cannot open the sandbox's terminal: {exc.strerror}"
+        raise OSError(exc.errno, message, exc.filename) from exc
     try:
         pty.send_master(sock, master)
     finally:

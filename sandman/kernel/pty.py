@@ -15,6 +15,7 @@ import fcntl
 import os
 import socket
 import stat
+import struct
 import termios
 
 from sandman.kernel import syscalls as sc
@@ -33,6 +34,7 @@ def open_inside(winsize: bytes | None) -> tuple[int, int]:
         if not stat.S_ISCHR(found.st_mode) or found.st_rdev != _PTMX_DEVICE:
             raise OSError(0, f"{_PTMX} of the sandbox is not the ptmx device")
         os.set_blocking(master, True)
+        fcntl.ioctl(master, sc.TIOCSPTLCK, struct.pack("i", 0))  # unlockpt(3)
         slave = fcntl.ioctl(master, sc.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         if winsize is not None:
             fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
@@ -63,4 +65,4 @@ def receive_master(sock: socket.socket) -> int | str:
         os.close(fd)
     if data[:1] == b"e":
         return data[1:].decode(errors="replace")
-    return "the entering process ended before it made the terminal"
+    return "sandman exec: the entering process ended before it made the terminal"

@@ -112,7 +112,9 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_LOWER = 3
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-# <asm-generic/ioctls.h>: a pty master's ioctl that opens its slave without a path lookup (4.13)
+# <asm-generic/ioctls.h>: a pty master's ioctls: unlock the slave (a new pty's slave is locked
+# until then: its open fails with EIO), and open it without a path lookup (4.13)
+TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 
 # <linux/memfd.h>: an executable memfd, asked for explicitly where vm.memfd_noexec exists (6.3)
