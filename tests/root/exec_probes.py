@@ -117,6 +117,16 @@ static void report(int pid, const char *exe) {
         }
     }
     if (f) fclose(f);
+    /* and the fds it holds: nothing of the host but its stdio */
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *fds = opendir(path);
+    strcat(out, "fds:");
+    for (struct dirent *e; fds && (e = readdir(fds));)
+        if (e->d_name[0] != '.') {
+            strncat(out, e->d_name, sizeof out - strlen(out) - 2);
+            strcat(out, ",");
+        }
+    if (fds) closedir(fds);
     printf("attached|%s|exe=%s\n", out, exe);
 }
 

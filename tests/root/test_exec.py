@@ -160,18 +160,35 @@ def _status_fields(text: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (f.partition(":") for f in text.split(";")) if v}
 
 
+def _exec_holding(sm: Sandman, held: int, name: str, *command: str) -> None:
+    """`sandman exec` started with `held`, a host fd without close-on-exec, as its fd 3."""
+    done = subprocess.run(
+        sm.argv("exec", name, "--", *command),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=_environment(),
+        timeout=60,
+        check=False,
+        pass_fds=(held,),
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_sandbox_that_may_ptrace_attaches_to_no_unconfined_process(
     sm: Sandman, probes: Path
 ) -> None:
     """With CAP_SYS_PTRACE and no user namespace the probe attaches to each entering process it
     sees before its exec: that process must already be the sandbox's, uid, capabilities,
-    seccomp filter and no_new_privs."""
+    seccomp filter and no_new_privs, and hold nothing of the client's but its stdio (the client
+    is given a host terminal as an extra fd)."""
     _start_probe(sm, probes, "ptrace_grab", "os")
-    init = _status_fields(";".join(sm.exec("victim", "cat", "/proc/1/status").out.splitlines()))
-    for _ in range(ROUNDS):
-        sm.exec("victim", "true")
-        if _log(sm, "victim").count("attached") >= 3:
-            break
+    status = sm.exec("victim", "cat", "/proc/1/status").out
+    init = _status_fields(";".join(status.splitlines()))
+    with _host_terminal() as (_, slave):
+        for _ in range(ROUNDS):
+            _exec_holding(sm, slave, "victim", "true")
+            if _log(sm, "victim").count("attached") >= 3:
+                break
     log = _log(sm, "victim")
     attached = [line for line in log.splitlines() if line.startswith("attached")]
     assert attached or "attach refused" in log, log
@@ -181,6 +198,7 @@ def test_a_sandbox_that_may_ptrace_attaches_to_no_unconfined_process(
         assert fields["NoNewPrivs"] == "1", line
         assert fields["CapEff"] == init["CapEff"], (line, init["CapEff"])
         assert fields["Uid"].split() == init["Uid"].split(), line
+        assert sorted(fields["fds"].strip(",").split(",")) == ["0", "1", "2"], line
 
 
 # ---------------------------------------------------------------------------------------------
