@@ -356,3 +356,26 @@ def test_signals_to_the_client_reach_the_command(sm: Sandman, signum: int) -> No
     client.send_signal(signum)
     rest, _ = client.communicate(timeout=60)
     assert (client.returncode, rest) == (3, "caught\n")
+
+
+def test_a_killed_client_takes_the_command_down(sm: Sandman) -> None:
+    """SIGKILL cannot be relayed: PR_SET_PDEATHSIG does it. No terminal here, whose hangup would
+    signal the entering process on the client's exit and hide a missing parent-death signal."""
+    sm.write("box", unit())
+    sm.apply()
+    client = subprocess.Popen(
+        sm.argv("exec", "box", "--", "sh", "-c", "echo ready; exec sleep 998"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        env=_environment(),
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline() == b"ready\n"
+    pid = wait_for(lambda: _command_process(sm, "box", b"sleep\0998\0"), "the command to run")
+    start = (stat_of(pid) or ("", 0))[1]
+    client.kill()
+    client.wait(timeout=60)
+    client.stdout.close()
+    wait_for(lambda: not alive(pid, start), "the command to end with its client")
+    wait_for(lambda: _reaped(pid, start), "the command to be reaped")  # see above
