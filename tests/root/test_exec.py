@@ -379,3 +379,17 @@ def test_a_killed_client_takes_the_command_down(sm: Sandman) -> None:
     client.stdout.close()
     wait_for(lambda: not alive(pid, start), "the command to end with its client")
     wait_for(lambda: _reaped(pid, start), "the command to be reaped")  # see above
+
+
+def test_exec_t_follows_the_terminal_size(sm: Sandman) -> None:
+    """A resize of the user's terminal (SIGWINCH to the client) reaches the sandbox's pty."""
+    sm.write("box", unit())
+    sm.apply()
+    script = 'trap "stty size; exit 0" WINCH; echo ready; while :; do sleep 0.1; done'
+    with _host_terminal(rows=24, columns=80) as (master, slave):
+        client = _on_terminal(sm.argv("exec", "box", "-t", "--", "sh", "-c", script), slave)
+        assert "ready" in _read_terminal(master, until="ready")
+        # As a terminal emulator does: the new size, and SIGWINCH to the foreground group.
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        assert "40 120" in _read_terminal(master, until="40 120")
+        assert client.wait(timeout=60) == 0
