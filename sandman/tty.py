@@ -38,7 +38,21 @@ _CHUNK = 65536
 
 def run(spec: EnterSpec, with_tty: bool) -> int:
     """Run the command in the sandbox; return its exit code (128 + N when killed by signal N)."""
+    _open_standard_fds()
     return _run_with_pty(spec) if with_tty else _run_with_pipes(spec)
+
+
+def _open_standard_fds() -> None:
+    """/dev/null on a closed fd 0, 1 or 2: otherwise a pipe or socket made here could take that
+    number, and the entering child's dup2 onto 0, 1, 2 would close it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 # -- without -t
@@ -66,10 +80,7 @@ def _run_with_pipes(spec: EnterSpec) -> int:
 
 def _hand_in(fd: int, relayed: list[tuple[int, int]]) -> int:
     """The fd the command gets as `fd`: ours if it is a pipe or a socket, else a relay pipe."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:  # closed: the command gets /dev/null there
-        return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         return fd
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -101,20 +112,11 @@ def _run_with_pty(spec: EnterSpec) -> int:
         return exit_code(status) or 126
     master = received
     try:
-        stdin = (0, master) if _is_open(0) else None
-        relay = _Relay(stdin, {master: 1}, end_of_input=_eof_characters(master))
+        relay = _Relay((0, master), {master: 1}, end_of_input=_eof_characters(master))
         with _raw(0), _on_signal(signal.SIGWINCH, lambda: _copy_winsize(terminal, master)):
             return _relay_until_done(first, relay)
     finally:
         os.close(master)
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def _eof_characters(master: int) -> Callable[[bytes], bytes]:
