@@ -281,7 +281,12 @@ class _Relay:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    with contextlib.suppress(OSError):  # EPIPE: the reader is gone; the command goes on
-        view = memoryview(data)
+    """All of `data`, waiting when the fd is non-blocking (a terminal shared with a program that
+    set O_NONBLOCK on it); dropped once the reader is gone (EPIPE): the command goes on."""
+    view = memoryview(data)
+    with contextlib.suppress(OSError):
         while view:
-            view = view[os.write(fd, view) :]
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                select.select([], [fd], [])
