@@ -253,11 +253,19 @@ def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
         "exec",
         parents=[paths],
         help="run a command inside a running sandbox",
-        description="Run CMD in NAME's namespaces, root and cgroup, as its user, and exit with "
-        "CMD's exit code.",
+        description="Run CMD in NAME's namespaces, root and cgroup, as its user, in a session of "
+        "its own, and exit with CMD's exit code. Without -t, pipes and sockets on stdin, stdout "
+        "and stderr are handed to CMD, a terminal or a file is relayed through a pipe. SIGHUP, "
+        "SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 to exec are passed on to CMD; CMD is "
+        "killed with exec.",
     )
     exec_.add_argument("name", metavar="NAME")
-    exec_.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    exec_.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give CMD a terminal of the sandbox (a pty of its own devpts), relayed to ours",
+    )
     # Without `--`, everything after NAME is the command; with it, see _parse.
     nargs = argparse.REMAINDER if exec_remainder else "*"
     exec_.add_argument("command", metavar="-- CMD", nargs=nargs)

@@ -7,8 +7,8 @@ import os
 
 from sandman.capabilities import PRESETS
 from sandman.errors import SandmanError, UsageError
-from sandman.kernel import security
-from sandman.kernel.enter import EnterSpec, run_inside
+from sandman.kernel import sealed, security
+from sandman.kernel.enter import EnterSpec
 from sandman.kernel.spawn import DEFAULT_PATH
 from sandman.observe import procs
 from sandman.observe.records import read_records
@@ -21,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("give the command to run: sandman exec NAME -- CMD...")
+    try:
+        sealed.run_sealed()  # returns in the sealed copy; see kernel/sealed.py
+    except OSError as exc:
+        raise SandmanError(f"exec: cannot run from a sealed interpreter copy: {exc}") from exc
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     record = next(
         (r for r in read_records(paths.state_dir) if r.kind == "sandbox" and r.name == args.name),
@@ -32,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if not procs.is_running(pid, start):
         raise SandmanError(f"sandbox {args.name!r} is not running; `sandman apply` starts it again")
     spec = _spec(record.runtime, record.unit, pid, tuple(command), paths.tag)
-    if args.tty:
-        from sandman.tty import run_with_pty
+    from sandman import tty
 
-        return run_with_pty(spec)
-    return run_inside(spec)
+    try:
+        return tty.run(spec, args.tty)
+    except OSError as exc:
+        raise SandmanError(f"exec into {args.name!r}: {exc}") from exc
 
 
 def _spec(

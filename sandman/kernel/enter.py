@@ -1,18 +1,36 @@
 """Run a command inside a running sandbox: its namespaces, root, cgroup, user and capabilities.
 
-A first child joins the cgroup and then the namespaces (the user namespace first, so that it may
-join the ones that namespace owns); joining a pid namespace only places its children there, so a
-second child execs the command and the first relays its exit status.
+The `exec` client is a host process, root, entering a sandbox whose processes are not trusted; the
+path is built so that the sandbox never sees a process that is more than itself:
+1. The client forks the entering child, which at once holds only its stdio (none of it a host
+   terminal, see sandman/tty.py), the namespace fds and the pty socket, makes itself non-dumpable
+   and dies with the client (PR_SET_PDEATHSIG).
+2. It joins the sandbox's cgroup and then its namespaces, user first (it owns the others).
+   Joining a pid namespace only places the *children* there: the entering child itself is in no
+   pid namespace the sandbox can see, so no process of the sandbox can name it.
+3. Still invisible, it takes the sandbox's confinement: the seccomp filter and bounding set, the
+   unit's user, the capability sets, no_new_privs. With `-t` it then opens the sandbox's pty.
+4. Only then it forks the command's process, which is born inside the pid namespace already
+   confined: a sandbox that may ptrace (CAP_SYS_PTRACE) can attach to nothing with more
+   privileges than its own, and that process runs the sealed copy of the interpreter (see
+   sealed.py), so its /proc/PID/exe leads to no host file. It takes a session of its own, its
+   terminal, and execs the command; the entering child relays signals and the exit status.
+Both stay non-dumpable until the exec (fork keeps the flag; the exec of the command resets it
+as the kernel decides), so /proc/PID/mem, fd, environ are closed to a sandbox without
+CAP_SYS_PTRACE in the host's user namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import signal
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sandman.kernel import pty
 from sandman.kernel import syscalls as sc
 
 # Order matters: user first (it owns the others), mnt before the rest resolves no more paths.
@@ -25,6 +43,16 @@ _ORDER = (
     ("cgroup", sc.CLONE_NEWCGROUP),
     ("time", sc.CLONE_NEWTIME),
     ("pid", sc.CLONE_NEWPID),
+)
+
+# What the client and the entering child pass on to the command; SIGKILL needs no relay.
+FORWARDED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
 )
 
 
@@ -41,33 +69,34 @@ class EnterSpec:
     join_cgroup: Callable[[int], None] | None = None
     setup_inside: tuple[Callable[[], None], ...] = field(default=())  # before the user switch
     finish_inside: tuple[Callable[[], None], ...] = field(default=())  # after it
-    stdio: tuple[int, int, int] | None = None  # fds for 0, 1, 2 (a pty); None: inherit
-    new_session: bool = False
 
 
-def run_inside(spec: EnterSpec) -> int:
-    """Run the command in the sandbox; return its exit code (128 + N when killed by signal N)."""
-    return wait_exit(start_inside(spec))
+@dataclass(frozen=True)
+class Stdio:
+    """The entering child's fds 0, 1, 2 (never a host terminal); with `pty_socket`, the child
+    replaces them with a pty of the sandbox and sends its master back through that socket."""
+
+    fds: tuple[int, int, int]
+    pty_socket: int | None = None
+    winsize: bytes | None = None
 
 
-def start_inside(spec: EnterSpec) -> int:
+def start_inside(spec: EnterSpec, stdio: Stdio) -> int:
+    """Fork the entering child; its PID. It exits with the command's exit code."""
     namespaces = _open_namespaces(spec.pid)
+    client = os.getpid()
     try:
         child = os.fork()
         if child == 0:
-            _join_and_run(spec, namespaces)
+            _entering_child(spec, stdio, namespaces, client)
     finally:
         for fd, _ in namespaces:
             os.close(fd)
     return child
 
 
-def wait_exit(child: int) -> int:
-    _, status = os.waitpid(child, 0)
-    return _exit_code(status)
-
-
-def _exit_code(status: int) -> int:
+def exit_code(status: int) -> int:
+    """A wait status as a shell shows it: 128 + N when killed by signal N."""
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
@@ -85,41 +114,111 @@ def _open_namespaces(pid: int) -> list[tuple[int, int]]:
     return opened
 
 
-def _join_and_run(spec: EnterSpec, namespaces: list[tuple[int, int]]) -> None:
+def _entering_child(
+    spec: EnterSpec, stdio: Stdio, namespaces: list[tuple[int, int]], client: int
+) -> None:
     code = 126
+    channel = stdio.pty_socket  # where errors go until the pty is made (fd 2 is /dev/null)
     try:
+        for target, fd in enumerate(stdio.fds):
+            os.dup2(fd, target)
+        sc.close_fds_except([fd for fd, _ in namespaces] + ([channel] if channel else []))
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # before the first setns, until the command's exec
+        _die_with(client)
         if spec.join_cgroup is not None:
             spec.join_cgroup(os.getpid())
         for fd, flag in namespaces:
             sc.setns(fd, flag)
-        grandchild = os.fork()
-        if grandchild == 0:
-            _exec(spec)
-        _, status = os.waitpid(grandchild, 0)
-        code = _exit_code(status)
+            os.close(fd)
+        _confine(spec)
+        _die_with(client)  # a change of ids clears the parent-death signal
+        if channel is not None:
+            _take_pty(channel, stdio.winsize)
+            os.close(channel)
+            channel = None
+        code = _run_command(spec, tty=stdio.pty_socket is not None)
     except OSError as exc:
-        os.write(2, f"sandman exec: {exc}\n".encode())
+        _say(channel, f"sandman exec: {exc}")
     finally:
         os._exit(code)
 
 
-def _exec(spec: EnterSpec) -> None:
+def _die_with(parent: int) -> None:
+    """SIGKILL when `parent` exits; if it already has, exit now (it was before the prctl)."""
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGKILL)
+
+
+def _confine(spec: EnterSpec) -> None:
+    """The sandbox's confinement, in the init's order (see spawn.py), and non-dumpable again."""
+    os.chdir(spec.working_directory)  # as root of the namespace, as the init does
+    for setup in spec.setup_inside:
+        setup()
+    os.setgroups([])
+    os.setresgid(spec.gid, spec.gid, spec.gid)
+    os.setresuid(spec.uid, spec.uid, spec.uid)
+    for finish in spec.finish_inside:
+        finish()
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+
+
+def _take_pty(sock: int, winsize: bytes | None) -> None:
     try:
-        if spec.new_session:
-            os.setsid()
-        if spec.stdio is not None:
-            for target, fd in enumerate(spec.stdio):
-                os.dup2(fd, target)
+        master, slave = pty.open_inside(winsize)
+    except OSError as exc:
+        message = f"cannot open the sandbox's terminal: {exc.strerror}"
+        raise OSError(exc.errno, message, exc.filename) from exc
+    try:
+        pty.send_master(sock, master)
+    finally:
+        os.close(master)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+
+
+def _run_command(spec: EnterSpec, tty: bool) -> int:
+    """Fork the command's process into the sandbox's pid namespace; relay signals to it until
+    it ends, and return its exit code."""
+    me = os.getpid()
+    child = os.fork()
+    if child == 0:
+        _exec_command(spec, me, tty)
+    # The command's stdio is its own now: the client sees EOF when the command (and whatever it
+    # left running) closes them, not when this process does.
+    for fd in (0, 1, 2):
+        os.close(fd)
+    for signum in FORWARDED:
+        signal.signal(signum, lambda received, _: _signal(child, received))
+    # Waited without reaping, then reaped with the relay blocked: a signal relayed after the
+    # reap could reach a process that reused the PID.
+    os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    _, status = os.waitpid(child, 0)
+    return exit_code(status)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _exec_command(spec: EnterSpec, parent: int, tty: bool) -> None:
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The parent sits outside the sandbox's pid namespace: 0 here, unless the sandbox shares
+        # the host's. Anything else means it died before the prctl, and the child was reparented.
+        if os.getppid() not in (0, parent):
+            os._exit(128 + signal.SIGKILL)
+        sc.close_fds_except(())
+        os.setsid()  # never the caller's session: no terminal of the host is ever its own
+        if tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        os.chdir(spec.working_directory)
-        for setup in spec.setup_inside:
-            setup()
-        os.setgroups([])
-        os.setresgid(spec.gid, spec.gid, spec.gid)
-        os.setresuid(spec.uid, spec.uid, spec.uid)
-        for finish in spec.finish_inside:
-            finish()
-        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
+        # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec.
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.execvpe(spec.command[0], list(spec.command), spec.environment)
     except FileNotFoundError:
         os.write(2, f"sandman exec: {spec.command[0]}: not found in the sandbox\n".encode())
@@ -127,3 +226,13 @@ def _exec(spec: EnterSpec) -> None:
     except OSError as exc:
         os.write(2, f"sandman exec: {exc}\n".encode())
     os._exit(126)
+
+
+def _say(channel: int | None, message: str) -> None:
+    """An error of the entering child: to the client over the pty socket while there is one,
+    else to its stderr."""
+    with contextlib.suppress(OSError):
+        if channel is not None:
+            pty.send_error(channel, message)
+        else:
+            os.write(2, f"{message}\n".encode())

@@ -95,6 +95,7 @@ FD_LAST = 0xFFFF_FFFF  # ~0U: "up to the highest fd" for close_range
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
@@ -110,6 +111,14 @@ PR_CAP_AMBIENT_IS_SET = 1
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_LOWER = 3
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <asm-generic/ioctls.h>: a pty master's ioctls: unlock the slave (a new pty's slave is locked
+# until then: its open fails with EIO), and open it without a path lookup (4.13)
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+# <linux/memfd.h>: an executable memfd, asked for explicitly where vm.memfd_noexec exists (6.3)
+MFD_EXEC = 0x0010
 
 # <linux/inotify.h>: the events the daemon watches a unit directory for
 IN_MODIFY = 0x00000002
