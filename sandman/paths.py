@@ -20,6 +20,10 @@ class Paths(NamedTuple):
     def tag(self) -> str:
         return instance_tag(self.state_dir)
 
+    def persistent_dir(self, name: str) -> str:
+        """Kept across destroy: beside the image dir, /var/lib/sandman/sandboxes/NAME by default."""
+        return os.path.join(os.path.dirname(self.image_dir), "sandboxes", name)
+
     @classmethod
     def resolve(cls, state_dir: str | None, image_dir: str | None, log_dir: str | None) -> Paths:
         env = os.environ

@@ -14,7 +14,7 @@ from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.apply.orphans import sweep_cgroups
-from sandman.errors import UsageError
+from sandman.errors import UnitError, UsageError
 from sandman.observe.gather import gather
 from sandman.paths import Paths
 from sandman.plan.diff import Plan, destroy_plan, destroy_problems, plan, targeted
@@ -28,7 +28,19 @@ def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | N
     actual = gather(paths.state_dir, orphans=prune)
     desired = read_units(directory, paths.tag, sticky=actual.addresses())
     result = plan(desired, actual, prune=prune)
-    return targeted(result, desired, target) if target else result
+    result = targeted(result, desired, target) if target else result
+    _preflight(paths, desired, result)
+    return result
+
+
+def _preflight(paths: Paths, desired: Desired, result: Plan) -> None:
+    """What would fail half-way is a unit error before anything changes (observe/preflight)."""
+    if any(action.kind != "destroy" for action in result.actions):
+        from sandman.observe import preflight
+
+        problems = preflight.check(paths, desired, result.actions)
+        if problems:
+            raise UnitError(problems)
 
 
 def reconcile(
@@ -53,6 +65,7 @@ def reconcile(
         result = plan(desired, actual, prune=prune)
         if target:
             result = targeted(result, desired, target)
+        _preflight(paths, desired, result)
         if result.actions:
             apply(ApplyContext(paths, desired, actual, progress), result)
         return result

@@ -50,5 +50,4 @@ class ApplyContext:
         return os.path.join(self.paths.state_dir, "sandboxes", name)
 
     def persistent_dir(self, name: str) -> str:
-        """Kept across destroy: beside the image dir, /var/lib/sandman/sandboxes/NAME by default."""
-        return os.path.join(os.path.dirname(self.paths.image_dir), "sandboxes", name)
+        return self.paths.persistent_dir(name)

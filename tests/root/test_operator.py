@@ -7,12 +7,14 @@ checked clean afterwards).
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import pytest
 import test_networks as networks
 import test_sandboxes as base
+from pyroute2 import IPRoute
 from test_networks import Lab, lab, network_unit, sandbox_unit
 from test_sandboxes import Sandman, sm, unit
 
@@ -86,3 +88,36 @@ def remove_image(sm: Sandman, name: str) -> subprocess.CompletedProcess[str]:
     paths = ("--state-dir", str(sm.state_dir), "--image-dir", str(sm.image_dir))
     argv = [sys.executable, "-m", "sandman", "image", "remove", name, *paths]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_forward_onto_a_port_a_host_service_listens_on_is_refused_before_anything(
+    lab: Lab,
+) -> None:
+    applied_world(lab)
+    inits = {name: lab.sm.init(name) for name in ("a", "b")}
+    with socket.create_server(("127.0.0.1", 0)) as service:
+        port = service.getsockname()[1]
+        forward = [{"host": port, "sandbox": 80, "host_address": "127.0.0.1"}]
+        lab.sm.write("b", sandbox_unit("lan", ports=forward))
+        result = lab.sm.run("apply", str(lab.sm.units), expect=2)
+    assert "b.sandbox.toml: network.ports[0].host: tcp port" in result.err, result
+    assert f"already served on the host (127.0.0.1:{port})" in result.err, result
+    assert {name: lab.sm.init(name) for name in ("a", "b")} == inits
+
+
+def test_a_subnet_the_host_already_uses_is_refused_before_anything(lab: Lab) -> None:
+    link = f"{lab.prefix}-taken"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=link, kind="bridge")  # no dummy module on every kernel
+        index = ipr.link_lookup(ifname=link)[0]
+        ipr.addr("add", index=index, address=str(lab.subnet2[1]), prefixlen=24)
+    try:
+        lab.sm.write("other", network_unit(lab.subnet2), kind="network")
+        result = lab.sm.run("plan", str(lab.sm.units), expect=2)
+        assert f"other.network.toml: network.subnet: {lab.subnet2} overlaps" in result.err
+        assert link in result.err, result
+        lab.sm.run("apply", str(lab.sm.units), expect=2)
+        assert not lab.sm.record_path("other", "networks").exists()
+    finally:
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=link)

@@ -909,14 +909,23 @@ def _assert_failed_cleanly(sm: Sandman, result: Result, name: str, key: str) -> 
     assert name not in [s["name"] for s in sm.status()["sandboxes"]]
 
 
-def test_a_missing_image_fails_naming_unit_and_key_and_leaves_nothing(sm: Sandman) -> None:
+def _assert_refused(sm: Sandman, result: Result, name: str, key: str) -> None:
+    """Found before anything changed (#17, observe/preflight.py): a unit error, exit 2."""
+    assert result.code == 2, result
+    assert f"{name}.sandbox.toml: {key}:" in result.err, result
+    assert "nothing was changed" in result.err, result
+    assert sm.gone(name) == [], f"left of the refused sandbox: {sm.gone(name)}"
+    assert name not in [s["name"] for s in sm.status()["sandboxes"]]
+
+
+def test_a_missing_image_is_refused_naming_unit_and_key_before_anything(sm: Sandman) -> None:
     sm.write("imageless", unit(rest='[rootfs]\nimage = "no-such-image"\n'))
     failed = sm.apply(expect=None)
-    _assert_failed_cleanly(sm, failed, "imageless", "rootfs.image")
+    _assert_refused(sm, failed, "imageless", "rootfs.image")
     assert "no-such-image" in failed.err
 
 
-def test_a_missing_mount_source_fails_naming_unit_and_key_and_leaves_nothing(
+def test_a_missing_mount_source_is_refused_naming_unit_and_key_before_anything(
     sm: Sandman, tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-there"
@@ -935,15 +944,26 @@ def test_a_missing_mount_source_fails_naming_unit_and_key_and_leaves_nothing(
         ),
     )
     failed = sm.apply(expect=None)
-    _assert_failed_cleanly(sm, failed, "sourceless", "mount[1].source")
+    _assert_refused(sm, failed, "sourceless", "mount[1].source")
     assert str(missing) in failed.err
     assert not missing.exists()
 
 
-def test_a_command_missing_from_the_image_fails_and_leaves_nothing(sm: Sandman) -> None:
-    """The failure comes late here, in the init itself, after the runtime dir and cgroup were
-    made: the undo stack must take them down again."""
+def test_a_command_missing_from_the_image_is_refused_before_anything(sm: Sandman) -> None:
     sm.write("cmdless", unit(command=("/no/such/command",)))
+    _assert_refused(sm, sm.apply(expect=None), "cmdless", "sandbox.command")
+    sm.write("pathless", unit(command=("no-such-applet",)))
+    _assert_refused(sm, sm.apply(expect=None), "pathless", "sandbox.command")
+
+
+def test_a_command_that_cannot_be_executed_fails_late_and_leaves_nothing(sm: Sandman) -> None:
+    """The failure comes late here, in the init itself (an executable file that is no program:
+    no check before can tell), after the runtime dir and cgroup were made: the undo stack must
+    take them down again."""
+    garbage = sm.image_dir / "busybox" / "bin" / "garbage"
+    garbage.write_bytes(b"neither ELF nor #!\n")
+    garbage.chmod(0o755)
+    sm.write("cmdless", unit(command=("/bin/garbage",)))
     failed = sm.apply(expect=None)
     _assert_failed_cleanly(sm, failed, "cmdless", "sandbox.command")
 
@@ -953,10 +973,13 @@ def test_a_failing_sandbox_leaves_the_others_of_the_apply_alone(sm: Sandman) -> 
     are made, `b-broken` leaves nothing and the apply exits 1. Once the unit is fixed, the next
     apply makes it and keeps the others."""
     sm.write("a-first", unit())
-    sm.write("b-broken", unit(rest='[rootfs]\nimage = "no-such-image"\n'))
+    sm.write("b-broken", unit(command=("/bin/garbage",)))  # executable, but no program
+    garbage = sm.image_dir / "busybox" / "bin" / "garbage"
+    garbage.write_bytes(b"neither ELF nor #!\n")
+    garbage.chmod(0o755)
     sm.write("c-after", unit())
     failed = sm.apply(expect=None)
-    _assert_failed_cleanly(sm, failed, "b-broken", "rootfs.image")
+    _assert_failed_cleanly(sm, failed, "b-broken", "sandbox.command")
     first, after = sm.init("a-first"), sm.init("c-after")
     assert alive(*first)
     assert alive(*after)
