@@ -479,11 +479,10 @@ def _terminate(pid: int, timeout: float) -> None:
     except ProcessLookupError:
         return
     try:
-        if not procs.catches(pid, signal.SIGTERM):
-            return  # it would ignore SIGTERM: waiting stop_timeout would only delay the SIGKILL
         with contextlib.suppress(ProcessLookupError):
             sc.pidfd_send_signal(pidfd, signal.SIGTERM)
-        select.select([pidfd], [], [], timeout)
+        if procs.takes(pid, signal.SIGTERM):
+            select.select([pidfd], [], [], timeout)
     finally:
         os.close(pidfd)
 

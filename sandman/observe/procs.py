@@ -95,14 +95,17 @@ def started_at(start_ticks: int) -> float:
     return boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
 
 
-def catches(pid: int, signal_number: int) -> bool:
-    """Whether the process has a handler for the signal (SigCgt). An init without one ignores
-    SIGTERM: the kernel drops default-action signals sent to a pid namespace's PID 1."""
+def takes(pid: int, signal_number: int) -> bool:
+    """Whether the process will see the signal: it has a handler (SigCgt) or blocks it (SigBlk:
+    an init that reads signals through a signalfd, as systemd does, blocks them and has no
+    handler). Neither: the kernel drops default-action signals sent to a pid namespace's PID 1,
+    and waiting for it to act on one would only delay the kill."""
+    bit = 1 << (signal_number - 1)
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signal_number - 1) & 1)
+                if line.startswith(("SigBlk:", "SigCgt:")) and int(line.split()[1], 16) & bit:
+                    return True
     except (OSError, ValueError):
         pass
     return False
