@@ -3,6 +3,9 @@ never overlapping a declared range or another sandbox's, and kept across applies
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Iterable
 
 from sandman.units.desired import DesiredSandbox
@@ -41,3 +44,43 @@ def _overlap(spans: list[tuple[int, int]], start: int) -> tuple[int, int] | None
         if span_start < start + AUTO_SIZE and start < span_start + count:
             return span_start, count
     return None
+
+
+# A persistent sandbox's automatic range, kept beside its data: its files belong to those ids,
+# so the range must outlive the record (a destroy) and no other sandbox may take it meanwhile.
+PINNED = "ids.json"
+
+
+def read_pinned(persistent_dir: str) -> int | None:
+    try:
+        with open(os.path.join(persistent_dir, PINNED), encoding="utf-8") as handle:
+            start = json.load(handle)["auto_ids"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return start if isinstance(start, int) and AUTO_FIRST <= start < ID_LIMIT else None
+
+
+def pin(persistent_dir: str, start: int) -> None:
+    """Record the range beside the data (written whole, then renamed into place)."""
+    if read_pinned(persistent_dir) == start:
+        return
+    path = os.path.join(persistent_dir, PINNED)
+    temporary = f"{path}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"auto_ids": start, "size": AUTO_SIZE}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def pinned_ranges(persistent_root: str, but: str) -> list[tuple[int, int]]:
+    """The ranges pinned by persistent data under `persistent_root`, but sandbox `but`'s."""
+    taken = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(persistent_root):
+            if name != but:
+                start = read_pinned(os.path.join(persistent_root, name))
+                if start is not None:
+                    taken.append((start, AUTO_SIZE))
+    return taken

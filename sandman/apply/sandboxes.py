@@ -124,6 +124,8 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     runtime = ctx.runtime_dir(sandbox.name)
     with _unit_key(sandbox, "rootfs", f"making `{runtime}`"):
         plan = _rootfs_plan(ctx, sandbox, source, idmap, runtime)
+        if sandbox.unit.rootfs.persistent and idmap and ids.declared_ranges(sandbox) is None:
+            ids.pin(ctx.persistent_dir(sandbox.name), idmap.uid[0][1])
     undo.push(lambda: shutil.rmtree(runtime, ignore_errors=True))
     faults.step(f"sandbox/{sandbox.name}: runtime dir made")
     cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
@@ -227,16 +229,40 @@ def _idmap(ctx: ApplyContext, sandbox: DesiredSandbox) -> IdMapping | None:
     declared = ids.declared_ranges(sandbox)
     if declared is not None:
         return IdMapping(*declared)
-    previous = ctx.records.get(("sandbox", sandbox.name))
-    kept = previous.runtime.get("auto_ids") if previous else None
-    start = kept if isinstance(kept, int) else ids.allocate(_taken_ids(ctx))
+    start = _kept_range(ctx, sandbox)
+    if start is None:
+        start = ids.allocate(_taken_ids(ctx, sandbox.name))
     ctx.reserved_ids.append((start, ids.AUTO_SIZE))
     whole = ((0, start, ids.AUTO_SIZE),)
     return IdMapping(whole, whole)
 
 
-def _taken_ids(ctx: ApplyContext) -> list[tuple[int, int]]:
-    taken = list(ctx.reserved_ids)
+def _kept_range(ctx: ApplyContext, sandbox: DesiredSandbox) -> int | None:
+    """The automatic range the sandbox had: its record's, or for a persistent one the range
+    pinned beside its data (its files belong to those ids, whatever came and went between),
+    unless another sandbox holds it now."""
+    previous = ctx.records.get(("sandbox", sandbox.name))
+    kept = previous.runtime.get("auto_ids") if previous else None
+    if isinstance(kept, int):
+        return kept
+    if not sandbox.unit.rootfs.persistent:
+        return None
+    pinned = ids.read_pinned(ctx.persistent_dir(sandbox.name))
+    if pinned is None:
+        return None
+    if any(s < pinned + ids.AUTO_SIZE and pinned < s + n for s, n in _taken_ids(ctx, sandbox.name)):
+        ctx.progress.note(
+            f"sandbox/{sandbox.name}: its pinned id range {pinned} is taken by another sandbox; "
+            "it gets a new one, and files of its persistent data may be unreadable inside"
+        )
+        return None
+    return pinned
+
+
+def _taken_ids(ctx: ApplyContext, name: str) -> list[tuple[int, int]]:
+    """Every host id range in use, or pinned by persistent data, but sandbox `name`'s own."""
+    persistent_root = os.path.dirname(ctx.persistent_dir(name))
+    taken = list(ctx.reserved_ids) + ids.pinned_ranges(persistent_root, name)
     for other in ctx.desired.sandboxes.values():
         declared = ids.declared_ranges(other)
         if declared:

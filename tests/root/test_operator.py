@@ -121,3 +121,23 @@ def test_a_subnet_the_host_already_uses_is_refused_before_anything(lab: Lab) -> 
     finally:
         with IPRoute() as ipr:
             ipr.link("del", ifname=link)
+
+
+def test_a_persistent_sandbox_keeps_its_id_range_across_destroy_though_another_came(
+    sm: Sandman,
+) -> None:
+    """Its files belong to its automatic range: a sandbox applied while it was destroyed must
+    not take that range, and it must get it back (#17: the data stayed readable)."""
+    sm.write("keeper", unit(rest='[rootfs]\nimage = "busybox"\npersistent = true\n'))
+    sm.apply()
+    sm.sh("keeper", "echo kept > /root/note && chmod 600 /root/note")
+    first = sm.runtime("keeper")["auto_ids"]
+    sm.destroy("keeper")
+    sm.remove("keeper")
+    sm.write("newcomer", unit())
+    sm.apply()
+    assert sm.runtime("newcomer")["auto_ids"] != first
+    sm.write("keeper", unit(rest='[rootfs]\nimage = "busybox"\npersistent = true\n'))
+    sm.apply()
+    assert sm.runtime("keeper")["auto_ids"] == first
+    assert sm.run("exec", "keeper", "--", "cat", "/root/note").out == "kept\n"
