@@ -12,6 +12,7 @@ import itertools
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ NFGENMSG = struct.Struct("=BBH")  # family, version, resource id (big-endian sub
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES = 0x10, 0x11, 10
 
 _READ_SIZE = 1 << 20  # one read takes a whole batch of dump replies
-_DUMP_ATTEMPTS = 3
+_DUMP_PATIENCE = 10.0  # seconds of interrupted dumps before giving up
 _TIMEOUT = 10.0  # seconds: the kernel answers at once; never hang on a lost reply
 
 
@@ -112,14 +113,21 @@ def _socket(protocol: int) -> socket.socket:
 
 def dump(protocol: int, kind: int, body: bytes, what: str) -> list[bytes]:
     """Send one dump request and return every reply's payload. A dump the kernel marks as
-    interrupted (NLM_F_DUMP_INTR: the objects changed while it ran) is taken again."""
-    for _ in range(_DUMP_ATTEMPTS):
+    interrupted (NLM_F_DUMP_INTR: the objects changed while it ran) is taken again, after a
+    pause that doubles: on a busy host (a hundred veths going with their netns, other tools
+    adding links) three dumps back to back were all interrupted. Bounded: _DUMP_PATIENCE."""
+    deadline = time.monotonic() + _DUMP_PATIENCE
+    pause = 0.001
+    while True:
         sequence = next(_DUMP_SEQUENCE)
         request = message(kind, NLM_F_REQUEST | NLM_F_DUMP, sequence, body)
         payloads, interrupted = _dump_once(protocol, request, sequence, what)
         if not interrupted:
             return payloads
-    raise OSError(errno.EAGAIN, "netlink dump: interrupted by changes every time", what)
+        if time.monotonic() + pause > deadline:
+            raise OSError(errno.EAGAIN, "netlink dump: interrupted by changes every time", what)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 _DUMP_SOCKETS: dict[int, socket.socket] = {}
