@@ -8,11 +8,10 @@ import sys
 from collections.abc import Callable
 
 from sandman import output
+from sandman.cli import EXIT_CHANGES_PENDING
 from sandman.paths import Paths
 from sandman.plan.diff import Plan
 from sandman.reconcile import preview
-
-EXIT_CHANGES_PENDING = 3
 
 
 def run(args: argparse.Namespace) -> int:
