@@ -219,14 +219,14 @@ class Runner:
         if code != 0:
             raise BenchError(f"`{' '.join(argv)}` exited with {code}:\n{self._stderr()}")
 
-    def output(self, argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+    def output(self, argv: Sequence[str]) -> str:
         """Stdout of an untimed command."""
         result = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            env=env or self.env,
+            env=self.env,
             cwd=self.workdir,
             check=False,
         )
@@ -341,9 +341,9 @@ def run_rounds(trials: Sequence[Trial], runs: int, warmups: int) -> None:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
 
 
-def command(runner: Runner, label: str, argv: Sequence[str], rounds: int | None = None) -> Trial:
+def command(runner: Runner, label: str, argv: Sequence[str]) -> Trial:
     """A trial of one whole command."""
-    return Trial(label, lambda: runner.run(argv), rounds=rounds)
+    return Trial(label, lambda: runner.run(argv))
 
 
 def print_trials(trials: Sequence[Trial]) -> None:
@@ -411,14 +411,6 @@ class Session:
         self.images = os.path.join(self.workdir, "images")
         self.runner.output(self.sandman("image", "busybox", "--image-dir", self.images))
         return os.path.join(self.images, "busybox")
-
-    def tool(self, *argv: str) -> str:
-        """The first line a tool says about its version, or `?`."""
-        try:
-            out = self.runner.output(argv)
-        except (BenchError, OSError):
-            return f"{argv[0]} ?"
-        return out.strip().splitlines()[0] if out.strip() else f"{argv[0]} ?"
 
 
 def options(description: str, runs: int, warmups: int = 1) -> argparse.ArgumentParser:

@@ -50,6 +50,7 @@ from harness import (
 )
 from netscript import (
     FORWARDING,
+    NETNS_DIR,
     NETWORK_SETUP,
     NETWORK_TEARDOWN,
     SANDBOX_NAMES,
@@ -129,7 +130,8 @@ class Script:
     def check(self) -> None:
         self.run("setup", 1)
         try:
-            inside = self.session.runner.output(("ip", "-n", f"{self.names.prefix}-1", "addr"))
+            with self.mounts.entered():  # where the script's netns names are
+                inside = self.session.runner.output(("ip", "-n", f"{self.names.prefix}-1", "addr"))
             memory = f"/sys/fs/cgroup/memory/{self.names.prefix}-1/memory.limit_in_bytes"
             with open(memory, encoding="ascii") as handle:
                 limit = handle.read().strip()
@@ -140,13 +142,16 @@ class Script:
         print(f"checked: the script's sandbox 1 has {addresses} and memory limit {limit}")
 
     def remove_containers(self) -> None:
+        """What an interrupted script left where it runs: containers, named netns, cgroups."""
+        run, prefix = self.session.runner, f"{self.names.prefix}-"
         with self.mounts.entered():
             if os.path.isdir(self.root):
-                listed = self.session.runner.output(("crun", "--root", self.root, "list", "-q"))
-                for ident in listed.split():
-                    self.session.runner.run(("crun", "--root", self.root, "delete", "-f", ident))
+                for ident in run.output(("crun", "--root", self.root, "list", "-q")).split():
+                    run.run(("crun", "--root", self.root, "delete", "-f", ident))
+            for netns in _entries(NETNS_DIR, prefix):
+                run.run(("ip", "netns", "del", os.path.basename(netns)))
         for top in os.listdir("/sys/fs/cgroup"):
-            for entry in _entries(os.path.join("/sys/fs/cgroup", top), f"{self.names.prefix}-"):
+            for entry in _entries(os.path.join("/sys/fs/cgroup", top), prefix):
                 with contextlib.suppress(OSError):
                     os.rmdir(entry)
 
