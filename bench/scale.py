@@ -453,7 +453,7 @@ def measure_daemon(session: Session, names: Names) -> None:
         f"default 200 ms) watching {MANY} networked sandboxes; one `sleep 1000` busybox unit "
         f"without network renamed in, until its record's runtime.pid runs (/proc polled every "
         f"{POLL * 1000:.0f} ms); cold: `sandman apply DIR` with the unit added, daemon stopped, "
-        f"the {MANY} running, {theirs}",
+        f"the {MANY} running, {theirs} ms",
     )
 
 
