@@ -273,7 +273,8 @@ class Trial:
     """One contender, run once per round: `start` timed; `stop` after it, timed apart when
     `timed_stop`; `settle` untimed last. `before` and `after` run untimed around `start` (a
     census), inside `context` (a mount namespace). A failed trial that is not `required` is left
-    out with its error; a required one ends the benchmark."""
+    out with its error; a required one ends the benchmark. A contender that times itself gives
+    its samples of a run through `own_times` instead of the run's wall time."""
 
     label: str
     start: Callable[[], None]
@@ -285,6 +286,7 @@ class Trial:
     before: Callable[[], None] = _nothing
     after: Callable[[bool], None] = _nothing_kept
     required: bool = True
+    own_times: Callable[[], list[float]] | None = None
     up: list[float] = field(default_factory=list)
     down: list[float] = field(default_factory=list)
     error: str | None = None
@@ -311,7 +313,8 @@ class Trial:
             self.error = str(exc)
             return
         if keep:
-            self.up.append((middle - started) * 1000.0)
+            wall = [(middle - started) * 1000.0]
+            self.up.extend(self.own_times() if self.own_times is not None else wall)
             if self.timed_stop:
                 self.down.append((ended - stopping) * 1000.0)
 

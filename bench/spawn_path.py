@@ -125,19 +125,14 @@ def contenders(session: Session, floor: str, rootfs: str) -> dict[str, tuple[str
 
 
 def starts(session: Session, label: str, argv: tuple[str, ...]) -> Trial:
-    """A contender as a trial: its own loop prints one start's ms a line; those are kept."""
-    last: list[float] = []
-    kept: list[float] = []
+    """A contender that times itself: its own loop prints one start's ms a line."""
+    printed: list[float] = []
 
     def start() -> None:
-        last[:] = [float(x) for x in session.runner.output(argv).split()]
+        printed[:] = [float(x) for x in session.runner.output(argv).split()]
 
-    def after(keep: bool) -> None:
-        kept.extend(last if keep else ())
-
-    trial = Trial(label, start, after=after, required=label in ("C floor", "sandman"))
-    trial.up = kept
-    return trial
+    required = label in ("C floor", "sandman")
+    return Trial(label, start, required=required, own_times=lambda: printed)
 
 
 def measure(session: Session) -> None:
