@@ -394,7 +394,6 @@ class Session:
     """A benchmark's run: the interpreter timed, a temporary work dir, the runner of its
     commands, the clean-up, and the busybox image every contender runs on."""
 
-    name: str
     args: argparse.Namespace
     python: str
     workdir: str
@@ -456,8 +455,8 @@ def main(
         runner = Runner(workdir)
         cleanup.add("the stderr file", runner.close)
         python = real_python(args.python)
-        body(Session(name, args, python, workdir, runner, cleanup))
-    except (BenchError, OSError, ValueError) as exc:
+        body(Session(args, python, workdir, runner, cleanup))
+    except (BenchError, OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -605,8 +604,9 @@ class Instance:
             raise BenchError(f"left after `sandman destroy`: {', '.join(left[:5])}")
 
 
-def sandbox_unit(*, command: Sequence[str] = SLEEP, more: str = "") -> str:
-    return f"[sandbox]\ncommand = {json.dumps(list(command))}\n{more}"
+def sandbox_unit(more: str = "") -> str:
+    """A sandbox unit of `sleep 1000` on the default image, with `more` below."""
+    return f"[sandbox]\ncommand = {json.dumps(list(SLEEP))}\n{more}"
 
 
 # --- imports ---------------------------------------------------------------------------------

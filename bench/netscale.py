@@ -74,7 +74,7 @@ def instance(session: Session, names: Names, count: int, network: bool, name: st
     for i in range(1, count + 1):
         forward = f'host = {SANDMAN_PORTS + i}, sandbox = 80, host_address = "127.0.0.1"'
         more = f'\n[network]\nattach = "net"\nports = [{{ {forward} }}]\n' if network else ""
-        units[f"n{i:03d}.sandbox.toml"] = sandbox_unit(more=more)
+        units[f"n{i:03d}.sandbox.toml"] = sandbox_unit(more)
     name = name or f"{'net' if network else 'bare'}-{count}"
     return Instance.make(session, name, units)
 

@@ -98,7 +98,7 @@ def units(names: Names, count: int) -> dict[str, str]:
     for i in range(1, count + 1):
         forward = f'host = {PORTS + i}, sandbox = 80, host_address = "127.0.0.1"'
         net = f'\n[network]\nattach = "net"\nports = [{{ {forward} }}]\n'
-        found[f"n{i:03d}.sandbox.toml"] = sandbox_unit(more=f'stop_timeout = "1s"\n{net}{LIMITS}')
+        found[f"n{i:03d}.sandbox.toml"] = sandbox_unit(f'stop_timeout = "1s"\n{net}{LIMITS}')
     return found
 
 

@@ -158,6 +158,7 @@ def peers(session: Session, rootfs: str) -> tuple[list[Trial], dict[str, Counted
         trials.append(command(run, "lxc-execute", argv))
     for trial in trials:
         trial.required = False
+        trial.rounds = trial.rounds or session.args.runs  # a 1-sandbox run
     return trials, censuses
 
 

@@ -32,7 +32,7 @@ LIMIT = 3.0
 def measure(session: Session) -> None:
     args, py, run = session.args, session.python, session.runner
     session.image()
-    unit = sandbox_unit(more='stop_timeout = "1s"\n')
+    unit = sandbox_unit('stop_timeout = "1s"\n')
     units = {f"s{n:03d}.sandbox.toml": unit for n in range(args.sandboxes)}
     instance = Instance.make(session, "status", units)
     instance.apply()
