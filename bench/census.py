@@ -12,16 +12,14 @@ namespaces:
 - everything descending from one of those.
 
 Their resident memory (VmRSS) is the host memory the sandboxes cost beyond their own processes.
-New zombies hold none and are listed apart, whatever made them (a parent that exits leaves its
-exited children to the host's init, which may reap them late). New live processes unrelated to
-the run (other work on the machine) are only counted, so that a busy host does not pass for a
-cost.
+Zombies hold none and are not counted, whatever made them (a parent that exits leaves its exited
+children to the host's init, which may reap them late); nor are new processes unrelated to the
+run (other work on the machine), so that a busy host does not pass for a cost.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -101,13 +99,8 @@ class Census:
     """What a run left on the host, taken right after the command returned."""
 
     count: int  # sandboxes the run started
-    inits: tuple[Proc, ...]  # the inits the tool reports, as found in /proc
-    running: int  # of those, how many already run the sandbox's command (exec done)
-    own: int  # processes in the inits' pid namespaces
+    running: int  # of the inits the tool reports, how many run the command (exec done)
     extra: tuple[Proc, ...]  # live host processes there because of the sandboxes
-    zombies: tuple[Proc, ...]  # new exited processes not yet reaped (no memory; any origin)
-    parents: tuple[str, ...]  # the inits' parents, "PID COMM"
-    unrelated: int  # new processes that have nothing to do with the run
 
     @property
     def extra_bytes(self) -> int:
@@ -153,17 +146,8 @@ def census(
     found = [by_pid[pid] for pid in sorted(related)]
     return Census(
         count=count,
-        inits=tuple(inits),
         running=sum(init.argv == tuple(command) for init in inits),
-        own=sum(proc.pidns in namespaces for proc in after.values()),
         extra=tuple(proc for proc in found if not proc.zombie),
-        zombies=tuple(p for p in outside if p.zombie and (p.pid in new or p.pid in related)),
-        parents=tuple(
-            sorted(
-                {f"{by_pid[i.ppid].pid} {by_pid[i.ppid].comm}" for i in inits if i.ppid in by_pid}
-            )
-        ),
-        unrelated=sum(1 for p in outside if p.pid in new and p.pid not in related and not p.zombie),
     )
 
 
@@ -176,8 +160,3 @@ def _descends(proc: Proc, ancestors: set[int], by_pid: Mapping[int, Proc]) -> bo
         seen.add(current.pid)
         current = by_pid.get(current.ppid)
     return False
-
-
-def median_init_rss(censuses: Iterable[Census]) -> int | None:
-    sizes = [proc.rss for c in censuses for proc in c.inits]
-    return int(statistics.median(sizes)) if sizes else None

@@ -5,7 +5,7 @@
 
 The profile starts before `import sandman.cli`, so the imports of the CLI and of the verb are in
 it; only the interpreter's own start-up and exit are not. Read the file with `pstats` (or
-`python -m pstats OUT.prof`); bench/spawn.py summarises it. The exit code is sandman's.
+`python -m pstats OUT.prof`), for digging by hand (bench/README.md). The exit code is sandman's.
 """
 
 from __future__ import annotations

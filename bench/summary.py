@@ -3,7 +3,7 @@
 `python bench/summary.py RESULTS.jsonl [--markdown OUT.md] [--python PATH]`
 
 Each benchmark run by bench/run appends one JSON object per figure to the file named by
-$SANDMAN_BENCH_RESULTS (common.emit). This prints them as one table (figure, sandman's median
+$SANDMAN_BENCH_RESULTS (harness.emit). This prints them as one table (figure, sandman's median
 (min-max), the peers' medians, the ratio, the target, met or MISSED), the issue's figures first
 and in its order, with every expected figure that no benchmark reported marked as not measured,
 and writes the same as markdown, with the date and the machine, to OUT.md.
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common import cgroup_layout, table
+from harness import cgroup_layout, table
 
 # The issue's figures, in its order: key, figure, target (for rows no benchmark reported).
 EXPECTED = (
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in head:
         print(f"  {line}")
     print()
-    print(table(HEADERS, body))
+    print(table(HEADERS, body, numbers=False))
     for line in notes(rows):
         print(f"  {line}")
     missed = [r["figure"] for r in rows if str(r.get("verdict", "")).startswith("MISSED")]
