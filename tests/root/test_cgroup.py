@@ -334,13 +334,18 @@ def test_kill_catches_a_double_forked_process(host: Host) -> None:
 
 @pytest.mark.root
 def test_kill_takes_the_whole_subtree(host: Host) -> None:
+    """Processes at two depths below the killed cgroup all die. They sit in leaves, as the
+    product's do: cgroup v2 refuses a process in a cgroup that enables controllers for its
+    children (the no-internal-process rule, EBUSY)."""
     driver = host.driver
     outer = driver.path(("sandman", "services"))
-    inner = driver.path(("sandman", "services"), "web")
-    driver.create(inner)
+    shallow = driver.path(("sandman", "services"), "web")
+    deep = driver.path(("sandman", "services", "batch"), "job")
+    driver.create(shallow)
+    driver.create(deep)
     first, second = host.spawn("sleep", "60"), host.spawn("sleep", "60")
-    driver.join(outer, first.pid)
-    driver.join(inner, second.pid)
+    driver.join(shallow, first.pid)
+    driver.join(deep, second.pid)
     assert driver.pids(outer) == sorted([first.pid, second.pid])
     assert driver.kill(outer) is True
     assert first.wait(timeout=WAIT) == -signal.SIGKILL
