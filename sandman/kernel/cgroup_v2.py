@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from sandman.kernel import cgroup_common as common
+from sandman.kernel import device_filter
 from sandman.kernel.cgroup_common import (
     CPU_PERIOD_US,
     LIMIT_KEYS,
@@ -203,12 +204,15 @@ class V2Driver:
         common.rmdir_tree(self._dir(rel), time.monotonic() + timeout)
 
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
-        """cgroup v2 controls devices with an eBPF program, which sandman does not load yet; in
-        its place stand the user namespace (mknod refused, nodes on its mounts unusable) and the
-        minimal /dev of bound-in nodes. Said once per sandbox, so that it is never silent."""
-        common.check_rel(self.base, rel)
-        del allowed
-        return ["cgroup v2: no device filter is loaded (user namespace and minimal /dev stand in)"]
+        """Attach an eBPF device program to the cgroup that allows only the `allowed` rules and
+        refuses every other device (to mknod and to open), whatever the process's capabilities:
+        v2's devices.allow/devices.deny (see device_filter)."""
+        device_filter.attach(self._existing(rel), allowed)
+        return []
+
+    def device_programs(self, rel: str) -> list[int]:
+        """The ids of the device programs attached to the cgroup itself: [] is no filter."""
+        return device_filter.attached(self._existing(rel))
 
     def set_limits(self, rel: str, limits: Limits) -> list[str]:
         """Write every key (an absent key resets the file to no limit or the default weight).

@@ -515,3 +515,169 @@ def bind_readonly_recursive(source: StrPath, target: StrPath) -> None:
         move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)
     finally:
         os.close(fd)
+
+
+# --- bpf(2): the cgroup v2 device filter (load, attach, query, detach) -------------------------
+
+# <linux/bpf.h>: the commands (enum bpf_cmd), program and attach types, attach flags
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_OVERRIDE = 1 << 0
+BPF_F_ALLOW_MULTI = 1 << 1
+BPF_OBJ_NAME_LEN = 16
+_BPF_LOG_SIZE = 1 << 20  # the verifier's log of a refused program, read only after a refusal
+
+# bpf is older than the common numbering from 424 on: one number per architecture.
+for _arch, _number in (("x86_64", 321), ("aarch64", 280)):
+    SYSCALL_NUMBERS[_arch]["bpf"] = _number
+_BPF_CMD_NAMES = {
+    BPF_PROG_LOAD: "BPF_PROG_LOAD",
+    BPF_PROG_ATTACH: "BPF_PROG_ATTACH",
+    BPF_PROG_DETACH: "BPF_PROG_DETACH",
+    BPF_PROG_GET_FD_BY_ID: "BPF_PROG_GET_FD_BY_ID",
+    BPF_PROG_QUERY: "BPF_PROG_QUERY",
+}
+_HINTS.update(
+    {
+        ("bpf", errno.EPERM): "needs CAP_BPF or CAP_SYS_ADMIN in the initial user namespace "
+        "(run as root), or an ancestor cgroup holds a program that allows no others",
+        ("bpf", errno.EACCES): "the verifier refused the program",
+        ("bpf", errno.EINVAL): "unknown command, program type or flag for this kernel, or the "
+        "verifier refused the program",
+        ("bpf", errno.EBADF): "not a cgroup directory or program fd",
+        ("bpf", errno.ENOENT): "no such program attached, or the program id is gone",
+    }
+)
+
+
+class _BpfProgLoad(ctypes.Structure):  # union bpf_attr, the BPF_PROG_LOAD member (its start)
+    _fields_ = (
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+    )
+
+
+class _BpfAttach(ctypes.Structure):  # the BPF_PROG_ATTACH / BPF_PROG_DETACH member
+    _fields_ = tuple(
+        (f, ctypes.c_uint32)
+        for f in ("target_fd", "attach_bpf_fd", "attach_type", "attach_flags", "replace_bpf_fd")
+    )
+
+
+class _BpfQuery(ctypes.Structure):  # the BPF_PROG_QUERY member (its start)
+    _fields_ = (
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("query_flags", ctypes.c_uint32),
+        ("attach_flags", ctypes.c_uint32),
+        ("prog_ids", ctypes.c_uint64),
+        ("prog_cnt", ctypes.c_uint32),
+    )
+
+
+class _BpfGetId(ctypes.Structure):  # the BPF_*_GET_FD_BY_ID member
+    _fields_ = tuple((f, ctypes.c_uint32) for f in ("prog_id", "next_id", "open_flags"))
+
+
+_BpfAttr: TypeAlias = _BpfProgLoad | _BpfAttach | _BpfQuery | _BpfGetId
+
+
+def _bpf(cmd: int, attr: _BpfAttr) -> int:
+    # The kernel copies `size` bytes and treats the rest of its union as zero, so each command
+    # passes only its own member.
+    size = ctypes.c_uint(ctypes.sizeof(attr))
+    return _syscall("bpf", ctypes.c_int(cmd), ctypes.byref(attr), size)
+
+
+def _bpf_check(result: int, cmd: int, detail: object, extra: str = "") -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        # "bpf BPF_PROG_LOAD: Permission denied (hint); verifier log: ...": which command failed
+        text = str(_error(err, "bpf", detail).strerror).removeprefix("bpf")
+        raise OSError(err, f"bpf {_BPF_CMD_NAMES[cmd]}{text}{extra}", detail)
+    return result
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str, name: str = "") -> int:
+    """Load a program of 8-byte eBPF instructions; returns its fd (always close-on-exec).
+
+    A refused program is loaded once more with the verifier's log on, and the error carries the
+    log's end: the verifier says which instruction it refused and why.
+    """
+    if len(insns) % 8:
+        raise ValueError(f"eBPF instructions are 8 bytes each, got {len(insns)} bytes")
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    attr = _BpfProgLoad(prog_type=_uint(prog_type, "prog_type"), insn_cnt=len(insns) // 8)
+    attr.insns, attr.license = ctypes.addressof(code), ctypes.addressof(lic)
+    attr.prog_name = name.encode()[: BPF_OBJ_NAME_LEN - 1]
+    result = _bpf(BPF_PROG_LOAD, attr)
+    if result >= 0:
+        return result
+    log = ctypes.create_string_buffer(_BPF_LOG_SIZE)
+    attr.log_level, attr.log_size, attr.log_buf = 1, _BPF_LOG_SIZE, ctypes.addressof(log)
+    result = _bpf(BPF_PROG_LOAD, attr)
+    text = log.value.decode(errors="replace").strip()
+    extra = f"; verifier log: {text[-2000:]}" if text else ""
+    return _bpf_check(result, BPF_PROG_LOAD, f"program {name or '?'}", extra)
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attach a program to the object behind `target_fd` (a cgroup directory's fd)."""
+    attr = _BpfAttach(
+        target_fd=_uint(target_fd, "target_fd"),
+        attach_bpf_fd=_uint(prog_fd, "prog_fd"),
+        attach_type=_uint(attach_type, "attach_type"),
+        attach_flags=_uint(flags, "flags"),
+    )
+    _bpf_check(_bpf(BPF_PROG_ATTACH, attr), BPF_PROG_ATTACH, f"fd {target_fd}")
+
+
+def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    """Detach one program (named by an fd of it) from the object behind `target_fd`."""
+    attr = _BpfAttach(
+        target_fd=_uint(target_fd, "target_fd"),
+        attach_bpf_fd=_uint(prog_fd, "prog_fd"),
+        attach_type=_uint(attach_type, "attach_type"),
+    )
+    _bpf_check(_bpf(BPF_PROG_DETACH, attr), BPF_PROG_DETACH, f"fd {target_fd}")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int) -> list[int]:
+    """The ids of the programs attached to `target_fd` itself (not those it inherits)."""
+    count = 16
+    while True:
+        ids = (ctypes.c_uint32 * count)()
+        attr = _BpfQuery(
+            target_fd=_uint(target_fd, "target_fd"),
+            attach_type=_uint(attach_type, "attach_type"),
+            prog_ids=ctypes.addressof(ids),
+            prog_cnt=count,
+        )
+        result = _bpf(BPF_PROG_QUERY, attr)
+        if result < 0 and ctypes.get_errno() == errno.ENOSPC and attr.prog_cnt > count:
+            count = attr.prog_cnt  # more were attached than there was room for: ask again
+            continue
+        _bpf_check(result, BPF_PROG_QUERY, f"fd {target_fd}")
+        return list(ids[: attr.prog_cnt])
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    """An fd (close-on-exec) of the loaded program with this id."""
+    attr = _BpfGetId(prog_id=_uint(prog_id, "prog_id"))
+    return _bpf_check(_bpf(BPF_PROG_GET_FD_BY_ID, attr), BPF_PROG_GET_FD_BY_ID, f"id {prog_id}")

@@ -1,8 +1,10 @@
-"""Checks within one unit that involve more than one key; each names the key to change."""
+"""Checks within one unit that involve more than one key, and the cross-unit checks that need
+only the units' own keys (no resolution); each names the key to change."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator
 
 from sandman.errors import UnitProblem
@@ -20,6 +22,26 @@ def check_each(units: UnitSet) -> None:
         units.problems.extend(_network(unit))
     for unit in units.slices.values():
         units.problems.extend(_slice(unit))
+    units.problems.extend(_cgroup_clashes(units))
+
+
+def _cgroup_clashes(units: UnitSet) -> Iterator[UnitProblem]:
+    """A cgroup's path is its parent slice's path plus its own name, for a sandbox and a slice
+    alike: a sandbox and a slice with the same name and parent would be one cgroup. Applying it
+    fails (EBUSY on v2), and the failed sandbox's cleanup then kills and removes the slice's
+    cgroup, with every sandbox in it. Reported once, at the sandbox."""
+    for name, unit in units.sandboxes.items():
+        other = units.slices.get(name)
+        parent = sandbox_model(unit).sandbox.slice
+        if other is None or slice_model(other).slice.parent != parent:
+            continue
+        yield unit.problem(
+            ("sandbox", "slice"),
+            f"puts sandbox {name!r} in slice {parent!r}, the parent of slice {name!r} too "
+            f"({other.file}): a sandbox and a slice with the same name and parent are one cgroup",
+            f"rename one of them (a unit's name is its file name: {os.path.basename(unit.file)} "
+            f"or {os.path.basename(other.file)}), or give them different parents",
+        )
 
 
 def _sandbox(unit: UnitFile) -> Iterator[UnitProblem]:

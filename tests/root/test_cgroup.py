@@ -334,13 +334,18 @@ def test_kill_catches_a_double_forked_process(host: Host) -> None:
 
 @pytest.mark.root
 def test_kill_takes_the_whole_subtree(host: Host) -> None:
+    """Processes at two depths below the killed cgroup all die. They sit in leaves, as the
+    product's do: cgroup v2 refuses a process in a cgroup that enables controllers for its
+    children (the no-internal-process rule, EBUSY)."""
     driver = host.driver
     outer = driver.path(("sandman", "services"))
-    inner = driver.path(("sandman", "services"), "web")
-    driver.create(inner)
+    shallow = driver.path(("sandman", "services"), "web")
+    deep = driver.path(("sandman", "services", "batch"), "job")
+    driver.create(shallow)
+    driver.create(deep)
     first, second = host.spawn("sleep", "60"), host.spawn("sleep", "60")
-    driver.join(outer, first.pid)
-    driver.join(inner, second.pid)
+    driver.join(shallow, first.pid)
+    driver.join(deep, second.pid)
     assert driver.pids(outer) == sorted([first.pid, second.pid])
     assert driver.kill(outer) is True
     assert first.wait(timeout=WAIT) == -signal.SIGKILL
@@ -395,6 +400,64 @@ else:
     print(children, 0, flush=True)
 sys.stdin.readline()
 """
+
+
+DEVICE_PROBE = """
+import errno, os, stat, sys
+sys.stdin.readline()
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+def opens(path, flags):
+    return lambda: os.close(os.open(path, flags))
+node = sys.argv[1]
+print(
+    attempt(opens("/dev/null", os.O_RDWR)),
+    attempt(opens("/dev/zero", os.O_RDONLY)),
+    attempt(opens("/dev/zero", os.O_WRONLY)),
+    attempt(opens("/dev/full", os.O_RDONLY)),
+    attempt(lambda: os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 1))),
+    attempt(lambda: os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(7, 0))),
+    flush=True,
+)
+"""
+
+
+@pytest.mark.root
+def test_restrict_devices_allows_only_the_rules(host: Host, tmp_path: Path) -> None:
+    """As root (CAP_MKNOD, CAP_DAC_OVERRIDE), a process of the cgroup opens and makes only the
+    devices of the rules: v1's devices controller, v2's eBPF device program."""
+    driver = host.driver
+    rel = driver.path(("sandman",), "web")
+    driver.create(rel)
+    assert driver.restrict_devices(rel, ["c 1:3 rwm", "c 1:5 r"]) == []
+    probe = host.spawn(sys.executable, "-c", DEVICE_PROBE, str(tmp_path / "node"))
+    driver.join(rel, probe.pid)
+    assert probe.stdin is not None and probe.stdout is not None
+    probe.stdin.write("go\n")
+    probe.stdin.flush()
+    results = probe.stdout.readline().split()
+    assert results == ["ok", "ok", "EPERM", "EPERM", "EPERM", "EPERM"]
+    assert probe.wait(timeout=WAIT) == 0
+    assert not (tmp_path / "node").exists()
+
+
+@pytest.mark.root
+def test_v2_device_program_is_replaced_not_stacked(host: Host) -> None:
+    driver = host.driver
+    if not isinstance(driver, cg.V2Driver):
+        pytest.skip("cgroup v2 only: v1 has the devices controller's files")
+    rel = driver.path(("sandman",), "web")
+    driver.create(rel)
+    assert driver.device_programs(rel) == []
+    driver.restrict_devices(rel, ["c 1:3 rwm"])
+    (first,) = driver.device_programs(rel)
+    driver.restrict_devices(rel, ["c 1:3 rwm", "c 1:5 rwm"])
+    (second,) = driver.device_programs(rel)
+    assert second != first
 
 
 @pytest.mark.root

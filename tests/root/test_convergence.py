@@ -28,7 +28,6 @@ No assertion is about time; the waits are guards against hanging.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import random
@@ -43,7 +42,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from test_net import LOCK, SYSCTLS
+from test_net import SYSCTLS, sysctl_lock
 from test_networks import host_links, host_networks, table_names
 from test_sandboxes import (
     Sandman,
@@ -752,8 +751,7 @@ def clean_example(run: Run) -> Iterator[None]:
     """The host-wide forwarding sysctls, which a bridge turns on, are put back afterwards under
     the lock test_net.py and test_networks.py take for them; everything the example made is
     destroyed, and what destroy leaves fails the example (and is scrubbed)."""
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with sysctl_lock():
         saved = {path: Path(path).read_text() for path in SYSCTLS}
         if subnets_in_use(run.number):
             run.number = free_number()

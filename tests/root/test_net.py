@@ -43,6 +43,18 @@ TIMEOUT = 3.0  # a guard against hanging, never an assertion about speed
 LOCK = "/run/lock/sandman-test-net.lock"
 SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 
+
+@contextlib.contextmanager
+def sysctl_lock() -> Iterator[None]:
+    """Hold the host-wide lock on the forwarding sysctls. /run/lock is a distribution's habit
+    (systemd-tmpfiles makes it), not the kernel's: a bare host or guest may lack it, so the
+    directory is made first."""
+    os.makedirs(os.path.dirname(LOCK), mode=0o755, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 # The "sandbox": a new netns (before anything else, so the server lives in it), then a dual-stack
 # TCP server. PDEATHSIG: if pytest dies, the children and with them their namespaces go too.
 CHILD = f"""
@@ -169,8 +181,7 @@ def _teardown(env: NetEnv) -> list[str]:
 def env() -> Iterator[NetEnv]:
     # The forwarding sysctls are host-wide: a second pytest run on the same host (they happen)
     # must not put them back while this test relies on them.
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with sysctl_lock():
         yield from _env()
 
 

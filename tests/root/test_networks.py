@@ -24,7 +24,6 @@ No assertion is about time; the waits are guards against hanging, nothing more.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import random
@@ -45,7 +44,7 @@ import pytest
 import test_sandboxes as base
 from pyroute2 import IPRoute
 from pyroute2.nftables.main import NFTables
-from test_net import LOCK, SYSCTLS, in_netns
+from test_net import SYSCTLS, in_netns, sysctl_lock
 from test_sandboxes import Result, Sandman, alive, cgroup_dirs, unit, wait_for
 
 from sandman.kernel import nat, net_dump, netlink, nft_rules
@@ -389,8 +388,7 @@ def _stop_outside(outside: Outside) -> list[str]:
 
 @pytest.fixture
 def lab(tmp_path: Path, busybox_image: Path) -> Iterator[Lab]:
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with sysctl_lock():
         saved = {path: Path(path).read_text() for path in SYSCTLS}
         sm = Sandman(tmp_path, busybox_image)
         _take_a_free_tag(sm)

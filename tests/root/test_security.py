@@ -88,7 +88,8 @@ def test_the_init_runs_under_the_filter(sm: Sandman, probes: Path) -> None:
 @pytest.mark.root
 def test_only_the_minimal_devices_can_be_made_or_used(sm: Sandman) -> None:
     """Real root inside (no user namespace) keeps CAP_MKNOD in the default set: the devices
-    cgroup (v1) lets it make a node for an allowed device (null) and refuses /dev/mem's."""
+    cgroup (v1) or the eBPF device program (v2) lets it make a node for an allowed device (null)
+    and refuses /dev/mem's and a disk's (issue #16: b 254:0, the host's root disk)."""
     sm.write("mknod", unit(rest="[namespaces]\nuser = false\n"))
     sm.apply()
     status = sm.exec("mknod", "grep", "^CapEff:", "/proc/self/status").out.split()[1]
@@ -99,6 +100,8 @@ def test_only_the_minimal_devices_can_be_made_or_used(sm: Sandman) -> None:
     assert allowed.out.strip() == "ok", allowed
     refused = sm.exec("mknod", "mknod", "/tmp/mem", "c", "1", "1", expect=1)
     assert "Operation not permitted" in refused.err, refused
+    disk = sm.exec("mknod", "mknod", "/tmp/disk", "b", "254", "0", expect=1)
+    assert "Operation not permitted" in disk.err, disk
 
 
 @pytest.mark.root

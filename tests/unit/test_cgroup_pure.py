@@ -687,9 +687,3 @@ def test_v1_restricts_devices_to_the_allowed_ones(tmp_path: Path) -> None:
     assert (
         directory / "devices.allow"
     ).read_text() == "c 136:* rwm"  # the file keeps the last write
-
-
-def test_v2_says_it_has_no_device_filter(tmp_path: Path) -> None:
-    driver = cg.V2Driver(str(tmp_path), "sandman")
-    (warning,) = driver.restrict_devices("sandman/web", ["c 1:3 rwm"])
-    assert "no device filter" in warning

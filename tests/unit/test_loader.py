@@ -141,6 +141,20 @@ def test_slice_defaults_and_paths(tmp_path: pathlib.Path) -> None:
     assert desired.slices["web"].canonical()["resolved"] == {"path": "sandman/services/web"}
 
 
+def test_a_sandbox_may_share_a_slices_name_under_another_parent(tmp_path: pathlib.Path) -> None:
+    """Only the same name *and* parent make one cgroup (bad_units/slice-and-sandbox-same-cgroup*):
+    sandbox `web` in slice `services` is sandman/services/web, slice `web` sandman/web."""
+    desired = load(
+        tmp_path,
+        {
+            "services.slice.toml": "[slice]\n",
+            "web.slice.toml": "[slice]\n",
+            "web.sandbox.toml": sandbox(section='slice = "services"\n'),
+        },
+    )
+    assert (*desired.sandboxes["web"].slice_path, "web") != desired.slices["web"].path
+
+
 # Value syntaxes
 
 

@@ -370,3 +370,54 @@ def test_a_child_closing_by_keep_list_holds_only_stdio_and_what_it_kept(tmp_path
     for fd in (kept_read, kept_write, report_read, inheritable, *others):
         os.close(fd)
     assert listed == {0, 1, 2, kept_write, report_write}
+
+
+def enum_values(header: Path, enum: str) -> dict[str, int]:
+    """The members of `enum NAME { A, B = 5, C = B, ... };`, numbered as C numbers them."""
+    body = re.search(rf"enum {enum} \{{(.*?)\}};", header.read_text(), re.S)
+    assert body, enum
+    values: dict[str, int] = {}
+    number = 0
+    for entry in re.sub(r"/\*.*?\*/", "", body[1], flags=re.S).split(","):
+        name, _, value = (part.strip() for part in entry.partition("="))
+        if not name:
+            continue
+        if value:
+            number = values[value] if value in values else int(value, 0)
+        values[name] = number
+        number += 1
+    return values
+
+
+@pytest.mark.parametrize(
+    ("enum", "names"),
+    [
+        ("bpf_cmd", ("BPF_PROG_LOAD", "BPF_PROG_ATTACH", "BPF_PROG_DETACH", "BPF_PROG_QUERY",
+                     "BPF_PROG_GET_FD_BY_ID")),
+        ("bpf_prog_type", ("BPF_PROG_TYPE_CGROUP_DEVICE",)),
+        ("bpf_attach_type", ("BPF_CGROUP_DEVICE",)),
+    ],
+)  # fmt: skip
+def test_bpf_enums_match_kernel_headers(enum: str, names: tuple[str, ...]) -> None:
+    defined = enum_values(find_header("linux/bpf.h"), enum)
+    assert {name: defined.get(name) for name in names} == {n: getattr(sc, n) for n in names}
+
+
+def test_bpf_constants_known_values() -> None:
+    assert (sc.BPF_PROG_LOAD, sc.BPF_PROG_ATTACH, sc.BPF_PROG_DETACH) == (5, 8, 9)
+    assert (sc.BPF_PROG_GET_FD_BY_ID, sc.BPF_PROG_QUERY) == (13, 16)
+    assert (sc.BPF_PROG_TYPE_CGROUP_DEVICE, sc.BPF_CGROUP_DEVICE) == (15, 6)
+    assert (sc.BPF_F_ALLOW_OVERRIDE, sc.BPF_F_ALLOW_MULTI) == (1, 2)
+    assert sc.SYSCALL_NUMBERS["x86_64"]["bpf"] == 321
+    assert sc.SYSCALL_NUMBERS["aarch64"]["bpf"] == 280
+
+
+def test_bpf_defines_match_kernel_headers() -> None:
+    defined = header_values(find_header("linux/bpf.h"))
+    names = ("BPF_F_ALLOW_OVERRIDE", "BPF_F_ALLOW_MULTI", "BPF_OBJ_NAME_LEN")
+    assert {name: defined.get(name) for name in names} == {n: getattr(sc, n) for n in names}
+
+
+def test_a_program_of_partial_instructions_is_refused() -> None:
+    with pytest.raises(ValueError, match="8 bytes each"):
+        sc.bpf_prog_load(sc.BPF_PROG_TYPE_CGROUP_DEVICE, b"\x95" * 7, "GPL")
