@@ -38,7 +38,11 @@ def _preflight(paths: Paths, desired: Desired, result: Plan) -> None:
     if any(action.kind != "destroy" for action in result.actions):
         from sandman.observe import preflight
 
-        problems = preflight.check(paths, desired, result.actions)
+        changes = [
+            preflight.Change(a.kind, a.object_kind, a.name, frozenset(c.key for c in a.changes))
+            for a in result.actions
+        ]
+        problems = preflight.check(paths, desired, changes)
         if problems:
             raise UnitError(problems)
 

@@ -13,6 +13,7 @@ from collections.abc import Generator, Iterator
 
 from sandman.apply import faults, networks, orphans, sandboxes, slices
 from sandman.apply.context import ApplyContext
+from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
 from sandman.observe.facts import Record
 from sandman.plan.actions import Action
@@ -200,7 +201,7 @@ def _run_steps(ctx: ApplyContext, action: Action, sandbox: DesiredSandbox, recor
 def _write_limits(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
     cgroup = record.runtime.get("cgroup")
     if isinstance(cgroup, str):
-        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+        for warning in ctx.cgroups.set_limits(cgroup, cgroup_limits(sandbox.unit.resources)):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
 
 

@@ -42,8 +42,9 @@ class ApplyContext:
     def cgroups(self) -> CgroupDriver:
         if self._cgroups is None:
             from sandman.kernel.cgroup import driver_for
+            from sandman.units.names import cgroup_root
 
-            self._cgroups = driver_for(self.paths.tag)
+            self._cgroups = driver_for(cgroup_root(self.paths.tag))
         return self._cgroups
 
     def runtime_dir(self, name: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sandman.apply import faults, ids, networks
 from sandman.apply.context import ApplyContext
+from sandman.apply.limits import cgroup_limits
 from sandman.capabilities import PRESETS
 from sandman.errors import ApplyError
 from sandman.kernel import security
@@ -134,7 +135,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
             ctx.progress.note(warning)
         undo.push(lambda: _remove_cgroup(ctx, cgroup))
         faults.step(f"sandbox/{sandbox.name}: cgroup made")
-        for warning in ctx.cgroups.set_limits(cgroup, sandbox.unit.resources):
+        for warning in ctx.cgroups.set_limits(cgroup, cgroup_limits(sandbox.unit.resources)):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")

@@ -71,8 +71,9 @@ def _spec(
     join = None
     if isinstance(cgroup, str):
         from sandman.kernel.cgroup import driver_for
+        from sandman.units.names import cgroup_root
 
-        driver = driver_for(tag)
+        driver = driver_for(cgroup_root(tag))
 
         def join(child: int) -> None:
             driver.join(cgroup, child)

@@ -73,9 +73,10 @@ def _usage(cgroup: object, tag: str) -> dict[str, Any]:
     if not isinstance(cgroup, str):
         return {}
     from sandman.kernel.cgroup import driver_for
+    from sandman.units.names import cgroup_root
 
     try:
-        return dict(driver_for(tag).usage(cgroup))
+        return dict(driver_for(cgroup_root(tag)).usage(cgroup))
     except OSError:
         return {}
 

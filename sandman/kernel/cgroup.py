@@ -17,7 +17,7 @@ import functools
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from sandman.kernel.cgroup_common import (
     CPU_PERIOD_US,
@@ -25,6 +25,7 @@ from sandman.kernel.cgroup_common import (
     LIMIT_KEYS,
     ROOT_SLICE,
     USAGE_KEYS,
+    CgroupLimits,
     LimitValues,
     Usage,
     percent_to_quota,
@@ -45,10 +46,6 @@ from sandman.kernel.cgroup_v1 import (
     weight_to_shares,
 )
 from sandman.kernel.cgroup_v2 import V2_CONTROLLERS, V2Driver, format_cpu_max, parse_cpu_max
-from sandman.units.names import cgroup_root
-
-if TYPE_CHECKING:
-    from sandman.units.model import Limits
 
 __all__ = [
     "BFQ",
@@ -62,6 +59,7 @@ __all__ = [
     "V2_CONTROLLERS",
     "BlkioScale",
     "CgroupDriver",
+    "CgroupLimits",
     "LimitValues",
     "Mode",
     "Usage",
@@ -129,7 +127,7 @@ class CgroupDriver(Protocol):
         warnings where the host has no such control."""
         ...
 
-    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+    def set_limits(self, rel: str, limits: CgroupLimits) -> list[str]:
         """Write all six limits; returns a warning per key asked for that the host cannot honour."""
         ...
 
@@ -137,7 +135,7 @@ class CgroupDriver(Protocol):
         """The limits in the unit's units; keys whose file the cgroup lacks are left out."""
         ...
 
-    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+    def expected_limits(self, rel: str, limits: CgroupLimits) -> LimitValues:
         """What read_limits returns after set_limits(rel, limits): drift is a difference."""
         ...
 
@@ -203,11 +201,10 @@ def clear_mode_cache() -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def driver_for(tag: str, root: str = DEFAULT_ROOT, base: str | None = None) -> CgroupDriver:
-    """The driver for an instance: V2Driver on a pure v2 host, V1Driver otherwise. The base is
-    `names.cgroup_root(tag)` unless given (the daemon's delegated cgroup under systemd). One per
-    instance and process: making one resolves every hierarchy's path."""
-    top = cgroup_root(tag) if base is None else base
+def driver_for(base: str, root: str = DEFAULT_ROOT) -> CgroupDriver:
+    """The driver for the cgroups under `base` (an instance's, `names.cgroup_root(tag)`, or the
+    daemon's delegated cgroup under systemd): V2Driver on a pure v2 host, V1Driver otherwise.
+    One per base and process: making one resolves every hierarchy's path."""
     if detect_mode(root) == "v2":
-        return V2Driver(root, top)
-    return V1Driver(root, top)
+        return V2Driver(root, base)
+    return V1Driver(root, base)

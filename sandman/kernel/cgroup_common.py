@@ -13,20 +13,31 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from typing import NamedTuple, TypeAlias
 
-if TYPE_CHECKING:
-    from sandman.units.model import Limits
-
-# sandman.units.model.ROOT_SLICE, not imported so that the kernel layer loads without pydantic
-# (a unit test checks that the two agree). The root slice is the driver's base directory.
+# The root slice: the default instance's base directory, and the first element of every slice
+# path. units.model.ROOT_SLICE is the same (a test checks it): validate loads no kernel module.
 ROOT_SLICE = "sandman"
 
 LimitValue: TypeAlias = int | float | None
 LimitValues: TypeAlias = dict[str, LimitValue]
 Usage: TypeAlias = dict[str, int | None]
 
-LIMIT_KEYS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
+
+class CgroupLimits(NamedTuple):
+    """The limits the drivers write, in the units' units: bytes, percent of one CPU for cpu_max,
+    weights 1..10000, a count of tasks; None is no limit (or the default weight). The kernel's
+    own type: apply and observe convert unit models and records into it."""
+
+    memory_max: int | None = None
+    memory_high: int | None = None
+    cpu_max: float | None = None
+    cpu_weight: int | None = None
+    pids_max: int | None = None
+    io_weight: int | None = None
+
+
+LIMIT_KEYS = CgroupLimits._fields
 USAGE_KEYS = (
     "memory_current",
     "memory_peak",
@@ -87,8 +98,8 @@ def quota_warning(percent: float | None) -> list[str]:
     ]
 
 
-def limits_dict(limits: Limits) -> LimitValues:
-    return {key: getattr(limits, key) for key in LIMIT_KEYS}
+def limits_dict(limits: CgroupLimits) -> LimitValues:
+    return dict(limits._asdict())
 
 
 def keyed(text: str) -> dict[str, int]:

@@ -21,7 +21,7 @@ import errno
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from sandman.kernel import cgroup_common as common
 from sandman.kernel.cgroup_common import (
@@ -33,9 +33,6 @@ from sandman.kernel.cgroup_common import (
     LimitValues,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from sandman.units.model import Limits
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "devices")
 SHARES_MIN, SHARES_DEFAULT, SHARES_MAX = 2, 1024, 262_144
@@ -320,7 +317,7 @@ class V1Driver:
                 self._files[(controller, file)] = known
         return known
 
-    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+    def set_limits(self, rel: str, limits: common.CgroupLimits) -> list[str]:
         """Write every key (an absent key resets the file to no limit or the default weight).
         Returns one warning per key asked for that this host cannot honour."""
         common.require_dirs(self._dirs(rel))
@@ -413,7 +410,7 @@ class V1Driver:
             common.require_dirs(self._dirs(rel))
         return result
 
-    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+    def expected_limits(self, rel: str, limits: common.CgroupLimits) -> LimitValues:
         """What read_limits(rel) returns after set_limits(rel, limits): drift is a difference."""
         common.require_dirs(self._dirs(rel))
         stored = v1_stored(common.limits_dict(limits), self._page, self._io_scale(rel) or CFQ)

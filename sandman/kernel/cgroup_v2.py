@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from sandman.kernel import cgroup_common as common
 from sandman.kernel import device_filter
@@ -27,9 +27,6 @@ from sandman.kernel.cgroup_common import (
     LimitValues,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from sandman.units.model import Limits
 
 # Controllers sandman's limits need, enabled in cgroup.subtree_control down to each cgroup.
 V2_CONTROLLERS = ("cpu", "io", "memory", "pids")
@@ -214,7 +211,7 @@ class V2Driver:
         """The ids of the device programs attached to the cgroup itself: [] is no filter."""
         return device_filter.attached(self._existing(rel))
 
-    def set_limits(self, rel: str, limits: Limits) -> list[str]:
+    def set_limits(self, rel: str, limits: common.CgroupLimits) -> list[str]:
         """Write every key (an absent key resets the file to no limit or the default weight).
         Returns one warning per key asked for whose file this cgroup lacks."""
         top = self._existing(rel)
@@ -244,7 +241,7 @@ class V2Driver:
                 result[key] = from_text(text)
         return result
 
-    def expected_limits(self, rel: str, limits: Limits) -> LimitValues:
+    def expected_limits(self, rel: str, limits: common.CgroupLimits) -> LimitValues:
         """What read_limits(rel) returns after set_limits(rel, limits): compare the two for drift
         (the unit's own values can differ by rounding to pages and microseconds)."""
         top = self._existing(rel)

@@ -33,15 +33,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import suppress
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sandman.kernel import net_dump, netlink, nft_rules, sysctl
 from sandman.kernel.net_dump import table_name
 from sandman.kernel.net_facts import NAT, PORT, RuleFact, parse_rule
 from sandman.kernel.nft_rules import CHAINS, Forward, Rule
 
-if TYPE_CHECKING:
-    from sandman.units.model import PortForward
+
+class PortForward(Protocol):
+    """What a port forward says, as this module reads it (a unit's [[network.ports]] entry fits:
+    the kernel layer states what it needs and imports no unit model)."""
+
+    @property
+    def host(self) -> int: ...
+    @property
+    def sandbox(self) -> int: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def host_address(self) -> str | None: ...
+
 
 __all__ = [
     "dump_rules",

@@ -9,8 +9,9 @@ an Orphan the planner removes.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from sandman.kernel.cgroup_common import LIMIT_KEYS, CgroupLimits
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
 from sandman.observe.network import NetworkFacts
@@ -22,25 +23,14 @@ from sandman.units.names import instance_tag
 if TYPE_CHECKING:
     from sandman.kernel.cgroup import CgroupDriver
 
-LIMIT_KEYS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
 
-
-class RecordedLimits(NamedTuple):
-    """The limits of a record's canonical unit, with the attributes the cgroup driver reads."""
-
-    memory_max: int | None = None
-    memory_high: int | None = None
-    cpu_max: float | None = None
-    cpu_weight: int | None = None
-    pids_max: int | None = None
-    io_weight: int | None = None
-
-    @classmethod
-    def from_unit(cls, table: dict[str, Any]) -> RecordedLimits:
-        values = {key: table.get(key) for key in LIMIT_KEYS}
-        cpu = values["cpu_max"]
-        values["cpu_max"] = float(str(cpu).rstrip("%")) if cpu is not None else None
-        return cls(**values)
+def recorded_limits(table: dict[str, Any]) -> CgroupLimits:
+    """The limits of a record's canonical unit (its JSON: cpu_max may be "50%"), as the cgroup
+    drivers take them."""
+    values = {key: table.get(key) for key in LIMIT_KEYS}
+    cpu = values["cpu_max"]
+    values["cpu_max"] = float(str(cpu).rstrip("%")) if cpu is not None else None
+    return CgroupLimits(**values)
 
 
 def gather(
@@ -52,8 +42,9 @@ def gather(
     tag = instance_tag(state_dir)
     if cgroups is None and (records or orphans):
         from sandman.kernel.cgroup import driver_for
+        from sandman.units.names import cgroup_root
 
-        cgroups = driver_for(tag)
+        cgroups = driver_for(cgroup_root(tag))
     networked = orphans or any(_on_network(r) for r in records.values())
     links = NetworkFacts.read(tag, link_names(records.values())) if networked else None
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
@@ -109,7 +100,7 @@ def _limit_drift(
     if cgroups is None or not isinstance(cgroup, str):
         return []
     try:
-        expected = cgroups.expected_limits(cgroup, RecordedLimits.from_unit(declared))  # type: ignore[arg-type]
+        expected = cgroups.expected_limits(cgroup, recorded_limits(declared))
         found = cgroups.read_limits(cgroup)
     except FileNotFoundError:
         return [Drift("cgroup", f"`{cgroup}` present", "missing")]

@@ -15,18 +15,29 @@ import ipaddress
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from sandman.errors import UnitProblem
 from sandman.paths import Paths
-from sandman.plan.actions import Action
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox
 
 _CHANGING = ("create", "recreate", "update")
+
+
+class Change(NamedTuple):
+    """A planned change, as these checks need it (the plan's Action carries more)."""
+
+    kind: str  # create, recreate, update
+    object_kind: str  # sandbox, network, slice
+    name: str
+    keys: frozenset[str]  # the unit keys an update changes
+
+
 _DEFAULT_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 _TCP_LISTEN, _UDP_BOUND = "0A", "07"  # socket states in /proc/net/{tcp,udp}
 
 
-def check(paths: Paths, desired: Desired, actions: Sequence[Action]) -> list[UnitProblem]:
+def check(paths: Paths, desired: Desired, actions: Sequence[Change]) -> list[UnitProblem]:
     problems: list[UnitProblem] = []
     for action in actions:
         if action.kind not in _CHANGING:
@@ -39,10 +50,9 @@ def check(paths: Paths, desired: Desired, actions: Sequence[Action]) -> list[Uni
     return problems
 
 
-def _sandbox(paths: Paths, sandbox: DesiredSandbox, action: Action) -> list[UnitProblem]:
+def _sandbox(paths: Paths, sandbox: DesiredSandbox, action: Change) -> list[UnitProblem]:
     if action.kind == "update":
-        ports_changed = any(c.key == "network.ports" for c in action.changes)
-        return list(_ports(sandbox)) if ports_changed else []
+        return list(_ports(sandbox)) if "network.ports" in action.keys else []
     problems = list(_root_and_mounts(paths, sandbox))
     if not problems:
         problems += _command(paths, sandbox)

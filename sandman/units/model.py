@@ -32,9 +32,11 @@ from sandman.units.values import (
 )
 
 KINDS = ("sandbox", "network", "slice")
+# kernel.cgroup_common.ROOT_SLICE too: validate must not load the kernel side (a test checks
+# the two agree, another that validate imports nothing of kernel/).
+ROOT_SLICE = "sandman"
 # TOML arrays arrive as lists; the models hold tuples (immutable) but keep their items strict.
 LAX = Strict(False)
-ROOT_SLICE = "sandman"
 
 
 class Section(BaseModel):

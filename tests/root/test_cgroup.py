@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
 from sandman.units.model import Limits
 
@@ -32,9 +33,10 @@ ROOT = "/sys/fs/cgroup"
 MiB = 1 << 20
 
 
-def make_limits(**values: object) -> Limits:
-    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators."""
-    return Limits.model_validate(values)
+def make_limits(**values: object) -> cg.CgroupLimits:
+    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators and the
+    conversion apply makes."""
+    return cgroup_limits(Limits.model_validate(values))
 
 
 WAIT = 30.0  # a guard against hanging, never an assertion about speed
@@ -122,7 +124,7 @@ class Host:
 @pytest.fixture
 def host() -> Iterator[Host]:
     base = f"sandman-test-{secrets.token_hex(4)}"
-    driver = cg.driver_for("sm", ROOT, base=base)
+    driver = cg.driver_for(base, ROOT)
     assert driver.base == base
     state = Host(driver)
     yield state
@@ -164,7 +166,7 @@ def test_driver_for_this_host_matches_its_mounts() -> None:
     assert mode is not None
     assert cg.mode_from_files(ROOT) == mode
     assert cg.detect_mode(ROOT) == mode
-    driver = cg.driver_for("sm", ROOT)
+    driver = cg.driver_for("sandman", ROOT)
     assert isinstance(driver, cg.V2Driver if mode == "v2" else cg.V1Driver)
     assert driver.base == "sandman"
     if isinstance(driver, cg.V1Driver):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
 from sandman.units import model
 from sandman.units.model import Limits
@@ -26,9 +27,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 1 << 20
 
 
-def make_limits(**values: object) -> Limits:
-    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators."""
-    return Limits.model_validate(values)
+def make_limits(**values: object) -> cg.CgroupLimits:
+    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators and the
+    conversion apply makes."""
+    return cgroup_limits(Limits.model_validate(values))
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
@@ -180,14 +182,14 @@ def test_detect_mode_is_cached_per_root(tmp_path: Path) -> None:
 def test_driver_for_picks_the_driver_and_base(tmp_path: Path) -> None:
     v2 = tree(tmp_path / "v2", {"cgroup.controllers": "memory\n"})
     hybrid = tree(tmp_path / "hybrid", {"unified/cgroup.controllers": "", "memory/tasks": ""})
-    driver = cg.driver_for("sm", str(v2))
+    driver = cg.driver_for("sandman", str(v2))
     assert isinstance(driver, cg.V2Driver)
     assert (driver.base, driver.version) == ("sandman", 2)
-    driver = cg.driver_for("s1a2", str(hybrid))
+    driver = cg.driver_for("sandman-s1a2", str(hybrid))
     assert isinstance(driver, cg.V1Driver)
     assert (driver.base, driver.version) == ("sandman-s1a2", 1)
     assert list(driver.hierarchies) == ["memory"]  # the controllers mounted in the fake tree
-    delegated = cg.driver_for("sm", str(v2), base="system.slice/sandman.service")
+    delegated = cg.driver_for("system.slice/sandman.service", str(v2))
     assert delegated.base == "system.slice/sandman.service"
 
 

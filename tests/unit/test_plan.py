@@ -112,10 +112,23 @@ def test_plan_text_and_exit_codes(
 ) -> None:
     units = _offline_units(tmp_path / "units", "256M")
     state = str(tmp_path / "state")
-    assert main(["plan", units, "--state-dir", state]) == 0
+    # What a create needs on the host is checked before (observe/preflight): an image whose
+    # /bin/httpd is an executable file.
+    images = tmp_path / "images"
+    (images / "busybox" / "bin").mkdir(parents=True)
+    (images / "busybox" / "bin" / "httpd").write_bytes(b"")
+    (images / "busybox" / "bin" / "httpd").chmod(0o755)
+    image_dir = ("--image-dir", str(images))
+    assert main(["plan", units, "--state-dir", state, *image_dir]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "Plan: 2 to create, 0 to update, 0 to recreate, 0 to destroy."
-    assert main(["plan", units, "--state-dir", state, "--detailed-exitcode"]) == 3
+    assert main(["plan", units, "--state-dir", state, "--detailed-exitcode", *image_dir]) == 3
+    capsys.readouterr()
+    (images / "busybox" / "bin" / "httpd").unlink()
+    assert main(["plan", units, "--state-dir", state, *image_dir]) == 2
+    assert "web.sandbox.toml: sandbox.command: `/bin/httpd` is not an executable file" in (
+        capsys.readouterr().err
+    )
     capsys.readouterr()
     desired = read_units(units, instance_tag(state))
     for record in records_of(desired):
