@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if not procs.is_running(pid, start):
         raise SandmanError(f"sandbox {args.name!r} is not running; `sandman apply` starts it again")
     spec = _spec(record.runtime, record.unit, pid, tuple(command), paths.tag)
-    from sandman import tty
+    from sandman.kernel import terminal
 
     try:
-        return tty.run(spec, args.tty)
+        return terminal.run(spec, args.tty)
     except OSError as exc:
         raise SandmanError(f"exec into {args.name!r}: {exc}") from exc
 

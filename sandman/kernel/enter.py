@@ -3,8 +3,8 @@
 The `exec` client is a host process, root, entering a sandbox whose processes are not trusted; the
 path is built so that the sandbox never sees a process that is more than itself:
 1. The client forks the entering child, which at once holds only its stdio (none of it a host
-   terminal, see sandman/tty.py), the namespace fds and the pty socket, makes itself non-dumpable
-   and dies with the client (PR_SET_PDEATHSIG).
+   terminal, see kernel/terminal.py), the namespace fds and the pty socket, makes itself
+   non-dumpable and dies with the client (PR_SET_PDEATHSIG).
 2. It joins the sandbox's cgroup and then its namespaces, user first (it owns the others).
    Joining a pid namespace only places the *children* there: the entering child itself is in no
    pid namespace the sandbox can see, so no process of the sandbox can name it.
