@@ -233,6 +233,29 @@ def _status_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: 
     status.set_defaults(module="status")
 
 
+def _show_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
+    show = verbs.add_parser(
+        "show",
+        parents=[paths],
+        help="show one sandbox in full",
+        description="Show sandbox NAME in full: its description, command, image, slice and "
+        "cgroup, addresses and ports, limits and use, restarts, drift, its processes and the "
+        "last lines of its log.",
+    )
+    show.add_argument("name", metavar="NAME", help="the sandbox")
+    show.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many log lines to show (default 10)",
+    )
+    _json_option(show, "the sandbox")
+    show.set_defaults(module="show")
+
+
 def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     destroy = verbs.add_parser(
@@ -353,6 +376,7 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "image": _image_verb,
     "apply": _apply_verb,
     "status": _status_verb,
+    "show": _show_verb,
     "destroy": _destroy_verb,
     "exec": _exec_verb,
     "logs": _logs_verb,

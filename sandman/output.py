@@ -34,3 +34,14 @@ def plural(count: int, noun: str) -> str:
     if count == 1:
         return f"{count} {noun}"
     return f"{count} {noun}es" if noun.endswith(("s", "x")) else f"{count} {noun}s"
+
+
+def size(value: int) -> str:
+    """Bytes for a person: powers of 1024 with K, M, G, T as unit files write sizes; one decimal
+    under 10 (`2.1M`), none above (`296K`). (plan shows a unit's own values exactly instead.)"""
+    amount = float(value)
+    for unit in ("B", "K", "M", "G"):
+        if amount < 1024:
+            return f"{amount:.0f}{unit}" if unit == "B" or amount >= 10 else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return f"{amount:.1f}T"

@@ -110,27 +110,17 @@ def _result(args: argparse.Namespace, image: images.ImageInfo, verb: str) -> Non
         output.print_json({"image": image.to_json()})
         return
     files = output.plural(image.files, "file")
-    sys.stdout.write(f"{image.name}: {verb} {image.path} ({human_size(image.size)}, {files})\n")
+    sys.stdout.write(f"{image.name}: {verb} {image.path} ({output.size(image.size)}, {files})\n")
 
 
 def _table(found: list[images.ImageInfo]) -> str:
     rows = [("NAME", "SIZE", "FILES", "CREATED")]
     for image in found:
         created = datetime.datetime.fromtimestamp(image.created).strftime("%Y-%m-%d %H:%M")
-        rows.append((image.name, human_size(image.size), str(image.files), created))
+        rows.append((image.name, output.size(image.size), str(image.files), created))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         f"{name:<{widths[0]}}  {size:>{widths[1]}}  {files:>{widths[2]}}  {created}"
         for name, size, files, created in rows
     ]
     return "\n".join(lines) + "\n"
-
-
-def human_size(size: int) -> str:
-    """Bytes as the unit files write sizes: powers of 1024 with K, M, G, T."""
-    value = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024:
-            return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}T"

@@ -159,9 +159,4 @@ def _uptime(item: dict[str, Any]) -> str:
 
 
 def _bytes(value: object) -> str:
-    if not isinstance(value, int):
-        return "-"
-    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.1f}{suffix}"
-    return f"{value}B"
+    return output.size(value) if isinstance(value, int) else "-"

@@ -7,6 +7,7 @@ checked clean afterwards).
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import test_networks as networks
 import test_sandboxes as base
 from pyroute2 import IPRoute
 from test_networks import Lab, lab, network_unit, sandbox_unit
-from test_sandboxes import Sandman, sm, unit
+from test_sandboxes import Sandman, sm, unit, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -141,3 +142,29 @@ def test_a_persistent_sandbox_keeps_its_id_range_across_destroy_though_another_c
     sm.apply()
     assert sm.runtime("keeper")["auto_ids"] == first
     assert sm.run("exec", "keeper", "--", "cat", "/root/note").out == "kept\n"
+
+
+def test_show_tells_one_sandbox_in_full(sm: Sandman) -> None:
+    sm.write(
+        "shown",
+        unit(
+            command=("sh", "-c", "echo hello from shown; sleep 1000 & wait"),
+            sandbox='description = "shown in full"',
+            rest='[resources]\nmemory_max = "64M"\n',
+        ),
+    )
+    sm.apply()
+    init = sm.running_init("shown")
+    wait_for(lambda: "hello" in (sm.log_dir / "shown.log").read_text(), "the log line")
+    report = json.loads(sm.run("show", "shown", "--json").out)
+    assert report["description"] == "shown in full"
+    assert report["pid"] == init and report["state"] == "running"
+    assert report["limits"]["memory_max"] == 64 * 1024 * 1024
+    assert report["cgroup"].endswith("/shown")
+    commands = {p["pid"]: p["command"] for p in report["processes"]}
+    assert commands[init].startswith("sh -c") and "sleep 1000" in commands.values()
+    assert report["log_tail"] == ["hello from shown"]
+    text = sm.run("show", "shown").out
+    assert text.startswith("shown - shown in full\n")
+    assert f"pid {init}" in text and "memory_max 64M" in text and "hello from shown" in text
+    assert "no sandbox 'other' is applied" in sm.run("show", "other", expect=2).err

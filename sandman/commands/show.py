@@ -1,0 +1,156 @@
+"""`sandman show NAME`: one sandbox in full, as `machinectl status` shows a machine: what its unit
+says, its state, its use, its processes and the last lines of its log (no pydantic here)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from sandman import output
+from sandman.commands.status import sandbox_status
+from sandman.daemon.restarts import read_counts
+from sandman.errors import UsageError
+from sandman.observe.gather import gather
+from sandman.paths import Paths
+
+_LIMITS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
+    actual = gather(paths.state_dir)
+    record = actual.records.get(("sandbox", args.name))
+    if record is None:
+        raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
+    report = sandbox_status(record, actual, paths.tag)
+    unit, runtime = record.unit, record.runtime
+    sandbox = unit.get("sandbox") or {}
+    report |= {
+        "description": sandbox.get("description"),
+        "command": sandbox.get("command"),
+        "user": sandbox.get("user"),
+        "rootfs_mode": (unit.get("rootfs") or {}).get("mode"),
+        "cgroup": runtime.get("cgroup"),
+        "limits": {k: v for k, v in (unit.get("resources") or {}).items() if k in _LIMITS},
+        "restarts": read_counts(paths.state_dir).get(record.name, 0),
+        "processes": _processes(report["pid"]) if report["pid"] else [],
+        "log": str(runtime.get("log") or os.path.join(paths.log_dir, f"{args.name}.log")),
+    }
+    report["log_tail"] = _tail(report["log"], args.lines)
+    if args.json:
+        output.print_json(report)
+    else:
+        sys.stdout.write(render(report))
+    return 0
+
+
+def _processes(init: int) -> list[dict[str, Any]]:
+    """The init and its descendants: pid, parent and command line, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent_of(int(entry))
+            if parent is not None:
+                parents[int(entry)] = parent
+    tree = [init]
+    for pid in tree:  # grows while it is walked: breadth first
+        tree += sorted(child for child, parent in parents.items() if parent == pid)
+    return [{"pid": pid, "ppid": parents.get(pid), "command": _command(pid)} for pid in tree]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    """The last lines of the log, opened without following a link planted in its place."""
+    if lines <= 0:
+        return []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 64 * 1024))
+        text = handle.read().decode(errors="replace")
+    return text.splitlines()[-lines:]
+
+
+def render(report: dict[str, Any]) -> str:
+    title = report["name"] + (f" - {report['description']}" if report["description"] else "")
+    rows = [
+        ("State", _state(report)),
+        ("Command", " ".join(report["command"] or [])),
+        ("User", report["user"]),
+        ("Image", f"{report['image']} ({report['rootfs_mode']})"),
+        ("Slice", f"{report['slice']} (cgroup {report['cgroup']})"),
+        ("Address", _addresses(report["network"])),
+        ("Ports", ", ".join(_port(p) for p in report["network"]["ports"]) or "none"),
+        ("Limits", _limits(report["limits"])),
+        ("Usage", _usage(report["usage"])),
+        ("Restarts", str(report["restarts"])),
+        ("Drift", "; ".join(report["drift"]) or "none"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [title, *(f"  {label.rjust(width)}: {value}" for label, value in rows)]
+    if report["processes"]:
+        lines.append("  Processes:")
+        lines += [f"    {p['pid']:>7} {p['command']}" for p in report["processes"]]
+    lines.append(f"  Log ({report['log']}, last {len(report['log_tail'])} lines):")
+    lines += [f"    {line}" for line in report["log_tail"]]
+    return "\n".join(lines) + "\n"
+
+
+def _state(report: dict[str, Any]) -> str:
+    if report["state"] != "running":
+        return str(report["state"])
+    since = report.get("started_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    return f"running since {when}, pid {report['pid']}"
+
+
+def _addresses(network: dict[str, Any]) -> str:
+    found = [a for a in (network.get("address"), network.get("address6")) if a]
+    return ", ".join(found) or "none (no network)"
+
+
+def _port(port: dict[str, Any]) -> str:
+    address = port.get("host_address") or "*"
+    return f"{address}:{port.get('host')}->{port.get('sandbox')}/{port.get('protocol', 'tcp')}"
+
+
+def _limits(limits: dict[str, Any]) -> str:
+    shown = [f"{k} {output.size(v) if 'memory' in k else v}" for k, v in limits.items() if v]
+    return ", ".join(shown) or "none"
+
+
+def _usage(usage: dict[str, Any]) -> str:
+    if not usage:
+        return "-"
+    memory = usage.get("memory_current")
+    cpu = usage.get("cpu_usec")
+    parts = [
+        f"memory {output.size(memory) if isinstance(memory, int) else '-'}",
+        f"cpu {cpu / 1e6:.2f} s" if isinstance(cpu, int) else "cpu -",
+        f"pids {usage.get('pids_current', '-')}",
+        f"oom kills {usage.get('oom_kills', '-')}",
+    ]
+    return ", ".join(parts)
