@@ -195,7 +195,12 @@ def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
 
 def _run_steps(ctx: ApplyContext, action: Action, sandbox: DesiredSandbox, record: Record) -> None:
     for step in action.steps:
-        _SANDBOX_STEPS[step](ctx, sandbox, record)
+        with sandboxes.unit_key(sandbox, _STEP_KEYS.get(step, step), f"{step} in place"):
+            _SANDBOX_STEPS[step](ctx, sandbox, record)
+
+
+# The unit key each in-place step serves, for errors (a limit names its own key).
+_STEP_KEYS = {"limits": "resources", "ports": "network.ports", "network": "network"}
 
 
 def _write_limits(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:

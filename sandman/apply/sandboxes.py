@@ -22,6 +22,7 @@ from sandman.capabilities import PRESETS
 from sandman.errors import ApplyError
 from sandman.kernel import security
 from sandman.kernel import syscalls as sc
+from sandman.kernel.cgroup_common import LimitError
 from sandman.kernel.rootfs import Mount, RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, Started
 from sandman.kernel.spawn import abandon as spawn_abandon
@@ -73,7 +74,7 @@ class Undo:
 
 
 @contextlib.contextmanager
-def _unit_key(sandbox: DesiredSandbox, key: str, step: str) -> Iterator[None]:
+def unit_key(sandbox: DesiredSandbox, key: str, step: str) -> Iterator[None]:
     """Errors of a step name the sandbox, its unit file and the key the step serves."""
     try:
         yield
@@ -83,6 +84,9 @@ def _unit_key(sandbox: DesiredSandbox, key: str, step: str) -> Iterator[None]:
         raise ApplyError(
             f"sandbox/{sandbox.name}", f"{sandbox.file}: {exc.key or key}: {step}", exc
         ) from exc
+    except LimitError as exc:
+        where = f"{sandbox.file}: resources.{exc.key}"
+        raise ApplyError(f"sandbox/{sandbox.name}", f"{where}: {step}", exc) from exc
     except OSError as exc:
         raise ApplyError(f"sandbox/{sandbox.name}", f"{sandbox.file}: {key}: {step}", exc) from exc
 
@@ -123,14 +127,14 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     _check_mount_sources(sandbox)
     idmap = _idmap(ctx, sandbox)
     runtime = ctx.runtime_dir(sandbox.name)
-    with _unit_key(sandbox, "rootfs", f"making `{runtime}`"):
+    with unit_key(sandbox, "rootfs", f"making `{runtime}`"):
         plan = _rootfs_plan(ctx, sandbox, source, idmap, runtime)
         if sandbox.unit.rootfs.persistent and idmap and ids.declared_ranges(sandbox) is None:
             ids.pin(ctx.persistent_dir(sandbox.name), idmap.uid[0][1])
     undo.push(lambda: shutil.rmtree(runtime, ignore_errors=True))
     faults.step(f"sandbox/{sandbox.name}: runtime dir made")
     cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
-    with _unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
+    with unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
         for warning in ctx.cgroups.create(cgroup):
             ctx.progress.note(warning)
         undo.push(lambda: _remove_cgroup(ctx, cgroup))
@@ -144,7 +148,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
     if sandbox.unit.network is not None:
         undo.push(lambda: networks.detach_sandbox(ctx, sandbox.name))
-    with _unit_key(sandbox, "sandbox.command", "starting the init"):
+    with unit_key(sandbox, "sandbox.command", "starting the init"):
         started = spawn_start(spec)
     pending = [started]  # finish() takes it over; until then, abandon it on a failure
 
@@ -169,7 +173,7 @@ class _Started:
 
 
 def _finish(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo, started: _Started) -> Record:
-    with _unit_key(sandbox, "sandbox.command", "starting the init"):
+    with unit_key(sandbox, "sandbox.command", "starting the init"):
         pid = spawn_finish(started.pending.pop())
     undo.push(lambda: _kill(pid))
     faults.step(f"sandbox/{sandbox.name}: init started")

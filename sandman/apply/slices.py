@@ -8,6 +8,8 @@ from __future__ import annotations
 from sandman.apply import faults
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
+from sandman.errors import ApplyError
+from sandman.kernel.cgroup_common import LimitError
 from sandman.observe.facts import Record
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredSlice
@@ -23,7 +25,12 @@ def create(ctx: ApplyContext, item: DesiredSlice) -> Record:
 
 def update(ctx: ApplyContext, item: DesiredSlice) -> Record:
     path = ctx.cgroups.path(item.path)
-    for warning in ctx.cgroups.set_limits(path, cgroup_limits(item.unit.slice)):
+    try:
+        warnings = ctx.cgroups.set_limits(path, cgroup_limits(item.unit.slice))
+    except LimitError as exc:
+        where = f"{item.file}: slice.{exc.key}"
+        raise ApplyError(f"slice/{item.name}", f"{where}: writing `{path}`", exc) from exc
+    for warning in warnings:
         ctx.progress.note(f"slice/{item.name}: {warning}")
     faults.step(f"slice/{item.name}: limits written")
     record = record_of("slice", item.name, item.canonical(), {"cgroup": path})

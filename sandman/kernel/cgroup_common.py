@@ -12,7 +12,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, TypeAlias
 
 # The root slice: the default instance's base directory, and the first element of every slice
@@ -96,6 +96,27 @@ def quota_warning(percent: float | None) -> list[str]:
         f"cpu_max = {percent:g}% is below the kernel's smallest CFS quota "
         f"({CPU_QUOTA_MIN_US} us per {CPU_PERIOD_US} us); applied {floor:g}%"
     ]
+
+
+class LimitError(OSError):
+    """The kernel refused one limit: `key` names it (memory_max...), so that the layer above can
+    name the unit key it came from."""
+
+    def __init__(self, key: str, cause: OSError) -> None:
+        why = cause.strerror or str(cause)
+        if cause.errno == errno.EBUSY and key.startswith("memory"):
+            why += " (the cgroup already uses more memory than that; raise the limit)"
+        super().__init__(cause.errno or 0, f"the kernel refused {key}: {why}", cause.filename)
+        self.key = key
+
+
+@contextlib.contextmanager
+def limit_key(key: str) -> Iterator[None]:
+    """Errors of writing `key`'s file rise as LimitError(key)."""
+    try:
+        yield
+    except OSError as exc:
+        raise LimitError(key, exc) from exc
 
 
 def limits_dict(limits: CgroupLimits) -> LimitValues:

@@ -329,19 +329,23 @@ class V1Driver:
                 if value is not None:
                     warnings.append(f"{key} = {value} not applied: {self._why_missing(key, rel)}")
                 continue
-            if key == "cpu_max":
-                self._set_cpu_max(path, _float(value))
-            elif key == "cpu_weight":
-                common.write(path, str(weight_to_shares(_weight(value))))
-            elif key == "io_weight":
-                scale = self._io_scale(rel)
-                assert scale is not None  # _file found its file
-                common.write(path, str(io_weight_to_blkio(_weight(value), scale)))
-            elif key == "pids_max":
-                common.write(path, "max" if value is None else str(value))
-            else:
-                common.write(path, "-1" if value is None else str(value))
+            with common.limit_key(key):
+                self._write_limit(key, value, path, rel)
         return warnings
+
+    def _write_limit(self, key: str, value: common.LimitValue, path: str, rel: str) -> None:
+        if key == "cpu_max":
+            self._set_cpu_max(path, _float(value))
+        elif key == "cpu_weight":
+            common.write(path, str(weight_to_shares(_weight(value))))
+        elif key == "io_weight":
+            scale = self._io_scale(rel)
+            assert scale is not None  # _file found its file
+            common.write(path, str(io_weight_to_blkio(_weight(value), scale)))
+        elif key == "pids_max":
+            common.write(path, "max" if value is None else str(value))
+        else:
+            common.write(path, "-1" if value is None else str(value))
 
     def _why_missing(self, key: str, rel: str) -> str:
         controller, file = _FILES[key]

@@ -227,7 +227,8 @@ class V2Driver:
                         "controller is not available to this cgroup)"
                     )
                 continue
-            common.write(path, to_text(values[key]))
+            with common.limit_key(key):
+                common.write(path, to_text(values[key]))
         return warnings
 
     def read_limits(self, rel: str) -> LimitValues:

@@ -168,3 +168,16 @@ def test_show_tells_one_sandbox_in_full(sm: Sandman) -> None:
     assert text.startswith("shown - shown in full\n")
     assert f"pid {init}" in text and "memory_max 64M" in text and "hello from shown" in text
     assert "no sandbox 'other' is applied" in sm.run("show", "other", expect=2).err
+
+
+def test_a_limit_the_kernel_refuses_names_the_unit_file_and_key(sm: Sandman) -> None:
+    """A live update of memory_max below what the sandbox uses: the kernel says EBUSY, and the
+    error says which file and key it came from; the init keeps running."""
+    sm.write("big", unit(rest='[resources]\nmemory_max = "64M"\n'))
+    sm.apply()
+    init = sm.init("big")
+    sm.write("big", unit(rest='[resources]\nmemory_max = "16K"\n'))
+    failed = sm.apply(expect=1)
+    assert "big.sandbox.toml: resources.memory_max:" in failed.err, failed
+    assert "the kernel refused memory_max" in failed.err, failed
+    assert sm.init("big") == init and sm.running_init("big")
