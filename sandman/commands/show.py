@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from sandman import output
-from sandman.commands.status import sandbox_status
+from sandman.commands.status import port_text, sandbox_status
 from sandman.daemon.restarts import read_counts
 from sandman.errors import UsageError
 from sandman.observe.gather import gather
@@ -103,7 +103,7 @@ def render(report: dict[str, Any]) -> str:
         ("Image", f"{report['image']} ({report['rootfs_mode']})"),
         ("Slice", f"{report['slice']} (cgroup {report['cgroup']})"),
         ("Address", _addresses(report["network"])),
-        ("Ports", ", ".join(_port(p) for p in report["network"]["ports"]) or "none"),
+        ("Ports", ", ".join(port_text(p) for p in report["network"]["ports"]) or "none"),
         ("Limits", _limits(report["limits"])),
         ("Usage", _usage(report["usage"])),
         ("Restarts", str(report["restarts"])),
@@ -130,11 +130,6 @@ def _state(report: dict[str, Any]) -> str:
 def _addresses(network: dict[str, Any]) -> str:
     found = [a for a in (network.get("address"), network.get("address6")) if a]
     return ", ".join(found) or "none (no network)"
-
-
-def _port(port: dict[str, Any]) -> str:
-    address = port.get("host_address") or "*"
-    return f"{address}:{port.get('host')}->{port.get('sandbox')}/{port.get('protocol', 'tcp')}"
 
 
 def _limits(limits: dict[str, Any]) -> str:

@@ -53,10 +53,13 @@ def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, A
     network = unit.get("network") or {}
     return {
         "name": record.name,
+        "description": unit.get("sandbox", {}).get("description"),
         "state": "tainted" if record.tainted else ("running" if running else "exited"),
         "pid": runtime.get("pid") if running else None,
         "started_at": runtime.get("started_at"),
         "slice": unit.get("sandbox", {}).get("slice"),
+        # The slice's real cgroup (the instance's base and the slices above the sandbox).
+        "slice_cgroup": _parent(runtime.get("cgroup")),
         "image": (unit.get("rootfs") or {}).get("image") or (unit.get("rootfs") or {}).get("path"),
         "network": {
             "address": resolved.get("address"),
@@ -111,7 +114,8 @@ def slice_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any
 
 
 def render(report: dict[str, Any]) -> str:
-    rows = [("NAME", "STATE", "PID", "UPTIME", "SLICE", "ADDRESS", "MEMORY", "IMAGE", "RESTARTS")]
+    header = ("NAME", "STATE", "PID", "UPTIME", "SLICE", "ADDRESS", "MEMORY", "IMAGE", "RESTARTS")
+    rows = [(*header, "PORTS")]
     for item in report["sandboxes"]:
         rows.append(
             (
@@ -119,11 +123,12 @@ def render(report: dict[str, Any]) -> str:
                 item["state"],
                 str(item["pid"] or "-"),
                 _uptime(item),
-                str(item["slice"]),
+                str(item.get("slice_cgroup") or item["slice"]),
                 str(item["network"]["address"] or "-"),
                 _bytes(item["usage"].get("memory_current")),
                 str(item["image"]),
                 str(item["restarts"]),
+                ",".join(port_text(p) for p in item["network"]["ports"]) or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -156,6 +161,15 @@ def _uptime(item: dict[str, Any]) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _parent(cgroup: object) -> str | None:
+    return cgroup.rsplit("/", 1)[0] if isinstance(cgroup, str) and "/" in cgroup else None
+
+
+def port_text(port: dict[str, Any]) -> str:
+    address = port.get("host_address") or "*"
+    return f"{address}:{port.get('host')}->{port.get('sandbox')}/{port.get('protocol', 'tcp')}"
 
 
 def _bytes(value: object) -> str:

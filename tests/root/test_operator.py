@@ -168,6 +168,10 @@ def test_show_tells_one_sandbox_in_full(sm: Sandman) -> None:
     assert text.startswith("shown - shown in full\n")
     assert f"pid {init}" in text and "memory_max 64M" in text and "hello from shown" in text
     assert "no sandbox 'other' is applied" in sm.run("show", "other", expect=2).err
+    assert sm.status_of("shown")["description"] == "shown in full"
+    header, row = sm.run("status").out.splitlines()[:2]
+    assert header.split()[4:] == ["SLICE", "ADDRESS", "MEMORY", "IMAGE", "RESTARTS", "PORTS"]
+    assert row.split()[4] == sm.base  # the slice's real cgroup: the instance's base
 
 
 def test_a_limit_the_kernel_refuses_names_the_unit_file_and_key(sm: Sandman) -> None:
