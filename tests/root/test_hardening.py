@@ -73,3 +73,57 @@ def test_a_log_left_by_another_user_becomes_roots_and_private(sm: Sandman) -> No
     info = log.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o640)
     wait_for(lambda: "sandbox-output" in log.read_text() or None, "the init's output in its log")
+
+
+# ---------------------------------------------------------------------------------------------
+# rootfs.mode = "bind": mount targets missing from the image
+
+
+def test_bind_mode_makes_missing_mount_targets_through_the_idmapped_root(
+    sm: Sandman, tmp_path: Path
+) -> None:
+    """In bind mode the root is the image itself, idmapped: a declared mount whose target the
+    image lacks is made there as the sandbox's root (on disk: the image's root), and works."""
+    source = tmp_path / "shared"
+    source.mkdir(mode=0o755)
+    (source / "hello").write_text("from the host\n")
+    (source / "hello").chmod(0o644)
+    # A directory of the image that belongs to another of its users: root may still add to it.
+    image = sm.image_dir / "busybox"
+    (image / "srv").mkdir(mode=0o755)
+    os.chown(image / "srv", 1000, 1000)
+    sm.write(
+        "binder",
+        unit(
+            rest="""
+            [rootfs]
+            image = "busybox"
+            mode = "bind"
+            [[mount]]
+            type = "tmpfs"
+            target = "/scratch/deep"
+            size = "1M"
+            [[mount]]
+            type = "bind"
+            source = "SOURCE"
+            target = "/data"
+            read_only = true
+            [[mount]]
+            type = "bind"
+            source = "SOURCE/hello"
+            target = "/srv/conf/app.conf"
+            read_only = true
+            """.replace("SOURCE", str(source))
+        ),
+    )
+    sm.apply()
+    script = "echo x > /scratch/deep/f && cat /scratch/deep/f /data/hello /srv/conf/app.conf"
+    seen = sm.sh("binder", script)
+    assert seen.out == "x\nfrom the host\nfrom the host\n", seen
+    mounts = sm.exec("binder", "cat", "/proc/self/mounts").out
+    assert " /scratch/deep tmpfs " in mounts and " /data " in mounts, mounts
+    # Made in the image, owned as the image's own root directories are (host 0 on disk).
+    made_files = (image / "srv" / "conf", image / "srv" / "conf" / "app.conf")
+    for made in (image / "scratch", image / "scratch" / "deep", image / "data", *made_files):
+        assert (made.stat().st_uid, made.stat().st_gid) == (0, 0), made
+    assert sm.exec("binder", "stat", "-c", "%u:%g", "/scratch").out.split() == ["0:0"]
