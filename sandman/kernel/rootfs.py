@@ -67,6 +67,7 @@ class RootfsPlan:
     own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
     own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
     own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
+    shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
 
 
 class MountError(OSError):
@@ -353,7 +354,9 @@ def _mount_dev(plan: RootfsPlan) -> None:
             "newinstance,ptmxmode=0666,mode=0620",
         )
     with _target(dev, "shm") as fd:
-        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        size = f",size={plan.shm_size}" if plan.shm_size else ""
+        options = f"mode=1777{size}"
+        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
     if plan.own_ipc:
         with _target(dev, "mqueue") as fd:
             sc.mount(

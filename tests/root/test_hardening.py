@@ -127,3 +127,43 @@ def test_bind_mode_makes_missing_mount_targets_through_the_idmapped_root(
     for made in (image / "scratch", image / "scratch" / "deep", image / "data", *made_files):
         assert (made.stat().st_uid, made.stat().st_gid) == (0, 0), made
     assert sm.exec("binder", "stat", "-c", "%u:%g", "/scratch").out.split() == ["0:0"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Defaults when a unit says nothing
+
+
+def _pids_max(sm: Sandman, name: str) -> str:
+    found = [Path(d, "pids.max") for d in sm.sandbox_cgroups(name) if Path(d, "pids.max").exists()]
+    assert len(found) == 1, found
+    return found[0].read_text().strip()
+
+
+def _shm_bytes(sm: Sandman, name: str) -> int:
+    """/dev/shm's size as statfs shows it inside (df -k: 1K blocks)."""
+    line = sm.exec(name, "df", "-k", "/dev/shm").out.splitlines()[-1]
+    return int(line.split()[1]) * 1024
+
+
+def test_a_sandbox_that_says_nothing_gets_bounded_pids_and_shm(sm: Sandman) -> None:
+    """A fork bomb stops at 4096 tasks and /dev/shm holds 64M, seen from inside and outside."""
+    sm.write("plain", unit())
+    sm.write("lifted", unit(rest='[resources]\npids_max = "max"\nshm_size = "max"\n'))
+    sm.apply()
+    assert _pids_max(sm, "plain") == "4096"
+    assert _shm_bytes(sm, "plain") == 64 * 1024**2
+    pid = sm.running_init("plain")
+    assert ",size=65536k," in _shm_options(pid), _shm_options(pid)
+    # Beyond the size, writes fail inside: the host's RAM is not the sandbox's to fill.
+    full = sm.sh("plain", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=80", expect=None)
+    assert full.code != 0 and "No space left" in full.err, full
+    assert _pids_max(sm, "lifted") == "max"
+    assert _shm_bytes(sm, "lifted") > 64 * 1024**2
+
+
+def _shm_options(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "/dev/shm":
+            return f",{fields[3]},"
+    raise AssertionError(f"no /dev/shm in the mounts of {pid}")
