@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,27 @@ def _shm_options(pid: int) -> str:
         if fields[1] == "/dev/shm":
             return f",{fields[3]},"
     raise AssertionError(f"no /dev/shm in the mounts of {pid}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tar bombs
+
+
+def test_a_tar_bomb_is_refused_by_image_import_and_leaves_nothing(tmp_path: Path) -> None:
+    """A .tar.gz of some kilobytes holding a 64M file of zeros, imported as root with a 16M
+    --max-size: refused with the archive and the limit named, and no image nor temp dir left."""
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    with (payload / "zeros").open("wb") as handle:
+        handle.truncate(64 * 1024**2)  # sparse on disk; tar stores its 64M of zeros
+    bomb = tmp_path / "bomb.tar.gz"
+    subprocess.run(["tar", "-czf", str(bomb), "-C", str(payload), "."], check=True)
+    assert bomb.stat().st_size < 1024**2
+    image_dir = tmp_path / "images"
+    argv = [sys.executable, "-m", "sandman", "image", "import", "bomb", str(bomb)]
+    argv += ["--image-dir", str(image_dir), "--max-size", "16M"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done
+    assert str(bomb) in done.stderr and "16M" in done.stderr and "--max-size" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert os.listdir(image_dir) == []
