@@ -3,6 +3,7 @@ performs the attack and fails if its defence is removed (README, "Security")."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from test_sandboxes import Sandman, busybox_image, sm, unit, wait_for
+
+from sandman.digest import digest
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -161,6 +164,30 @@ def test_a_sandbox_that_says_nothing_gets_bounded_pids_and_shm(sm: Sandman) -> N
     assert full.code != 0 and "No space left" in full.err, full
     assert _pids_max(sm, "lifted") == "max"
     assert _shm_bytes(sm, "lifted") > 64 * 1024**2
+
+
+def test_a_sandbox_applied_before_the_defaults_gets_the_pid_limit_live(sm: Sandman) -> None:
+    """A sandbox as an earlier sandman left it (no PID limit, no shm_size in its record): the
+    next plan updates pids_max in place, the init keeps running, /dev/shm is left as it is."""
+    sm.write("old", unit())
+    sm.apply()
+    init = sm.init("old")
+    path = sm.record_path("old")
+    record = json.loads(path.read_text())
+    record["unit"]["resources"]["pids_max"] = None
+    del record["unit"]["resources"]["shm_size"]
+    record["digest"] = digest(record["unit"])
+    path.write_text(json.dumps(record))
+    for directory in sm.sandbox_cgroups("old"):
+        if Path(directory, "pids.max").exists():
+            Path(directory, "pids.max").write_text("max")
+    planned = sm.run("plan", str(sm.units)).out
+    assert "~ sandbox/old: resources.pids_max (unset) -> 4096 (live)" in planned, planned
+    assert "0 to recreate" in planned, planned
+    sm.apply()
+    assert sm.init("old") == init
+    assert _pids_max(sm, "old") == "4096"
+    assert "No changes" in sm.run("plan", str(sm.units)).out
 
 
 def _shm_options(pid: int) -> str:
