@@ -70,6 +70,18 @@ class RootfsPlan:
     shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
 
 
+@dataclass(frozen=True)
+class _Owner:
+    """Who a target made in the root belongs to: `ids`, the host uid and gid of the sandbox's
+    root. When the root itself is the idmapped image (`idmapped`: bind and read-only modes with
+    a user namespace), a file made there by the host's root would have to be written with an
+    on-disk owner that the mount's id map cannot express (EOVERFLOW): it is then made with the
+    sandbox's root as file-system ids, which the map turns into the image's own root."""
+
+    ids: tuple[int, int]
+    idmapped: bool = False
+
+
 class MountError(OSError):
     """A mount step failed; `key` names the unit key it serves."""
 
@@ -111,18 +123,6 @@ def mount_host_side(plan: RootfsPlan, userns: int | None) -> None:
         else:
             with _step(mount.key, step), _target(plan.stage, mount.target, owner=owner):
                 pass
-
-
-@dataclass(frozen=True)
-class _Owner:
-    """Who a target made in the root belongs to: `ids`, the host uid and gid of the sandbox's
-    root. When the root itself is the idmapped image (`idmapped`: bind and read-only modes with
-    a user namespace), a file made there by the host's root would have to be written with an
-    on-disk owner that the mount's id map cannot express (EOVERFLOW): it is then made with the
-    sandbox's root as file-system ids, which the map turns into the image's own root."""
-
-    ids: tuple[int, int]
-    idmapped: bool = False
 
 
 def _mount_root(plan: RootfsPlan, userns: int | None) -> None:
@@ -247,9 +247,10 @@ def _fs_ids(ids: tuple[int, int]) -> Iterator[None]:
     capabilities from the effective set (setfsuid(2)); they are raised again so that a directory
     of the image owned by another id still takes the new entry, as it would for root."""
     effective = sc.capget().effective
-    old_gid = sc.setfsgid(ids[1])
-    old_uid = sc.setfsuid(ids[0])
+    old_uid, old_gid = os.geteuid(), os.getegid()  # the fs ids follow the effective ones
     try:
+        sc.setfsgid(ids[1])
+        sc.setfsuid(ids[0])
         caps = sc.capget()
         sc.capset(effective, caps.permitted, caps.inheritable)
         yield
