@@ -648,8 +648,8 @@ def check_sandboxes(run: Run, units: Units, where: str) -> dict[str, str]:
             key = "" if V2 else controller
             assert memberships.get(key) == f"/{rel}", f"{where}: {name}'s {controller} cgroup"
         # A sandbox whose unit leaves pids_max out has the default (README), a slice none.
-        pids = SANDBOX_PIDS_MAX if box.pids_max is None else box.pids_max
-        check_limits(rel, box.memory_max, pids)
+        pids_max = SANDBOX_PIDS_MAX if box.pids_max is None else box.pids_max
+        check_limits(rel, box.memory_max, pids_max)
         if box.attached:
             eth0[name] = nsenter(pid, "-n", "ip", "-j", "-4", "addr", "show", "dev", "eth0")
         else:
