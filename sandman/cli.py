@@ -353,6 +353,21 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     )
     imported.add_argument("name", metavar="NAME", help="the image's name")
     imported.add_argument("source", metavar="SOURCE", help="a tarball or a directory")
+    imported.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        type=_size_argument,
+        default=64 * 1024**3,
+        help="refuse a tarball whose files hold more than SIZE bytes (K, M, G, T suffixes; "
+        "default 64G); the free space of the image dir bounds it too",
+    )
+    imported.add_argument(
+        "--max-files",
+        metavar="N",
+        type=_count_argument,
+        default=1_000_000,
+        help="refuse a tarball of more than N members (default 1000000)",
+    )
     _json_option(imported, "the image")
     remove = actions.add_parser(
         "remove", parents=[paths], help="remove an image", description="Remove image NAME."
@@ -366,6 +381,24 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     _json_option(remove, "the result")
     for action in (busybox, imported, remove):
         action.set_defaults(module="images")
+
+
+def _size_argument(text: str) -> int:
+    from sandman.units.scalars import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError("a size of at least 1 byte, e.g. 100G")
+    return size
+
+
+def _count_argument(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; write a number, e.g. 2000000")
+    return int(text)
 
 
 VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {

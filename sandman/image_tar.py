@@ -6,6 +6,13 @@ all. So every member is checked here just before it is written (the checks look 
 members left on disk): no absolute name, no `..`, no path through a symlink, no hard link to
 anything but a regular file of the image. Ownership comes from the archive's numbers, not from
 the host's user names. Device nodes are skipped: sandman builds each sandbox's /dev itself.
+
+An archive is bounded before a byte of a member is written (a tar bomb, or a small .gz or .xz
+that inflates to terabytes): the sum of its files' sizes (as the headers give them, which is
+what extraction writes, so compression does not matter) may not pass `Bounds.max_size` nor the
+free space of the image dir's file system, and the number of members may not pass
+`Bounds.max_files` nor its free inodes. Either is refused with the archive and the limit named,
+and the partial image is removed by the caller (images._build).
 """
 
 from __future__ import annotations
@@ -16,25 +23,44 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from sandman.errors import ImageError
 
 # What a damaged or foreign file raises while being read as a (compressed) tar archive.
 _DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 _SHOWN = 5  # skipped device nodes named in the note
+# A default far above any root file system (a Debian with a desktop is under 10G and 300,000
+# files), yet a bound: `image import --max-size` and `--max-files` raise it.
+DEFAULT_MAX_SIZE = 64 * 1024**3
+DEFAULT_MAX_FILES = 1_000_000
 
 
-def extract(name: str, path: str, archive: str, dest: str, report: Callable[[str], None]) -> None:
+class Bounds(NamedTuple):
+    """What one import may write: bytes of file content, and members."""
+
+    max_size: int = DEFAULT_MAX_SIZE
+    max_files: int = DEFAULT_MAX_FILES
+
+
+def extract(
+    name: str,
+    path: str,
+    archive: str,
+    dest: str,
+    report: Callable[[str], None],
+    *,
+    bounds: Bounds | None = None,
+) -> None:
     """Extract ARCHIVE (plain, .gz, .xz or .bz2) into DEST for image NAME at PATH."""
-    checker = _Checker(name, path, archive, dest)
+    checker = _Checker(name, path, archive, dest, _Budget.of(dest, bounds or Bounds()))
     # Where tarfile has filters, "fully_trusted" keeps modes as they are (the checks are ours);
     # without it, Python 3.14 would apply the "data" filter.
     options: dict[str, Any] = {"numeric_owner": True}
     if hasattr(tarfile, "fully_trusted_filter"):
         options["filter"] = "fully_trusted"
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r:*", tarinfo=_BoundedInfo) as tar:
             tar.extractall(dest, members=checker.members(tar), **options)
     except _DAMAGED as exc:
         raise ImageError(
@@ -50,14 +76,76 @@ def extract(name: str, path: str, archive: str, dest: str, report: Callable[[str
     report(f"extracted {checker.count} entries from {archive}")
 
 
+# Extended headers (pax records, GNU long names) are read whole into memory by tarfile before the
+# member is seen; a real one is a few kilobytes (xattrs are at most 64K on ext4).
+_HEADER_MAX = 16 * 1024**2
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an extended header too large to read into memory."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > _HEADER_MAX:
+            raise tarfile.HeaderError(
+                f"an extended header of {_human(self.size)} (at most {_human(_HEADER_MAX)})"
+            )
+        result: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return result
+
+
+class _Budget(NamedTuple):
+    """The bounds of one import, with the room on the file system it writes to."""
+
+    bounds: Bounds
+    free_bytes: int | None  # None: the file system does not say (f_blocks 0)
+    free_inodes: int | None  # None: it does not count inodes (btrfs says 0)
+
+    @classmethod
+    def of(cls, dest: str, bounds: Bounds) -> _Budget:
+        room = os.statvfs(dest)
+        # f_bavail and f_favail leave the blocks and inodes reserved for the host's root alone.
+        free_bytes = room.f_bavail * room.f_frsize if room.f_blocks else None
+        free_inodes = room.f_favail if room.f_files else None
+        return cls(bounds, free_bytes, free_inodes)
+
+    def problem(self, size: int, count: int) -> str | None:
+        """Why SIZE bytes in COUNT members are too much, or None."""
+        if size > self.bounds.max_size:
+            return (
+                f"its files hold more than {_human(self.bounds.max_size)} (the --max-size "
+                "limit); if the image is meant to be that large, import it with a larger "
+                "--max-size"
+            )
+        if count > self.bounds.max_files:
+            return (
+                f"it has more than {self.bounds.max_files} members (the --max-files limit); if "
+                "the image is meant to be that large, import it with a larger --max-files"
+            )
+        if self.free_bytes is not None and size > self.free_bytes:
+            return f"its files hold more than the {_human(self.free_bytes)} free in the image dir"
+        if self.free_inodes is not None and count > self.free_inodes:
+            return f"it has more members than the {self.free_inodes} free inodes of the image dir"
+        return None
+
+
+def _human(size: int) -> str:
+    for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size >= factor:
+            return f"{size / factor:.4g}{suffix}"
+    return f"{size} bytes"
+
+
 class _Checker:
-    def __init__(self, name: str, path: str, archive: str, dest: str) -> None:
+    def __init__(self, name: str, path: str, archive: str, dest: str, budget: _Budget) -> None:
         self.name = name
         self.path = path
         self.archive = archive
         self.dest = dest
+        self.budget = budget
         self.skipped: list[str] = []
         self.count = 0
+        self.size = 0
 
     def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         # A generator: extractall writes each member before asking for the next, so each check
@@ -67,6 +155,7 @@ class _Checker:
                 yield member
 
     def _admit(self, member: tarfile.TarInfo) -> bool:
+        self._charge(member)
         parts = self._parts(member, member.name, "its name")
         if member.ischr() or member.isblk():
             self.skipped.append(member.name)
@@ -80,6 +169,19 @@ class _Checker:
         member.name = "/".join(parts) or "."
         self.count += 1
         return True
+
+    def _charge(self, member: tarfile.TarInfo) -> None:
+        """Count the member against the bounds before it is written: a regular file writes its
+        header's size (a hard link, a directory or a symlink no content)."""
+        if member.isreg():
+            self.size += member.size
+        problem = self.budget.problem(self.size, self.count + 1)
+        if problem:
+            raise ImageError(
+                self.name,
+                self.path,
+                f"{self.archive}: refused at member {member.name!r}: {problem}; nothing imported",
+            )
 
     def _parts(self, member: tarfile.TarInfo, name: str, what: str) -> list[str]:
         if name.startswith("/"):

@@ -26,9 +26,12 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandman.errors import ImageError
+
+if TYPE_CHECKING:
+    from sandman import image_tar
 
 Progress = Callable[[str], None]
 
@@ -168,10 +171,16 @@ def build_busybox(
 
 
 def import_image(
-    image_dir: str, name: str, source: str, *, progress: Progress | None = None
+    image_dir: str,
+    name: str,
+    source: str,
+    *,
+    progress: Progress | None = None,
+    bounds: image_tar.Bounds | None = None,
 ) -> ImageInfo:
     """An image from a tarball (plain, .gz, .xz, .bz2: `docker export`, Alpine minirootfs) or
-    a copy of a directory, keeping modes, ownership, symlinks and hard links."""
+    a copy of a directory, keeping modes, ownership, symlinks and hard links. A tarball is
+    extracted within BOUNDS (image_tar.Bounds(): the defaults)."""
     report = progress or _quiet
     path = image_path(image_dir, name)
     if os.path.isdir(source):
@@ -189,7 +198,10 @@ def import_image(
 
     report(f"extracting {source} into image {name}")
     return _build(
-        image_dir, name, report, lambda d: image_tar.extract(name, path, source, d, report)
+        image_dir,
+        name,
+        report,
+        lambda d: image_tar.extract(name, path, source, d, report, bounds=bounds),
     )
 
 

@@ -310,6 +310,7 @@ def _rootfs_plan(
         own_proc=ns.pid,
         own_sys=ns.net,
         own_ipc=ns.ipc,
+        shm_size=sandbox.unit.resources.shm_bytes(),
     )
 
 

@@ -48,7 +48,12 @@ def run_import(args: argparse.Namespace) -> int:
     _check_name(args.name)
     if not os.path.exists(args.source):
         raise UsageError(f"{args.source}: no such tarball or directory")
-    image = images.import_image(_image_dir(args), args.name, args.source, progress=_progress)
+    from sandman.image_tar import Bounds
+
+    bounds = Bounds(max_size=args.max_size, max_files=args.max_files)
+    image = images.import_image(
+        _image_dir(args), args.name, args.source, progress=_progress, bounds=bounds
+    )
     _result(args, image, "imported")
     return 0
 

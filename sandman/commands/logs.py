@@ -7,7 +7,8 @@ import os
 import sys
 import time
 
-from sandman.errors import UsageError
+from sandman.errors import StateError, UsageError
+from sandman.kernel import logfile
 from sandman.paths import Paths
 
 
@@ -15,9 +16,13 @@ def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     path = os.path.join(paths.log_dir, f"{args.name}.log")
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - read in a loop below when following
+        # The same refusals as when apply writes it: a planted link never shows another file.
+        fd = logfile.open_for_reading(path)
     except FileNotFoundError:
         raise UsageError(f"no log for {args.name!r}: `{path}` does not exist") from None
+    except logfile.LogFileError as exc:
+        raise StateError(path, str(exc.strerror)) from None
+    handle = os.fdopen(fd, "rb")
     with handle:
         out = sys.stdout.buffer
         while True:

@@ -67,6 +67,19 @@ class RootfsPlan:
     own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
     own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
     own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
+    shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """Who a target made in the root belongs to: `ids`, the host uid and gid of the sandbox's
+    root. When the root itself is the idmapped image (`idmapped`: bind and read-only modes with
+    a user namespace), a file made there by the host's root would have to be written with an
+    on-disk owner that the mount's id map cannot express (EOVERFLOW): it is then made with the
+    sandbox's root as file-system ids, which the map turns into the image's own root."""
+
+    ids: tuple[int, int]
+    idmapped: bool = False
 
 
 class MountError(OSError):
@@ -97,17 +110,18 @@ def mount_host_side(plan: RootfsPlan, userns: int | None) -> None:
         _mount_root(plan, userns)
     # Targets are made now, with the host's rights: inside, the sandbox's root may not own the
     # image's directories (they belong to ids its user namespace does not map).
+    owner = _Owner(plan.owner, idmapped=userns is not None and plan.mode != "overlay")
     for directory in ("/proc", "/sys", "/dev"):
         making = _step("rootfs", f"making `{directory}` in the root")
-        with making, _target(plan.stage, directory, owner=plan.owner):
+        with making, _target(plan.stage, directory, owner=owner):
             pass
     for mount in plan.mounts:
         step = f"mounting {mount.type} on `{mount.target}`"
         if mount.type in ("bind", "overlay"):
             with _step(mount.key, step):
-                _mount_from_host(plan.stage, mount, plan.owner)
+                _mount_from_host(plan.stage, mount, owner)
         else:
-            with _step(mount.key, step), _target(plan.stage, mount.target, owner=plan.owner):
+            with _step(mount.key, step), _target(plan.stage, mount.target, owner=owner):
                 pass
 
 
@@ -142,7 +156,7 @@ def _overlay_options(lower: tuple[str, ...], upper: str | None, work: str | None
     return options
 
 
-def _mount_from_host(stage: str, mount: Mount, owner: tuple[int, int]) -> None:
+def _mount_from_host(stage: str, mount: Mount, owner: _Owner) -> None:
     if mount.type == "bind":
         assert mount.source is not None
         is_dir = os.path.isdir(mount.source)
@@ -177,7 +191,7 @@ def _bind(source: str, target_fd: int, read_only: bool, userns: int | None = Non
 
 @contextlib.contextmanager
 def _target(
-    root: str, path: str, directory: bool = True, owner: tuple[int, int] | None = None
+    root: str, path: str, directory: bool = True, owner: _Owner | None = None
 ) -> Iterator[int]:
     """An O_PATH fd of `path` resolved inside `root`, made (as a directory or an empty file) when
     missing. Symlinks are followed as if `root` were `/`, so they cannot lead out of it."""
@@ -196,7 +210,7 @@ def _target(
         os.close(fd)
 
 
-def _ensure(root_fd: int, relative: str, directory: bool, owner: tuple[int, int] | None) -> None:
+def _ensure(root_fd: int, relative: str, directory: bool, owner: _Owner | None) -> None:
     try:
         os.close(sc.openat2(root_fd, relative, _PATH_FLAGS, 0, _IN_ROOT))
         return
@@ -205,16 +219,46 @@ def _ensure(root_fd: int, relative: str, directory: bool, owner: tuple[int, int]
     parent, _, name = relative.rpartition("/")
     parent_fd = sc.openat2(root_fd, parent or ".", _PATH_FLAGS | os.O_DIRECTORY, 0, _IN_ROOT)
     try:
-        if directory:
-            os.mkdir(name, 0o755, dir_fd=parent_fd)
-        else:
-            flags = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-            os.close(os.open(name, flags, 0o644, dir_fd=parent_fd))
+        if owner is not None and owner.idmapped:
+            with _fs_ids(owner.ids):
+                _make(parent_fd, name, directory)
+            return
+        _make(parent_fd, name, directory)
         if owner is not None:
             # Made by the host's root, but it is the sandbox's own, as if it had made it itself.
-            os.chown(name, *owner, dir_fd=parent_fd, follow_symlinks=False)
+            os.chown(name, *owner.ids, dir_fd=parent_fd, follow_symlinks=False)
     finally:
         os.close(parent_fd)
+
+
+def _make(parent_fd: int, name: str, directory: bool) -> None:
+    """NAME in the directory PARENT_FD (an O_PATH fd resolved inside the root): the name is a
+    single component and O_NOFOLLOW keeps a symlink raced into its place from being followed."""
+    if directory:
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+    else:
+        flags = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        os.close(os.open(name, flags, 0o644, dir_fd=parent_fd))
+
+
+@contextlib.contextmanager
+def _fs_ids(ids: tuple[int, int]) -> Iterator[None]:
+    """Create files as the host ids IDS. Changing the fsuid away from 0 drops the file-system
+    capabilities from the effective set (setfsuid(2)); they are raised again so that a directory
+    of the image owned by another id still takes the new entry, as it would for root."""
+    effective = sc.capget().effective
+    old_uid, old_gid = os.geteuid(), os.getegid()  # the fs ids follow the effective ones
+    try:
+        sc.setfsgid(ids[1])
+        sc.setfsuid(ids[0])
+        caps = sc.capget()
+        sc.capset(effective, caps.permitted, caps.inheritable)
+        yield
+    finally:
+        sc.setfsuid(old_uid)
+        sc.setfsgid(old_gid)
+        caps = sc.capget()
+        sc.capset(effective, caps.permitted, caps.inheritable)
 
 
 def open_stage(plan: RootfsPlan) -> int:
@@ -311,7 +355,9 @@ def _mount_dev(plan: RootfsPlan) -> None:
             "newinstance,ptmxmode=0666,mode=0620",
         )
     with _target(dev, "shm") as fd:
-        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        size = f",size={plan.shm_size}" if plan.shm_size else ""
+        options = f"mode=1777{size}"
+        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
     if plan.own_ipc:
         with _target(dev, "mqueue") as fd:
             sc.mount(

@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from sandman.kernel import rootfs
+from sandman.kernel import logfile, rootfs
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 
@@ -161,7 +161,8 @@ def start(spec: SpawnSpec) -> Started:
     """Fork the sandbox's first child and return at once. Its slow part (on cgroup v1, joining
     the cgroup waits for an RCU grace period) then runs while the caller starts other sandboxes;
     concurrent joins share grace periods. finish() or abandon() must follow."""
-    log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    # Never through a symlink or into another file's hard link: see logfile.py.
+    log_fd = logfile.open_for_append(spec.log_path)
     try:
         return _fork_first(spec, log_fd)
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, NoReturn, TypeAlias
 
 from sandman.capabilities import CAPABILITIES
@@ -279,6 +279,8 @@ for _name, _argtypes in {
     "inotify_init1": (ctypes.c_int,),
     "inotify_add_watch": (ctypes.c_int, _str, ctypes.c_uint32),
     "inotify_rm_watch": (ctypes.c_int, ctypes.c_int),
+    "setfsuid": (ctypes.c_uint32,),
+    "setfsgid": (ctypes.c_uint32,),
 }.items():
     getattr(_libc, _name).argtypes = _argtypes
     getattr(_libc, _name).restype = ctypes.c_int
@@ -432,6 +434,24 @@ def inotify_add_watch(fd: int, path: StrPath, mask: int) -> int:
 def inotify_rm_watch(fd: int, wd: int) -> None:
     result = _libc.inotify_rm_watch(_cint(fd, "fd"), _cint(wd, "wd"))
     _check(result, "inotify_rm_watch", f"watch {wd}")
+
+
+def setfsuid(uid: int) -> int:
+    """Set the calling thread's file-system uid; the previous one. setfsuid(2) reports no error,
+    so the result is read back (with -1, which only returns the current value) and compared."""
+    return _set_fs_id(_libc.setfsuid, "setfsuid", uid)
+
+
+def setfsgid(gid: int) -> int:
+    """Set the calling thread's file-system gid; the previous one (see setfsuid)."""
+    return _set_fs_id(_libc.setfsgid, "setfsgid", gid)
+
+
+def _set_fs_id(call: Callable[[int], int], name: str, value: int) -> int:
+    previous: int = call(_uint(value, "id"))
+    if call(0xFFFF_FFFF) != value:
+        raise _error(errno.EPERM, name, f"id {value}")
+    return previous
 
 
 def close_range(first: int, last: int = FD_LAST, flags: int = 0) -> None:

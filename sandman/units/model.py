@@ -35,6 +35,13 @@ KINDS = ("sandbox", "network", "slice")
 # kernel.cgroup_common.ROOT_SLICE too: validate must not load the kernel side (a test checks
 # the two agree, another that validate imports nothing of kernel/).
 ROOT_SLICE = "sandman"
+# What a sandbox gets when its unit says nothing (README, `NAME.sandbox.toml`).
+# 4096 processes and threads: far above what a service runs, yet a fork bomb stops at an eighth
+# of the kernel's default pid_max (32768), so a few runaway sandboxes cannot take the host's
+# last PIDs. podman used 4096 (now 2048); nspawn's 16384 is sized for booting a whole OS.
+DEFAULT_PIDS_MAX = 4096
+# /dev/shm as Docker makes it: 64M, where a bare tmpfs would take half of the host's RAM.
+DEFAULT_SHM_SIZE = 64 * 1024**2
 # TOML arrays arrive as lists; the models hold tuples (immutable) but keep their items strict.
 LAX = Strict(False)
 
@@ -242,6 +249,27 @@ def _nearest_capability(item: object) -> str | None:
     return close[0] if close else None
 
 
+def _count_or_max(value: Any) -> Any:
+    """A limit count, or "max" (no limit), held as None as the cgroup drivers take it."""
+    if value == "max":
+        return None
+    if isinstance(value, str):
+        raise ValueError(f'{value!r} is not a count; write an integer, e.g. 512, or "max"')
+    return value
+
+
+def _size_or_max(value: Any) -> int | str:
+    if value == "max":
+        return "max"
+    try:
+        size = scalars.parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc}, or "max"') from None
+    if size == 0:
+        raise ValueError('0 bytes is no room at all; write a size, e.g. "64M", or "max"')
+    return size
+
+
 _STR_SCHEMA = {"type": "string"}
 Hostname = Annotated[str, BeforeValidator(_hostname), WithJsonSchema(_STR_SCHEMA)]
 ImageName = Annotated[
@@ -319,6 +347,25 @@ Capabilities = Annotated[
         }
     ),
 ]
+PidsMax = Annotated[
+    Annotated[int, Field(ge=1)] | None,
+    BeforeValidator(_count_or_max),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "max"}]}),
+]
+ShmSize = Annotated[
+    int | Literal["max"] | None,
+    BeforeValidator(_size_or_max),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": r"^\s*\d+\s*[KMGTkmgt]?\s*$"},
+                {"const": "max"},
+            ],
+            "description": 'a size, e.g. "64M", or "max": the kernel\'s tmpfs default, half of RAM',
+        }
+    ),
+]
 Id = Annotated[int, Field(ge=0, le=ID_MAX)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weight = Annotated[int, Field(ge=1, le=10000)]
@@ -331,8 +378,24 @@ class Limits(Section):
     memory_high: Size | None = None
     cpu_max: CpuPercent | None = None
     cpu_weight: Weight | None = None
-    pids_max: Annotated[int, Field(ge=1)] | None = None
+    pids_max: PidsMax = None
     io_weight: Weight | None = None
+
+
+class Resources(Limits):
+    """A sandbox's `[resources]`: its cgroup's limits, with a default PID limit, and the size of
+    its /dev/shm."""
+
+    pids_max: PidsMax = DEFAULT_PIDS_MAX
+    # None is the default, DEFAULT_SHM_SIZE: kept out of the canonical unit so that sandboxes
+    # applied before this key existed are not recreated for it (it is not live).
+    shm_size: ShmSize = None
+
+    def shm_bytes(self) -> int | None:
+        """The /dev/shm tmpfs size in bytes; None: the kernel's default (half of RAM)."""
+        if self.shm_size is None:
+            return DEFAULT_SHM_SIZE
+        return None if self.shm_size == "max" else self.shm_size
 
 
 class SandboxSection(Section):
@@ -443,7 +506,7 @@ class SandboxUnit(Section):
     idmap: IdMap | None = None
     mount: Annotated[tuple[Mount, ...], LAX] = ()
     network: SandboxNetwork | None = None
-    resources: Limits = Limits()
+    resources: Resources = Resources()
     security: Security = Security()
 
 

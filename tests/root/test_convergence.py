@@ -71,6 +71,7 @@ pytestmark = pytest.mark.root
 EXAMPLES = int(os.environ.get("SANDMAN_CONVERGENCE_EXAMPLES", "200"))
 SEED = os.environ.get("SANDMAN_CONVERGENCE_SEED")  # other examples than CI's, reproducibly
 MiB = 1 << 20
+SANDBOX_PIDS_MAX = 4096
 
 # ---------------------------------------------------------------------------------------------
 # A model of the unit directory
@@ -640,7 +641,9 @@ def check_sandboxes(run: Run, units: Units, where: str) -> dict[str, str]:
         for controller in ("memory", "pids"):
             key = "" if V2 else controller
             assert memberships.get(key) == f"/{rel}", f"{where}: {name}'s {controller} cgroup"
-        check_limits(rel, box.memory_max, box.pids_max)
+        # A sandbox whose unit leaves pids_max out has the default (README), a slice none.
+        pids_max = SANDBOX_PIDS_MAX if box.pids_max is None else box.pids_max
+        check_limits(rel, box.memory_max, pids_max)
         if box.attached:
             eth0[name] = nsenter(pid, "-n", "ip", "-j", "-4", "addr", "show", "dev", "eth0")
         else:

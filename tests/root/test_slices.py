@@ -38,6 +38,7 @@ __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 CGROUP_ROOT = "/sys/fs/cgroup"
 V2 = os.path.isfile(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
 MiB = 1 << 20
+SANDBOX_PIDS_MAX = 4096  # a sandbox's default pids_max (README); a slice has no default limit
 PAGE = os.sysconf("SC_PAGE_SIZE")
 V1_NO_MEMORY_LIMIT = str((2**63 - 1) // PAGE * PAGE)  # PAGE_COUNTER_MAX pages, as v1 shows it
 
@@ -229,8 +230,8 @@ def test_sandbox_limits_are_in_the_kernel_files(sm: Sandman) -> None:
     )
     assert read_files(rel, expected) == expected
     check_io_weight(rel, 300)
-    # A sandbox without [resources] has no limit and the default weights.
-    unlimited = limit_files()
+    # A sandbox without [resources] has no limit but the default pids_max, and default weights.
+    unlimited = limit_files(pids_max=SANDBOX_PIDS_MAX)
     assert read_files(f"{sm.base}/free", unlimited) == unlimited
     check_io_weight(f"{sm.base}/free", 100)
     # The init is in that cgroup, in every controller sandman uses.
@@ -324,8 +325,8 @@ def test_a_live_limit_change_rewrites_the_files_and_keeps_the_init(sm: Sandman) 
     assert sm.init("w") == init and alive(*init)
     slice_files = limit_files(memory_max=512 * MiB, cpu_weight=50)
     assert read_files(f"{sm.base}/s", slice_files) == slice_files
-    # pids_max left out of the unit is no limit again.
-    sandbox_files = limit_files(memory_max=48 * MiB, cpu_percent=30)
+    # pids_max left out of the unit is the default again.
+    sandbox_files = limit_files(memory_max=48 * MiB, cpu_percent=30, pids_max=SANDBOX_PIDS_MAX)
     assert read_files(f"{sm.base}/s/w", sandbox_files) == sandbox_files
     assert "No changes" in sm.run("plan", str(sm.units)).out
 
@@ -344,7 +345,8 @@ def test_lowering_a_slice_and_its_sandbox_cpu_max_together_applies(sm: Sandman) 
     sm.apply()
     assert sm.init("w") == init and alive(*init)
     assert read_files(f"{sm.base}/s", limit_files(cpu_percent=50)) == limit_files(cpu_percent=50)
-    assert read_files(f"{sm.base}/s/w", limit_files(cpu_percent=40)) == limit_files(cpu_percent=40)
+    sandbox_files = limit_files(cpu_percent=40, pids_max=SANDBOX_PIDS_MAX)
+    assert read_files(f"{sm.base}/s/w", sandbox_files) == sandbox_files
     assert "No changes" in sm.run("plan", str(sm.units)).out
 
 
@@ -473,7 +475,9 @@ def test_slice_limits_bind_the_sandboxes_inside_them(sm: Sandman) -> None:
     sm.write("hungry", unit(command=("sh", "-c", ALLOCATE_64M), sandbox=in_slice("inner")))
     sm.apply()
     for rel in ("few/forker", "slow/busy", "outer/inner/hungry", "outer/inner"):
-        assert read_files(f"{sm.base}/{rel}", limit_files()) == limit_files(), rel
+        # The sandboxes have only their default pids_max (above `few`'s 5), the slice none.
+        files = limit_files(pids_max=None if rel == "outer/inner" else SANDBOX_PIDS_MAX)
+        assert read_files(f"{sm.base}/{rel}", files) == files, rel
 
     forks = wait_for(lambda: _log_with(sm, "forker", "loop ended"), "the fork loop")
     assert "can't fork" in forks or "Resource temporarily unavailable" in forks, forks

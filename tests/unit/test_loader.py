@@ -76,7 +76,12 @@ def test_sandbox_defaults(tmp_path: pathlib.Path) -> None:
     assert web.veth is None
     assert web.address is None
     assert web.address6 is None
-    assert all(value is None for value in unit.resources.model_dump().values())
+    # Bounded by default (README): 4096 PIDs, a 64M /dev/shm; no memory limit.
+    limits = unit.resources.model_dump()
+    assert limits.pop("pids_max") == 4096
+    assert limits.pop("shm_size") is None
+    assert unit.resources.shm_bytes() == 64 * 1024**2
+    assert all(value is None for value in limits.values())
     assert unit.security.capabilities == "default"
     assert unit.security.no_new_privileges is True
     assert unit.security.seccomp == "default"
