@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from sandman.apply.sandboxes import ALLOWED_DEVICES
 from sandman.kernel import cgroup as cg
 from sandman.kernel import device_filter as df
 
 CHAR, BLOCK = df.BPF_DEVCG_DEV_CHAR, df.BPF_DEVCG_DEV_BLOCK
 M, R, W = df.BPF_DEVCG_ACC_MKNOD, df.BPF_DEVCG_ACC_READ, df.BPF_DEVCG_ACC_WRITE
-SANDBOX_RULES = (  # sandman.apply.sandboxes.ALLOWED_DEVICES, the set the sandboxes get
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-)
+SANDBOX_RULES = ALLOWED_DEVICES  # the set the sandboxes get
 
 
 def test_rules_parse_into_types_numbers_and_access_bits() -> None:
