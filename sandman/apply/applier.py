@@ -204,8 +204,8 @@ _STEP_KEYS = {"limits": "resources", "ports": "network.ports", "network": "netwo
 
 
 def _write_limits(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
-    cgroup = record.runtime.get("cgroup")
-    if isinstance(cgroup, str):
+    cgroup = record.runtime.cgroup
+    if cgroup is not None:
         for warning in ctx.cgroups.set_limits(cgroup, cgroup_limits(sandbox.unit.resources)):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
 
@@ -215,7 +215,7 @@ def _write_ports(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> 
 
 
 def _reattach(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
-    networks.attach(ctx, sandbox, int(record.runtime["pid"]))
+    networks.attach(ctx, sandbox, record.runtime.pid)
 
 
 def _record_only(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:

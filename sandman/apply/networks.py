@@ -9,7 +9,7 @@ from typing import Any
 
 from sandman.apply import faults
 from sandman.apply.context import ApplyContext
-from sandman.observe.facts import Record
+from sandman.observe.facts import Record, Runtime
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredNetwork, DesiredSandbox
 
@@ -34,7 +34,7 @@ def _ensure_nat(ctx: ApplyContext, network: DesiredNetwork) -> None:
 def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
     _ensure_nat(ctx, network)
     faults.step(f"network/{network.name}: NAT rules written")
-    record = record_of("network", network.name, network.canonical(), {"bridge": network.bridge})
+    record = record_of("network", network.name, network.canonical(), Runtime(bridge=network.bridge))
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record
@@ -45,8 +45,8 @@ def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None
     with the last network, the instance's table (only once no bridge needs its loopback guard)."""
     from sandman.kernel import links, nat
 
-    bridge = record.runtime.get("bridge") or record.unit.get("resolved", {}).get("bridge")
-    if isinstance(bridge, str):
+    bridge = record.runtime.bridge or record.network.bridge
+    if bridge is not None:
         links.delete_link(bridge)
         faults.step(f"network/{record.name}: bridge removed")
     if not ctx.table_goes:
@@ -61,7 +61,7 @@ def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None
 def _subnet(record: Record) -> Any:
     from ipaddress import IPv4Network
 
-    return IPv4Network(record.unit.get("network", {}).get("subnet", "0.0.0.0/32"))
+    return IPv4Network(record.network.subnet)
 
 
 def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
@@ -106,12 +106,11 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
 def detach(ctx: ApplyContext, record: Record) -> None:
     """The sandbox's port forwards go now (unless the whole table goes with the last network
     of this apply, one request for all), its veth at the end of the apply (settle_veths)."""
-    if record.unit.get("network"):
+    if record.sandbox.network:
         if not ctx.table_goes:
             detach_sandbox(ctx, record.name)
-        veth = record.unit.get("resolved", {}).get("veth")
-        if isinstance(veth, str):
-            ctx.stopped_veths.append(veth)
+        if record.sandbox.veth is not None:
+            ctx.stopped_veths.append(record.sandbox.veth)
 
 
 # How long the kernel gets to delete stopped sandboxes' veths with their netns, in seconds.
@@ -128,9 +127,7 @@ def settle_veths(ctx: ApplyContext) -> None:
     from sandman.kernel import links
 
     in_use = {  # a recreated sandbox's new veth has its old one's name
-        record.unit.get("resolved", {}).get("veth")
-        for (kind, _), record in ctx.records.items()
-        if kind == "sandbox"
+        record.sandbox.veth for (kind, _), record in ctx.records.items() if kind == "sandbox"
     }
     pending = [n for n in ctx.stopped_veths if n not in in_use and _link_exists(n)]
     deadline = time.monotonic() + VETH_SETTLE

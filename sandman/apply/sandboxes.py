@@ -13,14 +13,12 @@ import shutil
 import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sandman.apply import faults, ids, networks
+from sandman.apply.confinement import confinement_of
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
-from sandman.capabilities import PRESETS
 from sandman.errors import ApplyError
-from sandman.kernel import security
 from sandman.kernel import syscalls as sc
 from sandman.kernel.cgroup_common import LimitError
 from sandman.kernel.rootfs import Mount, RootfsPlan
@@ -29,8 +27,8 @@ from sandman.kernel.spawn import abandon as spawn_abandon
 from sandman.kernel.spawn import finish as spawn_finish
 from sandman.kernel.spawn import start as spawn_start
 from sandman.observe import procs
-from sandman.observe.facts import Record
-from sandman.observe.records import record_of, remove_record, write_record
+from sandman.observe.facts import IdRanges, Record, Runtime
+from sandman.observe.records import record_of, remove_record, sandbox_declared, write_record
 from sandman.units.desired import DesiredSandbox
 
 # The nodes of the sandbox's /dev (null, zero, full, random, urandom, tty, ptmx) and its ptys.
@@ -247,8 +245,8 @@ def _kept_range(ctx: ApplyContext, sandbox: DesiredSandbox) -> int | None:
     pinned beside its data (its files belong to those ids, whatever came and went between),
     unless another sandbox holds it now."""
     previous = ctx.records.get(("sandbox", sandbox.name))
-    kept = previous.runtime.get("auto_ids") if previous else None
-    if isinstance(kept, int):
+    kept = previous.runtime.auto_ids if previous else None
+    if kept is not None:
         return kept
     if not sandbox.unit.rootfs.persistent:
         return None
@@ -273,9 +271,9 @@ def _taken_ids(ctx: ApplyContext, name: str) -> list[tuple[int, int]]:
         if declared:
             taken += [(outside, count) for _, outside, count in (*declared[0], *declared[1])]
     for record in ctx.records.values():
-        mapping = record.runtime.get("idmap") or {}
-        for _, outside, count in (*mapping.get("uid", ()), *mapping.get("gid", ())):
-            taken.append((outside, count))
+        mapping = record.runtime.idmap
+        if mapping is not None:
+            taken += [(outside, count) for _, outside, count in (*mapping.uid, *mapping.gid)]
     return taken
 
 
@@ -396,32 +394,21 @@ def _spawn_spec(
     for name, flag in _FLAGS.items():
         if getattr(unit.namespaces, name):
             flags |= flag
-    uid, gid = (int(x) for x in unit.sandbox.user.split(":"))
-    capabilities = unit.security.capabilities
-    kept = PRESETS[capabilities] if isinstance(capabilities, str) else capabilities
     time_offsets = None
     if unit.namespaces.time:
         offsets = unit.time
         time_offsets = (offsets.monotonic_offset, offsets.boottime_offset) if offsets else (0, 0)
-    before_user, after_user = security.steps(
-        unit.security.seccomp, kept, unit.security.no_new_privileges
-    )
     return SpawnSpec(
         name=sandbox.name,
         command=unit.sandbox.command,
-        environment=dict(unit.sandbox.environment),
+        confinement=confinement_of(sandbox_declared(sandbox.canonical())),
         namespaces=flags,
         rootfs=plan,
         log_path=os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
         hostname=sandbox.hostname if unit.namespaces.uts else None,
-        uid=uid,
-        gid=gid,
-        working_directory=unit.sandbox.working_directory,
         idmap=idmap,
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
-        setup_inside=before_user,
-        finish_inside=after_user,
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
         timeout=spawn_timeout(),
         pauses=faults.pauses(f"sandbox/{sandbox.name}"),
@@ -450,25 +437,24 @@ def _record(
     plan: RootfsPlan,
 ) -> Record:
     start = procs.start_time(pid) or 0
-    runtime_facts: dict[str, Any] = {
-        "pid": pid,
-        "start_time": start,
-        "started_at": round(procs.started_at(start), 3),
-        "cgroup": cgroup,
-        "namespaces": procs.namespace_inodes(pid),
-        "runtime_dir": runtime,
-        "rootfs": plan.source,
-        "upper": plan.upper if plan.mode == "overlay" else None,
-        "log": os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
-        "idmap": None if idmap is None else {"uid": idmap.uid, "gid": idmap.gid},
-        "environment": dict(sandbox.unit.sandbox.environment),
-        "user": sandbox.unit.sandbox.user,
-    }
-    if sandbox.unit.network is not None:
-        runtime_facts["bridge"] = ctx.desired.networks[sandbox.unit.network.attach].bridge
-    if idmap is not None and ids.declared_ranges(sandbox) is None:
-        runtime_facts["auto_ids"] = idmap.uid[0][1]
-    return record_of("sandbox", sandbox.name, sandbox.canonical(), runtime_facts)
+    network = sandbox.unit.network
+    facts = Runtime(
+        pid=pid,
+        start_time=start,
+        started_at=round(procs.started_at(start), 3),
+        cgroup=cgroup,
+        namespaces=procs.namespace_inodes(pid),
+        runtime_dir=runtime,
+        rootfs=plan.source,
+        upper=plan.upper if plan.mode == "overlay" else None,
+        log=os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
+        idmap=None if idmap is None else IdRanges(idmap.uid, idmap.gid),
+        auto_ids=idmap.uid[0][1] if idmap and ids.declared_ranges(sandbox) is None else None,
+        environment=dict(sandbox.unit.sandbox.environment),
+        user=sandbox.unit.sandbox.user,
+        bridge=None if network is None else ctx.desired.networks[network.attach].bridge,
+    )
+    return record_of("sandbox", sandbox.name, sandbox.canonical(), facts)
 
 
 def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> None:
@@ -476,32 +462,19 @@ def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> Non
     dir and the record. The persistent upper dir, when there is one, stays."""
     runtime = record.runtime
     networks.detach(ctx, record)
-    timeout = _stop_timeout(record)
-    pid, start = int(runtime.get("pid", 0)), int(runtime.get("start_time", 0))
-    if procs.is_running(pid, start):
-        _terminate(pid, timeout)
+    if procs.is_running(runtime.pid, runtime.start_time):
+        _terminate(runtime.pid, record.sandbox.stop_seconds())
         faults.step(f"sandbox/{record.name}: init stopped")
-    cgroup = runtime.get("cgroup")
-    if isinstance(cgroup, str):
-        _remove_cgroup(ctx, cgroup)
+    if runtime.cgroup is not None:
+        _remove_cgroup(ctx, runtime.cgroup)
         faults.step(f"sandbox/{record.name}: cgroup removed")
-    runtime_dir = runtime.get("runtime_dir")
-    if isinstance(runtime_dir, str) and runtime_dir.startswith(ctx.paths.state_dir):
+    runtime_dir = runtime.runtime_dir
+    if runtime_dir is not None and runtime_dir.startswith(ctx.paths.state_dir):
         shutil.rmtree(runtime_dir, ignore_errors=True)
         faults.step(f"sandbox/{record.name}: runtime dir removed")
     if not keep_record:
         remove_record(ctx.paths.state_dir, "sandbox", record.name)
         ctx.records.pop(record.key, None)
-
-
-def _stop_timeout(record: Record) -> float:
-    from sandman.units.scalars import parse_duration_ns
-
-    text = record.unit.get("sandbox", {}).get("stop_timeout", "5s")
-    try:
-        return parse_duration_ns(text) / 1e9
-    except ValueError:
-        return 5.0
 
 
 def _terminate(pid: int, timeout: float) -> None:
@@ -541,7 +514,7 @@ def taint(ctx: ApplyContext, record: Record) -> Record:
 
 def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> Record:
     """After an in-place update: the new unit, the same running init."""
-    record = record_of("sandbox", sandbox.name, sandbox.canonical(), dict(old.runtime))
+    record = record_of("sandbox", sandbox.name, sandbox.canonical(), old.runtime)
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record

@@ -10,7 +10,7 @@ from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
 from sandman.kernel.cgroup_common import LimitError
-from sandman.observe.facts import Record
+from sandman.observe.facts import Record, Runtime
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredSlice
 
@@ -33,15 +33,15 @@ def update(ctx: ApplyContext, item: DesiredSlice) -> Record:
     for warning in warnings:
         ctx.progress.note(f"slice/{item.name}: {warning}")
     faults.step(f"slice/{item.name}: limits written")
-    record = record_of("slice", item.name, item.canonical(), {"cgroup": path})
+    record = record_of("slice", item.name, item.canonical(), Runtime(cgroup=path))
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record
 
 
 def destroy(ctx: ApplyContext, record: Record) -> None:
-    path = record.runtime.get("cgroup")
-    if isinstance(path, str) and ctx.cgroups.exists(path):
+    path = record.runtime.cgroup
+    if path is not None and ctx.cgroups.exists(path):
         ctx.cgroups.kill(path)
         ctx.cgroups.remove(path)
         faults.step(f"slice/{record.name}: cgroup removed")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from sandman.capabilities import PRESETS
+from sandman.apply.confinement import confinement_of
 from sandman.errors import SandmanError, UsageError
-from sandman.kernel import sealed, security
+from sandman.kernel import sealed
 from sandman.kernel.enter import EnterSpec
-from sandman.kernel.spawn import DEFAULT_PATH
 from sandman.observe import procs
+from sandman.observe.facts import Record
 from sandman.observe.records import read_records
 from sandman.paths import Paths
 
@@ -32,10 +32,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if record is None:
         raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
-    pid, start = int(record.runtime.get("pid", 0)), int(record.runtime.get("start_time", 0))
-    if not procs.is_running(pid, start):
+    if not procs.is_running(record.runtime.pid, record.runtime.start_time):
         raise SandmanError(f"sandbox {args.name!r} is not running; `sandman apply` starts it again")
-    spec = _spec(record.runtime, record.unit, pid, tuple(command), paths.tag)
+    spec = _spec(record, tuple(command), paths.tag)
     from sandman.kernel import terminal
 
     try:
@@ -44,32 +43,13 @@ def run(args: argparse.Namespace) -> int:
         raise SandmanError(f"exec into {args.name!r}: {exc}") from exc
 
 
-def _spec(
-    runtime: dict[str, object],
-    unit: dict[str, object],
-    pid: int,
-    command: tuple[str, ...],
-    tag: str,
-) -> EnterSpec:
-    sandbox = unit.get("sandbox") if isinstance(unit.get("sandbox"), dict) else {}
-    assert isinstance(sandbox, dict)
-    user = str(runtime.get("user") or sandbox.get("user", "0:0"))
-    uid, gid = (int(x) for x in user.split(":"))
-    env = {
-        "PATH": DEFAULT_PATH,
-        "HOME": "/root" if uid == 0 else "/",
-        "container": "sandman",
-        "TERM": os.environ.get("TERM", "dumb"),
-    }
-    env.update(sandbox.get("environment") or {})
-    security_unit = unit.get("security") if isinstance(unit.get("security"), dict) else {}
-    assert isinstance(security_unit, dict)
-    caps = security_unit.get("capabilities", "default")
-    kept = PRESETS[caps] if isinstance(caps, str) else tuple(caps)
-    no_new_privileges = bool(security_unit.get("no_new_privileges", True))
-    cgroup = runtime.get("cgroup")
+def _spec(record: Record, command: tuple[str, ...], tag: str) -> EnterSpec:
+    """What the command takes: the init's confinement (its user and environment as it took
+    them), its cgroup."""
+    runtime = record.runtime
+    cgroup = runtime.cgroup
     join = None
-    if isinstance(cgroup, str):
+    if cgroup is not None:
         from sandman.kernel.cgroup import driver_for
         from sandman.units.names import cgroup_root
 
@@ -78,17 +58,12 @@ def _spec(
         def join(child: int) -> None:
             driver.join(cgroup, child)
 
-    before_user, after_user = security.steps(
-        str(security_unit.get("seccomp", "default")), kept, no_new_privileges
-    )
     return EnterSpec(
-        pid=pid,
+        pid=runtime.pid,
         command=command,
-        environment=env,
-        uid=uid,
-        gid=gid,
-        working_directory=str(sandbox.get("working_directory", "/")),
+        confinement=confinement_of(
+            record.sandbox, runtime.user, runtime.environment if runtime.user else None
+        ),
+        term=os.environ.get("TERM", "dumb"),
         join_cgroup=join,
-        setup_inside=before_user,
-        finish_inside=after_user,
     )

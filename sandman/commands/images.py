@@ -83,7 +83,7 @@ def _refuse_if_used(args: argparse.Namespace, image_dir: str) -> None:
     users = sorted(
         f"sandbox/{record.name}"
         for record in read_records(state_dir)
-        if record.kind == "sandbox" and record.runtime.get("rootfs") == path
+        if record.kind == "sandbox" and record.runtime.rootfs == path
     )
     if users:
         raise ImageError(

@@ -26,18 +26,17 @@ def run(args: argparse.Namespace) -> int:
     if record is None:
         raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
     report = sandbox_status(record, actual, paths.tag)
-    unit, runtime = record.unit, record.runtime
-    sandbox = unit.get("sandbox") or {}
+    declared, runtime = record.sandbox, record.runtime
     report |= {
-        "description": sandbox.get("description"),
-        "command": sandbox.get("command"),
-        "user": sandbox.get("user"),
-        "rootfs_mode": (unit.get("rootfs") or {}).get("mode"),
-        "cgroup": runtime.get("cgroup"),
-        "limits": {k: v for k, v in (unit.get("resources") or {}).items() if k in _LIMITS},
+        "description": declared.description,
+        "command": list(declared.command),
+        "user": declared.user,
+        "rootfs_mode": declared.rootfs_mode,
+        "cgroup": runtime.cgroup,
+        "limits": {k: v for k, v in declared.resources.items() if k in _LIMITS},
         "restarts": read_counts(paths.state_dir).get(record.name, 0),
         "processes": _processes(report["pid"]) if report["pid"] else [],
-        "log": str(runtime.get("log") or os.path.join(paths.log_dir, f"{args.name}.log")),
+        "log": runtime.log or os.path.join(paths.log_dir, f"{args.name}.log"),
     }
     report["log_tail"] = _tail(report["log"], args.lines)
     if args.json:

@@ -46,28 +46,26 @@ def sorted_records(actual: ActualState, kind: str) -> list[Record]:
 
 
 def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any]:
-    runtime, unit = record.runtime, record.unit
+    runtime, declared = record.runtime, record.sandbox
     drift = [str(d) for d in actual.drift.get(record.key, ())]
     running = not any(d.startswith("init:") for d in drift)
-    resolved = unit.get("resolved", {})
-    network = unit.get("network") or {}
     return {
         "name": record.name,
-        "description": unit.get("sandbox", {}).get("description"),
+        "description": declared.description,
         "state": "tainted" if record.tainted else ("running" if running else "exited"),
-        "pid": runtime.get("pid") if running else None,
-        "started_at": runtime.get("started_at"),
-        "slice": unit.get("sandbox", {}).get("slice"),
+        "pid": runtime.pid if running else None,
+        "started_at": runtime.started_at,
+        "slice": declared.slice,
         # The slice's real cgroup (the instance's base and the slices above the sandbox).
-        "slice_cgroup": _parent(runtime.get("cgroup")),
-        "image": (unit.get("rootfs") or {}).get("image") or (unit.get("rootfs") or {}).get("path"),
+        "slice_cgroup": _parent(runtime.cgroup),
+        "image": declared.image,
         "network": {
-            "address": resolved.get("address"),
-            "address6": resolved.get("address6"),
-            "ports": network.get("ports", []),
+            "address": declared.address,
+            "address6": declared.address6,
+            "ports": [port._asdict() for port in declared.ports],
         },
-        "namespaces": [k for k, v in (unit.get("namespaces") or {}).items() if v],
-        "usage": _usage(runtime.get("cgroup"), tag) if running else {},
+        "namespaces": list(declared.namespaces),
+        "usage": _usage(runtime.cgroup, tag) if running else {},
         "drift": drift,
     }
 
@@ -85,19 +83,17 @@ def _usage(cgroup: object, tag: str) -> dict[str, Any]:
 
 
 def network_status(record: Record, actual: ActualState) -> dict[str, Any]:
-    resolved = record.unit.get("resolved", {})
+    network = record.network
     members = [
-        r.name
-        for r in sorted_records(actual, "sandbox")
-        if (r.unit.get("network") or {}).get("attach") == record.name
+        r.name for r in sorted_records(actual, "sandbox") if r.sandbox.network == record.name
     ]
     return {
         "name": record.name,
-        "bridge": resolved.get("bridge"),
-        "subnet": record.unit.get("network", {}).get("subnet"),
-        "subnet6": record.unit.get("network", {}).get("subnet6"),
-        "gateway": resolved.get("gateway"),
-        "nat": record.unit.get("network", {}).get("nat"),
+        "bridge": network.bridge,
+        "subnet": network.subnet,
+        "subnet6": network.subnet6,
+        "gateway": network.gateway,
+        "nat": network.nat,
         "members": members,
         "drift": [str(d) for d in actual.drift.get(record.key, ())],
     }
@@ -106,9 +102,9 @@ def network_status(record: Record, actual: ActualState) -> dict[str, Any]:
 def slice_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any]:
     return {
         "name": record.name,
-        "path": record.unit.get("resolved", {}).get("path"),
-        "cgroup": record.runtime.get("cgroup"),
-        "usage": _usage(record.runtime.get("cgroup"), tag),
+        "path": record.slice.path,
+        "cgroup": record.runtime.cgroup,
+        "usage": _usage(record.runtime.cgroup, tag),
         "drift": [str(d) for d in actual.drift.get(record.key, ())],
     }
 

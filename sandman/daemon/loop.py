@@ -180,9 +180,9 @@ class Daemon:
         for record in records:
             if record.kind != "sandbox":
                 continue
-            init = Init(int(record.runtime.get("pid", 0)), int(record.runtime.get("start_time", 0)))
+            init = Init(record.runtime.pid, record.runtime.start_time)
             alive = procs.is_running(init.pid, init.start_time)
-            restart = str((record.unit.get("sandbox") or {}).get("restart", "no"))
+            restart = record.sandbox.restart
             found[record.name] = Sandbox(init, alive, restart)
         return found
 

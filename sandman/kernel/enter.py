@@ -28,10 +28,14 @@ import os
 import signal
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sandman.kernel import pty
 from sandman.kernel import syscalls as sc
+
+if TYPE_CHECKING:
+    from sandman.kernel.security import Confinement
 
 # Order matters: user first (it owns the others), mnt before the rest resolves no more paths.
 _ORDER = (
@@ -62,13 +66,9 @@ class EnterSpec:
 
     pid: int
     command: tuple[str, ...]
-    environment: dict[str, str]
-    uid: int = 0
-    gid: int = 0
-    working_directory: str = "/"
+    confinement: Confinement  # the init's (apply/confinement.py)
+    term: str = "dumb"  # the client's TERM, under the unit's environment
     join_cgroup: Callable[[int], None] | None = None
-    setup_inside: tuple[Callable[[], None], ...] = field(default=())  # before the user switch
-    finish_inside: tuple[Callable[[], None], ...] = field(default=())  # after it
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,8 @@ def _die_with(parent: int) -> None:
 
 def _confine(spec: EnterSpec) -> None:
     """The sandbox's confinement, in the init's order (see spawn.py), and non-dumpable again."""
-    os.chdir(spec.working_directory)  # as root of the namespace, as the init does
-    for setup in spec.setup_inside:
-        setup()
-    os.setgroups([])
-    os.setresgid(spec.gid, spec.gid, spec.gid)
-    os.setresuid(spec.uid, spec.uid, spec.uid)
-    for finish in spec.finish_inside:
-        finish()
+    os.chdir(spec.confinement.working_directory)  # as root of the namespace, as the init does
+    spec.confinement.take()
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
 
 
@@ -219,7 +213,8 @@ def _exec_command(spec: EnterSpec, parent: int, tty: bool) -> None:
         for signum in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.execvpe(spec.command[0], list(spec.command), spec.environment)
+        environment = {"TERM": spec.term, **spec.confinement.environment}
+        os.execvpe(spec.command[0], list(spec.command), environment)
     except FileNotFoundError:
         os.write(2, f"sandman exec: {spec.command[0]}: not found in the sandbox\n".encode())
         os._exit(127)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from sandman.capabilities import CAPABILITIES
 from sandman.kernel import seccomp as seccomp_filter
@@ -33,6 +35,34 @@ def limit_sets(capabilities: Iterable[str], no_new_privileges: bool) -> None:
 
 
 Steps = tuple[Callable[[], None], ...]
+
+# What every process of a sandbox finds in its environment unless its unit says otherwise.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Confinement(NamedTuple):
+    """Who a process of a sandbox is and what holds it. The init and every command `exec` runs
+    take the same one: apply/confinement.py makes both from the same recorded unit."""
+
+    uid: int = 0
+    gid: int = 0
+    working_directory: str = "/"
+    # The defaults (PATH, HOME, container) under the unit's; the init adds HOSTNAME and exec
+    # TERM below these, so that a unit may set either.
+    environment: Mapping[str, str] = {}
+    setup_inside: Steps = ()  # before the switch to the user: seccomp, bounding set
+    finish_inside: Steps = ()  # after it: capability sets, no_new_privs
+
+    def take(self) -> None:
+        """In the process to confine, root of the sandbox's namespaces still: the working
+        directory, the steps before the user, the user, the steps after."""
+        for setup in self.setup_inside:
+            setup()
+        os.setgroups([])
+        os.setresgid(self.gid, self.gid, self.gid)
+        os.setresuid(self.uid, self.uid, self.uid)
+        for finish in self.finish_inside:
+            finish()
 
 
 def steps(

@@ -53,15 +53,18 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sandman.kernel import logfile, rootfs
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 
+if TYPE_CHECKING:
+    from sandman.kernel.security import Confinement
+
 _SIOCGIFFLAGS = 0x8913  # <linux/sockios.h>
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1  # <net/if.h>
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -78,21 +81,15 @@ class SpawnSpec:
 
     name: str
     command: tuple[str, ...]
-    environment: dict[str, str]
+    confinement: Confinement
     namespaces: int  # CLONE_NEW* flags, CLONE_NEWNS always among them
     rootfs: RootfsPlan
     log_path: str
     hostname: str | None = None
-    uid: int = 0
-    gid: int = 0
-    working_directory: str = "/"
     idmap: IdMapping | None = None
     time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
     # Run in the first child before anything else, with its PID: joining the sandbox's cgroup.
     join_cgroup: Callable[[int], None] | None = None
-    # Run by the init before and after it takes the unit's user: seccomp, capabilities.
-    setup_inside: tuple[Callable[[], None], ...] = field(default=())
-    finish_inside: tuple[Callable[[], None], ...] = field(default=())
     # Run in apply with the init's host PID while the init waits before exec: its network.
     prepare: Callable[[int], None] | None = None
     # Seconds without a report from the children before the create is given up (see above).
@@ -477,12 +474,9 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: 
         _step(spec, report, "identity")
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
-        for setup in spec.setup_inside:
-            setup()
-        _become_user(spec)
+        _enter_working_directory(spec.confinement.working_directory)
+        spec.confinement.take()
         _set_stdio(log_fd)
-        for finish in spec.finish_inside:
-            finish()
         # Waiting here holds only stdio (/dev/null and the log), report and go.
         if go_read >= 0 and os.read(go_read, 1) != b"1":
             raise SpawnError("network", "apply could not prepare the sandbox; the init stops")
@@ -510,19 +504,13 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
-def _become_user(spec: SpawnSpec) -> None:
+def _enter_working_directory(path: str) -> None:
     try:
-        os.chdir(spec.working_directory)
+        os.chdir(path)
     except OSError as exc:
         raise SpawnError(
-            "sandbox.working_directory",
-            "cannot enter the working directory",
-            exc.errno or 0,
-            spec.working_directory,
+            "sandbox.working_directory", "cannot enter the working directory", exc.errno or 0, path
         ) from exc
-    os.setgroups([])
-    os.setresgid(spec.gid, spec.gid, spec.gid)
-    os.setresuid(spec.uid, spec.uid, spec.uid)
 
 
 def _set_stdio(log_fd: int) -> None:
@@ -535,11 +523,4 @@ def _set_stdio(log_fd: int) -> None:
 
 
 def _environment(spec: SpawnSpec) -> dict[str, str]:
-    environment = {
-        "PATH": DEFAULT_PATH,
-        "HOME": "/root" if spec.uid == 0 else "/",
-        "container": "sandman",
-        "HOSTNAME": spec.hostname or spec.name,
-    }
-    environment.update(spec.environment)
-    return environment
+    return {"HOSTNAME": spec.hostname or spec.name, **spec.confinement.environment}

@@ -9,28 +9,19 @@ an Orphan the planner removes.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sandman.kernel.cgroup_common import LIMIT_KEYS, CgroupLimits
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
 from sandman.observe.network import NetworkFacts
 from sandman.observe.orphans import find as find_orphans
 from sandman.observe.orphans import owned_links as link_names
-from sandman.observe.records import read_records
+from sandman.observe.records import cgroup_limits_of, read_records
 from sandman.units.names import instance_tag
 
 if TYPE_CHECKING:
     from sandman.kernel.cgroup import CgroupDriver
-
-
-def recorded_limits(table: dict[str, Any]) -> CgroupLimits:
-    """The limits of a record's canonical unit (its JSON: cpu_max may be "50%"), as the cgroup
-    drivers take them."""
-    values = {key: table.get(key) for key in LIMIT_KEYS}
-    cpu = values["cpu_max"]
-    values["cpu_max"] = float(str(cpu).rstrip("%")) if cpu is not None else None
-    return CgroupLimits(**values)
 
 
 def gather(
@@ -61,18 +52,18 @@ def gather(
 
 
 def _on_network(record: Record) -> bool:
-    return record.kind == "network" or bool(record.unit.get("network") and record.kind == "sandbox")
+    return record.kind == "network" or (record.kind == "sandbox" and bool(record.sandbox.network))
 
 
 def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
     if record.kind == "sandbox":
-        pid = int(record.runtime.get("pid", 0))
-        if not procs.is_running(pid, int(record.runtime.get("start_time", 0))):
+        pid = record.runtime.pid
+        if not procs.is_running(pid, record.runtime.start_time):
             return [Drift("init", f"running as pid {pid}", "exited")]
-        limits = _limit_drift(record, cgroups, "resources", record.unit.get("resources") or {})
+        limits = _limit_drift(record, cgroups, "resources", record.sandbox.resources)
         return _mount_drift(record, pid) + limits
     if record.kind == "slice":
-        return _limit_drift(record, cgroups, "slice", record.unit.get("slice") or {})
+        return _limit_drift(record, cgroups, "slice", record.slice.limits)
     return []
 
 
@@ -80,7 +71,7 @@ def _mount_drift(record: Record, pid: int) -> list[Drift]:
     """A declared mount the init no longer has (unmounted from inside, or with nsenter from the
     host). Its namespaces cannot change from outside: only the init itself can leave one, and a
     replaced init is caught by its start time."""
-    declared = [m.get("target") for m in record.unit.get("mount") or () if isinstance(m, dict)]
+    declared = record.sandbox.mount_targets
     if not declared:
         return []
     present = procs.mount_points(pid)
@@ -89,18 +80,18 @@ def _mount_drift(record: Record, pid: int) -> list[Drift]:
     return [
         Drift(f"mount {target}", "mounted", "missing")
         for target in declared
-        if isinstance(target, str) and os.path.normpath(target) not in present
+        if os.path.normpath(target) not in present
     ]
 
 
 def _limit_drift(
-    record: Record, cgroups: CgroupDriver | None, table: str, declared: dict[str, Any]
+    record: Record, cgroups: CgroupDriver | None, table: str, declared: Mapping[str, Any]
 ) -> list[Drift]:
-    cgroup = record.runtime.get("cgroup")
-    if cgroups is None or not isinstance(cgroup, str):
+    cgroup = record.runtime.cgroup
+    if cgroups is None or cgroup is None:
         return []
     try:
-        expected = cgroups.expected_limits(cgroup, recorded_limits(declared))
+        expected = cgroups.expected_limits(cgroup, cgroup_limits_of(declared))
         found = cgroups.read_limits(cgroup)
     except FileNotFoundError:
         return [Drift("cgroup", f"`{cgroup}` present", "missing")]

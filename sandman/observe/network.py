@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from ipaddress import ip_interface
 from typing import Any, NamedTuple
 
-from sandman.observe.facts import Drift, Record
+from sandman.observe.facts import Drift, NetworkDeclared, Record
 
 
 class NetworkFacts(NamedTuple):
@@ -30,27 +30,23 @@ class NetworkFacts(NamedTuple):
         return {str(parse_address(p)[1]) for p in self.addresses.get(index, ())}
 
     def drift(self, record: Record) -> Iterator[Drift]:
-        resolved = record.unit.get("resolved", {})
         if record.kind == "network":
-            yield from self._bridge(str(resolved.get("bridge")), resolved)
-            if record.unit.get("network", {}).get("nat") and not self._rule("nat", record.name):
+            network = record.network
+            yield from self._bridge(str(network.bridge), network)
+            if network.nat and not self._rule("nat", record.name):
                 yield Drift("network.nat", "a masquerade rule", "none")
-        elif record.kind == "sandbox" and record.unit.get("network"):
-            veth = resolved.get("veth")
+        elif record.kind == "sandbox" and record.sandbox.network:
+            veth = record.sandbox.veth
             link = self.links.get(str(veth))
-            bridge = self.links.get(str(record.runtime.get("bridge")))
+            bridge = self.links.get(str(record.runtime.bridge))
             if link is None:
                 yield Drift("network.veth", f"link {veth}", "missing")
             elif bridge is None or link.master != bridge.ifindex:
-                yield Drift(
-                    "network.veth", f"{veth} on bridge {record.runtime.get('bridge')}", "detached"
-                )
-            elif record.unit.get("network", {}).get("ports") and not self._rule(
-                "port", record.name
-            ):
+                yield Drift("network.veth", f"{veth} on bridge {record.runtime.bridge}", "detached")
+            elif record.sandbox.ports and not self._rule("port", record.name):
                 yield Drift("network.ports", "port forward rules", "none")
 
-    def _bridge(self, name: str, resolved: dict[str, Any]) -> Iterator[Drift]:
+    def _bridge(self, name: str, network: NetworkDeclared) -> Iterator[Drift]:
         link = self.links.get(name)
         if link is None:
             yield Drift("network.bridge", f"bridge {name}", "missing")
@@ -58,8 +54,7 @@ class NetworkFacts(NamedTuple):
         if not link.up:
             yield Drift("network.bridge", f"bridge {name} up", "down")
         have = self.addresses_of(link.ifindex)
-        for key in ("gateway", "gateway6"):
-            wanted = resolved.get(key)
+        for key, wanted in (("gateway", network.gateway), ("gateway6", network.gateway6)):
             if wanted and str(ip_interface(wanted)) not in have:
                 yield Drift(f"network.{key}", f"{wanted} on {name}", "missing")
 

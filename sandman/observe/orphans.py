@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sandman.observe import procs
-from sandman.observe.facts import ORPHAN_KINDS, Orphan, Record
+from sandman.observe.facts import (
+    ORPHAN_KINDS,
+    NetworkDeclared,
+    Orphan,
+    Record,
+    SandboxDeclared,
+)
 
 if TYPE_CHECKING:
     from sandman.kernel.cgroup import CgroupDriver
@@ -54,8 +60,8 @@ def owned_cgroups(records: Iterable[Record]) -> dict[str, bool]:
     below a sandbox's is the sandbox's business)."""
     owned: dict[str, bool] = {}
     for record in records:
-        cgroup = record.runtime.get("cgroup")
-        if isinstance(cgroup, str):
+        cgroup = record.runtime.cgroup
+        if cgroup is not None:
             owned[cgroup] = owned.get(cgroup, False) or record.kind == "slice"
     return owned
 
@@ -160,9 +166,12 @@ def link_orphans(tag: str, records: Iterable[Record], links: dict[str, Any]) -> 
 def owned_links(records: Iterable[Record]) -> Iterator[str]:
     """The links records name: sandboxes' veths, networks' bridges."""
     for record in records:
-        resolved = record.unit.get("resolved", {})
-        for value in (resolved.get("veth"), resolved.get("bridge"), record.runtime.get("bridge")):
-            if isinstance(value, str):
+        declared = record.declared
+        named = declared.veth if isinstance(declared, SandboxDeclared) else None
+        if isinstance(declared, NetworkDeclared):
+            named = declared.bridge
+        for value in (named, record.runtime.bridge):
+            if value is not None:
                 yield value
 
 

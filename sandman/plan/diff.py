@@ -8,7 +8,7 @@ building, and the reverse when destroying.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,9 @@ def _change_action(
     return Action("update", kind, name, "changed", changes, steps=steps)
 
 
-def _differences(before: dict[str, Any], after: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+def _differences(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> Iterator[tuple[str, Any, Any]]:
     flat_before, flat_after = _flatten(before), _flatten(after)
     for key in sorted(flat_before.keys() | flat_after.keys()):
         old, new = flat_before.get(key), flat_after.get(key)
@@ -172,7 +174,7 @@ def _attributes(canonical: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(shown)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Tables become dotted keys; arrays stay whole values (a list of mounts changes as one)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -221,13 +223,11 @@ def destroy_problems(
 def _stands_on(record: Record, base: Record) -> bool:
     """A sandbox on the network `base`, or a sandbox or slice inside the slice `base`."""
     if base.kind == "network":
-        network = record.unit.get("network") or {}
-        return record.kind == "sandbox" and network.get("attach") == base.name
-    if base.kind != "slice":
+        return record.kind == "sandbox" and record.sandbox.network == base.name
+    if base.kind != "slice" or record.kind == "network":
         return False
-    path = str(base.unit.get("resolved", {}).get("path", ""))
-    resolved = record.unit.get("resolved", {})
-    inside = str(resolved.get("slice_path") or resolved.get("path") or "")
+    path = base.slice.path
+    inside = record.sandbox.slice_path if record.kind == "sandbox" else record.slice.path
     return bool(path) and (
         (inside == path and record.kind == "sandbox") or inside.startswith(path + "/")
     )
@@ -251,8 +251,7 @@ def orphan_removal(orphan: Orphan) -> Action:
 
 
 def _depth(record: Record) -> int:
-    path = record.unit.get("resolved", {}).get("path", "")
-    return len(str(path).split("/"))
+    return len(record.slice.path.split("/")) if record.kind == "slice" else 1
 
 
 def targeted(result: Plan, desired: Desired, target: str) -> Plan:

@@ -15,6 +15,7 @@ from sandman.observe.orphans import (
     path_orphans,
     rule_orphans,
 )
+from sandman.observe.records import record_of, runtime_of
 from sandman.progress import Lines
 
 TAG = "s1a"
@@ -24,7 +25,7 @@ BASE = "sandman-s1a"
 def record(
     kind: str, name: str, unit: dict[str, object] | None = None, **runtime: object
 ) -> Record:
-    return Record(kind, name, "digest", unit or {}, tainted=False, runtime=dict(runtime))
+    return record_of(kind, name, unit or {}, runtime_of(runtime))
 
 
 def tree(*paths: str) -> dict[str, list[str]]:
