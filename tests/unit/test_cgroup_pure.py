@@ -132,6 +132,16 @@ def test_stored_bytes_rounds_down_to_pages() -> None:
     assert cg.stored_bytes(64 * MiB, 4096) == 64 * MiB
 
 
+def test_the_byte_limits_are_read_off_their_type() -> None:
+    from sandman.kernel.cgroup_common import BYTE_LIMITS, stored_byte_limits
+
+    assert BYTE_LIMITS == ("memory_max", "memory_high")
+    limits = cg.CgroupLimits(memory_max=1_000_000, memory_high=None, pids_max=1_000_001)
+    stored = stored_byte_limits(dict(limits._asdict()), 4096)
+    assert stored == dict(limits._asdict()) | {"memory_max": 999_424}
+    assert list(stored) == list(cg.LIMIT_KEYS)
+
+
 # --- detection ---------------------------------------------------------------------------------
 
 HYBRID = """\
