@@ -61,6 +61,11 @@ def test_root_slice_is_the_models() -> None:
     assert cg.ROOT_SLICE == model.ROOT_SLICE
 
 
+def test_the_kernels_limits_are_the_models() -> None:
+    # apply converts by these names, and show and observe read a record's limits by them.
+    assert tuple(model.Limits.model_fields) == cg.LIMIT_KEYS
+
+
 def test_weight_to_shares_is_proportional_and_maps_default_to_default() -> None:
     assert cg.weight_to_shares(100) == 1024
     assert cg.weight_to_shares(200) == 2048
