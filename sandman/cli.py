@@ -309,7 +309,7 @@ def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
 
 
 def _images_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
-    """`images` lists; `image busybox|import|remove` change the store (sandman/images.py)."""
+    """`images` lists; `image busybox|import|remove` change the store (sandman/images/)."""
     del exec_remainder
     listing = verbs.add_parser(
         "images",

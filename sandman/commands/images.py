@@ -10,8 +10,9 @@ import datetime
 import os
 import sys
 
-from sandman import images, output
+from sandman import output
 from sandman.errors import UsageError
+from sandman.images import store
 from sandman.paths import Paths
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     image_dir = _image_dir(args)
-    found = images.list_images(image_dir)
+    found = store.list_images(image_dir)
     if args.json:
         output.print_json({"images": [image.to_json() for image in found]})
     elif not found:
@@ -39,7 +40,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_busybox(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    image = images.build_busybox(_image_dir(args), args.busybox, name=args.name, progress=_progress)
+    image = store.build_busybox(_image_dir(args), args.busybox, name=args.name, progress=_progress)
     _result(args, image, "built")
     return 0
 
@@ -48,10 +49,10 @@ def run_import(args: argparse.Namespace) -> int:
     _check_name(args.name)
     if not os.path.exists(args.source):
         raise UsageError(f"{args.source}: no such tarball or directory")
-    from sandman.image_tar import Bounds
+    from sandman.images.tarball import Bounds
 
     bounds = Bounds(max_size=args.max_size, max_files=args.max_files)
-    image = images.import_image(
+    image = store.import_image(
         _image_dir(args), args.name, args.source, progress=_progress, bounds=bounds
     )
     _result(args, image, "imported")
@@ -63,7 +64,7 @@ def run_remove(args: argparse.Namespace) -> int:
     image_dir = _image_dir(args)
     if not args.force:
         _refuse_if_used(args, image_dir)
-    images.remove_image(image_dir, args.name)
+    store.remove_image(image_dir, args.name)
     if args.json:
         path = os.path.join(image_dir, args.name)
         output.print_json({"removed": {"name": args.name, "path": path}})
@@ -100,7 +101,7 @@ def _image_dir(args: argparse.Namespace) -> str:
 
 def _check_name(name: str) -> None:
     # A bad name is a bad argument (exit 2), not a failed build.
-    problem = images.name_problem(name)
+    problem = store.name_problem(name)
     if problem:
         raise UsageError(problem)
 
@@ -110,7 +111,7 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def _result(args: argparse.Namespace, image: images.ImageInfo, verb: str) -> None:
+def _result(args: argparse.Namespace, image: store.ImageInfo, verb: str) -> None:
     if args.json:
         output.print_json({"image": image.to_json()})
         return
@@ -118,7 +119,7 @@ def _result(args: argparse.Namespace, image: images.ImageInfo, verb: str) -> Non
     sys.stdout.write(f"{image.name}: {verb} {image.path} ({output.size(image.size)}, {files})\n")
 
 
-def _table(found: list[images.ImageInfo]) -> str:
+def _table(found: list[store.ImageInfo]) -> str:
     rows = [("NAME", "SIZE", "FILES", "CREATED")]
     for image in found:
         created = datetime.datetime.fromtimestamp(image.created).strftime("%Y-%m-%d %H:%M")

@@ -13,10 +13,9 @@ from sandman import output
 from sandman.commands.status import port_text, sandbox_status
 from sandman.daemon.restarts import read_counts
 from sandman.errors import UsageError
+from sandman.kernel.cgroup_common import BYTE_LIMITS, LIMIT_KEYS
 from sandman.observe.gather import gather
 from sandman.paths import Paths
-
-_LIMITS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         "user": declared.user,
         "rootfs_mode": declared.rootfs_mode,
         "cgroup": runtime.cgroup,
-        "limits": {k: v for k, v in declared.resources.items() if k in _LIMITS},
+        "limits": {k: v for k, v in declared.resources.items() if k in LIMIT_KEYS},
         "restarts": read_counts(paths.state_dir).get(record.name, 0),
         "processes": _processes(report["pid"]) if report["pid"] else [],
         "log": runtime.log or os.path.join(paths.log_dir, f"{args.name}.log"),
@@ -132,7 +131,7 @@ def _addresses(network: dict[str, Any]) -> str:
 
 
 def _limits(limits: dict[str, Any]) -> str:
-    shown = [f"{k} {output.size(v) if 'memory' in k else v}" for k, v in limits.items() if v]
+    shown = [f"{k} {output.size(v) if k in BYTE_LIMITS else v}" for k, v in limits.items() if v]
     return ", ".join(shown) or "none"
 
 

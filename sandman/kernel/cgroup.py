@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Sequence
 from typing import Literal, Protocol, TypeAlias
 
@@ -46,6 +45,7 @@ from sandman.kernel.cgroup_v1 import (
     weight_to_shares,
 )
 from sandman.kernel.cgroup_v2 import V2_CONTROLLERS, V2Driver, format_cpu_max, parse_cpu_max
+from sandman.kernel.mountinfo import unescape
 
 __all__ = [
     "BFQ",
@@ -148,11 +148,6 @@ class CgroupDriver(Protocol):
 # --- detection ---------------------------------------------------------------------------------
 
 _MODES: dict[str, Mode] = {}
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mode_from_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Mode | None:
@@ -163,7 +158,7 @@ def mode_from_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Mode | None:
         left, sep, right = line.partition(" - ")
         fields = left.split()
         if sep and len(fields) >= 5 and right.split():
-            mounts[_unescape(fields[4])] = right.split()[0]  # a later mount hides an earlier one
+            mounts[unescape(fields[4])] = right.split()[0]  # a later mount hides an earlier one
     root = os.path.normpath(root)
     if root not in mounts:
         return None

@@ -12,8 +12,9 @@ import errno
 import os
 import signal
 import time
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, TypeAlias
+from typing import Annotated, NamedTuple, TypeAlias
 
 # The root slice: the default instance's base directory, and the first element of every slice
 # path. units.model.ROOT_SLICE is the same (a test checks it): validate loads no kernel module.
@@ -22,6 +23,9 @@ ROOT_SLICE = "sandman"
 LimitValue: TypeAlias = int | float | None
 LimitValues: TypeAlias = dict[str, LimitValue]
 Usage: TypeAlias = dict[str, int | None]
+# A limit in bytes, which the kernel keeps in whole pages (stored_bytes). A marked int, so that
+# BYTE_LIMITS is read off CgroupLimits rather than listed a second time.
+Bytes: TypeAlias = Annotated[int, "bytes"]
 
 
 class CgroupLimits(NamedTuple):
@@ -29,8 +33,8 @@ class CgroupLimits(NamedTuple):
     weights 1..10000, a count of tasks; None is no limit (or the default weight). The kernel's
     own type: apply and observe convert unit models and records into it."""
 
-    memory_max: int | None = None
-    memory_high: int | None = None
+    memory_max: Bytes | None = None
+    memory_high: Bytes | None = None
     cpu_max: float | None = None
     cpu_weight: int | None = None
     pids_max: int | None = None
@@ -38,6 +42,11 @@ class CgroupLimits(NamedTuple):
 
 
 LIMIT_KEYS = CgroupLimits._fields
+BYTE_LIMITS = tuple(
+    key
+    for key, hint in typing.get_type_hints(CgroupLimits, include_extras=True).items()
+    if Bytes in typing.get_args(hint)
+)
 USAGE_KEYS = (
     "memory_current",
     "memory_peak",
@@ -65,6 +74,17 @@ def page_size() -> int:
 def stored_bytes(value: int | None, page: int) -> int | None:
     """A memory limit as the kernel keeps it: whole pages, rounded down (both versions)."""
     return None if value is None else value - value % page
+
+
+def stored_byte_limits(limits: LimitValues, page: int) -> LimitValues:
+    """LIMITS with each of BYTE_LIMITS as the kernel keeps it (stored_bytes), the others as
+    given: the part of v1_stored and v2_stored that does not depend on the version."""
+    return {
+        key: stored_bytes(None if value is None else int(value), page)
+        if key in BYTE_LIMITS
+        else value
+        for key, value in limits.items()
+    }
 
 
 def percent_to_quota(percent: float, period: int = CPU_PERIOD_US) -> int:

@@ -129,18 +129,11 @@ def v1_stored(limits: LimitValues, page: int, scale: BlkioScale) -> LimitValues:
     io_weight = limits["io_weight"]
     shares = weight_to_shares(WEIGHT_DEFAULT if cpu_weight is None else int(cpu_weight))
     blkio = io_weight_to_blkio(WEIGHT_DEFAULT if io_weight is None else int(io_weight), scale)
-    return {
-        "memory_max": common.stored_bytes(_int(limits["memory_max"]), page),
-        "memory_high": common.stored_bytes(_int(limits["memory_high"]), page),
+    return common.stored_byte_limits(limits, page) | {
         "cpu_max": common.stored_percent(_float(limits["cpu_max"])),
         "cpu_weight": shares_to_weight(shares),
-        "pids_max": limits["pids_max"],
         "io_weight": blkio_to_io_weight(blkio, scale),
     }
-
-
-def _int(value: LimitValue) -> int | None:
-    return None if value is None else int(value)
 
 
 def _float(value: LimitValue) -> float | None:

@@ -83,18 +83,11 @@ def v2_stored(limits: LimitValues, page: int) -> LimitValues:
     """What read_limits returns once set_limits wrote `limits`: memory in whole pages, cpu_max in
     whole microseconds of quota, an absent weight as the default 100."""
     cpu = limits["cpu_max"]
-    return {
-        "memory_max": common.stored_bytes(_int(limits["memory_max"]), page),
-        "memory_high": common.stored_bytes(_int(limits["memory_high"]), page),
+    return common.stored_byte_limits(limits, page) | {
         "cpu_max": common.stored_percent(cpu),
         "cpu_weight": WEIGHT_DEFAULT if limits["cpu_weight"] is None else limits["cpu_weight"],
-        "pids_max": limits["pids_max"],
         "io_weight": WEIGHT_DEFAULT if limits["io_weight"] is None else limits["io_weight"],
     }
-
-
-def _int(value: LimitValue) -> int | None:
-    return None if value is None else int(value)
 
 
 # --- the driver --------------------------------------------------------------------------------

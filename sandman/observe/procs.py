@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 
+from sandman.kernel.mountinfo import unescape
+
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
@@ -58,16 +60,7 @@ def mount_points(pid: int | str) -> set[str] | None:
     if raw is None:
         return None
     lines = raw.decode(errors="replace").splitlines()
-    return {_unescape(line.split(" ", 5)[4]) for line in lines if line.count(" ") >= 5}
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
-    if "\\" not in field:
-        return field
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+    return {unescape(line.split(" ", 5)[4]) for line in lines if line.count(" ") >= 5}
 
 
 def namespace_inodes(pid: int) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +25,6 @@ SYMBOLS: dict[ActionKind, str] = {
     "destroy": "-",
     "repair": "!",
 }
-_SIZE_KEYS = ("memory_max", "memory_high", ".size")
 # What an action of each kind did, for the lines that close an apply or a daemon pass.
 DONE: dict[ActionKind, str] = {
     "create": "created",
@@ -128,7 +128,7 @@ def _internal(key: str) -> bool:
 def _show(key: str, value: Any) -> str:
     if value is None:
         return "(unset)"
-    if isinstance(value, int) and not isinstance(value, bool) and key.endswith(_SIZE_KEYS):
+    if isinstance(value, int) and not isinstance(value, bool) and _is_size(key):
         return _size(value)
     if isinstance(value, str):
         return value
@@ -137,6 +137,20 @@ def _show(key: str, value: Any) -> str:
     import json
 
     return json.dumps(value, separators=(",", ":"))
+
+
+def _is_size(key: str) -> bool:
+    """Whether the dotted unit KEY (`resources.memory_max`) holds a size in bytes."""
+    return key.rsplit(".", 1)[-1] in _size_fields()
+
+
+@functools.cache
+def _size_fields() -> frozenset[str]:
+    # Imported here, not above: plan/ loads without pydantic (the daemon imports it before its
+    # first pass), and a value shown in a plan comes from units that were loaded.
+    from sandman.units.model import size_fields
+
+    return size_fields()
 
 
 def _port(port: Any) -> str:

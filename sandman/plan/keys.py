@@ -12,6 +12,11 @@ import fnmatch
 
 RECREATE = "recreate"
 
+# The cgroup limits, a sandbox's [resources] and a slice's [slice] alike: the "limits" step
+# writes them all to the running cgroup. (kernel's CgroupLimits has the same names, but plan/ may
+# not import kernel/; test_readme holds this table to the README's, which lists every model key.)
+_LIMITS = ("memory_max", "memory_high", "cpu_max", "cpu_weight", "pids_max", "io_weight")
+
 # Unit keys a running object takes in place -> the step that applies them. Any other key needs
 # a recreate. "record": nothing on the host changes, the record takes the new value.
 LIVE_KEYS: dict[str, dict[str, str]] = {
@@ -19,23 +24,11 @@ LIVE_KEYS: dict[str, dict[str, str]] = {
         "sandbox.description": "record",
         "sandbox.restart": "record",
         "sandbox.stop_timeout": "record",
-        "resources.memory_max": "limits",
-        "resources.memory_high": "limits",
-        "resources.cpu_max": "limits",
-        "resources.cpu_weight": "limits",
-        "resources.pids_max": "limits",
-        "resources.io_weight": "limits",
+        **{f"resources.{key}": "limits" for key in _LIMITS},
         "network.ports": "ports",
     },
     "network": {"network.nat": "nat"},
-    "slice": {
-        "slice.memory_max": "limits",
-        "slice.memory_high": "limits",
-        "slice.cpu_max": "limits",
-        "slice.cpu_weight": "limits",
-        "slice.pids_max": "limits",
-        "slice.io_weight": "limits",
-    },
+    "slice": {f"slice.{key}": "limits" for key in _LIMITS},
 }
 
 # Drift (observe's Drift.what) -> the step that repairs it in place, or RECREATE. A sandbox's

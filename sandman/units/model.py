@@ -7,6 +7,7 @@ Checks that involve more than one key live in `checks.py`, where they can name t
 from __future__ import annotations
 
 import ipaddress
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
     Strict,
     WithJsonSchema,
 )
+from pydantic.fields import FieldInfo
 
 from sandman.capabilities import CAPABILITIES, PRESETS
 from sandman.units import scalars
@@ -541,3 +543,23 @@ MODELS: dict[str, type[SandboxUnit] | type[NetworkUnit] | type[SliceUnit]] = {
     "network": NetworkUnit,
     "slice": SliceUnit,
 }
+
+
+def size_fields() -> frozenset[str]:
+    """The names of the keys that hold a size in bytes (a Size field of any section): plan
+    output shows their values as sizes (256M), read off the models rather than listed."""
+    names: set[str] = set()
+    sections: list[type[BaseModel]] = [Section]
+    while sections:
+        section = sections.pop()
+        sections.extend(section.__subclasses__())
+        names.update(name for name, field in section.model_fields.items() if _is_size(field))
+    return frozenset(names)
+
+
+def _is_size(field: FieldInfo) -> bool:
+    # `Size | None` keeps Size in the annotation; a bare `Size` pydantic splits into int and its
+    # validators.
+    if Size in typing.get_args(field.annotation):
+        return True
+    return field.annotation is int and tuple(field.metadata) == typing.get_args(Size)[1:]

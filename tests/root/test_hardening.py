@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_sandboxes import Sandman, busybox_image, sm, unit, wait_for
 
-from sandman import images
 from sandman.digest import digest
+from sandman.images import store
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -221,4 +221,4 @@ def test_a_tar_bomb_is_refused_by_image_import_and_leaves_nothing(tmp_path: Path
     assert done.returncode == 1, done
     assert str(bomb) in done.stderr and "16M" in done.stderr and "--max-size" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    assert set(os.listdir(image_dir)) <= {images.LOCK}  # no image, no temporary
+    assert set(os.listdir(image_dir)) <= {store.LOCK}  # no image, no temporary

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandman import images
+from sandman.images import store
 
 pytestmark = pytest.mark.root
 BUSYBOX = "/bin/busybox"
@@ -42,9 +42,7 @@ def test_tarball_import_keeps_numeric_owners_and_setuid(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "owned.tar.xz", "w:xz") as tar:
         for info in members:
             tar.addfile(info, io.BytesIO(b"x") if info.isreg() else None)
-    root = Path(
-        images.import_image(str(tmp_path / "i"), "own", str(tmp_path / "owned.tar.xz")).path
-    )
+    root = Path(store.import_image(str(tmp_path / "i"), "own", str(tmp_path / "owned.tar.xz")).path)
     found = {
         rel: (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         for rel in ("home/user", "home/user/file", "bin/su", "var/mail")
@@ -69,7 +67,7 @@ def test_directory_import_keeps_owners_links_and_setuid(tmp_path: Path) -> None:
     os.lchown(source / "home/user/link", 1002, 1002)
     (source / "su").write_text("#!/bin/sh\n")
     os.chmod(source / "su", 0o4755)
-    root = Path(images.import_image(str(tmp_path / "i"), "own", str(source)).path)
+    root = Path(store.import_image(str(tmp_path / "i"), "own", str(source)).path)
     assert (os.stat(root / "home/user").st_uid, os.stat(root / "home/user").st_gid) == (1000, 1000)
     copied = os.stat(root / "home/user/file")
     assert (copied.st_uid, copied.st_gid, copied.st_nlink) == (1000, 1001, 2)
@@ -82,7 +80,7 @@ def test_directory_import_keeps_owners_links_and_setuid(tmp_path: Path) -> None:
 def busybox_image(tmp_path: Path) -> Path:
     if not os.path.exists(BUSYBOX):
         pytest.fail("install Debian's busybox-static: apt-get install busybox-static")
-    return Path(images.build_busybox(str(tmp_path / "images")).path)
+    return Path(store.build_busybox(str(tmp_path / "images")).path)
 
 
 def test_busybox_image_is_roots_and_runs(busybox_image: Path) -> None:

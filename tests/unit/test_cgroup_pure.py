@@ -61,6 +61,11 @@ def test_root_slice_is_the_models() -> None:
     assert cg.ROOT_SLICE == model.ROOT_SLICE
 
 
+def test_the_kernels_limits_are_the_models() -> None:
+    # apply converts by these names, and show and observe read a record's limits by them.
+    assert tuple(model.Limits.model_fields) == cg.LIMIT_KEYS
+
+
 def test_weight_to_shares_is_proportional_and_maps_default_to_default() -> None:
     assert cg.weight_to_shares(100) == 1024
     assert cg.weight_to_shares(200) == 2048
@@ -130,6 +135,16 @@ def test_stored_bytes_rounds_down_to_pages() -> None:
     assert cg.stored_bytes(None, 4096) is None
     assert cg.stored_bytes(1_000_000, 4096) == 999_424
     assert cg.stored_bytes(64 * MiB, 4096) == 64 * MiB
+
+
+def test_the_byte_limits_are_read_off_their_type() -> None:
+    from sandman.kernel.cgroup_common import BYTE_LIMITS, stored_byte_limits
+
+    assert BYTE_LIMITS == ("memory_max", "memory_high")
+    limits = cg.CgroupLimits(memory_max=1_000_000, memory_high=None, pids_max=1_000_001)
+    stored = stored_byte_limits(dict(limits._asdict()), 4096)
+    assert stored == dict(limits._asdict()) | {"memory_max": 999_424}
+    assert list(stored) == list(cg.LIMIT_KEYS)
 
 
 # --- detection ---------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from sandman import image_tar, images
 from sandman.cli import build_parser, main
 from sandman.errors import ImageError
+from sandman.images import store, tarball
 
 MiB = 1024**2
 
@@ -46,11 +46,11 @@ def _tar(path: Path, files: dict[str, int], gz: bool = False) -> str:
 
 def _nothing_left(image_dir: Path) -> bool:
     """No image and no temporary: only the image dir's lock file, which stays."""
-    return set(os.listdir(image_dir)) <= {images.LOCK}
+    return set(os.listdir(image_dir)) <= {store.LOCK}
 
 
 def test_the_defaults_are_a_bound_and_the_command_line_says_the_same() -> None:
-    bounds = image_tar.Bounds()
+    bounds = tarball.Bounds()
     assert (bounds.max_size, bounds.max_files) == (64 * 1024**3, 1_000_000)
     args = build_parser().parse_args(["image", "import", "img", "x.tar"])
     assert (args.max_size, args.max_files) == bounds
@@ -59,8 +59,8 @@ def test_the_defaults_are_a_bound_and_the_command_line_says_the_same() -> None:
 def test_files_larger_than_max_size_are_refused_and_nothing_is_left(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "big.tar", {"small": 1000, "big": 2 * MiB})
     with pytest.raises(ImageError) as refused:
-        images.import_image(
-            str(tmp_path / "images"), "img", archive, bounds=image_tar.Bounds(max_size=MiB)
+        store.import_image(
+            str(tmp_path / "images"), "img", archive, bounds=tarball.Bounds(max_size=MiB)
         )
     message = str(refused.value)
     assert archive in message and "1M" in message and "--max-size" in message, message
@@ -73,8 +73,8 @@ def test_a_gzip_bomb_is_bounded_by_what_it_inflates_to(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "bomb.tar.gz", {"zeros": 20 * MiB}, gz=True)
     assert os.path.getsize(archive) < MiB
     with pytest.raises(ImageError, match="--max-size"):
-        images.import_image(
-            str(tmp_path / "images"), "img", archive, bounds=image_tar.Bounds(max_size=MiB)
+        store.import_image(
+            str(tmp_path / "images"), "img", archive, bounds=tarball.Bounds(max_size=MiB)
         )
     assert _nothing_left(tmp_path / "images")
 
@@ -82,16 +82,16 @@ def test_a_gzip_bomb_is_bounded_by_what_it_inflates_to(tmp_path: Path) -> None:
 def test_too_many_members_are_refused(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "many.tar", {f"f{i}": 0 for i in range(5)})
     with pytest.raises(ImageError, match=r"more than 3 members \(the --max-files limit\)"):
-        images.import_image(
-            str(tmp_path / "images"), "img", archive, bounds=image_tar.Bounds(max_files=3)
+        store.import_image(
+            str(tmp_path / "images"), "img", archive, bounds=tarball.Bounds(max_files=3)
         )
     assert _nothing_left(tmp_path / "images")
 
 
 def test_an_archive_within_the_bounds_imports(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "ok.tar", {"a": MiB, "b": 10})
-    bounds = image_tar.Bounds(max_size=MiB + 10, max_files=2)
-    image = images.import_image(str(tmp_path / "images"), "img", archive, bounds=bounds)
+    bounds = tarball.Bounds(max_size=MiB + 10, max_files=2)
+    image = store.import_image(str(tmp_path / "images"), "img", archive, bounds=bounds)
     assert os.path.getsize(os.path.join(image.path, "a")) == MiB
 
 
@@ -110,14 +110,14 @@ def test_more_than_the_free_space_is_refused(
     room = _Room(f_bavail=256, f_frsize=4096, f_blocks=10_000, f_favail=100, f_files=1000)
     monkeypatch.setattr(os, "statvfs", lambda _path: room)
     with pytest.raises(ImageError, match=r"more than the 1M free in the image dir"):
-        images.import_image(str(tmp_path / "images"), "img", archive)
+        store.import_image(str(tmp_path / "images"), "img", archive)
     assert _nothing_left(tmp_path / "images")
 
 
 def test_an_oversized_extended_header_is_not_read_into_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(image_tar, "_HEADER_MAX", 512)
+    monkeypatch.setattr(tarball, "_HEADER_MAX", 512)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("long/" + "n" * 2000)
@@ -125,7 +125,7 @@ def test_an_oversized_extended_header_is_not_read_into_memory(
     archive = tmp_path / "pax.tar"
     archive.write_bytes(buffer.getvalue())
     with pytest.raises(ImageError, match="an extended header of"):
-        images.import_image(str(tmp_path / "images"), "img", str(archive))
+        store.import_image(str(tmp_path / "images"), "img", str(archive))
     assert _nothing_left(tmp_path / "images")
 
 

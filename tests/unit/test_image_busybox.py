@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import image_busybox, images
 from sandman.errors import ImageError
+from sandman.images import busybox, store
 
 BUSYBOX = "/bin/busybox"
 needs_busybox = pytest.mark.skipif(
@@ -36,8 +36,8 @@ def _elf(interpreter: bool, bits: int = 64, order: str = "<") -> bytes:
 
 @pytest.mark.parametrize(("bits", "order"), [(64, "<"), (32, "<"), (64, ">"), (32, ">")])
 def test_elf_interpreter_is_detected(bits: int, order: str) -> None:
-    assert image_busybox.has_interpreter(_elf(True, bits, order))
-    assert not image_busybox.has_interpreter(_elf(False, bits, order))
+    assert busybox.has_interpreter(_elf(True, bits, order))
+    assert not busybox.has_interpreter(_elf(False, bits, order))
 
 
 @pytest.mark.parametrize(
@@ -45,22 +45,22 @@ def test_elf_interpreter_is_detected(bits: int, order: str) -> None:
 )
 def test_non_elf_is_refused(blob: bytes) -> None:
     with pytest.raises(ValueError, match="ELF"):
-        image_busybox.has_interpreter(blob)
+        busybox.has_interpreter(blob)
 
 
 def test_missing_or_dynamic_busybox_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="is missing; install Debian's busybox-static"):
-        images.build_busybox(str(tmp_path), str(tmp_path / "busybox"))
+        store.build_busybox(str(tmp_path), str(tmp_path / "busybox"))
     dynamic = tmp_path / "dynamic"
     dynamic.write_bytes(_elf(True))
     with pytest.raises(ImageError, match=r"dynamically linked.*apt-get install busybox-static"):
-        images.build_busybox(str(tmp_path), str(dynamic))
+        store.build_busybox(str(tmp_path), str(dynamic))
     assert sorted(os.listdir(tmp_path)) == ["dynamic"]
 
 
 @needs_busybox
 def test_busybox_image_layout(tmp_path: Path) -> None:
-    info = images.build_busybox(str(tmp_path), BUSYBOX, name="bb")
+    info = store.build_busybox(str(tmp_path), BUSYBOX, name="bb")
     root = Path(info.path)
     assert stat.S_IMODE((root / "bin/busybox").stat().st_mode) == 0o755
     assert (root / "bin/busybox").read_bytes() == Path(BUSYBOX).read_bytes()
@@ -75,6 +75,6 @@ def test_busybox_image_layout(tmp_path: Path) -> None:
     assert all(not any((root / d).iterdir()) for d in ("proc", "sys", "dev", "run", "tmp"))
     assert not (root / "www").exists()
     assert info.files > 200
-    again = images.build_busybox(str(tmp_path), BUSYBOX, name="bb")
+    again = store.build_busybox(str(tmp_path), BUSYBOX, name="bb")
     assert again.path == info.path
-    assert sorted(set(os.listdir(tmp_path)) - {images.LOCK}) == ["bb"]  # no temporary left
+    assert sorted(set(os.listdir(tmp_path)) - {store.LOCK}) == ["bb"]  # no temporary left

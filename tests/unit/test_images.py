@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import images
 from sandman.errors import ImageError
+from sandman.images import store
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 
@@ -64,23 +64,23 @@ TREE = [
 ]
 
 
-def store(image_dir: Path) -> list[str]:
+def contents(image_dir: Path) -> list[str]:
     """What the image dir holds but the writers' lock file, which stays (as the state dir's)."""
-    return sorted(name for name in os.listdir(image_dir) if name != images.LOCK)
+    return sorted(name for name in os.listdir(image_dir) if name != store.LOCK)
 
 
 def leftovers(image_dir: Path) -> list[str]:
     """Hidden entries but the writers' lock file, which stays (as the state dir's does)."""
     hidden = (p.name for p in image_dir.iterdir() if p.name.startswith("."))
-    return sorted(name for name in hidden if name != images.LOCK)
+    return sorted(name for name in hidden if name != store.LOCK)
 
 
 def test_name_rule_is_the_unit_models() -> None:
     from sandman.units import scalars
 
-    assert scalars.IMAGE_RE.pattern == images.NAME_PATTERN
-    assert images.name_problem("x" * 64) is None
-    assert images.name_problem("x" * 65) is not None
+    assert scalars.IMAGE_RE.pattern == store.NAME_PATTERN
+    assert store.name_problem("x" * 64) is None
+    assert store.name_problem("x" * 65) is not None
 
 
 @pytest.mark.parametrize(
@@ -90,9 +90,9 @@ def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     source = tarball(tmp_path / "t.tar", TREE)
     image_dir = tmp_path / "images"
     with pytest.raises(ImageError, match="is not an image name"):
-        images.import_image(str(image_dir), name, source)
+        store.import_image(str(image_dir), name, source)
     with pytest.raises(ImageError, match="is not an image name"):
-        images.remove_image(str(image_dir), name)
+        store.remove_image(str(image_dir), name)
     assert not image_dir.exists()
 
 
@@ -100,7 +100,7 @@ def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
 def test_tarball_imports_with_modes_and_links(tmp_path: Path, compression: str) -> None:
     source = tarball(tmp_path / "rootfs.tar", TREE, compression)
     notes: list[str] = []
-    info = images.import_image(str(tmp_path), "alpine", source, progress=notes.append)
+    info = store.import_image(str(tmp_path), "alpine", source, progress=notes.append)
     root = tmp_path / "alpine"
     assert info.path == str(root) and info.name == "alpine"
     assert (root / "bin/tool").read_bytes() == b"#!/bin/sh\n"
@@ -132,14 +132,14 @@ def test_unsafe_members_are_refused(tmp_path: Path, bad: Member, why: str | None
     image_dir = tmp_path / "images"
     source = tarball(tmp_path / "bad.tar", [*TREE, bad])
     if why is None:  # the control: a relative symlink is fine
-        images.import_image(str(image_dir), "img", source)
+        store.import_image(str(image_dir), "img", source)
         return
     with pytest.raises(ImageError) as caught:
-        images.import_image(str(image_dir), "img", source)
+        store.import_image(str(image_dir), "img", source)
     message = str(caught.value)
     assert why in message and repr(bad[0].name) in message and source in message
     assert caught.value.name == "img" and caught.value.path == str(image_dir / "img")
-    assert store(image_dir) == []
+    assert contents(image_dir) == []
     assert not (tmp_path / "evil").exists() and not Path("/abs").exists()
 
 
@@ -151,7 +151,7 @@ def test_symlink_escape_is_refused(tmp_path: Path) -> None:
         [member("link", tarfile.SYMTYPE, link=str(outside)), member("link/evil", data=b"x")],
     )
     with pytest.raises(ImageError, match="through the symlink link"):
-        images.import_image(str(tmp_path / "images"), "img", source)
+        store.import_image(str(tmp_path / "images"), "img", source)
     assert list(outside.iterdir()) == []
 
 
@@ -163,7 +163,7 @@ def test_hard_link_through_a_symlink_is_refused(tmp_path: Path) -> None:
         [member("s", tarfile.SYMTYPE, link=str(target)), member("h", tarfile.LNKTYPE, link="s")],
     )
     with pytest.raises(ImageError, match="hard link to 's'"):
-        images.import_image(str(tmp_path / "images"), "img", source)
+        store.import_image(str(tmp_path / "images"), "img", source)
     assert target.stat().st_nlink == 1
 
 
@@ -174,7 +174,7 @@ def test_a_file_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path)
         tmp_path / "replace.tar",
         [member("f", tarfile.SYMTYPE, link=str(target)), member("f", data=b"image\n")],
     )
-    images.import_image(str(tmp_path / "images"), "img", source)
+    store.import_image(str(tmp_path / "images"), "img", source)
     assert target.read_text() == "host\n"
     assert (tmp_path / "images/img/f").read_text() == "image\n"
     assert not (tmp_path / "images/img/f").is_symlink()
@@ -185,7 +185,7 @@ def test_device_nodes_are_skipped_with_a_note(tmp_path: Path) -> None:
     null.devmajor, null.devminor = 1, 3
     source = tarball(tmp_path / "docker.tar", [member("dev/", tarfile.DIRTYPE), (null, None)])
     notes: list[str] = []
-    images.import_image(str(tmp_path / "images"), "img", source, progress=notes.append)
+    store.import_image(str(tmp_path / "images"), "img", source, progress=notes.append)
     assert list((tmp_path / "images/img/dev").iterdir()) == []
     assert any("skipped 1 device node(s) (dev/null)" in note for note in notes)
 
@@ -195,8 +195,8 @@ def test_unreadable_archive_is_an_image_error(tmp_path: Path, content: bytes) ->
     source = tmp_path / "junk.tar.gz"
     source.write_bytes(content)
     with pytest.raises(ImageError, match="not a readable tar archive"):
-        images.import_image(str(tmp_path / "images"), "img", str(source))
-    assert store(tmp_path / "images") == []
+        store.import_image(str(tmp_path / "images"), "img", str(source))
+    assert contents(tmp_path / "images") == []
 
 
 def test_truncated_archive_leaves_nothing(tmp_path: Path) -> None:
@@ -204,16 +204,16 @@ def test_truncated_archive_leaves_nothing(tmp_path: Path) -> None:
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(whole.read_bytes()[:50_000])
     with pytest.raises(ImageError):
-        images.import_image(str(tmp_path / "images"), "img", str(cut))
-    assert store(tmp_path / "images") == []
+        store.import_image(str(tmp_path / "images"), "img", str(cut))
+    assert contents(tmp_path / "images") == []
 
 
 def test_failed_replacement_keeps_the_old_image(tmp_path: Path) -> None:
     image_dir = tmp_path / "images"
-    images.import_image(str(image_dir), "img", tarball(tmp_path / "good.tar", TREE))
+    store.import_image(str(image_dir), "img", tarball(tmp_path / "good.tar", TREE))
     bad = tarball(tmp_path / "bad.tar", [member("new", data=b"new"), member("../evil")])
     with pytest.raises(ImageError):
-        images.import_image(str(image_dir), "img", bad)
+        store.import_image(str(image_dir), "img", bad)
     assert (image_dir / "img/bin/tool").exists() and not (image_dir / "img/new").exists()
     assert leftovers(image_dir) == []
 
@@ -225,19 +225,19 @@ def test_interrupt_leaves_nothing_half_made(tmp_path: Path) -> None:
 
     image_dir = tmp_path / "images"
     with pytest.raises(KeyboardInterrupt):
-        images.import_image(
+        store.import_image(
             str(image_dir), "img", tarball(tmp_path / "t.tar", TREE), progress=interrupt
         )
-    assert store(image_dir) == []
+    assert contents(image_dir) == []
 
 
 def test_import_replaces_an_image_whole(tmp_path: Path) -> None:
     image_dir = tmp_path / "images"
-    images.import_image(str(image_dir), "img", tarball(tmp_path / "one.tar", TREE))
+    store.import_image(str(image_dir), "img", tarball(tmp_path / "one.tar", TREE))
     second = tarball(tmp_path / "two.tar", [member("only", data=b"2")])
-    images.import_image(str(image_dir), "img", second)
+    store.import_image(str(image_dir), "img", second)
     assert sorted(os.listdir(image_dir / "img")) == ["only"]
-    assert store(image_dir) == ["img"]
+    assert contents(image_dir) == ["img"]
 
 
 def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path: Path) -> None:
     (image_dir / ".img.tmp-k1ll3d00/bin").mkdir(parents=True)
     (image_dir / ".other.old-abcdefgh").mkdir()
     (image_dir / ".keep-me").mkdir()
-    images.import_image(str(image_dir), "img", tarball(tmp_path / "t.tar", TREE))
+    store.import_image(str(image_dir), "img", tarball(tmp_path / "t.tar", TREE))
     assert leftovers(image_dir) == [".keep-me"]
 
 
@@ -267,7 +267,7 @@ def _tree(top: Path) -> Path:
 def test_directory_imports_as_a_copy(tmp_path: Path) -> None:
     source = _tree(tmp_path / "src")
     notes: list[str] = []
-    images.import_image(str(tmp_path / "images"), "copy", str(source), progress=notes.append)
+    store.import_image(str(tmp_path / "images"), "copy", str(source), progress=notes.append)
     root = tmp_path / "images/copy"
     assert (root / "etc/file").read_text() == "data\n"
     assert stat.S_IMODE((root / "etc/file").stat().st_mode) == 0o600
@@ -278,18 +278,18 @@ def test_directory_imports_as_a_copy(tmp_path: Path) -> None:
     assert stat.S_IMODE((root / "ro").stat().st_mode) == 0o555
     assert (root / "ro/inside").read_text() == "x"
     assert any("copied 9 entries" in note for note in notes)
-    images.remove_image(str(tmp_path / "images"), "copy")  # read-only dirs do not stop it
-    assert store(tmp_path / "images") == []
+    store.remove_image(str(tmp_path / "images"), "copy")  # read-only dirs do not stop it
+    assert contents(tmp_path / "images") == []
 
 
 def test_directory_holding_the_image_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="contains the image dir"):
-        images.import_image(str(tmp_path / "images"), "img", str(tmp_path))
+        store.import_image(str(tmp_path / "images"), "img", str(tmp_path))
 
 
 def test_missing_source_is_an_image_error(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such tarball or directory"):
-        images.import_image(str(tmp_path), "img", str(tmp_path / "nope.tar"))
+        store.import_image(str(tmp_path), "img", str(tmp_path / "nope.tar"))
 
 
 def test_list_counts_blocks_once_per_inode(tmp_path: Path) -> None:
@@ -298,12 +298,12 @@ def test_list_counts_blocks_once_per_inode(tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.write_bytes(os.urandom(300_000))
     (root / "etc/big").symlink_to(big)  # not followed: the 300 kB stay out of the size
-    images.import_image(str(image_dir), "b", str(root))
-    images.import_image(str(image_dir), "a", tarball(tmp_path / "t.tar", TREE))
+    store.import_image(str(image_dir), "b", str(root))
+    store.import_image(str(image_dir), "a", tarball(tmp_path / "t.tar", TREE))
     (image_dir / ".hidden").mkdir()
     (image_dir / "Bad Name").mkdir()
     (image_dir / "file").write_text("not an image")
-    found = images.list_images(str(image_dir))
+    found = store.list_images(str(image_dir))
     assert [i.name for i in found] == ["a", "b"]
     for info in found:
         du = subprocess.run(
@@ -319,17 +319,17 @@ def test_list_counts_blocks_once_per_inode(tmp_path: Path) -> None:
 
 
 def test_list_of_a_missing_image_dir_is_empty(tmp_path: Path) -> None:
-    assert images.list_images(str(tmp_path / "none")) == []
+    assert store.list_images(str(tmp_path / "none")) == []
 
 
 def test_remove(tmp_path: Path) -> None:
     image_dir = tmp_path / "images"
-    images.import_image(str(image_dir), "img", tarball(tmp_path / "t.tar", TREE))
+    store.import_image(str(image_dir), "img", tarball(tmp_path / "t.tar", TREE))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (image_dir / "linked").symlink_to(elsewhere)
-    images.remove_image(str(image_dir), "img")
-    images.remove_image(str(image_dir), "linked")
-    assert store(image_dir) == [] and elsewhere.is_dir()
+    store.remove_image(str(image_dir), "img")
+    store.remove_image(str(image_dir), "linked")
+    assert contents(image_dir) == [] and elsewhere.is_dir()
     with pytest.raises(ImageError, match="no such image"):
-        images.remove_image(str(image_dir), "img")
+        store.remove_image(str(image_dir), "img")

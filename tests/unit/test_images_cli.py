@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import images
 from sandman.cli import main
+from sandman.images import store
 
 BUSYBOX = "/bin/busybox"
 
@@ -103,7 +103,7 @@ def test_unsafe_archive_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["image", "import", "evil", source, "--image-dir", image_dir]) == 1
     err = capsys.readouterr().err
     assert "member '../evil'" in err and source in err and "Traceback" not in err
-    assert os.listdir(image_dir) == [images.LOCK]
+    assert os.listdir(image_dir) == [store.LOCK]
 
 
 def test_busybox_missing_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,9 @@ at module level, in functions and under TYPE_CHECKING): the architecture holds b
 fails on a forbidden edge, not because everyone remembers it.
 
 - kernel/ talks to the kernel with its own value types: it imports nothing of units/, plan/,
-  observe/, apply/ (nor anything above them).
+  observe/, apply/, images/ (nor anything above them).
+- images/ writes the image store and nothing else: no other layer (the unit model's image-name
+  rule is restated, not imported), and no kernel/ nor plan/ import it.
 - plan/ is pure: of observe/ it reads only the facts (data), and nothing with effects.
 - observe/ reads the host: no plan, apply or orchestration.
 - apply/ carries plans out: nothing above it (reconcile, commands, daemon, cli).
@@ -25,10 +27,26 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "sandman.plan",
         "sandman.observe",
         "sandman.apply",
+        "sandman.images",
         "sandman.paths",
         *ABOVE,
     ),
-    "sandman.plan": ("sandman.kernel", "sandman.apply", "sandman.observe.gather", *ABOVE),
+    "sandman.images": (
+        "sandman.units",
+        "sandman.plan",
+        "sandman.observe",
+        "sandman.apply",
+        "sandman.kernel",
+        "sandman.paths",
+        *ABOVE,
+    ),
+    "sandman.plan": (
+        "sandman.kernel",
+        "sandman.apply",
+        "sandman.images",
+        "sandman.observe.gather",
+        *ABOVE,
+    ),
     "sandman.observe": ("sandman.plan", "sandman.apply", *ABOVE),
     "sandman.apply": ABOVE,
     "sandman.units": ("sandman.plan", "sandman.observe", "sandman.apply", *ABOVE),
@@ -90,6 +108,9 @@ def test_no_layer_imports_what_it_may_not() -> None:
         ("sandman.plan.diff", "sandman.kernel.cgroup"),
         ("sandman.observe.preflight", "sandman.plan.actions"),
         ("sandman.apply.applier", "sandman.reconcile"),
+        ("sandman.images.store", "sandman.units.scalars"),
+        ("sandman.kernel.rootfs", "sandman.images.store"),
+        ("sandman.plan.diff", "sandman.images.tarball"),
     ],
 )
 def test_the_check_sees_a_forbidden_edge(source: str, target: str) -> None:

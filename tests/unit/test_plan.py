@@ -291,3 +291,16 @@ def test_destroy_refuses_unknown_names_and_what_others_stand_on() -> None:
     order = [a.object for a in destroy_plan(actual).actions]
     assert order.index("sandbox/web") < order.index("network/lan") < order.index("slice/services")
     assert order.index("slice/batch") < order.index("slice/services")
+
+
+def test_only_the_models_size_keys_are_shown_as_sizes() -> None:
+    from sandman.plan.actions import Change
+
+    def shown(key: str, before: int | None, after: int | None) -> str:
+        return Change(key, before, after, True).describe().split(": ", 1)[1]
+
+    assert shown("slice.memory_high", None, 1024**3) == "(unset) -> 1G"
+    assert shown("resources.memory_max", 3 * 1024**2, 1000) == "3M -> 1000"
+    # Counts, weights and the shm size (which may be "max") are shown as written.
+    assert shown("resources.pids_max", 1024, 2048) == "1024 -> 2048"
+    assert shown("resources.shm_size", 1024, None) == "1024 -> (unset)"

@@ -12,7 +12,7 @@ that inflates to terabytes): the sum of its files' sizes (as the headers give th
 what extraction writes, so compression does not matter) may not pass `Bounds.max_size` nor the
 free space of the image dir's file system, and the number of members may not pass
 `Bounds.max_files` nor its free inodes. Either is refused with the archive and the limit named,
-and the partial image is removed by the caller (images._build).
+and the partial image is removed by the caller (store._build).
 """
 
 from __future__ import annotations

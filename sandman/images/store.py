@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sandman.errors import ImageError
 
 if TYPE_CHECKING:
-    from sandman import image_tar
+    from sandman.images import tarball
 
 Progress = Callable[[str], None]
 
@@ -161,13 +161,14 @@ def build_busybox(
     progress: Progress | None = None,
 ) -> ImageInfo:
     """The built-in image: a static busybox, a link per applet, and a minimal /etc."""
-    from sandman import image_busybox
+    # By name: the module would shadow the BUSYBOX argument, the binary's path.
+    from sandman.images.busybox import fill, inspect
 
     report = progress or _quiet
     path = image_path(image_dir, name)
-    blob, applets = image_busybox.inspect(name, path, busybox)
+    blob, applets = inspect(name, path, busybox)
     report(f"building image {name} from {busybox} ({len(applets)} applets)")
-    return _build(image_dir, name, report, lambda d: image_busybox.fill(d, blob, applets))
+    return _build(image_dir, name, report, lambda d: fill(d, blob, applets))
 
 
 def import_image(
@@ -176,32 +177,32 @@ def import_image(
     source: str,
     *,
     progress: Progress | None = None,
-    bounds: image_tar.Bounds | None = None,
+    bounds: tarball.Bounds | None = None,
 ) -> ImageInfo:
     """An image from a tarball (plain, .gz, .xz, .bz2: `docker export`, Alpine minirootfs) or
     a copy of a directory, keeping modes, ownership, symlinks and hard links. A tarball is
-    extracted within BOUNDS (image_tar.Bounds(): the defaults)."""
+    extracted within BOUNDS (tarball.Bounds(): the defaults)."""
     report = progress or _quiet
     path = image_path(image_dir, name)
     if os.path.isdir(source):
-        from sandman import image_copy
+        from sandman.images import dircopy
 
         if _inside(os.path.abspath(image_dir), os.path.realpath(source)):
             raise ImageError(name, path, f"{source} contains the image dir; it cannot be copied")
         report(f"copying {source} into image {name}")
         return _build(
-            image_dir, name, report, lambda d: image_copy.copy_tree(name, path, source, d, report)
+            image_dir, name, report, lambda d: dircopy.copy_tree(name, path, source, d, report)
         )
     if not os.path.isfile(source):
         raise ImageError(name, path, f"{source}: no such tarball or directory")
-    from sandman import image_tar
+    from sandman.images import tarball
 
     report(f"extracting {source} into image {name}")
     return _build(
         image_dir,
         name,
         report,
-        lambda d: image_tar.extract(name, path, source, d, report, bounds=bounds),
+        lambda d: tarball.extract(name, path, source, d, report, bounds=bounds),
     )
 
 
