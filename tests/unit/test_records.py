@@ -76,7 +76,11 @@ def test_a_version_1_record_reads_typed(tmp_path: pathlib.Path) -> None:
     write(tmp_path, VERSION_1)
     (record,) = read_records(str(tmp_path))
     runtime, declared = record.runtime, record.sandbox
-    assert (runtime.pid, runtime.start_time, runtime.cgroup) == (4242, 777, "sandman-s1/services/web")
+    assert (runtime.pid, runtime.start_time, runtime.cgroup) == (
+        4242,
+        777,
+        "sandman-s1/services/web",
+    )
     assert runtime.idmap == IdRanges(((0, 100000, 65536),), ((0, 100000, 65536),))
     assert (runtime.auto_ids, runtime.user, runtime.bridge) == (100000, "1000:1000", "s1b-lan")
     assert declared.stop_seconds() == 0.25 and declared.restart == "always"
@@ -120,7 +124,7 @@ def test_a_newer_record_is_refused_with_what_to_do(tmp_path: pathlib.Path) -> No
 
 def test_a_damaged_record_names_its_file(tmp_path: pathlib.Path) -> None:
     write(tmp_path, {**VERSION_1, "runtime": {"pid": "many"}})
-    with pytest.raises(StateError, match="web.json.*damaged.*remove it and apply again"):
+    with pytest.raises(StateError, match=r"web\.json.*damaged.*remove it and apply again"):
         read_records(str(tmp_path))
 
 
