@@ -16,9 +16,8 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, NamedTuple, TypeAlias
 
-# The root slice: the default instance's base directory, and the first element of every slice
-# path. units.model.ROOT_SLICE is the same (a test checks it): validate loads no kernel module.
-ROOT_SLICE = "sandman"
+# A driver's base when none is given (instances pass their own, names.cgroup_root(tag)).
+DEFAULT_BASE = "sandman"
 
 LimitValue: TypeAlias = int | float | None
 LimitValues: TypeAlias = dict[str, LimitValue]
@@ -171,10 +170,9 @@ def check_base(base: str) -> str:
 
 
 def join_path(base: str, slice_path: Sequence[str], name: str | None) -> str:
-    """`base` + the slice path without its root slice + the sandbox name."""
-    parts = list(slice_path)
-    if parts and parts[0] == ROOT_SLICE:
-        parts = parts[1:]
+    """`base` + the slice path without its first element + the sandbox name. A slice path starts
+    at the root slice, which is the base itself: the driver need not know its name."""
+    parts = list(slice_path[1:])
     if name is not None:
         parts.append(name)
     return "/".join([base, *(check_component(p) for p in parts)])

@@ -165,7 +165,7 @@ class V1Driver:
     def __init__(
         self,
         root: str = "/sys/fs/cgroup",
-        base: str = common.ROOT_SLICE,
+        base: str = common.DEFAULT_BASE,
         controllers: Sequence[str] = V1_CONTROLLERS,
     ) -> None:
         self.root = os.path.normpath(root)

@@ -99,7 +99,7 @@ class V2Driver:
 
     version: Literal[1, 2] = 2
 
-    def __init__(self, root: str = "/sys/fs/cgroup", base: str = common.ROOT_SLICE) -> None:
+    def __init__(self, root: str = "/sys/fs/cgroup", base: str = common.DEFAULT_BASE) -> None:
         self.root = os.path.normpath(root)
         self.base = common.check_base(base)
         self._page = common.page_size()

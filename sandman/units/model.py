@@ -34,8 +34,8 @@ from sandman.units.values import (
 )
 
 KINDS = ("sandbox", "network", "slice")
-# kernel.cgroup_common.ROOT_SLICE too: validate must not load the kernel side (a test checks
-# the two agree, another that validate imports nothing of kernel/).
+# The slice every slice path starts from; its cgroup is the instance's base (the kernel's
+# driver takes slice paths below it, and never needs this name).
 ROOT_SLICE = "sandman"
 # What a sandbox gets when its unit says nothing (README, `NAME.sandbox.toml`).
 # 4096 processes and threads: far above what a service runs, yet a fork bomb stops at an eighth

@@ -57,10 +57,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 # --- conversions -------------------------------------------------------------------------------
 
 
-def test_root_slice_is_the_models() -> None:
-    assert cg.ROOT_SLICE == model.ROOT_SLICE
-
-
 def test_the_kernels_limits_are_the_models() -> None:
     # apply converts by these names, and show and observe read a record's limits by them.
     assert tuple(model.Limits.model_fields) == cg.LIMIT_KEYS
