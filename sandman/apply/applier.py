@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 
-from sandman.apply import faults, networks, orphans, sandboxes, slices
+from sandman.apply import faults, name_files, networks, orphans, sandboxes, slices
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
@@ -40,7 +40,7 @@ def apply(ctx: ApplyContext, plan: Plan) -> None:
             if failure is not None:
                 failures.append(failure)
         networks.settle_veths(ctx)
-        networks.refresh_hosts(ctx)
+        name_files.refresh_hosts(ctx)
     finally:
         orphans.sweep_cgroups(ctx)
     if len(failures) == 1:

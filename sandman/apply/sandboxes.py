@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from sandman.apply import faults, ids, networks
+from sandman.apply import faults, ids, name_files, networks
 from sandman.apply.confinement import confinement_of
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
@@ -294,7 +294,7 @@ def _rootfs_plan(
     ns = sandbox.unit.namespaces
     mounts = list(_mounts(sandbox, runtime))
     if sandbox.unit.network is not None:
-        for target, host_file in networks.name_files(ctx, sandbox).items():
+        for target, host_file in name_files.name_files(ctx, sandbox).items():
             mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
