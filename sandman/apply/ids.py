@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterable
 
+from sandman.atomic_json import write_atomically
 from sandman.units.desired import DesiredSandbox
 
 AUTO_FIRST = 0x100000  # above the ranges /etc/subuid hands to the host's users
@@ -65,13 +66,7 @@ def pin(persistent_dir: str, start: int) -> None:
     if read_pinned(persistent_dir) == start:
         return
     path = os.path.join(persistent_dir, PINNED)
-    temporary = f"{path}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"auto_ids": start, "size": AUTO_SIZE}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, {"auto_ids": start, "size": AUTO_SIZE})
 
 
 def pinned_ranges(persistent_root: str, but: str) -> list[tuple[int, int]]:

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 
+from sandman.atomic_json import write_atomically
+
 FIRST_DELAY = 0.1  # seconds
 MAX_DELAY = 30.0
 STABLE_AFTER = 10.0  # seconds up that end a crash streak
@@ -81,10 +83,4 @@ def write_counts(state_dir: str, counts: dict[str, int]) -> None:
             os.unlink(path)
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(json.dumps({"version": 1, "restarts": dict(sorted(counts.items()))}).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(temporary, path)
+    write_atomically(path, {"version": 1, "restarts": counts})

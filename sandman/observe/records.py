@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sandman.atomic_json import write_atomically
 from sandman.digest import digest
 from sandman.errors import StateError
 from sandman.kernel.cgroup_common import LIMIT_KEYS, CgroupLimits
@@ -233,13 +234,7 @@ def write_record(state_dir: str, record: Record) -> None:
         "unit": record.unit,
         "runtime": _runtime_json(record.runtime),
     }
-    temporary = f"{path}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(json.dumps(data, indent=1, sort_keys=True).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(temporary, path)
+    write_atomically(path, data, indent=1)
 
 
 def remove_record(state_dir: str, kind: str, name: str) -> None:
