@@ -15,10 +15,11 @@ from sandman.apply import faults, name_files, networks, orphans, sandboxes, slic
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
+from sandman.observe import procs
 from sandman.observe.facts import Record
 from sandman.plan.actions import Action
 from sandman.plan.diff import Plan
-from sandman.units.desired import DesiredSandbox
+from sandman.units.desired import DesiredSandbox, sandbox_from_canonical
 
 
 def apply(ctx: ApplyContext, plan: Plan) -> None:
@@ -176,8 +177,29 @@ def _sandbox_recreate(ctx: ApplyContext, action: Action) -> None:
     # Tainted first: killed between the destroy and the new record, the next plan still
     # recreates it, whatever its restart policy says about an init that is gone.
     old = sandboxes.taint(ctx, _record(ctx, action))
+    was_running = procs.is_running(old.runtime.pid, old.runtime.start_time)
     sandboxes.destroy(ctx, old, keep_record=True)
-    sandboxes.create(ctx, ctx.desired.sandboxes[action.name])
+    try:
+        sandboxes.create(ctx, ctx.desired.sandboxes[action.name])
+    except (ApplyError, OSError):
+        if was_running:
+            _bring_back(ctx, old)
+        raise
+
+
+def _bring_back(ctx: ApplyContext, old: Record) -> None:
+    """A recreate whose new sandbox failed to start: the old one runs again from its record, so
+    that a change that cannot work never costs the running sandbox (the apply still fails, and
+    the next plan proposes the change again)."""
+    file = ctx.desired.sandboxes[old.name].file
+    try:
+        sandboxes.create(ctx, sandbox_from_canonical(old.name, file, old.unit))
+    except (ApplyError, OSError, ValueError, KeyError) as exc:  # KeyError: its network went
+        ctx.progress.note(
+            f"sandbox/{old.name}: its previous unit did not start again either: {exc}"
+        )
+        return
+    ctx.progress.note(f"sandbox/{old.name}: the change failed; the sandbox runs its previous unit")
 
 
 def _sandbox_update(ctx: ApplyContext, action: Action) -> None:

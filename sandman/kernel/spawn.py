@@ -307,10 +307,14 @@ def _prepare(started: Started, pid: int) -> BaseException | None:
 
 
 def _outcome(progress: _Progress) -> int:
-    if progress.failed is not None:
+    error = progress.error
+    # The prepare step runs while the init finishes its own set-up: when the init failed there
+    # (a working directory missing), the prepare fails only because the init is gone, and the
+    # init's error is the one to report. Its "apply could not prepare" answer is not.
+    own_failure = error is not None and error.get("key") != "network"
+    if progress.failed is not None and not own_failure:
         _kill(progress.init)
         raise progress.failed
-    error = progress.error
     if error is not None:
         if progress.init:
             _kill(progress.init)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,35 @@ class DesiredSandbox:
             "address6": None if self.address6 is None else str(self.address6),
         }
         return {**self.unit.model_dump(mode="json"), "resolved": resolved}
+
+
+def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredSandbox:
+    """The sandbox a record was applied from, its canonical unit read back: what apply brings
+    back when the replacement of a running sandbox fails."""
+    from sandman.units.model import SandboxUnit
+
+    unit = SandboxUnit.model_validate(_without_nulls({**canonical, "resolved": None}))
+    resolved = canonical["resolved"]
+    address, address6 = resolved.get("address"), resolved.get("address6")
+    return DesiredSandbox(
+        name=name,
+        file=file,
+        unit=unit,
+        hostname=str(resolved["hostname"]),
+        slice_path=tuple(str(resolved["slice_path"]).split("/")),
+        veth=resolved.get("veth"),
+        address=None if address is None else IPv4Interface(address),
+        address6=None if address6 is None else IPv6Interface(address6),
+    )
+
+
+def _without_nulls(value: Any) -> Any:
+    """JSON's nulls are keys a unit file left out (TOML has no null)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -185,3 +185,30 @@ def test_a_limit_the_kernel_refuses_names_the_unit_file_and_key(sm: Sandman) -> 
     assert "big.sandbox.toml: resources.memory_max:" in failed.err, failed
     assert "the kernel refused memory_max" in failed.err, failed
     assert sm.init("big") == init and sm.running_init("big")
+
+
+def test_a_recreate_whose_new_sandbox_cannot_start_brings_the_old_one_back(lab: Lab) -> None:
+    """A change only the create can find wrong (the working directory is not in the image): the
+    old sandbox was already stopped for it, so apply starts it again from its record, on its
+    network with its address, and still fails naming the key."""
+    lab.sm.write("lan", network_unit(lab.subnet), kind="network")
+    lab.sm.write("web", sandbox_unit("lan"))
+    lab.sm.apply()
+    before = lab.sm.init("web")
+    address = lab.sm.status_of("web")["network"]["address"]
+    lab.sm.note_records()
+    lab.sm.write("web", sandbox_unit("lan", sandbox='working_directory = "/no/such/dir"'))
+    failed = lab.sm.apply(expect=1)
+    assert "web.sandbox.toml: sandbox.working_directory" in failed.err, failed
+    assert "sandbox/web: the change failed; the sandbox runs its previous unit" in failed.err
+    lab.sm.note_records()
+    after = lab.sm.running_init("web")
+    assert after != before[0]
+    status = lab.sm.status_of("web")
+    assert status["state"] == "running" and status["network"]["address"] == address
+    assert lab.sm.exec("web", "pwd").out.strip() == "/"  # the previous unit's
+    assert "working_directory" not in json.dumps(lab.sm.record("web")["unit"]["sandbox"]).replace(
+        '"working_directory": "/"', ""
+    )
+    plan = lab.sm.run("plan", str(lab.sm.units)).out
+    assert "sandbox/web" in plan and "recreate" in plan, plan  # the change is still to make
