@@ -2,8 +2,8 @@
 
 `python bench/gen_units.py DIR [--units 100]` writes 4 networks (one dual stack), 6 nested slices
 (two chains three deep) and UNITS - 10 sandboxes spread over them, with mounts of every type,
-unique host ports, limits, id maps, clock offsets and a mix of fixed and "auto" addresses. The
-output depends only on UNITS, so two runs give the same files.
+unique host ports, limits, id maps, clock offsets and a mix of fixed and "auto" addresses, and the
+mounts' sources under DIR/sources. The output depends only on DIR and UNITS.
 """
 
 from __future__ import annotations
@@ -113,14 +113,14 @@ def _clocks_and_ids(i: int) -> list[str]:
     return lines
 
 
-def _mounts(i: int, name: str) -> list[str]:
+def _mounts(i: int, name: str, sources: str) -> list[str]:
     lines = ["[[mount]]", 'type = "tmpfs"', 'target = "/tmp"', 'size = "64M"', 'mode = "1777"', ""]
     if i % 3 == 1:
-        lines += ["[[mount]]", 'type = "bind"', f'source = "/srv/bench/{name}"']
+        lines += ["[[mount]]", 'type = "bind"', f'source = "{sources}/{name}"']
         lines += ['target = "/data"', "read_only = true", ""]
     if i % 5 == 0:
         lines += ["[[mount]]", 'type = "overlay"', 'target = "/opt"']
-        lines += ['lower = ["/srv/bench/layers/base", "/srv/bench/layers/tools"]', ""]
+        lines += [f'lower = ["{sources}/layers/base", "{sources}/layers/tools"]', ""]
     if i % 9 == 4:
         lines += ["[[mount]]", 'type = "proc"', 'target = "/run/host-proc"', ""]
     return lines
@@ -166,10 +166,10 @@ def _security(i: int) -> list[str]:
     return []
 
 
-def sandbox_unit(i: int, slots: dict[int, int]) -> str:
+def sandbox_unit(i: int, slots: dict[int, int], sources: str) -> str:
     """Sandbox `i`; every eighth has no network, the others go round the networks."""
     name = sandbox_name(i)
-    lines = _sandbox_section(i, name) + _clocks_and_ids(i) + _mounts(i, name)
+    lines = _sandbox_section(i, name) + _clocks_and_ids(i) + _mounts(i, name, sources)
     if i % 8 != 7:
         on = i % NETWORKS
         lines += _network(i, on, slots.get(on, 0))
@@ -196,8 +196,13 @@ def generate(directory: str, units: int) -> Counts:
         files[f"{name}.slice.toml"] = slice_unit(name, index)
     slots: dict[int, int] = {}
     sandboxes = units - FIXED_UNITS
+    # The bind and overlay sources, beside the units (the loader reads only *.toml): plan and
+    # apply check that they exist on the host.
+    sources = os.path.join(os.path.abspath(directory), "sources")
+    for sub in ("layers/base", "layers/tools", *map(sandbox_name, range(1, sandboxes, 3))):
+        os.makedirs(os.path.join(sources, sub))
     for i in range(sandboxes):
-        files[f"{sandbox_name(i)}.sandbox.toml"] = sandbox_unit(i, slots)
+        files[f"{sandbox_name(i)}.sandbox.toml"] = sandbox_unit(i, slots, sources)
     for filename, text in files.items():
         with open(os.path.join(directory, filename), "w", encoding="utf-8") as handle:
             handle.write(text)
