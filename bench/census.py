@@ -1,27 +1,25 @@
-"""Which host processes a started sandbox costs: a before/after census of /proc.
+"""Which host processes a started sandbox costs: a census of /proc right before and right after
+each run that starts sandboxes.
 
-`snapshot()` reads every process (kernel threads left out). `census(before, after, ...)`
-takes the PIDs of the inits a run started (from the tool's own state: sandman's records, `crun
-state`) and finds the host processes that are there because of them, outside their pid
-namespaces:
-
-- the inits' ancestors that the run made (a monitor or shim between the init and the host's init);
-- processes whose command line names `marker` (the benchmark's temporary directory, in every
-  path the tools are given): a sandman CLI process still alive, a daemon a tool left behind;
-- processes in an init's cgroup that are not in its pid namespace (a helper left in the cgroup);
-- everything descending from one of those.
-
-Their resident memory (VmRSS) is the host memory the sandboxes cost beyond their own processes.
-Zombies hold none and are not counted, whatever made them (a parent that exits leaves its exited
-children to the host's init, which may reap them late); nor are new processes unrelated to the
-run (other work on the machine), so that a busy host does not pass for a cost.
+From the inits the run started (their PIDs from the tool's own state: sandman's records, `crun
+state`), the host processes there because of them, outside their pid namespaces: the inits'
+ancestors the run made (a monitor or shim between an init and the host's init); processes whose
+command line names the benchmark's work dir, in every path the tools are given (a sandman CLI
+process still alive, a daemon a tool left behind); processes in an init's cgroup that are not in
+its pid namespace (a helper left there); and everything descending from one of those. Their
+resident memory (VmRSS) is the host memory the sandboxes cost beyond their own processes.
+Zombies hold none and are not counted, whatever made them (an exited parent leaves its children
+to the host's init, which may reap them late); nor are new processes unrelated to the run (other
+work on the machine), so that a busy host does not pass for a cost.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from harness import SLEEP, Trial
 
 _PF_KTHREAD = 0x00200000
 
@@ -31,67 +29,52 @@ class Proc:
     pid: int
     ppid: int
     start: int  # clock ticks after boot: with the PID, names one process for good
-    state: str  # R, S, D, Z, ...
-    comm: str
+    zombie: bool
     argv: tuple[str, ...]
     rss: int  # bytes
     pidns: int  # inode of its pid namespace; 0 when unreadable (e.g. a protected PID 1)
     cgroup: str  # /proc/PID/cgroup
 
-    @property
-    def zombie(self) -> bool:
-        return self.state in ("Z", "X")
-
-    def describe(self) -> str:
-        shown = " ".join(self.argv) or f"[{self.comm}]"
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
+    def __str__(self) -> str:
+        shown = " ".join(self.argv)
+        shown = shown[:57] + "..." if len(shown) > 60 else shown
         return f"{self.pid} {shown} ({'zombie' if self.zombie else f'{self.rss} B'})"
+
+
+def read_proc(pid: int) -> Proc | None:
+    """One process, or None when it is gone or a kernel thread."""
+    try:
+        files = [_read(f"/proc/{pid}/{name}") for name in ("stat", "cmdline", "status", "cgroup")]
+    except OSError:
+        return None
+    stat, cmdline, status, cgroup = files
+    try:
+        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    # After "(comm) ": state ppid pgrp session tty tpgid flags ... starttime (field 22).
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if int(fields[6]) & _PF_KTHREAD:
+        return None
+    rss = next(
+        (int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")),
+        0,
+    )
+    argv = tuple(cmdline.split("\0")[:-1])
+    return Proc(pid, int(fields[1]), int(fields[19]), fields[0] in "ZX", argv, rss, pidns, cgroup)
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as handle:
+        return handle.read().decode(errors="replace")
 
 
 Snapshot = Mapping[tuple[int, int], Proc]
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def read_proc(pid: int) -> Proc | None:
-    """One process, or None when it is gone or a kernel thread."""
-    base = f"/proc/{pid}"
-    try:
-        stat = _read(f"{base}/stat").decode(errors="replace")
-        cmdline = _read(f"{base}/cmdline")
-        status = _read(f"{base}/status").decode(errors="replace")
-        cgroup = _read(f"{base}/cgroup").decode(errors="replace")
-    except OSError:
-        return None
-    try:
-        pidns = os.stat(f"{base}/ns/pid").st_ino
-    except OSError:
-        pidns = 0
-    comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-    # After "(comm) ": state ppid pgrp session tty tpgid flags ... starttime (field 22).
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if int(fields[6]) & _PF_KTHREAD:
-        return None
-    rss = 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    argv = tuple(part.decode(errors="replace") for part in cmdline.split(b"\0")[:-1])
-    return Proc(pid, int(fields[1]), int(fields[19]), fields[0], comm, argv, rss, pidns, cgroup)
-
-
-def snapshot() -> dict[tuple[int, int], Proc]:
-    procs = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            proc = read_proc(int(entry))
-            if proc is not None:
-                procs[(proc.pid, proc.start)] = proc
-    return procs
+def snapshot() -> Snapshot:
+    procs = (read_proc(int(entry)) for entry in os.listdir("/proc") if entry.isdigit())
+    return {(proc.pid, proc.start): proc for proc in procs if proc is not None}
 
 
 @dataclass(frozen=True)
@@ -106,23 +89,9 @@ class Census:
     def extra_bytes(self) -> int:
         return sum(proc.rss for proc in self.extra)
 
-    @property
-    def bytes_per_sandbox(self) -> float:
-        return self.extra_bytes / self.count if self.count else 0.0
-
-    @property
-    def all_running(self) -> bool:
-        return self.running == self.count
-
 
 def census(
-    before: Snapshot,
-    after: Snapshot,
-    *,
-    init_pids: Iterable[int],
-    command: Sequence[str],
-    marker: str,
-    count: int,
+    before: Snapshot, after: Snapshot, init_pids: list[int], marker: str, count: int
 ) -> Census:
     by_pid = {proc.pid: proc for proc in after.values()}
     inits = [by_pid[pid] for pid in init_pids if pid in by_pid]
@@ -140,15 +109,10 @@ def census(
     for proc in outside:
         if any(marker in arg for arg in proc.argv) or proc.cgroup in cgroups:
             related.add(proc.pid)
-    for proc in outside:
-        if _descends(proc, related, by_pid):
-            related.add(proc.pid)
+    related |= {proc.pid for proc in outside if _descends(proc, related, by_pid)}
     found = [by_pid[pid] for pid in sorted(related)]
-    return Census(
-        count=count,
-        running=sum(init.argv == tuple(command) for init in inits),
-        extra=tuple(proc for proc in found if not proc.zombie),
-    )
+    running = sum(init.argv == SLEEP for init in inits)
+    return Census(count, running, tuple(proc for proc in found if not proc.zombie))
 
 
 def _descends(proc: Proc, ancestors: set[int], by_pid: Mapping[int, Proc]) -> bool:
@@ -160,3 +124,39 @@ def _descends(proc: Proc, ancestors: set[int], by_pid: Mapping[int, Proc]) -> bo
         seen.add(current.pid)
         current = by_pid.get(current.ppid)
     return False
+
+
+class Censuses:
+    """A census around each kept start of `trial`, which starts `count` sandboxes whose init PIDs
+    `inits()` reads from the tool."""
+
+    def __init__(
+        self, trial: Trial, marker: str, count: int, inits: Callable[[], list[int]]
+    ) -> None:
+        self.taken: list[Census] = []
+        self.marker, self.count, self.inits = marker, count, inits
+        self.before: Snapshot = {}
+        trial.before, trial.after = self._before, self._after
+
+    def _before(self) -> None:
+        self.before = snapshot()
+
+    def _after(self, keep: bool) -> None:
+        if keep:
+            after = snapshot()
+            self.taken.append(census(self.before, after, self.inits(), self.marker, self.count))
+
+    def worst(self) -> float | None:
+        """The most bytes per sandbox of any run."""
+        return max((c.extra_bytes / c.count for c in self.taken), default=None)
+
+    def describe(self) -> str:
+        if not self.taken:
+            return "no run"
+        bad = max(self.taken, key=lambda c: c.extra_bytes)
+        ran = sum(c.running == c.count for c in self.taken)
+        shown = "; ".join(map(str, bad.extra[:3])) or "none"
+        return (
+            f"all inits exec'd in {ran}/{len(self.taken)} runs; host processes there for them: "
+            f"{len(bad.extra)}, {bad.extra_bytes} B ({shown})"
+        )

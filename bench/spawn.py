@@ -15,39 +15,25 @@ sums the resident memory of the host processes that exist only because of them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 
-from census import Census, Snapshot, census, snapshot
-from harness import (
-    SLEEP,
-    CrunMounts,
-    Instance,
-    Peer,
-    Session,
-    Trial,
-    bwrap_true,
-    command,
-    crun_bundle,
-    emit,
-    importtime,
-    main,
-    options,
-    print_packages,
-    print_trials,
-    run_rounds,
-    sandbox_unit,
-)
+from census import Censuses
+from harness import Instance, Peer, Session, Trial, emit, main, peer_of, sandbox_unit
+from peers import CrunMounts, bwrap_true, crun_bundle
 
 MANY = 50
 NSPAWN_LIMIT = 2.0
 CRUN_LIMIT = 1.0
 # --register=no --keep-unit: no machined and no transient scope (systemd is not PID 1 here);
 # --pipe: no pty; the rest keep nspawn from writing into the shared rootfs.
-NSPAWN_FLAGS = "--quiet --register=no --keep-unit --pipe --resolv-conf=off --timezone=off"
+NSPAWN = (
+    "--quiet --register=no --keep-unit --pipe --resolv-conf=off --timezone=off --link-journal=no"
+)
+Inits = Callable[[], list[int]]  # the PIDs of a run's inits, from the tool's own state
 LXC_CONFIG = """lxc.rootfs.path = dir:{rootfs}
 lxc.uts.name = smlxc
 lxc.net.0.type = empty
@@ -56,146 +42,99 @@ lxc.mount.auto = proc:rw
 """
 
 
-class Counted:
-    """The censuses taken right after each kept start of a trial (`inits()`: the PIDs the tool
-    reports for its inits)."""
+class Spawn:
+    """The contenders of one session, by label, and the censuses of the detached ones."""
 
-    def __init__(
-        self, trial: Trial, marker: str, count: int, inits: Callable[[], list[int]]
-    ) -> None:
-        self.censuses: list[Census] = []
-        self.marker, self.count, self.inits = marker, count, inits
-        self.taken: Snapshot = {}
-        trial.before, trial.after = self.before, self.after
+    def __init__(self, session: Session) -> None:
+        self.session, self.tag = session, f"smbench{os.getpid()}"
+        self.trials: dict[str, Trial] = {}
+        self.censuses: dict[str, Censuses] = {}
 
-    def before(self) -> None:
-        self.taken = snapshot()
+    def add(self, trial: Trial, rounds: int, count: int = 0, inits: Inits | None = None) -> None:
+        trial.rounds = rounds
+        self.trials[trial.label] = trial
+        if inits is not None:
+            self.censuses[trial.label] = Censuses(trial, self.session.workdir, count, inits)
 
-    def after(self, keep: bool) -> None:
-        if keep:
-            now = snapshot()
-            found = census(
-                self.taken,
-                now,
-                init_pids=self.inits(),
-                command=SLEEP,
-                marker=self.marker,
-                count=self.count,
+    def sandman(self, count: int, rounds: int) -> None:
+        names = [f"s{n:02d}" for n in range(1, count + 1)]
+        units = {f"{n}.sandbox.toml": sandbox_unit() for n in names}
+        instance = Instance.make(self.session, str(count), units)
+        trial = Trial(f"sandman apply, {count}", instance.apply, instance.destroy)
+        self.add(trial, rounds, count, functools.partial(instance.init_pids, names))
+
+    def oci(self, tool: str, ids: list[str], rounds: int, mounts: CrunMounts | None) -> None:
+        """`TOOL run -d` of the bundle for each id; `TOOL delete -f` of every container after."""
+        root, bundle = (os.path.join(self.session.workdir, name) for name in (tool, "bundle"))
+        run = self.session.runner
+        context = mounts.entered if mounts is not None else contextlib.nullcontext
+
+        def start() -> None:
+            for ident in ids:
+                run.run((tool, "--root", root, "run", "-d", "--bundle", bundle, ident))
+
+        def delete_all() -> None:
+            listed = run.output((tool, "--root", root, "list", "-q")) if os.path.isdir(root) else ""
+            for ident in listed.split():
+                run.run((tool, "--root", root, "delete", "-f", ident))
+
+        def remove() -> None:
+            with context():
+                delete_all()
+
+        def inits() -> list[int]:
+            states = (run.output((tool, "--root", root, "state", ident)) for ident in ids)
+            return [int(json.loads(state)["pid"]) for state in states]
+
+        self.session.cleanup.add(f"{tool} delete -f", remove)
+        label = f"{tool} run -d" if len(ids) == 1 else f"{len(ids)} x {tool} run -d"
+        trial = Trial(label, start, delete_all, context=context, required=False)
+        self.add(trial, rounds, len(ids), inits)
+
+    def peers(self, rootfs: str) -> None:
+        """The peers that are installed; a 1-sandbox run has --runs rounds."""
+        args, tag, command = self.session.args, self.tag, self.session.command
+        if shutil.which("crun"):  # its bundle serves runc too
+            crun_bundle(self.session, rootfs)
+            mounts = CrunMounts(self.session)
+            print(f"crun runs {mounts.where()}")
+            self.oci("crun", [f"{tag}-1"], args.runs, mounts)
+            self.oci("crun", [f"{tag}-{n:02d}" for n in range(1, MANY + 1)], args.runs_many, mounts)
+            if shutil.which("runc"):  # runc, unlike crun, accepts the hybrid layout
+                self.oci("runc", [f"{tag}r"], args.runs, None)
+        if shutil.which("bwrap"):
+            self.add(
+                command("bwrap", bwrap_true(rootfs, "--unshare-all", "--die-with-parent")),
+                args.runs,
             )
-            self.censuses.append(found)
-
-
-def sandman_trial(session: Session, count: int) -> tuple[Trial, Counted]:
-    names = [f"s{n:02d}" for n in range(1, count + 1)]
-    instance = Instance.make(
-        session, str(count), {f"{n}.sandbox.toml": sandbox_unit() for n in names}
-    )
-    trial = Trial(f"sandman apply, {count}", instance.apply, instance.destroy)
-    return trial, Counted(trial, session.workdir, count, lambda: instance.init_pids(names))
-
-
-def oci_trial(
-    session: Session, tool: str, ids: Sequence[str], mounts: CrunMounts | None
-) -> tuple[Trial, Counted]:
-    """`TOOL run -d` of the bundle for each id; `TOOL delete -f` of every container after."""
-    root, bundle = os.path.join(session.workdir, tool), os.path.join(session.workdir, "bundle")
-    run = session.runner
-
-    def start() -> None:
-        for ident in ids:
-            run.run((tool, "--root", root, "run", "-d", "--bundle", bundle, ident))
-
-    def delete_all() -> None:
-        listed = run.output((tool, "--root", root, "list", "-q")) if os.path.isdir(root) else ""
-        for ident in listed.split():
-            run.run((tool, "--root", root, "delete", "-f", ident))
-
-    def inits() -> list[int]:
-        states = (run.output((tool, "--root", root, "state", i)) for i in ids)
-        return [int(json.loads(state)["pid"]) for state in states]
-
-    context = mounts.entered if mounts is not None else contextlib.nullcontext
-    label = f"{tool} run -d" if len(ids) == 1 else f"{len(ids)} x {tool} run -d"
-    trial = Trial(label, start, delete_all, context=context, required=False)
-    session.cleanup.add(f"{tool} delete -f", lambda: _in(context, delete_all))
-    return trial, Counted(trial, session.workdir, len(ids), inits)
-
-
-def _in(context: Callable[[], AbstractContextManager[None]], step: Callable[[], None]) -> None:
-    with context():
-        step()
-
-
-def peers(session: Session, rootfs: str) -> tuple[list[Trial], dict[str, Counted]]:
-    """The peers that are installed, as trials, and the censuses of the detached ones."""
-    run, tag = session.runner, f"smbench{os.getpid()}"
-    trials, censuses = [], {}
-    if shutil.which("crun"):  # its bundle serves runc too
-        crun_bundle(session, rootfs)
-        mounts = CrunMounts(session)
-        print(f"crun runs {mounts.where()}")
-        for ids in ([f"{tag}-1"], [f"{tag}-{n:02d}" for n in range(1, MANY + 1)]):
-            trial, censuses[f"crun{len(ids)}"] = oci_trial(session, "crun", ids, mounts)
-            trial.rounds = session.args.runs if len(ids) == 1 else session.args.runs_many
-            trials.append(trial)
-    if shutil.which("runc") and "crun1" in censuses:  # runc, unlike crun, accepts the hybrid layout
-        trial, censuses["runc"] = oci_trial(session, "runc", [f"{tag}r"], None)
-        trials.append(trial)
-    if shutil.which("bwrap"):
-        trials.append(
-            command(run, "bwrap", bwrap_true(rootfs, "--unshare-all", "--die-with-parent"))
-        )
-    if shutil.which("systemd-nspawn"):
-        nspawn = ("systemd-nspawn", "-D", rootfs, *NSPAWN_FLAGS.split(), "--link-journal=no")
-        trials.append(command(run, "systemd-nspawn", (*nspawn, "/bin/true")))
-    if shutil.which("lxc-execute"):
-        config = os.path.join(session.workdir, "lxc.conf")
-        with open(config, "w", encoding="utf-8") as handle:
-            handle.write(LXC_CONFIG.format(rootfs=rootfs))
-        path = os.path.join(session.workdir, "lxc")
-        os.mkdir(path)
-        argv = ("lxc-execute", "-n", f"{tag}l", "-P", path, "-f", config, "--", "/bin/true")
-        trials.append(command(run, "lxc-execute", argv))
-    for trial in trials:
-        trial.required = False
-        trial.rounds = trial.rounds or session.args.runs  # a 1-sandbox run
-    return trials, censuses
-
-
-def worst(censuses: Sequence[Census]) -> float | None:
-    return max((c.bytes_per_sandbox for c in censuses), default=None)
-
-
-def print_censuses(censuses: dict[str, Counted]) -> None:
-    print("census after each detached run (bench/census.py), worst run:")
-    for label, counted in censuses.items():
-        if taken := counted.censuses:
-            bad = max(taken, key=lambda c: c.extra_bytes)
-            ran = sum(c.all_running for c in taken)
-            shown = "; ".join(p.describe() for p in bad.extra[:3]) or "none"
-            print(
-                f"  {label}: all inits exec'd in {ran}/{len(taken)} runs; host processes there "
-                f"for them: {len(bad.extra)}, {bad.extra_bytes} B ({shown})"
+        if shutil.which("systemd-nspawn"):
+            argv = ("systemd-nspawn", "-D", rootfs, *NSPAWN.split(), "/bin/true")
+            self.add(command("systemd-nspawn", argv), args.runs)
+        if shutil.which("lxc-execute"):
+            config, path = (
+                os.path.join(self.session.workdir, name) for name in ("lxc.conf", "lxc")
             )
+            with open(config, "w", encoding="utf-8") as handle:
+                handle.write(LXC_CONFIG.format(rootfs=rootfs))
+            os.mkdir(path)
+            argv = ("lxc-execute", "-n", f"{tag}l", "-P", path, "-f", config, "--", "/bin/true")
+            self.add(command("lxc-execute", argv), args.runs)
+        for trial in self.trials.values():  # a peer that fails is left out, with its error
+            trial.required = trial.label.startswith("sandman")
 
 
-def emit_rows(by: dict[str, Trial], counted: dict[str, Counted]) -> None:
-    censuses = {key: c.censuses for key, c in counted.items()}
-
-    def peer(label: str, short: str) -> Peer:
-        return by[label].peer(short) if label in by else Peer(short, why="n/a: not installed")
-
+def emit_rows(by: dict[str, Trial], censuses: dict[str, Censuses]) -> None:
     one, many = by["sandman apply, 1"], by[f"sandman apply, {MANY}"]
     emit(
         "apply_1",
         "whole `apply` of 1 sandbox, no network, until init runs",
         sandman=one.stats,
         peers=[
-            peer("systemd-nspawn", "systemd-nspawn"),
-            peer("runc run -d", "runc"),
-            peer("lxc-execute", "lxc-execute"),
-            peer("crun run -d", "crun"),
-            peer("bwrap", "bwrap"),
+            peer_of(by, "systemd-nspawn"),
+            peer_of(by, "runc run -d", "runc"),
+            peer_of(by, "lxc-execute"),
+            peer_of(by, "crun run -d", "crun"),
+            peer_of(by, "bwrap"),
         ],
         base="systemd-nspawn",
         limit=NSPAWN_LIMIT,
@@ -209,22 +148,20 @@ def emit_rows(by: dict[str, Trial], counted: dict[str, Counted]) -> None:
         "apply_50",
         f"`apply` of {MANY} sandboxes, no network",
         sandman=many.stats,
-        peers=[peer(f"{MANY} x crun run -d", f"{MANY} x crun")],
+        peers=[peer_of(by, f"{MANY} x crun run -d", f"{MANY} x crun")],
         base=f"{MANY} x crun",
         limit=CRUN_LIMIT,
         target=f"<= {CRUN_LIMIT:g}x {MANY} crun runs",
         note=each,
     )
-    mine = worst([*censuses["sandman1"], *censuses[f"sandman{MANY}"]])
-    theirs = [
-        Peer(f"{tool} detached", worst(censuses[key]))
-        for tool, key in (("crun", f"crun{MANY}"), ("runc", "runc"))
-        if censuses.get(key)
-    ]
+    worst = {label: c.worst() for label, c in censuses.items()}
+    mine = [w for w in (worst[one.label], worst[many.label]) if w is not None]
+    detached = (("crun", f"{MANY} x crun run -d"), ("runc", "runc run -d"))
+    theirs = [Peer(f"{t} detached", worst[k]) for t, k in detached if worst.get(k) is not None]
     emit(
         "memory",
         "host memory left per running sandbox (every host process that exists only for it)",
-        value=mine,
+        value=max(mine, default=None),
         unit="B",
         peers=theirs,
         limit=0.0,
@@ -236,31 +173,24 @@ def emit_rows(by: dict[str, Trial], counted: dict[str, Counted]) -> None:
 def measure(session: Session) -> None:
     args = session.args
     rootfs = session.image()
-    trials, censuses = peers(session, rootfs)
-    for count, rounds in ((MANY, args.runs_many), (1, args.runs)):
-        trial, censuses[f"sandman{count}"] = sandman_trial(session, count)
-        trial.rounds = rounds
-        trials.insert(0, trial)
-    run_rounds(trials, max(args.runs, args.runs_many), args.warmups)
-    print(f"apply to the init running: {args.runs} rounds of 1, {args.runs_many} of {MANY}")
-    print_trials(trials)
-    print_censuses(censuses)
-    emit_rows({t.label: t for t in trials}, censuses)
-    print_apply_imports(session)
-
-
-def print_apply_imports(session: Session) -> None:
-    """Where a cold apply's start-up goes: its imports by package, one run."""
+    spawn = Spawn(session)
+    spawn.sandman(1, args.runs)
+    spawn.sandman(MANY, args.runs_many)
+    spawn.peers(rootfs)
+    title = f"apply to the init running: {args.runs} rounds of 1, {args.runs_many} of {MANY}"
+    session.rounds(title, list(spawn.trials.values()), max(args.runs, args.runs_many))
+    print("census after each detached run (bench/census.py), worst run:")
+    for label, censuses in spawn.censuses.items():
+        print(f"  {label}: {censuses.describe()}")
+    emit_rows(spawn.trials, spawn.censuses)
+    # Where a cold apply's start-up goes: its imports by package, one run.
     units = os.path.join(session.workdir, "units-1")
-    state = os.path.join(session.workdir, "state-imports")
-    apply = ("-m", "sandman", "apply", units, *session.paths(state))
-    instance = Instance(session, units, state)
+    instance = Instance(session, units, os.path.join(session.workdir, "state-imports"))
     session.cleanup.add("sandman destroy, imports", instance.take_down)
-    print_packages("imports of `sandman apply` of 1", importtime(session, apply, runs=1))
+    imports = session.importtime(instance.argv("apply")[1:], runs=1)  # without the interpreter
+    imports.print_packages("imports of `sandman apply` of 1")
     instance.destroy()
 
 
 if __name__ == "__main__":
-    parser = options("Time sandman apply to the init running, beside its peers.", runs=5)
-    parser.add_argument("--runs-many", type=int, default=3, help=f"rounds of {MANY} (default 3)")
-    raise SystemExit(main("bench/spawn.py", parser, measure))
+    raise SystemExit(main("Time sandman apply beside its peers.", measure, runs=5, runs_many=3))

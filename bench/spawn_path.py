@@ -21,21 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 
-from harness import (
-    BenchError,
-    Peer,
-    Session,
-    Trial,
-    bwrap_true,
-    emit,
-    main,
-    options,
-    run_rounds,
-    table,
-)
+from harness import BenchError, Session, Trial, emit, main, peer_of
+from peers import bwrap_true
 
 FLOOR_ENV = "SANDMAN_BENCH_FLOOR"
 LIMIT = 1.5
+BIND = "sandman, bind rootfs, no seccomp/caps"
 ID_BASE = 1_000_000_000  # the floor's map; sandman's worker uses the range after it
 UNSHARE = (
     "--user --map-root-user --mount --pid --fork --uts --ipc --net --cgroup --mount-proc --root"
@@ -115,7 +106,7 @@ def contenders(session: Session, floor: str, rootfs: str) -> dict[str, tuple[str
     found = {
         "C floor": (floor, "spawn", rootfs, n),
         "sandman": (*sandman, "default", base),
-        "sandman, bind rootfs, no seccomp/caps": (*sandman, "bind", base),
+        BIND: (*sandman, "bind", base),
     }
     if shutil.which("unshare"):
         found["unshare"] = (floor, "exec", n, "unshare", *UNSHARE.split(), rootfs, "/bin/true")
@@ -140,23 +131,15 @@ def measure(session: Session) -> None:
     rootfs = session.image()
     found = contenders(session, build_floor(session), rootfs)
     trials = [starts(session, label, argv) for label, argv in found.items()]
-    run_rounds(trials, args.runs, args.warmups)
-    print(f"spawn path, in process: {args.runs} rounds of {args.per_round} starts of /bin/true")
+    title = f"spawn path, in process: {args.runs} rounds of {args.per_round} starts of /bin/true"
+    session.rounds(title, trials)
     by = {t.label: t for t in trials}
-    floor = by["C floor"].stats
-    assert floor is not None
-    rows = [[t.label, str(t.stats or f"failed: {t.error}")] for t in trials]
-    print(table(["contender", "ms per start, median (min-max)"], rows))
-    peers = [Peer("C floor", floor.median)]
-    peers += [
-        by[k].peer(k) if k in by else Peer(k, why="n/a: not installed")
-        for k in ("unshare", "bwrap")
-    ]
+    floor = by["C floor"].peer("C floor")
     emit(
         "spawn_path",
         "spawn path alone, in process: fork, namespaces, pivot_root, exec of /bin/true",
         sandman=by["sandman"].stats,
-        peers=peers,
+        peers=[floor, peer_of(by, "unshare"), peer_of(by, "bwrap")],
         base="C floor",
         limit=LIMIT,
         target=f"<= {LIMIT}x the C floor",
@@ -165,13 +148,11 @@ def measure(session: Session) -> None:
     emit(
         "spawn_path_bind",
         "spawn path, bind rootfs, no seccomp or capabilities (info)",
-        sandman=by["sandman, bind rootfs, no seccomp/caps"].stats,
-        peers=peers[:1],
+        sandman=by[BIND].stats,
+        peers=[floor],
         base="C floor",
     )
 
 
 if __name__ == "__main__":
-    parser = options("Time sandman's spawn path in process beside a C floor.", runs=5)
-    parser.add_argument("--per-round", type=int, default=20, help="starts per round (default 20)")
-    raise SystemExit(main("bench/spawn_path.py", parser, measure))
+    raise SystemExit(main("Time sandman's spawn path in process.", measure, runs=5, per_round=20))
