@@ -1,8 +1,6 @@
 """`sandman daemon`: its resident memory with 10 and 100 sandboxes watched, and a new unit file
 to its init running, beside a cold `sandman apply` of the same directory.
 
-`sudo .venv/bin/python bench/daemon.py [--runs 5] [--warmups 1]`
-
 `sandman daemon DIR --debounce 0 --drift-interval 0` (0 is the smallest debounce it accepts; the
 default 200 ms would only add itself; no drift pass in the middle of a trial) over scale.py's
 units, with a NOTIFY_SOCKET bound here: its VmRSS one second after READY=1, with 10 and with 100
@@ -19,14 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 from census import read_proc
-from harness import BenchError, Instance, Peer, Session, Stats, clean_env, emit, main, wait_until
+from harness import (
+    BenchError,
+    Instance,
+    Peer,
+    Session,
+    Stats,
+    clean_env,
+    emit,
+    main,
+    stop_gently,
+    wait_until,
+)
 from peers import Names
 from scale import units
 
@@ -68,12 +76,8 @@ def daemon(session: Session, instance: Instance, journal: str) -> Iterator[subpr
         raise BenchError(f"the daemon sent no READY=1 in {TIMEOUT:.0f} s") from None
     finally:
         listener.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.terminate()
+        stop_gently(process)
 
 
 class NewUnit:

@@ -135,49 +135,10 @@ def emit(
 # --- commands and rounds -------------------------------------------------------------------------
 
 
-class Runner:
-    """Runs commands in the work dir with a clean environment: stdout to /dev/null, stderr to a
-    file read on a failure (a pipe would have to be drained while the command runs, and be timed
-    with it)."""
-
-    def __init__(self, workdir: str) -> None:
-        self.workdir, self.env = workdir, clean_env()
-        path = os.path.join(workdir, "stderr")
-        self.err = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-    def run(self, argv: Sequence[str]) -> None:
-        os.ftruncate(self.err, 0)
-        os.lseek(self.err, 0, os.SEEK_SET)
-        out = subprocess.DEVNULL
-        process = subprocess.Popen(
-            argv, stdin=out, stdout=out, stderr=self.err, env=self.env, cwd=self.workdir
-        )
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            _stop_gently(process)
-            raise
-        if code != 0:
-            os.lseek(self.err, 0, os.SEEK_SET)
-            with os.fdopen(os.dup(self.err), "rb") as handle:
-                tail = handle.read().decode(errors="replace").strip().splitlines()[-20:]
-            why = "\n".join(tail) or "(no output on stderr)"
-            raise BenchError(f"`{' '.join(argv)}` exited with {code}:\n{why}")
-
-    def output(self, argv: Sequence[str]) -> str:
-        """Stdout of an untimed command."""
-        result = subprocess.run(
-            argv, capture_output=True, text=True, env=self.env, cwd=self.workdir, check=False
-        )
-        if result.returncode != 0:
-            raise BenchError(f"`{' '.join(argv)}` exited with {result.returncode}: {result.stderr}")
-        return result.stdout
-
-
-def _stop_gently(process: subprocess.Popen[bytes]) -> None:
-    """After Ctrl-C or SIGTERM: 2 s to end on its own, then SIGINT (sandman undoes a half-made
-    sandbox; a `sandman apply` killed outright could leave one it has not recorded), 30 s, then
-    SIGKILL."""
+def stop_gently(process: subprocess.Popen[bytes]) -> None:
+    """After Ctrl-C or SIGTERM (or the daemon's): 2 s to end on its own, then SIGINT (sandman
+    undoes a half-made sandbox; a `sandman apply` killed outright could leave one it has not
+    recorded), 30 s, then SIGKILL."""
     for signum, grace in ((None, 2.0), (signal.SIGINT, 30.0), (signal.SIGKILL, None)):
         if signum is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -270,13 +231,12 @@ def run_rounds(trials: Sequence[Trial], runs: int, warmups: int) -> None:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
 
 
-def print_trials(title: str, trials: Sequence[Trial]) -> None:
+def print_trials(trials: Sequence[Trial]) -> None:
     """Every contender's own times in ms, median (min-max), and its teardown when timed."""
     rows = []
     for t in trials:
         down = str(Stats(tuple(t.down))) if t.down else ""
         rows.append([t.label, str(t.stats or f"failed: {t.error}"), down, str(len(t.up))])
-    print(title)
     print(table(["contender", "ms, median (min-max)", "teardown ms", "runs"], rows))
 
 
@@ -320,17 +280,47 @@ class Cleanup:
         self.add(f"restore {path}", restore)
 
 
-@dataclass
 class Session:
-    """A benchmark's run: its options, the interpreter timed, a temporary work dir, the runner
-    of its commands, the clean-up, and the busybox image every contender runs on."""
+    """A benchmark's run: its options, the interpreter timed, a temporary work dir where its
+    commands run with a clean environment, its clean-up, and the busybox image every contender
+    runs on."""
 
-    args: argparse.Namespace
-    python: str
-    workdir: str
-    runner: Runner
-    cleanup: Cleanup
-    images: str = ""
+    def __init__(self, args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> None:
+        self.args, self.workdir, self.cleanup, self.images = args, workdir, cleanup, ""
+        self.python, self.env = real_python(args.python), clean_env()
+        # A timed command's stderr goes to a file, read on a failure: a pipe would have to be
+        # drained while the command runs, and be timed with it.
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        self.err = os.open(os.path.join(workdir, "stderr"), flags, 0o600)
+        cleanup.add("the stderr file", lambda: os.close(self.err))
+
+    def run(self, argv: Sequence[str]) -> None:
+        """A command, stdout to /dev/null; an error with its stderr's end when it fails."""
+        os.ftruncate(self.err, 0)
+        os.lseek(self.err, 0, os.SEEK_SET)
+        null = subprocess.DEVNULL
+        process = subprocess.Popen(
+            argv, stdin=null, stdout=null, stderr=self.err, env=self.env, cwd=self.workdir
+        )
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            stop_gently(process)
+            raise
+        if code != 0:
+            os.lseek(self.err, 0, os.SEEK_SET)
+            with os.fdopen(os.dup(self.err), "rb") as handle:
+                tail = handle.read().decode(errors="replace").strip().splitlines()[-20:]
+            raise BenchError(f"`{' '.join(argv)}` exited with {code}:\n" + "\n".join(tail))
+
+    def output(self, argv: Sequence[str]) -> str:
+        """Stdout of an untimed command."""
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=self.env, cwd=self.workdir, check=False
+        )
+        if result.returncode != 0:
+            raise BenchError(f"`{' '.join(argv)}` exited with {result.returncode}: {result.stderr}")
+        return result.stdout
 
     def sandman(self, *args: str) -> tuple[str, ...]:
         return (self.python, "-m", "sandman", *args)
@@ -342,17 +332,21 @@ class Session:
     def image(self) -> str:
         """`sandman image busybox` into the work dir; returns the rootfs every contender uses."""
         self.images = os.path.join(self.workdir, "images")
-        self.runner.output(self.sandman("image", "busybox", "--image-dir", self.images))
+        self.output(self.sandman("image", "busybox", "--image-dir", self.images))
         return os.path.join(self.images, "busybox")
 
     def command(self, label: str, argv: Sequence[str]) -> Trial:
         """A trial of one whole command."""
-        return Trial(label, lambda: self.runner.run(argv))
+        return Trial(label, lambda: self.run(argv))
 
-    def rounds(self, title: str, trials: Sequence[Trial], runs: int | None = None) -> None:
-        """The trials' rounds (`--runs` unless said; `--warmups` first), then their times."""
+    def rounds(
+        self, title: str, trials: Sequence[Trial], runs: int = 0, shown: Sequence[Trial] = ()
+    ) -> None:
+        """The trials' rounds (`--runs` unless said; `--warmups` first), then their times and
+        those of the trials `shown` (run by theirs)."""
         run_rounds(trials, runs or self.args.runs, self.args.warmups)
-        print_trials(title, trials)
+        print(f"{title}, {runs or self.args.runs} rounds")
+        print_trials([*trials, *shown])
 
     def importtime(self, args: Sequence[str], runs: int = 3) -> Imports:
         """`python -X importtime ARGS`, `runs` times: each module's median self time in ms."""
@@ -372,8 +366,8 @@ class Session:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2's netns socket) is stopped so
-        os._exit(128 + signum)  # and must not unwind the benchmark's stack and run its clean-up
+    if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2's netns socket) being stopped:
+        os._exit(128 + signum)  # it must not unwind the benchmark's stack into the clean-up
     raise KeyboardInterrupt
 
 
@@ -405,9 +399,7 @@ def main(
     try:
         workdir = tempfile.mkdtemp(prefix="sandman-bench-")
         cleanup.add(f"remove {workdir}", lambda: _remove_workdir(workdir, cleanup))
-        runner = Runner(workdir)
-        cleanup.add("the stderr file", lambda: os.close(runner.err))
-        body(Session(args, real_python(args.python), workdir, runner, cleanup))
+        body(Session(args, workdir, cleanup))
     except (BenchError, OSError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
@@ -523,16 +515,16 @@ class Instance:
         return self.session.sandman(verb, *where, *more, *self.session.paths(self.state))
 
     def apply(self) -> None:
-        self.session.runner.run(self.argv("apply"))
+        self.session.run(self.argv("apply"))
 
     def destroy(self) -> None:
-        self.session.runner.run(self.argv("destroy"))
+        self.session.run(self.argv("destroy"))
 
     def settle(self) -> None:
         wait_links_gone(f"{self.tag}-", f"{self.tag}b-")
 
     def check_running(self, count: int) -> None:
-        report = json.loads(self.session.runner.output(self.argv("status", "--json")))
+        report = json.loads(self.session.output(self.argv("status", "--json")))
         if (running := sum(s["state"] == "running" for s in report["sandboxes"])) != count:
             raise BenchError(f"{running} of {count} sandboxes run after apply")
 

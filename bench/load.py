@@ -1,8 +1,6 @@
 """The load path: `sandman validate` of 100 generated units (gen_units.py), start to exit, beside
 the bare pydantic import (the issue's yardstick), and which modules the load path imports.
 
-`.venv/bin/python bench/load.py [--units 100] [--runs 15] [--warmups 3]` (no root needed)
-
 Whole processes, interleaved: `python -c pass` (the floor), `from pydantic import BaseModel`,
 `sandman --help`, `validate DIR` and `plan DIR` against an empty state dir. Then the imports of
 `validate` by package (`python -X importtime`), and whether validate and plan stay off pyroute2
@@ -35,8 +33,7 @@ def measure(session: Session) -> None:
         session.command("pydantic import", (py, "-c", "from pydantic import BaseModel")),
         *(session.command(f"sandman {k}", session.sandman(*v)) for k, v in verbs.items()),
     ]
-    title = f"the load path: {args.units} units ({sandboxes} sandboxes), {args.runs} rounds"
-    session.rounds(title, trials)
+    session.rounds(f"the load path: {args.units} units ({sandboxes} sandboxes)", trials)
     emit(
         "validate",
         f"`validate` of {args.units} units (issue: load path)",

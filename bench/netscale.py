@@ -1,8 +1,6 @@
 """A network for 1 and 100 sandboxes, beside an ip/nft shell script, and the netlink dumps of a
 no-op apply.
 
-`sudo .venv/bin/python bench/netscale.py [--runs 5] [--runs-many 3] [--warmups 1]`
-
 Interleaved, each run's setup and teardown timed apart, then an untimed wait until the kernel
 has freed the veths: `sandman apply DIR` / `destroy DIR` of N `/bin/sleep 1000` sandboxes on one
 network (`nat = true`, a port forward each from 127.0.0.1), and of the same without `[network]`
@@ -68,29 +66,28 @@ def trials(session: Session, names: Names, scripts: dict[str, str]) -> dict[str,
 
 
 def _bash(session: Session, script: str, count: int) -> Callable[[], None]:
-    return lambda: session.runner.run(("bash", script, str(count)))
+    return lambda: session.run(("bash", script, str(count)))
 
 
 def check(session: Session, names: Names, scripts: dict[str, str]) -> None:
     """Both sides make a working network: eth0's address inside one sandbox; the script's DNAT
     rules; a second `sandman apply` changes nothing."""
-    run = session.runner
-    run.run(("bash", scripts["setup"], "1"))
+    session.run(("bash", scripts["setup"], "1"))
     try:
         netns = ("ip", "netns", "exec", f"{names.prefix}-1")
-        address = run.output((*netns, "ip", "-4", "-o", "addr", "show", "dev", "eth0")).split()
-        rules = run.output(("nft", "list", "table", "inet", names.prefix)).count("dnat")
+        address = session.output((*netns, "ip", "-4", "-o", "addr", "show", "dev", "eth0")).split()
+        rules = session.output(("nft", "list", "table", "inet", names.prefix)).count("dnat")
         print(f"checked: the script's sandbox: eth0 {address[3]}; {rules} dnat rules")
     finally:
-        run.run(("bash", scripts["teardown"], "1"))
+        session.run(("bash", scripts["teardown"], "1"))
         names.settle()
     one = instance(session, names, 1, True, name="check")
     one.apply()
     try:
         (pid,) = one.init_pids(["n001"])
         inside = ("nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show")
-        address = run.output((*inside, "dev", "eth0")).split()
-        again = run.output(one.argv("apply")).strip().splitlines()[:1]
+        address = session.output((*inside, "dev", "eth0")).split()
+        again = session.output(one.argv("apply")).strip().splitlines()[:1]
         print(f"checked: sandman's sandbox: eth0 {address[3]}; a second apply: {again}")
     finally:
         one.destroy()
@@ -107,7 +104,7 @@ def count_dumps(session: Session, net: Instance) -> Counter[str] | str:
     out = os.path.join(session.workdir, "strace-noop.txt")
     trace = ("strace", "-f", "-qq", "-e", "trace=sendto,sendmsg", "-e", "signal=none", "-o", out)
     net.apply()
-    session.runner.run((*trace, *net.argv("apply")))
+    session.run((*trace, *net.argv("apply")))
     net.destroy()
     net.settle()
     dumps: Counter[str] = Counter()
@@ -161,12 +158,9 @@ def measure(session: Session) -> None:
     check(session, names, scripts)
     by = trials(session, names, scripts)
     args = session.args
-    title = f"network setup and teardown: {args.runs} rounds of 1, {args.runs_many} of {MANY}"
+    title = f"network setup and teardown ({args.runs_many} of the rounds with {MANY})"
     session.rounds(title, list(by.values()), max(args.runs, args.runs_many))
-    net = Instance.make(
-        session, f"dumps-{MANY}", networked_units(names.sandman_net, MANY, SANDMAN_PORTS)
-    )
-    emit_rows(by, count_dumps(session, net))
+    emit_rows(by, count_dumps(session, instance(session, names, MANY, True, name="dumps")))
 
 
 if __name__ == "__main__":

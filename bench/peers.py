@@ -47,7 +47,7 @@ def crun_bundle(session: Session, rootfs: str) -> str:
     pid, network, ipc, uts, mount; no user namespace)."""
     bundle = os.path.join(session.workdir, "bundle")
     os.mkdir(bundle)
-    session.runner.output(("crun", "spec", "--bundle", bundle))
+    session.output(("crun", "spec", "--bundle", bundle))
     with open(os.path.join(bundle, "config.json"), "r+", encoding="utf-8") as handle:
         config = json.load(handle)
         config["process"].update(args=list(SLEEP), terminal=False)
@@ -149,9 +149,9 @@ NETWORK_TEARDOWN = 'ip link del "$BRIDGE"\nnft delete table inet "$TABLE"'
 
 def per_sandbox(*steps: str, before: str = "", after: str = "") -> str:
     """A script's text: `before`, then `steps` for each sandbox i in 1..$1, then `after`."""
-    body = textwrap.indent("\n".join(textwrap.dedent(s).strip("\n") for s in steps), "    ")
-    lines = [*([before.strip("\n")] if before else []), 'for i in $(seq 1 "$1"); do', body, "done"]
-    return "\n".join([*lines, *([after] if after else [])]) + "\n"
+    body = "\n".join(textwrap.indent(textwrap.dedent(step).strip("\n"), "    ") for step in steps)
+    loop = f'for i in $(seq 1 "$1"); do\n{body}\ndone\n'
+    return before.lstrip("\n") + loop + (after + "\n" if after else "")
 
 
 def network_setup(*steps: str) -> str:

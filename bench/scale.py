@@ -1,8 +1,6 @@
 """100 sandboxes with network, ports and limits: apply, no-op apply, status, destroy, beside a
 crun + iproute2 + nft script; and the imports of every verb.
 
-`sudo .venv/bin/python bench/scale.py [--runs 3] [--repeat 3] [--warmups 1]`
-
 One network (`nat = true`) and 100 `/bin/sleep 1000` sandboxes, each with a port forward from
 127.0.0.1 and three limits. Beside it the script a user would write (peers.py): per sandbox
 `crun run -d`, the limits written into crun's v1 cgroups, a veth born in the container's netns,
@@ -16,30 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 
-from harness import (
-    BenchError,
-    Instance,
-    Peer,
-    Session,
-    Stats,
-    Trial,
-    emit,
-    main,
-    networked_units,
-    print_trials,
-    run_rounds,
-    table,
-)
-from peers import (
-    CrunMounts,
-    Names,
-    crun_bundle,
-    entries,
-    network_setup,
-    network_teardown,
-)
+from harness import Instance, Peer, Session, Stats, Trial, emit, main, networked_units, table
+from peers import CrunMounts, Names, crun_bundle, entries, network_setup, network_teardown
 
 MANY = 100
 PORTS = 44000  # sandman's host ports PORTS+1..; the script's PORTS+500+1..
@@ -70,8 +47,6 @@ class Script:
     (containers, their cgroups; netns, links and table are Names') goes at the end."""
 
     def __init__(self, session: Session, names: Names, rootfs: str) -> None:
-        if shutil.which("crun") is None:
-            raise BenchError("crun is missing: bench/run installs it")
         self.session, self.names = session, names
         self.root = os.path.join(session.workdir, "crun")
         self.mounts = CrunMounts(session)
@@ -82,7 +57,7 @@ class Script:
 
     def run(self, step: str, count: int) -> None:
         with self.mounts.entered():
-            self.session.runner.run(("bash", self.paths[step], str(count)))
+            self.session.run(("bash", self.paths[step], str(count)))
 
     def trial(self) -> Trial:
         label = "script: crun + iproute2 + nft + cgroup writes; its teardown"
@@ -93,7 +68,7 @@ class Script:
         self.run("setup", 1)
         try:
             with self.mounts.entered():  # where the script's netns names are
-                inside = self.session.runner.output(("ip", "-n", f"{self.names.prefix}-1", "addr"))
+                inside = self.session.output(("ip", "-n", f"{self.names.prefix}-1", "addr"))
             memory = f"/sys/fs/cgroup/memory/{self.names.prefix}-1/memory.limit_in_bytes"
             with open(memory, encoding="ascii") as handle:
                 limit = handle.read().strip()
@@ -104,13 +79,13 @@ class Script:
         print(f"checked: the script's sandbox 1 has {addresses} and memory limit {limit}")
 
     def remove_containers(self) -> None:
-        run, prefix = self.session.runner, f"{self.names.prefix}-"
+        session, prefix = self.session, f"{self.names.prefix}-"
         with self.mounts.entered():
             if os.path.isdir(self.root):
-                for ident in run.output(("crun", "--root", self.root, "list", "-q")).split():
-                    run.run(("crun", "--root", self.root, "delete", "-f", ident))
+                for ident in session.output(("crun", "--root", self.root, "list", "-q")).split():
+                    session.run(("crun", "--root", self.root, "delete", "-f", ident))
             for netns in entries("/run/netns", prefix):
-                run.run(("ip", "netns", "del", os.path.basename(netns)))
+                session.run(("ip", "netns", "del", os.path.basename(netns)))
         for top in os.listdir("/sys/fs/cgroup"):
             for entry in entries(os.path.join("/sys/fs/cgroup", top), prefix):
                 with contextlib.suppress(OSError):
@@ -122,7 +97,7 @@ def check_sandman(session: Session, instance: Instance) -> None:
     instance.apply()
     try:
         instance.check_running(MANY)
-        again = session.runner.output(instance.argv("apply")).strip().splitlines()[-1:]
+        again = session.output(instance.argv("apply")).strip().splitlines()[-1:]
     finally:
         instance.destroy()
         instance.settle()
@@ -231,10 +206,8 @@ def measure(session: Session) -> None:
     check_sandman(session, instance)
     theirs = script.trial()
     mine, hot = sandman_trials(session, instance)
-    args = session.args
-    run_rounds([theirs, mine], args.runs, args.warmups)
-    title = f"{MANY} sandboxes: {args.runs} rounds, {args.repeat} runs of each command a round"
-    print_trials(title, [theirs, mine, *hot])
+    title = f"{MANY} sandboxes ({session.args.repeat} runs of each hot command a round)"
+    session.rounds(title, [theirs, mine], shown=hot)
     emit_rounds(theirs, mine, hot)
     verb_imports(session, instance)
 

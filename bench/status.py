@@ -1,8 +1,6 @@
 """`sandman status` of 100 running sandboxes without network, beside `import sandman.cli`
 (the earlier target of issue #6).
 
-`sudo .venv/bin/python bench/status.py [--sandboxes 100] [--runs 10] [--warmups 2]`
-
 100 `/bin/sleep 1000` sandboxes (default namespaces, no `[network]`) applied into a private state
 dir, then, interleaved: `python -c pass`, `python -c "import sandman.cli"`, `sandman status`
 with no sandbox, `sandman status` and `status --json` with the 100 running.
@@ -33,8 +31,7 @@ def measure(session: Session) -> None:
         session.command("status", instance.argv("status")),
         session.command("status --json", instance.argv("status", "--json")),
     ]
-    title = f"status with {args.sandboxes} running sandboxes, no network, {args.runs} rounds"
-    session.rounds(title, trials)
+    session.rounds(f"status with {args.sandboxes} running sandboxes, no network", trials)
     emit(
         "status_cli",
         f"`status` of {args.sandboxes} running sandboxes, no network (earlier target)",
