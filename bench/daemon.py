@@ -23,18 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from census import read_proc
-from harness import (
-    BenchError,
-    Instance,
-    Peer,
-    Session,
-    Stats,
-    clean_env,
-    emit,
-    main,
-    stop_gently,
-    wait_until,
-)
+from harness import BenchError, Instance, Peer, Session, Stats, emit, main, stop_gently, wait_until
 from peers import Names
 from scale import units
 
@@ -63,7 +52,7 @@ def daemon(session: Session, instance: Instance, journal: str) -> Iterator[subpr
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=handle,
-            env={**clean_env(), "NOTIFY_SOCKET": path},
+            env={**session.env, "NOTIFY_SOCKET": path},
             cwd=session.workdir,
         )
     try:
