@@ -1,29 +1,26 @@
-"""Which host processes a started sandbox costs: a before/after census of /proc.
+"""Which host processes a started sandbox costs: a census of /proc right before and right after
+each run that starts sandboxes.
 
-`snapshot()` reads every process (kernel threads left out). `census(before, after, ...)`
-takes the PIDs of the inits a run started (from the tool's own state: sandman's records, `crun
-state`) and finds the host processes that are there because of them, outside their pid
-namespaces:
-
-- the inits' ancestors that the run made (a monitor or shim between the init and the host's init);
-- processes whose command line names `marker` (the benchmark's temporary directory, in every
-  path the tools are given): a sandman CLI process still alive, a daemon a tool left behind;
-- processes in an init's cgroup that are not in its pid namespace (a helper left in the cgroup);
-- everything descending from one of those.
-
-Their resident memory (VmRSS) is the host memory the sandboxes cost beyond their own processes.
-Zombies hold none and are not counted, whatever made them (a parent that exits leaves its exited
-children to the host's init, which may reap them late); nor are new processes unrelated to the
-run (other work on the machine), so that a busy host does not pass for a cost.
+From the inits the run started (their PIDs from the tool's own state: sandman's records, `crun
+state`), the host processes there because of them, outside their pid namespaces: the inits'
+ancestors the run made (a monitor or shim between an init and the host's init); processes whose
+command line names the benchmark's work dir, in every path the tools are given (a sandman CLI
+process still alive, a daemon a tool left behind); processes in an init's cgroup but not in its
+pid namespace (a helper left there); and everything descending from those. Their resident memory
+(VmRSS) is the host memory the sandboxes cost beyond their own processes. Zombies hold none and
+are not counted, whatever made them; nor are new processes unrelated to the run (other work on
+the machine), so that a busy host does not pass for a cost.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-_PF_KTHREAD = 0x00200000
+from harness import SLEEP, Trial
+
+FILES = ("stat", "cmdline", "status", "cgroup")
 
 
 @dataclass(frozen=True)
@@ -31,132 +28,98 @@ class Proc:
     pid: int
     ppid: int
     start: int  # clock ticks after boot: with the PID, names one process for good
-    state: str  # R, S, D, Z, ...
-    comm: str
+    zombie: bool
     argv: tuple[str, ...]
     rss: int  # bytes
     pidns: int  # inode of its pid namespace; 0 when unreadable (e.g. a protected PID 1)
     cgroup: str  # /proc/PID/cgroup
 
-    @property
-    def zombie(self) -> bool:
-        return self.state in ("Z", "X")
-
-    def describe(self) -> str:
-        shown = " ".join(self.argv) or f"[{self.comm}]"
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return f"{self.pid} {shown} ({'zombie' if self.zombie else f'{self.rss} B'})"
-
-
-Snapshot = Mapping[tuple[int, int], Proc]
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
 
 def read_proc(pid: int) -> Proc | None:
     """One process, or None when it is gone or a kernel thread."""
-    base = f"/proc/{pid}"
     try:
-        stat = _read(f"{base}/stat").decode(errors="replace")
-        cmdline = _read(f"{base}/cmdline")
-        status = _read(f"{base}/status").decode(errors="replace")
-        cgroup = _read(f"{base}/cgroup").decode(errors="replace")
+        stat, cmdline, status, cgroup = (_read(f"/proc/{pid}/{name}") for name in FILES)
     except OSError:
         return None
     try:
-        pidns = os.stat(f"{base}/ns/pid").st_ino
+        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
     except OSError:
         pidns = 0
-    comm = stat[stat.find("(") + 1 : stat.rfind(")")]
     # After "(comm) ": state ppid pgrp session tty tpgid flags ... starttime (field 22).
     fields = stat[stat.rfind(")") + 2 :].split()
-    if int(fields[6]) & _PF_KTHREAD:
+    if int(fields[6]) & 0x00200000:  # PF_KTHREAD
         return None
-    rss = 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    argv = tuple(part.decode(errors="replace") for part in cmdline.split(b"\0")[:-1])
-    return Proc(pid, int(fields[1]), int(fields[19]), fields[0], comm, argv, rss, pidns, cgroup)
+    vmrss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+    rss, argv = int(vmrss[0]) * 1024 if vmrss else 0, tuple(cmdline.split("\0")[:-1])
+    return Proc(pid, int(fields[1]), int(fields[19]), fields[0] in "ZX", argv, rss, pidns, cgroup)
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as handle:
+        return handle.read().decode(errors="replace")
 
 
 def snapshot() -> dict[tuple[int, int], Proc]:
-    procs = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            proc = read_proc(int(entry))
-            if proc is not None:
-                procs[(proc.pid, proc.start)] = proc
-    return procs
+    procs = (read_proc(int(entry)) for entry in os.listdir("/proc") if entry.isdigit())
+    return {(proc.pid, proc.start): proc for proc in procs if proc is not None}
 
 
-@dataclass(frozen=True)
-class Census:
-    """What a run left on the host, taken right after the command returned."""
+class Censuses:
+    """A census around each kept start of `trial`, which starts `count` sandboxes whose init PIDs
+    `inits()` reads from the tool: per run, how many inits run the command, and the live host
+    processes there for them."""
 
-    count: int  # sandboxes the run started
-    running: int  # of the inits the tool reports, how many run the command (exec done)
-    extra: tuple[Proc, ...]  # live host processes there because of the sandboxes
+    def __init__(self, trial: Trial, marker: str, count: int, inits: Callable[[], list[int]]):
+        self.marker, self.count, self.inits = marker, count, inits
+        self.runs: list[tuple[int, list[Proc]]] = []
+        self.before: dict[tuple[int, int], Proc] = {}
+        trial.before, trial.after = self._before, self._after
 
-    @property
-    def extra_bytes(self) -> int:
-        return sum(proc.rss for proc in self.extra)
+    def _before(self) -> None:
+        self.before = snapshot()
 
-    @property
-    def bytes_per_sandbox(self) -> float:
-        return self.extra_bytes / self.count if self.count else 0.0
+    def _after(self, keep: bool) -> None:
+        if keep:
+            after = snapshot()
+            self.runs.append(self.left(after, self.inits()))
 
-    @property
-    def all_running(self) -> bool:
-        return self.running == self.count
+    def left(self, after: dict[tuple[int, int], Proc], pids: list[int]) -> tuple[int, list[Proc]]:
+        by_pid = {proc.pid: proc for proc in after.values()}
+        inits = [by_pid[pid] for pid in pids if pid in by_pid]
+        new = {proc.pid for key, proc in after.items() if key not in self.before}
+        me = by_pid.get(os.getpid())
+        cgroups = {init.cgroup for init in inits} - ({me.cgroup} if me else set())
+        namespaces = {init.pidns for init in inits}
+        outside = [p for p in after.values() if p.pidns not in namespaces and p is not me]
+        named = [p for p in outside if any(self.marker in arg for arg in p.argv)]
+        related = {p.pid for p in outside if p.cgroup in cgroups} | {p.pid for p in named}
+        for init in inits:  # the run's own processes between an init and the host's init
+            parent = by_pid.get(init.ppid)
+            while parent is not None and parent.pid in new and parent.pid > 1:
+                related.add(parent.pid)
+                parent = by_pid.get(parent.ppid)
+        for proc in outside:  # and their descendants
+            ancestor, seen = by_pid.get(proc.ppid), set()
+            while ancestor is not None and ancestor.pid not in seen and ancestor.pid > 1:
+                if ancestor.pid in related:
+                    related.add(proc.pid)
+                    break
+                seen.add(ancestor.pid)
+                ancestor = by_pid.get(ancestor.ppid)
+        running = sum(init.argv == SLEEP for init in inits)
+        return running, [by_pid[pid] for pid in sorted(related) if not by_pid[pid].zombie]
 
+    def worst(self) -> float | None:
+        """The most bytes per sandbox of any run."""
+        return max((sum(p.rss for p in extra) / self.count for _, extra in self.runs), default=None)
 
-def census(
-    before: Snapshot,
-    after: Snapshot,
-    *,
-    init_pids: Iterable[int],
-    command: Sequence[str],
-    marker: str,
-    count: int,
-) -> Census:
-    by_pid = {proc.pid: proc for proc in after.values()}
-    inits = [by_pid[pid] for pid in init_pids if pid in by_pid]
-    namespaces = {init.pidns for init in inits}
-    new = {proc.pid for key, proc in after.items() if key not in before}
-    me = by_pid.get(os.getpid())
-    outside = [p for p in after.values() if p.pidns not in namespaces and p.pid != os.getpid()]
-    related: set[int] = set()
-    for init in inits:  # the run's own processes between an init and the host's init
-        parent = by_pid.get(init.ppid)
-        while parent is not None and parent.pid in new and parent.pid > 1:
-            related.add(parent.pid)
-            parent = by_pid.get(parent.ppid)
-    cgroups = {init.cgroup for init in inits} - ({me.cgroup} if me else set())
-    for proc in outside:
-        if any(marker in arg for arg in proc.argv) or proc.cgroup in cgroups:
-            related.add(proc.pid)
-    for proc in outside:
-        if _descends(proc, related, by_pid):
-            related.add(proc.pid)
-    found = [by_pid[pid] for pid in sorted(related)]
-    return Census(
-        count=count,
-        running=sum(init.argv == tuple(command) for init in inits),
-        extra=tuple(proc for proc in found if not proc.zombie),
-    )
-
-
-def _descends(proc: Proc, ancestors: set[int], by_pid: Mapping[int, Proc]) -> bool:
-    seen = set()
-    current = by_pid.get(proc.ppid)
-    while current is not None and current.pid not in seen and current.pid > 1:
-        if current.pid in ancestors:
-            return True
-        seen.add(current.pid)
-        current = by_pid.get(current.ppid)
-    return False
+    def describe(self) -> str:
+        if not self.runs:
+            return "no run"
+        _, extra = max(self.runs, key=lambda run: sum(p.rss for p in run[1]))
+        ran = sum(running == self.count for running, _ in self.runs)
+        shown = "; ".join(f"{p.pid} {' '.join(p.argv)[:60]} ({p.rss} B)" for p in extra[:3])
+        return (
+            f"all inits exec'd in {ran}/{len(self.runs)} runs; host processes there for them: "
+            f"{len(extra)}, {sum(p.rss for p in extra)} B ({shown or 'none'})"
+        )

@@ -1,17 +1,16 @@
 /* The physical floor of sandman's spawn path, and a fork/exec/wait timer for its peers.
  *
- *   floor spawn ROOTFS COUNT [time]   COUNT sandboxes, one after the other, each: clone3 with
- *       the namespaces sandman's default sandbox has (user, mount, pid, uts, ipc, net, cgroup;
- *       time too with "time"), uid and gid maps written by the parent (0 -> 1000000000, 65536
- *       ids), then in the child: the mount tree made private, ROOTFS bound onto itself, /proc
- *       mounted in it, pivot_root into it, the old root detached, exec of /bin/true; the parent
- *       waits for its exit.
- *   floor exec COUNT ARGV...          COUNT times fork, execvp ARGV, wait (a peer such as
- *       unshare(1) or bwrap, timed by the same loop).
+ *   floor spawn ROOTFS COUNT   COUNT sandboxes, one after the other, each: clone3 with the
+ *       namespaces sandman's default sandbox has (user, mount, pid, uts, ipc, net, cgroup), uid
+ *       and gid maps written by the parent (0 -> 1000000000, 65536 ids), then in the child: the
+ *       mount tree made private, ROOTFS bound onto itself, /proc mounted in it, pivot_root into
+ *       it, the old root detached, exec of /bin/true; the parent waits for its exit.
+ *   floor exec COUNT ARGV...   COUNT times fork, execvp ARGV, wait (a peer such as unshare(1)
+ *       or bwrap, timed by the same loop).
  *
  * It prints one line per run: the wall time from before the clone (or fork) to the end of the
  * wait, in ms (CLOCK_MONOTONIC). A failing run prints the reason on stderr and exits 1.
- * Built by bench/run (gcc -O2); nothing here is sandman's code.
+ * Built by bench/run or spawn_path.py (gcc -O2); nothing here is sandman's code.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,10 +28,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef CLONE_NEWTIME
-#define CLONE_NEWTIME 0x00000080
-#endif
 
 #define ID_BASE "1000000000"
 #define ID_COUNT "65536"
@@ -74,12 +69,19 @@ static void child(const char *rootfs, int go) {
     die("execve /bin/true");
 }
 
-static int spawn_one(const char *rootfs, uint64_t flags) {
+static int wait_for(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) < 0) die("waitpid");
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int spawn_one(const char *rootfs) {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) die("pipe2");
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = flags;
+    args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                 CLONE_NEWNET | CLONE_NEWCGROUP;
     args.exit_signal = SIGCHLD;
     long pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) die("clone3");
@@ -95,9 +97,7 @@ static int spawn_one(const char *rootfs, uint64_t flags) {
     write_file(path, "0 " ID_BASE " " ID_COUNT "\n");
     if (write(pipefd[1], "1", 1) != 1) die("releasing the child");
     close(pipefd[1]);
-    int status;
-    if (waitpid((pid_t)pid, &status, 0) < 0) die("waitpid");
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return wait_for((pid_t)pid);
 }
 
 static int exec_one(char **argv) {
@@ -107,43 +107,25 @@ static int exec_one(char **argv) {
         execvp(argv[0], argv);
         die(argv[0]);
     }
-    int status;
-    if (waitpid(pid, &status, 0) < 0) die("waitpid");
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return wait_for(pid);
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 4 && strcmp(argv[1], "spawn") == 0) {
-        uint64_t flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
-                         CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
-        if (argc >= 5 && strcmp(argv[4], "time") == 0) flags |= CLONE_NEWTIME;
-        int count = atoi(argv[3]);
-        for (int i = 0; i < count; i++) {
-            double start = now_ms();
-            int status = spawn_one(argv[2], flags);
-            double elapsed = now_ms() - start;
-            if (status != 0) {
-                fprintf(stderr, "floor: the sandbox exited with %d\n", status);
-                return 1;
-            }
-            printf("%.4f\n", elapsed);
-        }
-        return 0;
+    int spawn = argc >= 4 && strcmp(argv[1], "spawn") == 0;
+    if (!spawn && !(argc >= 4 && strcmp(argv[1], "exec") == 0)) {
+        fprintf(stderr, "usage: floor spawn ROOTFS COUNT | floor exec COUNT ARGV...\n");
+        return 2;
     }
-    if (argc >= 4 && strcmp(argv[1], "exec") == 0) {
-        int count = atoi(argv[2]);
-        for (int i = 0; i < count; i++) {
-            double start = now_ms();
-            int status = exec_one(argv + 3);
-            double elapsed = now_ms() - start;
-            if (status != 0) {
-                fprintf(stderr, "floor: %s exited with %d\n", argv[3], status);
-                return 1;
-            }
-            printf("%.4f\n", elapsed);
+    int count = atoi(argv[spawn ? 3 : 2]);
+    for (int i = 0; i < count; i++) {
+        double start = now_ms();
+        int status = spawn ? spawn_one(argv[2]) : exec_one(argv + 3);
+        double elapsed = now_ms() - start;
+        if (status != 0) {
+            fprintf(stderr, "floor: %s exited with %d\n", spawn ? "the sandbox" : argv[3], status);
+            return 1;
         }
-        return 0;
+        printf("%.4f\n", elapsed);
     }
-    fprintf(stderr, "usage: floor spawn ROOTFS COUNT [time] | floor exec COUNT ARGV...\n");
-    return 2;
+    return 0;
 }

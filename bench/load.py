@@ -1,7 +1,5 @@
-"""The load path: `sandman validate` of 100 generated units, start to exit, beside the bare
-pydantic import (the issue's yardstick), and which modules the load path imports.
-
-`.venv/bin/python bench/load.py [--units 100] [--runs 15] [--warmups 3]` (no root needed)
+"""The load path: `sandman validate` of 100 generated units (gen_units.py), start to exit, beside
+the bare pydantic import (the issue's yardstick), and which modules the load path imports.
 
 Whole processes, interleaved: `python -c pass` (the floor), `from pydantic import BaseModel`,
 `sandman --help`, `validate DIR` and `plan DIR` against an empty state dir. Then the imports of
@@ -14,40 +12,28 @@ from __future__ import annotations
 import os
 
 from gen_units import generate
-from harness import (
-    Session,
-    command,
-    emit,
-    importtime,
-    main,
-    options,
-    print_packages,
-    print_trials,
-    run_rounds,
-)
+from harness import Session, emit, main
 
 LIMIT = 1.5
 FORBIDDEN = ("pyroute2", "sandman.kernel")
 
 
 def measure(session: Session) -> None:
-    args, py, run = session.args, session.python, session.runner
+    args, py = session.args, session.python
     units, state = os.path.join(session.workdir, "units"), os.path.join(session.workdir, "state")
     os.mkdir(state)
-    counts = generate(units, args.units)
+    sandboxes = generate(units, args.units)
     verbs = {
         "--help": ("--help",),
         "validate DIR": ("validate", units),
         "plan DIR --state-dir EMPTY": ("plan", units, "--state-dir", state),
     }
     trials = [
-        command(run, "python -c pass", (py, "-c", "pass")),
-        command(run, "pydantic import", (py, "-c", "from pydantic import BaseModel")),
-        *(command(run, f"sandman {k}", session.sandman(*v)) for k, v in verbs.items()),
+        session.command("python -c pass", (py, "-c", "pass")),
+        session.command("pydantic import", (py, "-c", "from pydantic import BaseModel")),
+        *(session.command(f"sandman {k}", session.sandman(*v)) for k, v in verbs.items()),
     ]
-    run_rounds(trials, args.runs, args.warmups)
-    print(f"the load path: {counts.total} units ({counts.sandboxes} sandboxes), {args.runs} rounds")
-    print_trials(trials)
+    session.rounds(f"the load path: {args.units} units ({sandboxes} sandboxes)", trials)
     emit(
         "validate",
         f"`validate` of {args.units} units (issue: load path)",
@@ -59,15 +45,15 @@ def measure(session: Session) -> None:
     )
     print()
     for verb, argv in verbs.items():
-        imports = importtime(session, ("-m", "sandman", *argv))
+        imports = session.importtime(("-m", "sandman", *argv))
         if verb == "validate DIR":
-            print_packages(f"imports of `sandman {verb}`", imports)
+            imports.print_packages(f"imports of `sandman {verb}`")
         for prefix in (*FORBIDDEN, "pydantic") if verb == "--help" else FORBIDDEN:
             found = imports.under(prefix)
             print(f"  `sandman {verb}` imports {prefix}: {'IMPORTED' if found else 'ok, no'}")
 
 
 if __name__ == "__main__":
-    parser = options("Time sandman's load path beside a bare pydantic import.", runs=15, warmups=3)
-    parser.add_argument("--units", type=int, default=100, help="units to generate (default 100)")
-    raise SystemExit(main("bench/load.py", parser, measure, root=False))
+    raise SystemExit(
+        main("Time sandman's load path.", measure, False, runs=15, warmups=3, units=100)
+    )

@@ -1,36 +1,30 @@
-"""Benchmark of sandman.kernel.net and nat: what a sandbox's network costs the applier (root).
-
-    sudo .venv/bin/python bench/net.py [--runs 20] [--links 10,100,500]
-
-In-process timings (`time.perf_counter()` around one library call), median, min and max in ms:
+"""What a sandbox's network costs the applier, call by call: sandman.kernel.net and nat in this
+process, `time.perf_counter()` around each call (root; no row of the summary table; --warmups
+and --python are not used):
 
 - a netlink socket in a sandbox's netns: setns there and back (what net.py does) against
   pyroute2's `IPRoute(netns=...)` and `NetNS(...)`, which fork a child to make the socket;
 - `create_veth` (pair born in the sandbox's netns, host end on the bridge, eth0 configured with
   IPv4 and IPv6 addresses and default routes), each into a fresh netns, and `remove_link`;
-- `dump_links` and `dump_addresses` with N extra veth pairs on the host (2N links);
-- `ensure_ports` for one sandbox after another, the same again (a no-op), `dump_rules`, then
-  `remove_ports` for each.
+- `ensure_ports` (4 forwards) for one sandbox after another, the same again (a no-op),
+  `dump_rules`, then `remove_ports` for each;
+- `dump_links` and `dump_addresses` with 10, 100 and 500 extra veth pairs on the host.
 
 Everything is made under the instance tag `smk<3 hex>` and removed at the end; the forwarding
-sysctls that ensure_bridge turns on are put back. Nothing asserts a time.
+sysctls that ensure_bridge turns on are put back.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import secrets
-import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface, IPv6Interface
-from pathlib import Path
-from typing import Any
 
+from harness import Session, Stats, links, main, table, wait_links_gone
 from pyroute2 import IPRoute, NetNS
 
 from sandman.kernel import nat, net, net_dump
@@ -39,142 +33,119 @@ from sandman.units.names import bridge_name, veth_name
 
 SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 GATEWAY, GATEWAY6 = IPv4Interface("10.254.0.1/16"), IPv6Interface("fd5a:bec::1/64")
-
-
-def report(what: str, times: list[float]) -> None:
-    ms = [t * 1000 for t in times]
-    print(f"{what:<48} {statistics.median(ms):8.2f} {min(ms):8.2f} {max(ms):8.2f}  (n={len(ms)})")
-
-
-def timed(call: Callable[..., object], *args: Any, **kwargs: Any) -> float:
-    start = time.perf_counter()
-    call(*args, **kwargs)
-    return time.perf_counter() - start
+EXTRA_LINKS = (10, 100, 500)  # veth pairs on the host for the dumps
 
 
 @contextlib.contextmanager
-def children(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` processes, each alone in a new network namespace."""
+def netns_holders(count: int) -> Iterator[list[int]]:
+    """The PIDs of `count` processes, each alone in a new network namespace."""
     procs = [subprocess.Popen(["unshare", "-n", "sleep", "600"]) for _ in range(count)]
     try:
         time.sleep(0.3)  # unshare runs before sleep: give every child time to get there
-        yield procs
+        yield [proc.pid for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
 
 
-def bench_sockets(runs: int) -> None:
-    with children(1) as (child,):
-        path = f"/proc/{child.pid}/ns/net"
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            report(
-                "netns socket: setns there and back",
-                [timed(lambda: net._route_in(fd).close()) for _ in range(runs)],
-            )
-            fork = [timed(lambda: IPRoute(netns=path, flags=0).close()) for _ in range(runs)]
-            report("netns socket: IPRoute(netns=...) (forks)", fork)
-            netns = [timed(lambda: NetNS(path, flags=0).close()) for _ in range(runs)]
-            report("netns socket: NetNS(...) (forks)", netns)
-        finally:
-            os.close(fd)
+class Calls:
+    """The table of timed calls: each `count` times, with the call's index."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs, self.rows = runs, [["call", "ms, median (min-max)", "calls"]]
+
+    def time(self, what: str, call: Callable[[int], object], count: int = 0) -> None:
+        times = []
+        for index in range(count or self.runs):
+            start = time.perf_counter()
+            call(index)
+            times.append((time.perf_counter() - start) * 1000.0)
+        self.rows.append([what, str(Stats(tuple(times))), str(len(times))])
 
 
-def bench_veths(tag: str, runs: int) -> None:
+def sockets(calls: Calls) -> None:
+    with netns_holders(1) as (pid,):
+        path = f"/proc/{pid}/ns/net"
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        calls.time("netns socket: setns there and back", lambda _: net._route_in(fd).close())
+        calls.time(
+            "netns socket: IPRoute(netns=...) (forks)",
+            lambda _: IPRoute(netns=path, flags=0).close(),
+        )
+        calls.time("netns socket: NetNS(...) (forks)", lambda _: NetNS(path, flags=0).close())
+        os.close(fd)
+
+
+def veths_and_ports(calls: Calls, tag: str) -> None:
     bridge = bridge_name(tag, "bench")
     net.ensure_bridge(bridge, GATEWAY, GATEWAY6)
-    try:
-        with children(runs) as procs:
-            creates, removes = [], []
-            for i, proc in enumerate(procs):
-                veth = veth_name(tag, f"s{i}")
-                address = IPv4Interface(f"{GATEWAY.network[i + 2]}/16")
-                address6 = IPv6Interface(f"{GATEWAY6.network[i + 2]}/64")
-                v6 = {"address6": address6, "gateway6": GATEWAY6.ip}
-                args = (veth, proc.pid, bridge, address, GATEWAY.ip)
-                creates.append(timed(net.create_veth, *args, **v6))
-            for i in range(runs):
-                removes.append(timed(net.remove_link, veth_name(tag, f"s{i}")))
-            report("create_veth (create + configure v4 and v6)", creates)
-            report("remove_link of a veth", removes)
-        bench_nat(tag, runs, bridge)
-    finally:
-        net.remove_bridge(bridge)
+    with netns_holders(calls.runs) as pids:
 
+        def create(i: int) -> None:
+            address, address6 = GATEWAY.network[i + 2], GATEWAY6.network[i + 2]
+            veth, v4 = veth_name(tag, f"s{i}"), IPv4Interface(f"{address}/16")
+            v6 = IPv6Interface(f"{address6}/64")
+            net.create_veth(
+                veth, pids[i], bridge, v4, GATEWAY.ip, address6=v6, gateway6=GATEWAY6.ip
+            )
 
-def bench_nat(tag: str, runs: int, bridge: str) -> None:
-    """`runs` sandboxes with 4 forwards each, added one after another, then removed."""
-    address = GATEWAY.network[2]
-    ports = [
-        [
+        calls.time("create_veth (create + configure v4 and v6)", create)
+        calls.time("remove_link of a veth", lambda i: net.remove_link(veth_name(tag, f"s{i}")))
+
+    def ensure(i: int) -> None:
+        forwards = [
             PortForward(host=40000 + 10 * i + j, sandbox=80, host_address="127.0.0.1")
             for j in range(4)
         ]
-        for i in range(runs)
-    ]
-    add, again, remove = [], [], []
-    try:
-        for i in range(runs):
-            add.append(timed(nat.ensure_ports, tag, f"s{i}", address, ports[i], bridge=bridge))
-        for i in range(runs):
-            again.append(timed(nat.ensure_ports, tag, f"s{i}", address, ports[i], bridge=bridge))
-        dump = [timed(nat.dump_rules, tag) for _ in range(runs)]
-        for i in range(runs):
-            remove.append(timed(nat.remove_ports, tag, f"s{i}"))
-    finally:
+        nat.ensure_ports(tag, f"s{i}", GATEWAY.network[2], forwards, bridge=bridge)
+
+    calls.time("ensure_ports, 4 forwards (8 rules) per sandbox", ensure)
+    calls.time("ensure_ports again (no-op: one dump)", ensure)
+    calls.time(f"dump_rules ({8 * calls.runs + 2} rules)", lambda _: nat.dump_rules(tag))
+    calls.time("remove_ports (8 rules)", lambda i: nat.remove_ports(tag, f"s{i}"))
+    nat.remove_table(tag)
+    net.remove_bridge(bridge)
+
+
+def dumps(calls: Calls, tag: str) -> None:
+    runs = max(5, calls.runs // 2)
+    with IPRoute() as ipr:
+        for made, count in zip((0, *EXTRA_LINKS), EXTRA_LINKS, strict=False):
+            for n in range(made, count):
+                ipr.link(
+                    "add", ifname=veth_name(tag, f"d{n}"), kind="veth", peer=veth_name(tag, f"p{n}")
+                )
+            total = len(links())
+            calls.time(
+                f"dump_links, {total} links on the host", lambda _: net_dump.dump_links(tag), runs
+            )
+            calls.time(
+                f"dump_addresses, {total} links on the host",
+                lambda _: net_dump.dump_addresses(),
+                runs,
+            )
+
+
+def measure(session: Session) -> None:
+    calls, tag = Calls(session.args.runs), f"smk{secrets.token_hex(2)[:3]}"
+    for path in SYSCTLS:
+        session.cleanup.restore_at_end(path)
+
+    def remove_all() -> None:
         nat.remove_table(tag)
-    report("ensure_ports, 4 forwards (8 rules) per sandbox", add)
-    report("ensure_ports again (no-op: one dump)", again)
-    report(f"dump_rules ({8 * runs + 2} rules)", dump)
-    report("remove_ports (8 rules)", remove)
+        for name in links():
+            if name.startswith(tag):
+                net.remove_link(name)  # a veth's peer goes with it; a gone one is success
+        wait_links_gone(tag)
 
-
-def bench_dumps(tag: str, runs: int, counts: list[int]) -> None:
-    made: list[str] = []
-    try:
-        with IPRoute() as ipr:
-            for count in counts:
-                while len(made) < count:
-                    name = veth_name(tag, f"d{len(made)}")
-                    ipr.link("add", ifname=name, kind="veth", peer=veth_name(tag, f"p{len(made)}"))
-                    made.append(name)
-                total = len(os.listdir("/sys/class/net"))
-                links = [timed(lambda: net_dump.dump_links(tag)) for _ in range(runs)]
-                report(f"dump_links, {total} links on the host", links)
-                addrs = [timed(net_dump.dump_addresses) for _ in range(runs)]
-                report(f"dump_addresses, {total} links on the host", addrs)
-    finally:
-        for name in made:
-            net.remove_link(name)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--links", default="10,100,500", help="extra veth pairs for the dumps")
-    parser.add_argument("--python", help="accepted for bench/run; the benchmark runs in-process")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench/net.py: needs root (links, namespaces, nf_tables); skipped")
-        return
-    tag = f"smk{secrets.token_hex(2)[:3]}"
-    saved = {path: Path(path).read_text() for path in SYSCTLS}
-    print(f"{'':<48} {'median':>8} {'min':>8} {'max':>8}   ms, tag {tag}")
-    try:
-        bench_sockets(args.runs)
-        bench_veths(tag, args.runs)
-        bench_dumps(tag, max(5, args.runs // 2), [int(n) for n in args.links.split(",")])
-    finally:
-        for path, value in saved.items():
-            if Path(path).read_text() != value:
-                Path(path).write_text(value)
-        left = [n for n in os.listdir("/sys/class/net") if n.startswith(tag)]
-        if left:
-            print(f"left behind: {', '.join(left)}", file=sys.stderr)
-            sys.exit(1)
+    session.cleanup.add(f"links and table {tag}*", remove_all)
+    sockets(calls)
+    veths_and_ports(calls, tag)
+    dumps(calls, tag)
+    print(f"sandman.kernel.net and nat, in process; instance tag {tag}")
+    print(table(calls.rows[0], calls.rows[1:]))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main("Time sandman's network calls in process.", measure, runs=20))

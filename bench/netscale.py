@@ -1,14 +1,12 @@
 """A network for 1 and 100 sandboxes, beside an ip/nft shell script, and the netlink dumps of a
 no-op apply.
 
-`sudo .venv/bin/python bench/netscale.py [--runs 5] [--runs-many 3] [--warmups 1]`
-
 Interleaved, each run's setup and teardown timed apart, then an untimed wait until the kernel
 has freed the veths: `sandman apply DIR` / `destroy DIR` of N `/bin/sleep 1000` sandboxes on one
 network (`nat = true`, a port forward each from 127.0.0.1), and of the same without `[network]`
 (they still get a netns with `lo` up): the network's cost is the difference, round by round; the
-script (netscript.py) with a named netns per sandbox, and its netns part alone. Then a no-op
-apply of 100 runs under `strace -f -e trace=sendto,sendmsg`: its NLM_F_DUMP requests are counted.
+script (peers.py) with a named netns per sandbox, and its netns part alone. Then a no-op apply of
+100 runs under `strace -f -e trace=sendto,sendmsg`: its NLM_F_DUMP requests are counted.
 """
 
 from __future__ import annotations
@@ -19,109 +17,77 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 
-from harness import (
-    BenchError,
-    Instance,
-    Peer,
-    Session,
-    Stats,
-    Trial,
-    emit,
-    main,
-    options,
-    print_trials,
-    restore_at_end,
-    run_rounds,
-    sandbox_unit,
-)
-from netscript import (
-    FORWARDING,
-    NETWORK_SETUP,
-    NETWORK_TEARDOWN,
-    SANDBOX_NAMES,
-    SANDBOX_NETWORK,
-    Names,
-    per_sandbox,
-)
+from harness import Instance, Peer, Session, Stats, Trial, emit, main, networked_units, sandbox_unit
+from peers import Names, network_setup, network_teardown, per_sandbox
 
 MANY = 100
 LIMIT = 1.0  # sandman's network time over the script's, at MANY sandboxes
 DUMP_LIMIT = 3  # netlink dump requests of a no-op apply of MANY sandboxes
 SANDMAN_PORTS, SCRIPT_PORTS = 42000, 43000  # host ports BASE+1..BASE+N on 127.0.0.1
-
+NETNS = 'ip netns add "$PREFIX-$i"\nip -n "$PREFIX-$i" link set lo up'
 SCRIPTS = {
-    "setup": per_sandbox(
-        SANDBOX_NAMES,
-        r"""
-        ip netns add "$name"
-        ip link add "$veth" type veth peer name eth0 netns "$name"
-        ip link set "$veth" master "$BRIDGE" up
-        ip -n "$name" link set lo up
-        """,
-        SANDBOX_NETWORK,
-        before=NETWORK_SETUP,
+    "setup": network_setup(
+        'ip netns add "$name"',
+        'ip link add "$veth" type veth peer name eth0 netns "$name"',
+        'ip link set "$veth" master "$BRIDGE" up',
+        'ip -n "$name" link set lo up',
     ),
-    "teardown": per_sandbox('ip netns del "$PREFIX-$i"', after=NETWORK_TEARDOWN),
-    "netns-setup": per_sandbox('ip netns add "$PREFIX-$i"\nip -n "$PREFIX-$i" link set lo up'),
+    "teardown": network_teardown('ip netns del "$PREFIX-$i"'),
+    "netns-setup": per_sandbox(NETNS),
     "netns-teardown": per_sandbox('ip netns del "$PREFIX-$i"'),
 }
 
 
 def instance(session: Session, names: Names, count: int, network: bool, name: str = "") -> Instance:
-    units = {}
     if network:
-        units["net.network.toml"] = f'[network]\nsubnet = "{names.sandman_net}"\nnat = true\n'
-    for i in range(1, count + 1):
-        forward = f'host = {SANDMAN_PORTS + i}, sandbox = 80, host_address = "127.0.0.1"'
-        more = f'\n[network]\nattach = "net"\nports = [{{ {forward} }}]\n' if network else ""
-        units[f"n{i:03d}.sandbox.toml"] = sandbox_unit(more)
+        units = networked_units(names.sandman_net, count, SANDMAN_PORTS)
+    else:
+        units = {f"n{i:03d}.sandbox.toml": sandbox_unit() for i in range(1, count + 1)}
     name = name or f"{'net' if network else 'bare'}-{count}"
     return Instance.make(session, name, units)
 
 
-def trials(
-    session: Session, names: Names, scripts: dict[str, str]
-) -> tuple[dict[str, Trial], Instance]:
-    """Every contender by label, and sandman's instance of MANY with a network."""
-    found, instances = {}, {}
+def trials(session: Session, names: Names, scripts: dict[str, str]) -> dict[str, Trial]:
+    """Every contender by label, each run's setup and teardown timed apart."""
+    found = {}
     for count, rounds in ((1, session.args.runs), (MANY, session.args.runs_many)):
         for network in (True, False):
-            sandman = instances[count, network] = instance(session, names, count, network)
+            sandman = instance(session, names, count, network)
             label = f"sandman, {count} {'with' if network else 'without'} [network]"
             found[label] = Trial(label, sandman.apply, sandman.destroy, settle=sandman.settle)
         for label, kind in ((f"script, {count}", ""), (f"script's netns part, {count}", "netns-")):
-            up = _script(session, scripts[f"{kind}setup"], count)
-            down = _script(session, scripts[f"{kind}teardown"], count)
+            up, down = (
+                _bash(session, scripts[kind + step], count) for step in ("setup", "teardown")
+            )
             found[label] = Trial(label, up, down, settle=names.settle)
         for label in list(found)[-4:]:
             found[label].rounds, found[label].timed_stop = rounds, True
-    return found, instances[MANY, True]
+    return found
 
 
-def _script(session: Session, path: str, count: int) -> Callable[[], None]:
-    return lambda: session.runner.run(("bash", path, str(count)))
+def _bash(session: Session, script: str, count: int) -> Callable[[], None]:
+    return lambda: session.run(("bash", script, str(count)))
 
 
 def check(session: Session, names: Names, scripts: dict[str, str]) -> None:
-    """Both sides make a working network: eth0's address and the default route inside one
-    sandbox; the script's DNAT rules; a second `sandman apply` changes nothing."""
-    run = session.runner
-    run.run(("bash", scripts["setup"], "1"))
+    """Both sides make a working network: eth0's address inside one sandbox; the script's DNAT
+    rules; a second `sandman apply` changes nothing."""
+    session.run(("bash", scripts["setup"], "1"))
     try:
         netns = ("ip", "netns", "exec", f"{names.prefix}-1")
-        address = run.output((*netns, "ip", "-4", "-o", "addr", "show", "dev", "eth0")).split()
-        rules = run.output(("nft", "list", "table", "inet", names.prefix)).count("dnat")
+        address = session.output((*netns, "ip", "-4", "-o", "addr", "show", "dev", "eth0")).split()
+        rules = session.output(("nft", "list", "table", "inet", names.prefix)).count("dnat")
         print(f"checked: the script's sandbox: eth0 {address[3]}; {rules} dnat rules")
     finally:
-        run.run(("bash", scripts["teardown"], "1"))
+        session.run(("bash", scripts["teardown"], "1"))
         names.settle()
     one = instance(session, names, 1, True, name="check")
     one.apply()
     try:
         (pid,) = one.init_pids(["n001"])
         inside = ("nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show")
-        address = run.output((*inside, "dev", "eth0")).split()
-        again = run.output(one.argv("apply")).strip().splitlines()[:1]
+        address = session.output((*inside, "dev", "eth0")).split()
+        again = session.output(one.argv("apply")).strip().splitlines()[:1]
         print(f"checked: sandman's sandbox: eth0 {address[3]}; a second apply: {again}")
     finally:
         one.destroy()
@@ -137,13 +103,17 @@ def count_dumps(session: Session, net: Instance) -> Counter[str] | str:
         return "not measured: strace is not installed"
     out = os.path.join(session.workdir, "strace-noop.txt")
     trace = ("strace", "-f", "-qq", "-e", "trace=sendto,sendmsg", "-e", "signal=none", "-o", out)
-    session.runner.run((*trace, *net.argv("apply")))
+    net.apply()
+    session.run((*trace, *net.argv("apply")))
+    net.destroy()
+    net.settle()
     dumps: Counter[str] = Counter()
     with open(out, encoding="utf-8", errors="replace") as handle:
         for kind, flags in _NLMSG.findall(handle.read()):
             numbers = [int(n, 0) for n in re.findall(r"0x[0-9a-fA-F]+|\b\d+\b", flags)]
             if "NLM_F_DUMP" in flags or any(n & 0x300 == 0x300 for n in numbers):
                 dumps[kind] += 1
+    print(f"NLM_F_DUMP requests of a no-op apply of {MANY}: {dict(dumps)}")
     return dumps
 
 
@@ -155,13 +125,13 @@ def emit_rows(by: dict[str, Trial], dumps: Counter[str] | str) -> None:
         ("net_setup", "setup", "add", "up"),
         ("net_teardown", "teardown", "del", "down"),
     ):
-        mine, bare_ms = getattr(net, samples), getattr(bare, samples)
+        mine = zip(getattr(net, samples), getattr(bare, samples), strict=True)
         theirs = Stats(tuple(getattr(script, samples))).median / MANY
         without = theirs - Stats(tuple(getattr(netns, samples))).median / MANY
         emit(
             key,
             f"network {step} only, per sandbox, {MANY} sandboxes (with - without [network])",
-            sandman=Stats(tuple((x - y) / MANY for x, y in zip(mine, bare_ms, strict=True))),
+            sandman=Stats(tuple((x - y) / MANY for x, y in mine)),
             peers=[Peer("iproute2 + nft", theirs)],
             base="iproute2 + nft",
             limit=LIMIT,
@@ -171,7 +141,6 @@ def emit_rows(by: dict[str, Trial], dumps: Counter[str] | str) -> None:
     if isinstance(dumps, str):
         emit("net_dumps", "netlink dump requests of a no-op apply", verdict=dumps)
         return
-    print(f"NLM_F_DUMP requests of a no-op apply of {MANY}: {dict(dumps)}")
     emit(
         "net_dumps",
         f"netlink dump requests of a no-op apply of {MANY} networked sandboxes",
@@ -183,27 +152,16 @@ def emit_rows(by: dict[str, Trial], dumps: Counter[str] | str) -> None:
 
 
 def measure(session: Session) -> None:
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} is missing: bench/run installs it")
-    restore_at_end(session.cleanup, FORWARDING)
-    names = Names.pick(session.cleanup)
+    names = Names(session)
     session.image()
-    scripts = names.write(session.workdir, names.header(SCRIPT_PORTS), SCRIPTS)
+    scripts = names.write(SCRIPT_PORTS, SCRIPTS)
     check(session, names, scripts)
-    by, net = trials(session, names, scripts)
+    by = trials(session, names, scripts)
     args = session.args
-    run_rounds(list(by.values()), max(args.runs, args.runs_many), args.warmups)
-    print(f"network setup and teardown: {args.runs} rounds of 1, {args.runs_many} of {MANY}")
-    print_trials(list(by.values()))
-    net.apply()
-    dumps = count_dumps(session, net)
-    net.destroy()
-    net.settle()
-    emit_rows(by, dumps)
+    title = f"network setup and teardown ({args.runs_many} of the rounds with {MANY})"
+    session.rounds(title, list(by.values()), max(args.runs, args.runs_many))
+    emit_rows(by, count_dumps(session, instance(session, names, MANY, True, name="dumps")))
 
 
 if __name__ == "__main__":
-    parser = options("Time sandman's network setup and teardown beside ip/nft.", runs=5)
-    parser.add_argument("--runs-many", type=int, default=3, help=f"rounds of {MANY} (default 3)")
-    raise SystemExit(main("bench/netscale.py", parser, measure))
+    raise SystemExit(main("Time sandman's network beside ip/nft.", measure, runs=5, runs_many=3))

@@ -1,11 +1,8 @@
 """The spawn path alone, in process: sandman's `spawn` beside a C floor, unshare(1) and bwrap.
 
-`sudo .venv/bin/python bench/spawn_path.py [--runs 5] [--per-round 20] [--warmups 1]`
-
-Every contender starts `/bin/true` in a new sandbox on the busybox rootfs, `--per-round` times in
+Every contender starts `/bin/true` in a new sandbox on the busybox rootfs `--per-round` times in
 a row in one process, and reports each start, from before the first fork to the end of the wait
 for `/bin/true`'s exit; rounds interleave the contenders:
-
 - the C floor (`floor.c`, $SANDMAN_BENCH_FLOOR or built now with gcc): clone3 with the namespaces
   of sandman's default sandbox, uid and gid maps, the rootfs bound, /proc, pivot_root, exec;
 - sandman: `sandman.kernel.spawn.spawn(spec)` in a Python process that is a child subreaper (so
@@ -21,21 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 
-from harness import (
-    BenchError,
-    Peer,
-    Session,
-    Trial,
-    bwrap_true,
-    emit,
-    main,
-    options,
-    run_rounds,
-    table,
-)
+from harness import Session, Trial, emit, main, peer_of
+from peers import bwrap_true
 
-FLOOR_ENV = "SANDMAN_BENCH_FLOOR"
 LIMIT = 1.5
+BIND = "sandman, bind rootfs, no seccomp/caps"
 ID_BASE = 1_000_000_000  # the floor's map; sandman's worker uses the range after it
 UNSHARE = (
     "--user --map-root-user --mount --pid --fork --uts --ipc --net --cgroup --mount-proc --root"
@@ -46,63 +33,45 @@ UNSHARE = (
 WORKER = r"""
 import ctypes, os, sys, time
 from sandman.capabilities import PRESETS
-from sandman.kernel import security
-from sandman.kernel import syscalls as sc
+from sandman.kernel import security, syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnSpec, spawn
 
 rootfs, workdir, count, variant, base = sys.argv[1:6]
-count, base = int(count), int(base)
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_CHILD_SUBREAPER = 36
-if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+base, default, runtime = int(base), variant == "default", os.path.join(workdir, variant)
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-runtime = os.path.join(workdir, variant)
 for sub in ("root", "lower", "upper", "work"):
     os.makedirs(os.path.join(runtime, sub), exist_ok=True)
 os.chown(os.path.join(runtime, "upper"), base, base)
-idmap = IdMapping(uid=((0, base, 65536),), gid=((0, base, 65536),))
-default = variant == "default"
-plan = RootfsPlan(
-    stage=os.path.join(runtime, "root"),
-    mode="overlay" if default else "bind",
-    source=rootfs,
-    upper=os.path.join(runtime, "upper"),
-    work=os.path.join(runtime, "work"),
-    lower=os.path.join(runtime, "lower"),
-    owner=(base, base),
-)
+dirs = {key: os.path.join(runtime, key) for key in ("upper", "work", "lower")}
+plan = RootfsPlan(stage=os.path.join(runtime, "root"), mode="overlay" if default else "bind",
+                  source=rootfs, owner=(base, base), **dirs)
 flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
          | sc.CLONE_NEWCGROUP)
 before, after = security.steps("default", PRESETS["default"], True) if default else ((), ())
 spec = SpawnSpec(
     name="sbp", command=("/bin/true",), environment={}, namespaces=flags, rootfs=plan,
-    log_path=os.path.join(runtime, "log"), hostname="sbp", idmap=idmap,
+    log_path=os.path.join(runtime, "log"), hostname="sbp",
+    idmap=IdMapping(uid=((0, base, 65536),), gid=((0, base, 65536),)),
     setup_inside=before, finish_inside=after,
 )
-out = []
-for _ in range(count):
+for _ in range(int(count)):
     start = time.perf_counter()
-    pid = spawn(spec)
-    _, status = os.waitpid(pid, 0)
-    elapsed = (time.perf_counter() - start) * 1000.0
+    _, status = os.waitpid(spawn(spec), 0)
+    print(f"{(time.perf_counter() - start) * 1000.0:.4f}")
     if status != 0:
         sys.exit(f"/bin/true in the sandbox ended with status {status}")
-    out.append(f"{elapsed:.4f}")
-print("\n".join(out))
 """
 
 
 def build_floor(session: Session) -> str:
     """The floor binary: $SANDMAN_BENCH_FLOOR (bench/run builds it) or gcc now."""
-    given = os.environ.get(FLOOR_ENV)
-    if given:
+    if given := os.environ.get("SANDMAN_BENCH_FLOOR"):
         return given
-    if shutil.which("gcc") is None:
-        raise BenchError("no gcc to build the C floor (apt-get install gcc libc6-dev)")
     binary = os.path.join(session.workdir, "floor")
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor.c")
-    session.runner.output(("gcc", "-O2", "-o", binary, source))
+    session.output(("gcc", "-O2", "-o", binary, source))
     return binary
 
 
@@ -115,7 +84,7 @@ def contenders(session: Session, floor: str, rootfs: str) -> dict[str, tuple[str
     found = {
         "C floor": (floor, "spawn", rootfs, n),
         "sandman": (*sandman, "default", base),
-        "sandman, bind rootfs, no seccomp/caps": (*sandman, "bind", base),
+        BIND: (*sandman, "bind", base),
     }
     if shutil.which("unshare"):
         found["unshare"] = (floor, "exec", n, "unshare", *UNSHARE.split(), rootfs, "/bin/true")
@@ -129,7 +98,7 @@ def starts(session: Session, label: str, argv: tuple[str, ...]) -> Trial:
     printed: list[float] = []
 
     def start() -> None:
-        printed[:] = [float(x) for x in session.runner.output(argv).split()]
+        printed[:] = [float(x) for x in session.output(argv).split()]
 
     required = label in ("C floor", "sandman")
     return Trial(label, start, required=required, own_times=lambda: printed)
@@ -140,23 +109,14 @@ def measure(session: Session) -> None:
     rootfs = session.image()
     found = contenders(session, build_floor(session), rootfs)
     trials = [starts(session, label, argv) for label, argv in found.items()]
-    run_rounds(trials, args.runs, args.warmups)
-    print(f"spawn path, in process: {args.runs} rounds of {args.per_round} starts of /bin/true")
+    session.rounds(f"spawn path, in process ({args.per_round} starts a round)", trials)
     by = {t.label: t for t in trials}
-    floor = by["C floor"].stats
-    assert floor is not None
-    rows = [[t.label, str(t.stats or f"failed: {t.error}")] for t in trials]
-    print(table(["contender", "ms per start, median (min-max)"], rows))
-    peers = [Peer("C floor", floor.median)]
-    peers += [
-        by[k].peer(k) if k in by else Peer(k, why="n/a: not installed")
-        for k in ("unshare", "bwrap")
-    ]
+    floor = by["C floor"].peer("C floor")
     emit(
         "spawn_path",
         "spawn path alone, in process: fork, namespaces, pivot_root, exec of /bin/true",
         sandman=by["sandman"].stats,
-        peers=peers,
+        peers=[floor, peer_of(by, "unshare"), peer_of(by, "bwrap")],
         base="C floor",
         limit=LIMIT,
         target=f"<= {LIMIT}x the C floor",
@@ -165,13 +125,11 @@ def measure(session: Session) -> None:
     emit(
         "spawn_path_bind",
         "spawn path, bind rootfs, no seccomp or capabilities (info)",
-        sandman=by["sandman, bind rootfs, no seccomp/caps"].stats,
-        peers=peers[:1],
+        sandman=by[BIND].stats,
+        peers=[floor],
         base="C floor",
     )
 
 
 if __name__ == "__main__":
-    parser = options("Time sandman's spawn path in process beside a C floor.", runs=5)
-    parser.add_argument("--per-round", type=int, default=20, help="starts per round (default 20)")
-    raise SystemExit(main("bench/spawn_path.py", parser, measure))
+    raise SystemExit(main("Time sandman's spawn path in process.", measure, runs=5, per_round=20))
