@@ -51,10 +51,10 @@ flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | 
          | sc.CLONE_NEWCGROUP)
 before, after = security.steps("default", PRESETS["default"], True) if default else ((), ())
 spec = SpawnSpec(
-    name="sbp", command=("/bin/true",), environment={}, namespaces=flags, rootfs=plan,
+    name="sbp", command=("/bin/true",), namespaces=flags, rootfs=plan,
+    confinement=security.Confinement(setup_inside=before, finish_inside=after),
     log_path=os.path.join(runtime, "log"), hostname="sbp",
     idmap=IdMapping(uid=((0, base, 65536),), gid=((0, base, 65536),)),
-    setup_inside=before, finish_inside=after,
 )
 for _ in range(int(count)):
     start = time.perf_counter()
