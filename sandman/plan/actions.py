@@ -6,6 +6,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sandman.units.scalars import format_size
+
 ActionKind = Literal["create", "update", "recreate", "destroy", "repair"]
 Reason = Literal[
     "new_unit",
@@ -129,7 +131,7 @@ def _show(key: str, value: Any) -> str:
     if value is None:
         return "(unset)"
     if isinstance(value, int) and not isinstance(value, bool) and _is_size(key):
-        return _size(value)
+        return format_size(value)
     if isinstance(value, str):
         return value
     if key == "network.ports" and isinstance(value, list):
@@ -158,10 +160,3 @@ def _port(port: Any) -> str:
         return str(port)
     address = port.get("host_address") or "*"
     return f"{address}:{port.get('host')}->{port.get('sandbox')}/{port.get('protocol')}"
-
-
-def _size(value: int) -> str:
-    for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= factor and value % factor == 0:
-            return f"{value // factor}{suffix}"
-    return str(value)

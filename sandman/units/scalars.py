@@ -65,6 +65,15 @@ def parse_size(value: object) -> int:
     raise ValueError(f'{_type_name(value)} is not a size; write e.g. "256M" or 268435456')
 
 
+def format_size(size: int) -> str:
+    """Bytes as a unit would write them: the largest suffix that keeps the size whole."""
+    for suffix in ("T", "G", "M", "K"):
+        factor = _SIZE_UNITS[suffix]
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{suffix}"
+    return str(size)
+
+
 def parse_duration_ns(value: object, signed: bool = False) -> int:
     """`"5s"`, `"250ms"`, `"2min"` to nanoseconds; a sign only where offsets allow it."""
     if not isinstance(value, str):
