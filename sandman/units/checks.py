@@ -9,7 +9,15 @@ from collections.abc import Iterator
 
 from sandman.errors import UnitProblem
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
-from sandman.units.model import ROOT_SLICE, IdRange, Limits
+from sandman.units.model import (
+    CPU_MAX_MIN,
+    MEMORY_MIN,
+    PIDS_MIN,
+    ROOT_SLICE,
+    IdRange,
+    Limits,
+)
+from sandman.units.scalars import format_size
 
 _MAX_ID_RANGES = 340  # the kernel's limit of lines in uid_map / gid_map since Linux 4.15
 _ID_SPACE = 2**32
@@ -204,6 +212,7 @@ def _mounts(unit: UnitFile) -> Iterator[UnitProblem]:
 
 
 def _limits(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[UnitProblem]:
+    yield from _floors(unit, where, limits)
     if (
         limits.memory_high is not None
         and limits.memory_max is not None
@@ -214,6 +223,45 @@ def _limits(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[
             "is above memory_max",
             "memory_high throttles before memory_max kills; make it lower than memory_max",
         )
+
+
+def _floors(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[UnitProblem]:
+    """Limits under which no sandbox starts (model.py says how each floor was found)."""
+    yield from _memory_floors(unit, where, limits)
+    if limits.pids_max is not None and limits.pids_max < PIDS_MIN:
+        yield unit.problem(
+            (*where, "pids_max"),
+            f"{limits.pids_max} is below {PIDS_MIN}, the fewest tasks a sandbox starts with",
+            f'give at least {PIDS_MIN}, or "max" (sandman\'s first process and the init share '
+            "the cgroup while the init starts; each `sandman exec` adds two while it runs)",
+        )
+    if limits.cpu_max is not None and limits.cpu_max < CPU_MAX_MIN:
+        yield unit.problem(
+            (*where, "cpu_max"),
+            f"{limits.cpu_max:g}% is below {CPU_MAX_MIN:g}%, the kernel's smallest CPU quota "
+            "(1 ms per 100 ms period)",
+            f'give at least "{CPU_MAX_MIN:g}%"',
+        )
+
+
+def _memory_floors(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[UnitProblem]:
+    least = format_size(MEMORY_MIN)
+    for key, why in (
+        ("memory_max", "the kernel refuses a limit below what the cgroup uses, or OOM-kills"),
+        ("memory_high", "above memory_high the kernel throttles every allocation"),
+    ):
+        size = getattr(limits, key)
+        if size is not None and size < MEMORY_MIN:
+            yield unit.problem(
+                (*where, key),
+                f"{_size_text(size)} is below {least}, the least memory a sandbox starts in",
+                f"give at least {least}: starting a sandbox takes about 3M, and {why}",
+            )
+
+
+def _size_text(size: int) -> str:
+    shown = format_size(size)
+    return shown if shown[-1].isalpha() else f"{size} bytes"
 
 
 def _network(unit: UnitFile) -> Iterator[UnitProblem]:

@@ -44,6 +44,18 @@ ROOT_SLICE = "sandman"
 DEFAULT_PIDS_MAX = 4096
 # /dev/shm as Docker makes it: 64M, where a bare tmpfs would take half of the host's RAM.
 DEFAULT_SHM_SIZE = 64 * 1024**2
+# The least each limit may be, of a sandbox or a slice (checks.py refuses less, saying why).
+# Memory: starting a busybox sandbox takes about 3 MiB of its cgroup (the first child, a fork of
+# apply, is charged for the pages it touches; kernel memory counts too), and under that the start
+# fails; a live update below what a sandbox uses is refused (EBUSY, v1) or OOM-kills it (v2).
+# 6 MiB is twice that, and the floor of Docker and podman ("Minimum memory limit allowed is
+# 6MB"), so a limit that works there works here. memory_high below it throttles the start.
+MEMORY_MIN = 6 * 1024**2
+# Tasks: sandman's first child and the init are both in the cgroup while the init is forked.
+PIDS_MIN = 2
+# CPU: the kernel refuses a CFS quota under 1 ms per period (kernel/cgroup_common.py's
+# CPU_QUOTA_MIN_US, not imported: validate stays off the kernel side), 1% of the 100 ms period.
+CPU_MAX_MIN = 1.0
 # TOML arrays arrive as lists; the models hold tuples (immutable) but keep their items strict.
 LAX = Strict(False)
 

@@ -175,12 +175,16 @@ def test_show_tells_one_sandbox_in_full(sm: Sandman) -> None:
 
 
 def test_a_limit_the_kernel_refuses_names_the_unit_file_and_key(sm: Sandman) -> None:
-    """A live update of memory_max below what the sandbox uses: the kernel says EBUSY, and the
-    error says which file and key it came from; the init keeps running."""
-    sm.write("big", unit(rest='[resources]\nmemory_max = "64M"\n'))
+    """A live update of memory_max below what the sandbox uses (16M of /dev/shm, which no
+    reclaim frees on a host without swap): the kernel says EBUSY, and the error says which file
+    and key it came from; the init keeps running. (A limit below what any sandbox needs to
+    start is a unit error: bad_units/limits-below-floor.)"""
+    fill = ("sh", "-c", "head -c 16777216 /dev/zero > /dev/shm/fill && exec sleep 1000")
+    sm.write("big", unit(command=fill, rest='[resources]\nmemory_max = "64M"\n'))
     sm.apply()
     init = sm.init("big")
-    sm.write("big", unit(rest='[resources]\nmemory_max = "16K"\n'))
+    wait_for(lambda: sm.sh("big", "wc -c < /dev/shm/fill").out.strip() == "16777216", "the fill")
+    sm.write("big", unit(command=fill, rest='[resources]\nmemory_max = "8M"\n'))
     failed = sm.apply(expect=1)
     assert "big.sandbox.toml: resources.memory_max:" in failed.err, failed
     assert "the kernel refused memory_max" in failed.err, failed

@@ -20,6 +20,7 @@ import pytest
 
 from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
+from sandman.kernel.cgroup_common import quota_warning
 from sandman.units import model
 from sandman.units.model import Limits
 
@@ -429,6 +430,15 @@ def test_v2_cpu_max_below_the_kernel_minimum_warns(tmp_path: Path) -> None:
         "applied 1%"
     ]
     assert text(tmp_path / "sandman/web/cpu.max") == "1000 100000"
+
+
+def test_the_units_cpu_floor_is_the_kernels_smallest_quota() -> None:
+    """validate refuses less than model.CPU_MAX_MIN (it cannot import the kernel side): that
+    floor is the smallest quota, which set_limits writes as given, without a warning. Below
+    it, only a record of an older sandman reaches the warning above."""
+    assert cg.percent_to_quota(model.CPU_MAX_MIN) == cg.CPU_QUOTA_MIN_US
+    assert quota_warning(model.CPU_MAX_MIN) == []
+    assert quota_warning(model.CPU_MAX_MIN * 0.99) != []
 
 
 def test_v2_usage_parses_sample_files(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from sandman.errors import UnitError
 from sandman.units import names
 from sandman.units.addresses import Sticky
 from sandman.units.desired import Desired
-from sandman.units.model import BindMount, Namespaces, TmpfsMount
+from sandman.units.model import (
+    CPU_MAX_MIN,
+    MEMORY_MIN,
+    PIDS_MIN,
+    BindMount,
+    Namespaces,
+    TmpfsMount,
+)
 from sandman.units.read import read_units
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -170,8 +177,8 @@ def test_a_sandbox_may_share_a_slices_name_under_another_parent(tmp_path: pathli
         ('"64m"', 64 * 1024**2),
         ('"1G"', 1024**3),
         ('"2T"', 2 * 1024**4),
-        ('"512K"', 512 * 1024),
-        ('"4096"', 4096),
+        ('"8192K"', 8192 * 1024),  # sizes, not limits: above the floor of memory limits
+        ('"8388608"', 8388608),
         ("67108864", 67108864),
         ('" 16 M "', 16 * 1024**2),
     ],
@@ -434,3 +441,16 @@ def test_a_file_that_looks_like_a_unit_in_another_case_is_warned_of(
     assert "web.sandbox.TOML: ignored" in warning and "web.sandbox.toml" in warning
     assert main(["validate", str(tmp_path)]) == 0
     assert "sandman: warning: " in capsys.readouterr().err
+
+
+def test_the_floors_of_limits_are_themselves_allowed(tmp_path: pathlib.Path) -> None:
+    """The least memory, tasks and CPU a unit may declare (below them: bad_units/
+    limits-below-floor) load, in a sandbox and in a slice."""
+    limits = f'memory_max = {MEMORY_MIN}\nmemory_high = "6M"\npids_max = 2\ncpu_max = "1%"\n'
+    files = {
+        "web.sandbox.toml": sandbox(f"\n[resources]\n{limits}"),
+        "s.slice.toml": f"[slice]\n{limits}",
+    }
+    desired = load(tmp_path, files)
+    assert desired.sandboxes["web"].unit.resources.pids_max == PIDS_MIN
+    assert desired.slices["s"].unit.slice.cpu_max == CPU_MAX_MIN
