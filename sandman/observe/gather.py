@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sandman.kernel.cgroup_common import BYTE_LIMITS
 from sandman.observe import procs
 from sandman.observe.facts import ActualState, Drift, ObjectKey, Orphan, Record
 from sandman.observe.network import NetworkFacts
@@ -98,11 +99,20 @@ def _limit_drift(
     except OSError:
         return []
     return [
-        Drift(f"{table}.{key}", _show(value), _show(found.get(key)))
+        Drift(f"{table}.{key}", show_limit(key, value), show_limit(key, found.get(key)))
         for key, value in expected.items()
         if key in found and found[key] != value
     ]
 
 
-def _show(value: object) -> str:
-    return "unlimited" if value is None else str(value)
+def show_limit(key: str, value: object) -> str:
+    """A limit as a unit writes it: sizes with K/M/G, cpu_max in percent."""
+    if value is None:
+        return "unlimited"
+    if key in BYTE_LIMITS and isinstance(value, int):
+        from sandman.units.scalars import format_size  # only when a limit drifted
+
+        return format_size(value)
+    if key == "cpu_max" and isinstance(value, float | int):
+        return f"{value:g}%"
+    return str(value)
