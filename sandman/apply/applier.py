@@ -19,6 +19,7 @@ from sandman.observe import procs
 from sandman.observe.facts import Record
 from sandman.plan.actions import Action
 from sandman.plan.diff import Plan
+from sandman.plan.keys import ENSURE
 from sandman.units.desired import DesiredSandbox, sandbox_from_canonical
 
 
@@ -262,7 +263,9 @@ def _network_create(ctx: ApplyContext, action: Action) -> None:
 
 
 def _network_update(ctx: ApplyContext, action: Action) -> None:
-    networks.update(ctx, ctx.desired.networks[action.name])
+    # With drift to repair besides (the "ensure" step), the whole idempotent create.
+    ensure = networks.create if ENSURE in action.steps else networks.update
+    ensure(ctx, ctx.desired.networks[action.name])
 
 
 def _network_recreate(ctx: ApplyContext, action: Action) -> None:
@@ -280,7 +283,8 @@ def _slice_create(ctx: ApplyContext, action: Action) -> None:
 
 
 def _slice_update(ctx: ApplyContext, action: Action) -> None:
-    slices.update(ctx, ctx.desired.slices[action.name])
+    ensure = slices.create if ENSURE in action.steps else slices.update
+    ensure(ctx, ctx.desired.slices[action.name])
 
 
 def _slice_destroy(ctx: ApplyContext, action: Action) -> None:

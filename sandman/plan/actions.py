@@ -97,9 +97,12 @@ class Action:
         return f"{symbol} {self.object}: {detail}"
 
     def lines(self) -> list[str]:
-        """describe(), then one line per changed key (old -> new) or, for a create, per setting."""
+        """describe(), then one line per changed key (old -> new) or, for a create, per setting,
+        and the drift a change repairs too (unless describe() names it already)."""
         details = [change.describe() for change in self.shown_changes()]
         details += [f"{key} = {_show(key, value)}" for key, value in self.attributes]
+        if self.changes and self.reason != "drift":
+            details += [f"drift: {drift}" for drift in self.drift]
         return [self.describe(), *(f"    {line}" for line in details)]
 
     def shown_changes(self) -> tuple[Change, ...]:

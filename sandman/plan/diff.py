@@ -92,10 +92,10 @@ def _action_for(
         return Action("create", kind, name, "new_unit", attributes=_attributes(canonical))
     if record.tainted:
         return Action("recreate", kind, name, "tainted")
+    drift = tuple(d for d in actual.drift.get((kind, name), ()) if _repairs(canonical, d))
     if record.digest == digest(canonical):
-        drift = tuple(d for d in actual.drift.get((kind, name), ()) if _repairs(canonical, d))
         return _repair_action(kind, name, drift) if drift else None
-    return _change_action(kind, name, record, canonical)
+    return _change_action(kind, name, record, canonical, drift)
 
 
 def _repair_action(kind: str, name: str, drift: tuple[Drift, ...]) -> Action:
@@ -131,21 +131,33 @@ def _repairs(canonical: dict[str, Any], drift: Drift) -> bool:
 
 
 def _change_action(
-    kind: str, name: str, record: Record, canonical: dict[str, Any]
+    kind: str, name: str, record: Record, canonical: dict[str, Any], drift: tuple[Drift, ...]
 ) -> Action | None:
+    """The unit changed. Drift found meanwhile goes with the change, shown and repaired by the
+    same action: a limit set by hand is what the object runs with until the change lands."""
     changes = tuple(
         Change(key, before, after, is_live(kind, key))
         for key, before, after in _differences(record.unit, canonical)
     )
     if not changes:
-        return None
+        return _repair_action(kind, name, drift) if drift else None
+    described = tuple(str(d) for d in drift)
     recreate = tuple(c.key for c in changes if not c.live)
     if recreate:
         return Action(
-            "recreate", kind, name, "cannot_update_in_place", changes, requires_recreate=recreate
+            "recreate",
+            kind,
+            name,
+            "cannot_update_in_place",
+            changes,
+            drift=described,
+            requires_recreate=recreate,
         )
-    steps = tuple(sorted({live_step(kind, c.key) or RECREATE for c in changes}))
-    return Action("update", kind, name, "changed", changes, steps=steps)
+    steps = {live_step(kind, c.key) or RECREATE for c in changes}
+    steps |= {repair_step(kind, d.what) for d in drift}
+    if RECREATE in steps:
+        return Action("recreate", kind, name, "drift", changes, drift=described)
+    return Action("update", kind, name, "changed", changes, described, steps=tuple(sorted(steps)))
 
 
 def _differences(

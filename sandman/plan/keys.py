@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 
 RECREATE = "recreate"
+ENSURE = "ensure"  # a network's or a slice's idempotent create, run in place (DRIFT_REPAIRS)
 
 # The cgroup limits, a sandbox's [resources] and a slice's [slice] alike: the "limits" step
 # writes them all to the running cgroup. (kernel's CgroupLimits has the same names, but plan/ may
@@ -42,8 +43,8 @@ DRIFT_REPAIRS: dict[str, dict[str, str]] = {
         "resources.*": "limits",
         "network.*": "network",
     },
-    "network": {"*": "ensure"},
-    "slice": {"*": "ensure"},
+    "network": {"*": ENSURE},
+    "slice": {"*": ENSURE},
 }
 
 

@@ -528,7 +528,7 @@ def test_limits_changed_by_hand_are_planned_and_repaired_in_place(sm: Sandman) -
         "slice/b": ("repair", "drift"),
     }
     (repair,) = [x for x in actions if x["object"] == "sandbox/w"]
-    assert f"resources.memory_max: expected {64 * MiB}, found {32 * MiB}" in repair["drift"]
+    assert "resources.memory_max: expected 64M, found 32M" in repair["drift"]
     assert "resources.pids_max: expected 20, found 7" in repair["drift"]
     assert sm.status_of("w")["drift"], "status --json shows no drift"
 
@@ -542,6 +542,34 @@ def test_limits_changed_by_hand_are_planned_and_repaired_in_place(sm: Sandman) -
         assert read_files(rel, expected) == expected, rel
     assert sm.run("plan", str(sm.units), "--detailed-exitcode").out.startswith("No changes")
     assert sm.status_of("w")["drift"] == []
+
+
+@pytest.mark.root
+def test_a_hand_set_pids_max_shows_the_value_found_beside_a_change_of_the_unit(
+    sm: Sandman,
+) -> None:
+    """pids.max set to 50000 by hand is shown as found, in a repair and beside a change of the
+    unit's pids_max (#17: that showed `32 -> 40` alone). The file is the v1 pids hierarchy's
+    on this hybrid host (whose v1 controllers hold the limits), the cgroup's own on v2."""
+    sm.write("w", unit(rest=resources(pids_max=32)))
+    sm.apply()
+    init = sm.init("w")
+    pids_file = cgroup_file("pids", sm.runtime("w")["cgroup"], "pids.max")
+    pids_file.write_text("50000")
+    found = "resources.pids_max: expected 32, found 50000"
+
+    assert sm.run("plan", str(sm.units)).out.splitlines()[0] == f"! sandbox/w: {found}"
+    sm.write("w", unit(rest=resources(pids_max=40)))
+    plan = sm.run("plan", str(sm.units)).out.splitlines()
+    assert plan[:3] == [
+        "~ sandbox/w: update in place (resources.pids_max)",
+        "    resources.pids_max: 32 -> 40",
+        f"    drift: {found}",
+    ], plan
+    sm.apply()
+    assert pids_file.read_text().strip() == "40"
+    assert sm.init("w") == init and alive(*init), "the update restarted the init"
+    assert sm.run("plan", str(sm.units), "--detailed-exitcode").out.startswith("No changes")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from sandman.cli import main
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
+from sandman.observe.gather import show_limit
 from sandman.observe.records import record_of, write_record
 from sandman.plan.diff import destroy_plan, destroy_problems, plan, targeted
 from sandman.plan.keys import LIVE_KEYS, is_live
@@ -178,6 +179,24 @@ def test_limit_drift_is_repaired() -> None:
 
 
 @pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("memory_max", 64 * 1024**2, "64M"),
+        ("memory_high", 1_000_000, "1000000"),
+        ("cpu_max", 33.333, "33.333%"),
+        ("cpu_max", 150.0, "150%"),
+        ("pids_max", 50000, "50000"),
+        ("io_weight", 100, "100"),
+        ("pids_max", None, "unlimited"),
+    ],
+)
+def test_a_limits_drift_shows_values_as_a_unit_writes_them(
+    key: str, value: object, shown: str
+) -> None:
+    assert show_limit(key, value) == shown
+
+
+@pytest.mark.parametrize(
     ("drift", "kind", "steps"),
     [
         (Drift("mount /www", "mounted", "missing"), "recreate", ()),
@@ -209,6 +228,63 @@ def test_an_update_names_the_steps_that_apply_it() -> None:
     (action,) = [a for a in plan(desired, changed).actions if a.object == "sandbox/web"]
     assert action.kind == "update"
     assert action.steps == ("limits", "record")
+
+
+def _changed(actual: ActualState, kind: str, name: str, table: str, **keys: object) -> ActualState:
+    """`actual` with the record of KIND/NAME as if applied with KEYS of TABLE other than now."""
+    record = actual.records[(kind, name)]
+    unit = {**record.unit, table: {**record.unit.get(table, {}), **keys}}
+    edited = record_of(kind, name, unit, record.runtime)
+    return actual._replace(records={**actual.records, record.key: edited})
+
+
+def test_a_change_shows_and_repairs_the_drift_found_with_it() -> None:
+    """pids_max applied as 32 and set to 50000 by hand, the unit now says 100: the plan shows
+    what it changes and what it found (#17: it showed `32 -> 100` alone)."""
+    hand = Drift("resources.pids_max", "32", "50000")
+    desired, actual = _with_drift("no-change", (hand,))
+    actual = _changed(actual, "sandbox", "web", "resources", pids_max=32)
+    (action,) = [a for a in plan(desired, actual).actions if a.object == "sandbox/web"]
+    assert (action.kind, action.steps) == ("update", ("limits",))
+    assert action.lines() == [
+        "~ sandbox/web: update in place (resources.pids_max)",
+        "    resources.pids_max: 32 -> 4096",
+        "    drift: resources.pids_max: expected 32, found 50000",
+    ]
+    assert action.to_json()["drift"] == ["resources.pids_max: expected 32, found 50000"]
+
+
+def test_a_change_with_drift_of_another_step_runs_both_steps() -> None:
+    veth = Drift("network.veth", "link x", "missing")
+    desired, actual = _with_drift("no-change", (veth,))
+    actual = _changed(actual, "sandbox", "web", "sandbox", description="old")
+    (action,) = [a for a in plan(desired, actual).actions if a.object == "sandbox/web"]
+    assert (action.kind, action.steps) == ("update", ("network", "record"))
+
+
+def test_a_change_with_drift_that_needs_a_new_init_is_a_recreate_showing_both() -> None:
+    mount = Drift("mount /www", "mounted", "missing")
+    desired, actual = _with_drift("no-change", (mount,))
+    actual = _changed(actual, "sandbox", "web", "sandbox", description="old")
+    (action,) = [a for a in plan(desired, actual).actions if a.object == "sandbox/web"]
+    assert (action.kind, action.reason) == ("recreate", "drift")
+    assert action.lines() == [
+        f"-/+ sandbox/web: recreate (drift: {mount})",
+        "    sandbox.description: old -> web",
+    ]
+
+
+def test_a_slice_change_with_drift_is_made_again_in_place() -> None:
+    """A slice's drift is repaired by its idempotent create (ensure), which the update runs."""
+    desired, actual = _with_drift("no-change", ())
+    actual = _changed(actual, "slice", "services", "slice", memory_max=512 * 1024**2)
+    gone: dict[tuple[str, str], tuple[Drift, ...]] = {
+        ("slice", "services"): (Drift("cgroup", "`x` present", "missing"),)
+    }
+    actual = actual._replace(drift=gone)
+    (action,) = [a for a in plan(desired, actual).actions if a.object == "slice/services"]
+    assert (action.kind, action.steps) == ("update", ("ensure", "limits"))
+    assert action.lines()[-1] == "    drift: cgroup: expected `x` present, found missing"
 
 
 def test_target_keeps_the_object_and_what_it_stands_on() -> None:
