@@ -18,6 +18,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_CHANGES_PENDING = 3
+# The shells `sandman completion` writes for (sandman/completion/ has a module for each).
+SHELLS = ("bash", "zsh")
 
 _EPILOG = (
     "Paths: --state-dir, --image-dir and --log-dir (or SANDMAN_STATE_DIR, SANDMAN_IMAGE_DIR, "
@@ -38,6 +40,12 @@ def _path_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--log-dir", metavar="DIR", help="sandbox logs (default /var/log/sandman)")
     return common
+
+
+def _offers(action: argparse.Action, kind: str) -> None:
+    """What a shell completes for this argument (one of cli_spec.KINDS) where its metavar would
+    mislead: cli_spec.py reads it, for the completion scripts."""
+    vars(action)["offers"] = kind
 
 
 def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -104,11 +112,7 @@ def _plan_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
     )
     plan.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
     _prune_options(plan)
-    plan.add_argument(
-        "--target",
-        metavar="NAME",
-        help="only NAME (or KIND/NAME) and the slices and network it uses",
-    )
+    _target_option(plan)
     plan.add_argument(
         "--detailed-exitcode",
         action="store_true",
@@ -195,6 +199,15 @@ def _prune_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _target_option(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="only NAME (or KIND/NAME) and the slices and network it uses",
+    )
+    _offers(target, "object")
+
+
 def _apply_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     apply = verbs.add_parser(
@@ -210,11 +223,7 @@ def _apply_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     )
     apply.add_argument("directory", metavar="DIR", help="the directory of NAME.KIND.toml files")
     _prune_options(apply)
-    apply.add_argument(
-        "--target",
-        metavar="NAME",
-        help="only NAME (or KIND/NAME) and the slices and network it uses",
-    )
+    _target_option(apply)
     apply.add_argument("--no-wait", action="store_true", help="fail at once if another apply runs")
     _json_option(apply, "one event per action")
     apply.set_defaults(module="apply")
@@ -266,7 +275,12 @@ def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder:
         "sandbox, KIND/NAME any object (network/lan, slice/services). When that leaves nothing "
         "applied, orphans (objects with this instance's names and no record) go too.",
     )
-    destroy.add_argument("targets", metavar="DIR|NAME", nargs="+")
+    destroy.add_argument(
+        "targets",
+        metavar="DIR|NAME",
+        nargs="+",
+        help="a unit directory, a sandbox, or KIND/NAME (network/lan, slice/services)",
+    )
     destroy.add_argument("--no-wait", action="store_true", help="fail at once if an apply runs")
     destroy.set_defaults(module="destroy")
 
@@ -282,7 +296,7 @@ def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
         "SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 to exec are passed on to CMD; CMD is "
         "killed with exec.",
     )
-    exec_.add_argument("name", metavar="NAME")
+    exec_.add_argument("name", metavar="NAME", help="the sandbox")
     exec_.add_argument(
         "-t",
         "--tty",
@@ -291,7 +305,9 @@ def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
     )
     # Without `--`, everything after NAME is the command; with it, see _parse.
     nargs = argparse.REMAINDER if exec_remainder else "*"
-    exec_.add_argument("command", metavar="-- CMD", nargs=nargs)
+    exec_.add_argument(
+        "command", metavar="-- CMD", nargs=nargs, help="the command and its arguments, after --"
+    )
     exec_.set_defaults(module="exec")
 
 
@@ -303,7 +319,7 @@ def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
         help="show a sandbox's output",
         description="Print what NAME's init wrote to stdout and stderr.",
     )
-    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("name", metavar="NAME", help="the sandbox")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
     logs.set_defaults(module="logs")
 
@@ -338,7 +354,12 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         description="Build the built-in image: a static busybox with a link per applet and a "
         "minimal /etc (install it with `apt-get install busybox-static`).",
     )
-    busybox.add_argument("--name", default="busybox", help="the image's name (default busybox)")
+    _offers(
+        busybox.add_argument(
+            "--name", default="busybox", help="the image's name (default busybox)"
+        ),
+        "none",
+    )
     busybox.add_argument(
         "--busybox", default="/bin/busybox", metavar="PATH", help="the static busybox binary"
     )
@@ -351,7 +372,7 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         "export` or an Alpine minirootfs) or a directory, keeping modes and ownership. Replaces "
         "an image of that name only once the new one is complete.",
     )
-    imported.add_argument("name", metavar="NAME", help="the image's name")
+    _offers(imported.add_argument("name", metavar="NAME", help="the image's name"), "none")
     imported.add_argument("source", metavar="SOURCE", help="a tarball or a directory")
     imported.add_argument(
         "--max-size",
@@ -372,7 +393,7 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     remove = actions.add_parser(
         "remove", parents=[paths], help="remove an image", description="Remove image NAME."
     )
-    remove.add_argument("name", metavar="NAME", help="the image's name")
+    _offers(remove.add_argument("name", metavar="NAME", help="the image's name"), "image")
     remove.add_argument(
         "--force",
         action="store_true",
@@ -381,6 +402,20 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     _json_option(remove, "the result")
     for action in (busybox, imported, remove):
         action.set_defaults(module="images")
+
+
+def _completion_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del paths, exec_remainder
+    completion = verbs.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script for SHELL, made from this sandman's own command "
+        "line: verbs, options, directories and files, and the names of applied sandboxes, "
+        "objects and images, asked of sandman as you complete. Load it with `source <(sandman "
+        "completion bash)`; contrib/setup.sh installs it where bash-completion and zsh look.",
+    )
+    completion.add_argument("shell", metavar="SHELL", choices=SHELLS, help="bash or zsh")
+    completion.set_defaults(module="completion")
 
 
 def _size_argument(text: str) -> int:
@@ -414,6 +449,7 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "exec": _exec_verb,
     "logs": _logs_verb,
     "daemon": _daemon_verb,
+    "completion": _completion_verb,
 }
 
 
