@@ -1,6 +1,7 @@
 #!/bin/sh
 # Set up sandman in ./.venv on a Debian machine, as root: Debian packages first (busybox-static
-# for the built-in image, python3-venv where the interpreter lacks venv), then the Python package.
+# for the built-in image, python3-venv where the interpreter lacks venv), then the Python package,
+# then its shell completion and man pages under /usr/local/share (contrib/install-docs.sh).
 # `--test` adds the test tools (pytest, hypothesis, ruff, mypy).
 set -eu
 cd "$(dirname "$0")/.."
@@ -14,8 +15,9 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3
 dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 if [ -n "$extras" ]; then
     # The security tests build a tiny static probe (a syscall no busybox applet makes); the
-    # service tests run systemd-analyze and systemd-tmpfiles (Debian's systemd package).
-    for package in gcc libc6-dev systemd; do
+    # service tests run systemd-analyze and systemd-tmpfiles (Debian's systemd package); the
+    # completion tests press TAB in zsh, the man page tests render with groff.
+    for package in gcc libc6-dev systemd zsh groff-base; do
         dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
     done
 fi
@@ -34,3 +36,5 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras
     exit 1
 fi
 rm -f "$log"
+echo "setup: installing shell completion and man pages under /usr/local/share" >&2
+sh contrib/install-docs.sh

@@ -61,3 +61,12 @@ def test_change_column_matches_planner(kind: str) -> None:
         if key == "sandbox.environment":
             planned = "sandbox.environment.NAME"
         assert is_live(kind, planned) == (change == "live"), key
+
+
+def test_every_verb_has_a_row_in_the_command_line_table() -> None:
+    """The verbs are read off the parser, as the completion scripts and man pages are."""
+    from sandman.cli_spec import command_line
+
+    table = README.split("## Command line", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `sandman ([a-z-]+)[ `]", table, re.MULTILINE)
+    assert sorted(set(rows)) == sorted(verb.path[0] for verb in command_line().subcommands)
