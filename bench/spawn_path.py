@@ -48,6 +48,7 @@ import ctypes, os, sys, time
 from sandman.capabilities import PRESETS
 from sandman.kernel import security
 from sandman.kernel import syscalls as sc
+from sandman.kernel.seccomp import Seccomp
 from sandman.kernel.rootfs import RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnSpec, spawn
 
@@ -74,7 +75,7 @@ plan = RootfsPlan(
 )
 flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
          | sc.CLONE_NEWCGROUP)
-before, after = security.steps("default", PRESETS["default"], True) if default else ((), ())
+before, after = security.steps(Seccomp(), PRESETS["default"], True) if default else ((), ())
 spec = SpawnSpec(
     name="sbp", command=("/bin/true",), environment={}, namespaces=flags, rootfs=plan,
     log_path=os.path.join(runtime, "log"), hostname="sbp", idmap=idmap,

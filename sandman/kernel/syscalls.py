@@ -199,6 +199,8 @@ _HINTS: dict[tuple[str, int], str] = {
     "/proc/sys/fs/inotify/max_user_watches",
     ("inotify_add_watch", errno.ENOTDIR): "IN_ONLYDIR was given and the path is not a directory",
     ("capset", errno.EPERM): "cannot add capabilities beyond the permitted or bounding set",
+    ("seccomp", errno.EACCES): "loading a filter needs CAP_SYS_ADMIN or no_new_privs",
+    ("seccomp", errno.EINVAL): "the kernel refused the program, or has no seccomp filters",
     ("prctl", errno.EPERM): "PR_CAPBSET_DROP needs CAP_SETPCAP; PR_CAP_AMBIENT_RAISE needs the "
     "capability in both the permitted and the inheritable set",
 }
@@ -471,6 +473,32 @@ def close_fds_except(keep: Iterable[int]) -> None:
             close_range(first, fd - 1)
         first = fd + 1
     close_range(first, FD_LAST)
+
+
+# <linux/seccomp.h>
+SECCOMP_SET_MODE_FILTER = 1
+_SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+class _SockFprog(ctypes.Structure):  # struct sock_fprog, <linux/filter.h>
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+class SeccompFilter:
+    """A classic BPF seccomp filter (packed struct sock_filter), loaded by calling it. Its
+    buffers are made at construction, before a fork, so that the child only makes the call. The
+    filter holds the calling thread and everything it execs or forks from then on."""
+
+    def __init__(self, program: bytes) -> None:
+        if not program or len(program) % _SOCK_FILTER_SIZE:
+            raise ValueError(f"a filter is whole sock_filter instructions, not {len(program)} B")
+        self._buffer = ctypes.create_string_buffer(program, len(program))  # fprog points here
+        self._fprog = _SockFprog(len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(self._buffer))
+
+    def __call__(self) -> None:
+        mode, flags = ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0)
+        result = _syscall("seccomp", mode, flags, ctypes.byref(self._fprog))
+        _check(result, "seccomp", f"SECCOMP_SET_MODE_FILTER, {self._fprog.len} instructions")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

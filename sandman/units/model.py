@@ -495,7 +495,7 @@ class SandboxNetwork(Section):
 class Security(Section):
     capabilities: Capabilities = "default"
     no_new_privileges: bool = True
-    seccomp: Literal["default", "unconfined"] = "default"
+    seccomp: Literal["default", "os", "unconfined"] = "default"
 
 
 class SandboxUnit(Section):
