@@ -3,13 +3,13 @@ profiles/seccomp/default.json) written as the calls it refuses, and "os", system
 for a booted system. kernel/seccomp.py compiles the verdicts into a filter.
 
 Docker's profile is an allowlist of some 370 calls; this is the complement, the calls that list
-leaves out (about 80 on x86_64): each one is named here with the reason it is refused, which is
-what a reader of a security policy wants to see, and the filter sends every call newer than
-sandman's table to ENOSYS, which keeps what an allowlist does for calls the kernel adds later.
-Every call the table knows is decided: tests/unit/test_seccomp_filter.py holds the two lists to
-each other. The verdicts that depend on the capabilities the unit keeps follow Docker's: a call
-refused without CAP_SYS_ADMIN is what the kernel would refuse without it anyway, so a sandbox
-that holds the capability loses nothing, and one without it never reaches the call's code.
+leaves out (75 on x86_64): each one is named here with the reason it is refused, which is what a
+reader of a security policy wants to see, and the filter sends every call newer than sandman's
+table to ENOSYS, which keeps what an allowlist does for calls the kernel adds later. A test
+(DOCKER_REFUSES in tests/unit/test_seccomp_filter.py) holds these refusals to the calls Docker's
+profile leaves out. The verdicts that depend on the capabilities the unit keeps follow Docker's:
+a call refused without CAP_SYS_ADMIN is one the kernel would refuse without it anyway, so a
+sandbox that holds the capability loses nothing, and one without it never reaches its code.
 """
 
 from __future__ import annotations
