@@ -33,7 +33,9 @@ UNSHARE = (
 WORKER = r"""
 import ctypes, os, sys, time
 from sandman.capabilities import PRESETS
-from sandman.kernel import security, syscalls as sc
+from sandman.kernel import security
+from sandman.kernel import syscalls as sc
+from sandman.kernel.seccomp import Seccomp
 from sandman.kernel.rootfs import RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnSpec, spawn
 
@@ -49,7 +51,7 @@ plan = RootfsPlan(stage=os.path.join(runtime, "root"), mode="overlay" if default
                   source=rootfs, owner=(base, base), **dirs)
 flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
          | sc.CLONE_NEWCGROUP)
-before, after = security.steps("default", PRESETS["default"], True) if default else ((), ())
+before, after = security.steps(Seccomp(), PRESETS["default"], True) if default else ((), ())
 spec = SpawnSpec(
     name="sbp", command=("/bin/true",), namespaces=flags, rootfs=plan,
     confinement=security.Confinement(setup_inside=before, finish_inside=after),

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from sandman.capabilities import PRESETS
 from sandman.kernel import security
+from sandman.kernel.seccomp import Seccomp
 from sandman.observe.facts import SandboxDeclared
 
 
@@ -22,7 +23,8 @@ def confinement_of(
     uid, gid = (int(x) for x in (user or declared.user).split(":"))
     capabilities = declared.capabilities
     kept = PRESETS[capabilities] if isinstance(capabilities, str) else capabilities
-    before_user, after_user = security.steps(declared.seccomp, kept, declared.no_new_privileges)
+    seccomp = Seccomp(declared.seccomp, declared.syscalls_allow, declared.syscalls_deny)
+    before_user, after_user = security.steps(seccomp, kept, declared.no_new_privileges)
     defaults = {
         "PATH": security.DEFAULT_PATH,
         "HOME": "/root" if uid == 0 else "/",

@@ -66,14 +66,15 @@ class Confinement(NamedTuple):
 
 
 def steps(
-    seccomp: str, capabilities: Iterable[str], no_new_privileges: bool
+    seccomp: seccomp_filter.Seccomp, capabilities: Iterable[str], no_new_privileges: bool
 ) -> tuple[Steps, Steps]:
     """What the init (or an exec'd command) does before and after it takes the unit's user: the
     seccomp filter while it still may load one and the bounding set before; the capability sets
-    and no_new_privs after."""
+    and no_new_privs after. The filter is built here, before the fork, for the kept set."""
     kept = tuple(capabilities)
     before: list[Callable[[], None]] = []
-    if seccomp == "default":
-        before.append(seccomp_filter.default_filter())
+    load = seccomp_filter.loader(seccomp, kept)
+    if load is not None:
+        before.append(load)
     before.append(lambda: drop_bounding(kept))
     return tuple(before), (lambda: limit_sets(kept, no_new_privileges),)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, NoReturn, TypeAlias
 
+from sandman import syscall_table
 from sandman.capabilities import CAPABILITIES
 
 StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -141,22 +142,19 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _LINUX_CAPABILITY_U32S_3 = 2
 # The capability numbers live in sandman.capabilities, shared with the unit models.
 
-# <asm/unistd_64.h> (x86_64), <asm-generic/unistd.h> (aarch64). Called through syscall(2): glibc
-# 2.36 lacks pivot_root and openat2, and older glibc or musl lack more. From 424 on the numbers are
-# the same on every architecture; the version is the Linux release that added the call.
+# Called through syscall(2): glibc 2.36 lacks pivot_root and openat2, and older glibc or musl lack
+# more. The numbers are sandman.syscall_table's; the version is the Linux release that added the
+# call, for the hint of an ENOSYS.
 _NEW_SYSCALLS = {
-    "pidfd_send_signal": (424, "5.1"),
-    "open_tree": (428, "5.2"),
-    "move_mount": (429, "5.2"),
-    "pidfd_open": (434, "5.3"),
-    "close_range": (436, "5.9"),
-    "openat2": (437, "5.6"),
-    "mount_setattr": (442, "5.12"),
+    "pidfd_send_signal": "5.1",
+    "open_tree": "5.2",
+    "move_mount": "5.2",
+    "pidfd_open": "5.3",
+    "close_range": "5.9",
+    "openat2": "5.6",
+    "mount_setattr": "5.12",
 }
-SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    arch: {"pivot_root": pivot_root, **{name: nr for name, (nr, _) in _NEW_SYSCALLS.items()}}
-    for arch, pivot_root in (("x86_64", 155), ("aarch64", 41))
-}
+SYSCALL_NUMBERS = syscall_table.NUMBERS
 _NR = SYSCALL_NUMBERS.get(os.uname().machine, {})
 
 _CLONE_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("CLONE_NEW")}
@@ -201,6 +199,8 @@ _HINTS: dict[tuple[str, int], str] = {
     "/proc/sys/fs/inotify/max_user_watches",
     ("inotify_add_watch", errno.ENOTDIR): "IN_ONLYDIR was given and the path is not a directory",
     ("capset", errno.EPERM): "cannot add capabilities beyond the permitted or bounding set",
+    ("seccomp", errno.EACCES): "loading a filter needs CAP_SYS_ADMIN or no_new_privs",
+    ("seccomp", errno.EINVAL): "the kernel refused the program, or has no seccomp filters",
     ("prctl", errno.EPERM): "PR_CAPBSET_DROP needs CAP_SETPCAP; PR_CAP_AMBIENT_RAISE needs the "
     "capability in both the permitted and the inheritable set",
 }
@@ -209,7 +209,7 @@ _HINTS: dict[tuple[str, int], str] = {
 def _error(err: int, syscall: str, detail: object, detail2: object = None) -> OSError:
     hint = _HINTS.get((syscall, err)) or _HINTS.get(("*", err), "")
     if err == errno.ENOSYS:
-        version = _NEW_SYSCALLS.get(syscall, (0, ""))[1]
+        version = _NEW_SYSCALLS.get(syscall, "")
         needs = f" ({syscall} needs Linux {version})" if version else ""
         hint = f"kernel too old{needs} or the call is blocked by seccomp"
     message = f"{syscall}: {os.strerror(err)}" + (f" ({hint})" if hint else "")
@@ -475,6 +475,32 @@ def close_fds_except(keep: Iterable[int]) -> None:
     close_range(first, FD_LAST)
 
 
+# <linux/seccomp.h>
+SECCOMP_SET_MODE_FILTER = 1
+_SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+class _SockFprog(ctypes.Structure):  # struct sock_fprog, <linux/filter.h>
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+class SeccompFilter:
+    """A classic BPF seccomp filter (packed struct sock_filter), loaded by calling it. Its
+    buffers are made at construction, before a fork, so that the child only makes the call. The
+    filter holds the calling thread and everything it execs or forks from then on."""
+
+    def __init__(self, program: bytes) -> None:
+        if not program or len(program) % _SOCK_FILTER_SIZE:
+            raise ValueError(f"a filter is whole sock_filter instructions, not {len(program)} B")
+        self._buffer = ctypes.create_string_buffer(program, len(program))  # fprog points here
+        self._fprog = _SockFprog(len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(self._buffer))
+
+    def __call__(self) -> None:
+        mode, flags = ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0)
+        result = _syscall("seccomp", mode, flags, ctypes.byref(self._fprog))
+        _check(result, "seccomp", f"SECCOMP_SET_MODE_FILTER, {self._fprog.len} instructions")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """Call prctl(2) with integer arguments and return its (non-negative) result."""
     args = [_uint(a, f"arg{i}", 64) for i, a in enumerate((arg2, arg3, arg4, arg5), start=2)]
@@ -552,9 +578,6 @@ BPF_F_ALLOW_MULTI = 1 << 1
 BPF_OBJ_NAME_LEN = 16
 _BPF_LOG_SIZE = 1 << 20  # the verifier's log of a refused program, read only after a refusal
 
-# bpf is older than the common numbering from 424 on: one number per architecture.
-for _arch, _number in (("x86_64", 321), ("aarch64", 280)):
-    SYSCALL_NUMBERS[_arch]["bpf"] = _number
 _BPF_CMD_NAMES = {
     BPF_PROG_LOAD: "BPF_PROG_LOAD",
     BPF_PROG_ATTACH: "BPF_PROG_ATTACH",

@@ -70,6 +70,8 @@ class SandboxDeclared(NamedTuple):
     resources: Mapping[str, Any] = _EMPTY  # the limits as recorded (cpu_max may be "50%")
     capabilities: str | tuple[str, ...] = "default"
     seccomp: str = "default"
+    syscalls_allow: tuple[str, ...] = ()
+    syscalls_deny: tuple[str, ...] = ()
     no_new_privileges: bool = True
     network: str | None = None  # the network it is attached to
     ports: tuple[PortDeclared, ...] = ()

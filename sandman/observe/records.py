@@ -181,6 +181,8 @@ def sandbox_declared(unit: Mapping[str, Any]) -> SandboxDeclared:
         resources=dict(unit.get("resources") or {}),
         capabilities=capabilities if isinstance(capabilities, str) else tuple(capabilities),
         seccomp=str(security.get("seccomp") or "default"),
+        syscalls_allow=tuple(str(name) for name in security.get("syscalls_allow") or ()),
+        syscalls_deny=tuple(str(name) for name in security.get("syscalls_deny") or ()),
         no_new_privileges=bool(security.get("no_new_privileges", True)),
         network=_str(network.get("attach")),
         ports=tuple(_port(port) for port in network.get("ports") or ()),

@@ -83,6 +83,7 @@ def _sandbox(unit: UnitFile) -> Iterator[UnitProblem]:
     yield from _idmap(unit)
     yield from _mounts(unit)
     yield from _limits(unit, ("resources",), model.resources)
+    yield from _syscalls(unit)
 
 
 def _rootfs(unit: UnitFile) -> Iterator[UnitProblem]:
@@ -209,6 +210,27 @@ def _mounts(unit: UnitFile) -> Iterator[UnitProblem]:
                 "give each mount its own target",
             )
         seen.setdefault(mount.target, index)
+
+
+def _syscalls(unit: UnitFile) -> Iterator[UnitProblem]:
+    security = sandbox_model(unit).security
+    lists = {"syscalls_allow": security.syscalls_allow, "syscalls_deny": security.syscalls_deny}
+    if security.seccomp == "unconfined":
+        for key in (key for key, names in lists.items() if names is not None):
+            yield unit.problem(
+                ("security", key),
+                'has no effect with seccomp = "unconfined", which loads no filter',
+                f'pick a profile (seccomp = "default" or "os") or remove {key}',
+            )
+        return
+    both = sorted(set(security.syscalls_allow or ()) & set(security.syscalls_deny or ()))
+    if both:
+        yield unit.problem(
+            ("security", "syscalls_deny"),
+            f"{', '.join(map(repr, both))} {'is' if len(both) == 1 else 'are'} in "
+            "syscalls_allow too",
+            "a call is allowed or denied, not both: remove it from one of the two lists",
+        )
 
 
 def _limits(unit: UnitFile, where: tuple[str, ...], limits: Limits) -> Iterator[UnitProblem]:

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from sandman.capabilities import CAPABILITIES, PRESETS
+from sandman.syscall_table import NAMES as SYSCALL_NAMES
 from sandman.units import scalars
 from sandman.units.scalars import ID_MAX
 from sandman.units.values import (
@@ -263,6 +264,38 @@ def _nearest_capability(item: object) -> str | None:
     return close[0] if close else None
 
 
+def _syscall_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(
+            f"{scalars.type_name(value)} is not a list of system calls; write e.g. "
+            '["io_uring_setup"]'
+        )
+    # Every unknown name at once, as for capabilities.
+    unknown = [item for item in value if not isinstance(item, str) or item not in SYSCALL_NAMES]
+    if unknown:
+        raise ValueError(_unknown_syscalls(unknown))
+    return tuple(sorted(set(value)))  # in any order, once: a reordered list changes nothing
+
+
+def _unknown_syscalls(items: list[Any]) -> str:
+    import difflib
+
+    shown = ", ".join(repr(i) if isinstance(i, str) else scalars.type_name(i) for i in items)
+    what = "is not a system call" if len(items) == 1 else "are not system calls"
+    guesses = [
+        (i, close[0])
+        for i in items
+        if isinstance(i, str) and (close := difflib.get_close_matches(i, SYSCALL_NAMES, 1, 0.75))
+    ]
+    if len(items) == 1 and guesses:
+        hint = f"did you mean {guesses[0][1]!r}?"
+    elif guesses:
+        hint = "did you mean " + ", ".join(f"{g!r} for {i!r}" for i, g in guesses) + "?"
+    else:
+        hint = "names are those of syscalls(2), e.g. 'io_uring_setup'"
+    return f"{shown} {what} of x86_64 or aarch64 Linux; {hint}"
+
+
 def _count_or_max(value: Any) -> Any:
     """A limit count, or "max" (no limit), held as None as the cgroup drivers take it."""
     if value == "max":
@@ -360,6 +393,11 @@ Capabilities = Annotated[
             ]
         }
     ),
+]
+SyscallNames = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_syscall_names),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"}}),
 ]
 PidsMax = Annotated[
     Annotated[int, Field(ge=1)] | None,
@@ -507,7 +545,11 @@ class SandboxNetwork(Section):
 class Security(Section):
     capabilities: Capabilities = "default"
     no_new_privileges: bool = True
-    seccomp: Literal["default", "unconfined"] = "default"
+    seccomp: Literal["default", "os", "unconfined"] = "default"
+    # None, not (): the canonical unit of a sandbox applied before these keys existed has none,
+    # and an empty list there would recreate it.
+    syscalls_allow: SyscallNames | None = None
+    syscalls_deny: SyscallNames | None = None
 
 
 class SandboxUnit(Section):

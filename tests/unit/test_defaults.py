@@ -58,3 +58,22 @@ def test_a_sandbox_applied_before_the_defaults_gets_its_pid_limit_live(
         "~ sandbox/web: update in place (resources.pids_max)",
         "    resources.pids_max: (unset) -> 4096",
     ]
+
+
+def test_the_syscall_lists_need_a_recreate() -> None:
+    """The filter is loaded by the init before it execs: no running process takes a new one."""
+    for key in ("security.seccomp", "security.syscalls_allow", "security.syscalls_deny"):
+        assert not is_live("sandbox", key), key
+
+
+def test_a_sandbox_applied_before_the_syscall_lists_is_left_as_it_is(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A record written before `syscalls_allow` and `syscalls_deny` existed has neither key: a
+    unit that sets neither plans nothing for them."""
+    (tmp_path / "web.sandbox.toml").write_text('[sandbox]\ncommand = ["/bin/httpd"]\n')
+    desired = read_units(str(tmp_path), TAG)
+    old = desired.sandboxes["web"].canonical()
+    old["security"] = {k: v for k, v in old["security"].items() if not k.startswith("syscalls_")}
+    actual = ActualState(records={("sandbox", "web"): record_of("sandbox", "web", old)}, drift={})
+    assert plan(desired, actual).actions == ()
