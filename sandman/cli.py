@@ -301,11 +301,62 @@ def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
         "logs",
         parents=[paths],
         help="show a sandbox's output",
-        description="Print what NAME's init wrote to stdout and stderr.",
+        description="Print what NAME's init wrote to stdout and stderr, over its starts: each "
+        "start (create, recreate, a restart) writes a file of its own, and the last 5 earlier "
+        "ones are kept. No process stamps a sandbox's lines: --timestamps says when each start "
+        "began and last wrote, and stamps only lines that arrive while following.",
     )
     logs.add_argument("name", metavar="NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
+    logs.add_argument(
+        "-n",
+        "--tail",
+        type=_lines_argument,
+        metavar="N",
+        help="only the last N lines (over the starts kept); 0: none, with -f only what comes",
+    )
+    logs.add_argument(
+        "--since",
+        type=_since_argument,
+        metavar="WHEN",
+        help="only the starts that wrote at or after WHEN: a duration ago (10min, 2h) or a time "
+        "(2026-01-02T10:00:00, local unless it ends in Z or an offset); a start is shown whole",
+    )
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="a line before each start's output with when it began and last wrote; followed "
+        "lines with the time they were written",
+    )
+    _json_option(logs, "one object per line")
     logs.set_defaults(module="logs")
+
+
+def _lines_argument(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines; write e.g. 20")
+    return int(text)
+
+
+def _since_argument(text: str) -> float:
+    """Seconds since the epoch, from a duration ago (`10min`) or an ISO 8601 time."""
+    import time
+
+    from sandman.units.scalars import parse_duration_ns
+
+    try:
+        return time.time() - parse_duration_ns(text) / 1e9
+    except ValueError:
+        pass
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (10min, 2h) nor a time (2026-01-02T10:00:00)"
+        ) from None
 
 
 def _images_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:

@@ -78,18 +78,21 @@ def _command(pid: int) -> str:
 
 
 def _tail(path: str, lines: int) -> list[str]:
-    """The last lines of the log, opened without following a link planted in its place."""
-    if lines <= 0:
+    """The last lines the running (or last) init wrote, after its start's header; read with
+    logfile's refusals, so a link planted at the path shows nothing."""
+    from sandman.observe import logread
+
+    try:
+        opened = logread.open_instance(path, current=True)
+    except OSError:  # logfile.LogFileError among them
+        return []
+    if opened is None:
         return []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - 64 * 1024))
-        text = handle.read().decode(errors="replace")
-    return text.splitlines()[-lines:]
+        found, _ = logread.last_lines(opened, lines)
+    finally:
+        os.close(opened.fd)
+    return [line.decode(errors="replace").rstrip("\n") for line in found]
 
 
 def render(report: dict[str, Any]) -> str:
