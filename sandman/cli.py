@@ -295,6 +295,27 @@ def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
     exec_.set_defaults(module="exec")
 
 
+def _shell_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
+    shell = verbs.add_parser(
+        "shell",
+        parents=[paths],
+        help="a login shell in a running sandbox",
+        description="Run USER's login shell from the sandbox's /etc/passwd (/bin/sh when it "
+        "has none) in a terminal of the sandbox, as `exec -t` runs a command: confined as the "
+        "sandbox is, in USER's home, with HOME, USER, LOGNAME and SHELL set. Exits with the "
+        "shell's exit code.",
+    )
+    shell.add_argument("name", metavar="NAME")
+    shell.add_argument(
+        "user",
+        metavar="USER",
+        nargs="?",
+        help="a name or uid of the sandbox (default: the sandbox's user, sandbox.user)",
+    )
+    shell.set_defaults(module="shell")
+
+
 def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     logs = verbs.add_parser(
@@ -463,6 +484,7 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "show": _show_verb,
     "destroy": _destroy_verb,
     "exec": _exec_verb,
+    "shell": _shell_verb,
     "logs": _logs_verb,
     "daemon": _daemon_verb,
 }
