@@ -316,6 +316,51 @@ def _shell_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     shell.set_defaults(module="shell")
 
 
+def _top_verb(name: str) -> Callable[[_Verbs, argparse.ArgumentParser, bool], None]:
+    """`top`, and `stats` as podman calls it: one verb under two names."""
+
+    def add(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+        del exec_remainder
+        top = verbs.add_parser(
+            name,
+            parents=[paths],
+            help="live CPU, memory, tasks and I/O of the running sandboxes"
+            + (" (as top)" if name != "top" else ""),
+            description="Show every running sandbox's use (or NAME's), read from its cgroup "
+            "every --interval seconds: CPU as a share of one CPU over the interval, memory "
+            "and tasks against their limits, bytes read and written. On a terminal the table "
+            "is redrawn in place; Ctrl-C quits.",
+        )
+        top.add_argument("names", metavar="NAME", nargs="*", help="only these sandboxes")
+        top.add_argument(
+            "--interval",
+            type=_interval_argument,
+            default=2.0,
+            metavar="SECONDS",
+            help="seconds between readings (default 2)",
+        )
+        top.add_argument(
+            "--once",
+            "--no-stream",
+            action="store_true",
+            help="print one reading, over one interval, and exit",
+        )
+        _json_option(top, "one object per reading")
+        top.set_defaults(module="top")
+
+    return add
+
+
+def _interval_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 0.1 to 3600, e.g. 2")
+    return value
+
+
 def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     logs = verbs.add_parser(
@@ -486,6 +531,8 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "exec": _exec_verb,
     "shell": _shell_verb,
     "logs": _logs_verb,
+    "top": _top_verb("top"),
+    "stats": _top_verb("stats"),
     "daemon": _daemon_verb,
 }
 

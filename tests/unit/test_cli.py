@@ -97,6 +97,9 @@ def test_exec_options_may_follow_the_name_and_the_command_keeps_its_dashes() -> 
         ["image", "import", "alpine", "rootfs.tar"],
         ["daemon", "units", "--on-stop", "stop", "--debounce", "0"],
         ["schema", "network"],
+        ["top", "web", "db", "--interval", "0.5", "--once", "--json"],
+        ["stats", "--no-stream"],
+        ["shell", "web", "alice"],
     ],
 )
 def test_a_verb_alone_parses_as_the_whole_command_line(argv: list[str]) -> None:
