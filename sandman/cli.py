@@ -311,17 +311,134 @@ def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
     exec_.set_defaults(module="exec")
 
 
+def _shell_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
+    shell = verbs.add_parser(
+        "shell",
+        parents=[paths],
+        help="a login shell in a running sandbox",
+        description="Run USER's login shell from the sandbox's /etc/passwd (/bin/sh when it "
+        "has none) in a terminal of the sandbox, as `exec -t` runs a command: confined as the "
+        "sandbox is, in USER's home, with HOME, USER, LOGNAME and SHELL set. Exits with the "
+        "shell's exit code.",
+    )
+    shell.add_argument("name", metavar="NAME")
+    shell.add_argument(
+        "user",
+        metavar="USER",
+        nargs="?",
+        help="a name or uid of the sandbox (default: the sandbox's user, sandbox.user)",
+    )
+    shell.set_defaults(module="shell")
+
+
+def _top_verb(name: str) -> Callable[[_Verbs, argparse.ArgumentParser, bool], None]:
+    """`top`, and `stats` as podman calls it: one verb under two names."""
+
+    def add(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+        del exec_remainder
+        top = verbs.add_parser(
+            name,
+            parents=[paths],
+            help="live CPU, memory, tasks and I/O of the running sandboxes"
+            + (" (as top)" if name != "top" else ""),
+            description="Show every running sandbox's use (or NAME's), read from its cgroup "
+            "every --interval seconds: CPU as a share of one CPU over the interval, memory "
+            "and tasks against their limits, bytes read and written. On a terminal the table "
+            "is redrawn in place; Ctrl-C quits.",
+        )
+        top.add_argument("names", metavar="NAME", nargs="*", help="only these sandboxes")
+        top.add_argument(
+            "--interval",
+            type=_interval_argument,
+            default=2.0,
+            metavar="SECONDS",
+            help="seconds between readings (default 2)",
+        )
+        top.add_argument(
+            "--once",
+            "--no-stream",
+            action="store_true",
+            help="print one reading, over one interval, and exit",
+        )
+        _json_option(top, "one object per reading")
+        top.set_defaults(module="top")
+
+    return add
+
+
+def _interval_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 0.1 to 3600, e.g. 2")
+    return value
+
+
 def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     del exec_remainder
     logs = verbs.add_parser(
         "logs",
         parents=[paths],
         help="show a sandbox's output",
-        description="Print what NAME's init wrote to stdout and stderr.",
+        description="Print what NAME's init wrote to stdout and stderr, over its starts: each "
+        "start (create, recreate, a restart) writes a file of its own, and the last 5 earlier "
+        "ones are kept. No process stamps a sandbox's lines: --timestamps says when each start "
+        "began and last wrote, and stamps only lines that arrive while following.",
     )
     logs.add_argument("name", metavar="NAME", help="the sandbox")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
+    logs.add_argument(
+        "-n",
+        "--tail",
+        type=_lines_argument,
+        metavar="N",
+        help="only the last N lines (over the starts kept); 0: none, with -f only what comes",
+    )
+    logs.add_argument(
+        "--since",
+        type=_since_argument,
+        metavar="WHEN",
+        help="only the starts that wrote at or after WHEN: a duration ago (10min, 2h) or a time "
+        "(2026-01-02T10:00:00, local unless it ends in Z or an offset); a start is shown whole",
+    )
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="a line before each start's output with when it began and last wrote; followed "
+        "lines with the time they were written",
+    )
+    _json_option(logs, "one object per line")
     logs.set_defaults(module="logs")
+
+
+def _lines_argument(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines; write e.g. 20")
+    return int(text)
+
+
+def _since_argument(text: str) -> float:
+    """Seconds since the epoch, from a duration ago (`10min`) or an ISO 8601 time."""
+    import time
+
+    from sandman.units.scalars import parse_duration_ns
+
+    try:
+        return time.time() - parse_duration_ns(text) / 1e9
+    except ValueError:
+        pass
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (10min, 2h) nor a time (2026-01-02T10:00:00)"
+        ) from None
 
 
 def _images_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
@@ -447,7 +564,10 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "show": _show_verb,
     "destroy": _destroy_verb,
     "exec": _exec_verb,
+    "shell": _shell_verb,
     "logs": _logs_verb,
+    "top": _top_verb("top"),
+    "stats": _top_verb("stats"),
     "daemon": _daemon_verb,
     "completion": _completion_verb,
 }

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from sandman import output
-from sandman.commands.status import port_text, sandbox_status
+from sandman.commands.status import exit_of, exit_text, port_text, sandbox_status
+from sandman.daemon.exits import read_exits
 from sandman.daemon.restarts import read_counts
 from sandman.errors import UsageError
 from sandman.kernel.cgroup_common import BYTE_LIMITS, LIMIT_KEYS
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         "cgroup": runtime.cgroup,
         "limits": {k: v for k, v in declared.resources.items() if k in LIMIT_KEYS},
         "restarts": read_counts(paths.state_dir).get(record.name, 0),
+        "exit": exit_of(record, read_exits(paths.state_dir).get(record.name)),
         "processes": _processes(report["pid"]) if report["pid"] else [],
         "log": runtime.log or os.path.join(paths.log_dir, f"{args.name}.log"),
     }
@@ -78,18 +80,21 @@ def _command(pid: int) -> str:
 
 
 def _tail(path: str, lines: int) -> list[str]:
-    """The last lines of the log, opened without following a link planted in its place."""
-    if lines <= 0:
+    """The last lines the running (or last) init wrote, after its start's header; read with
+    logfile's refusals, so a link planted at the path shows nothing."""
+    from sandman.observe import logread
+
+    try:
+        opened = logread.open_instance(path, current=True)
+    except OSError:  # logfile.LogFileError among them
+        return []
+    if opened is None:
         return []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - 64 * 1024))
-        text = handle.read().decode(errors="replace")
-    return text.splitlines()[-lines:]
+        found, _ = logread.last_lines(opened, lines)
+    finally:
+        os.close(opened.fd)
+    return [line.decode(errors="replace").rstrip("\n") for line in found]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -118,11 +123,19 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _state(report: dict[str, Any]) -> str:
+    end: dict[str, Any] | None = report.get("exit")
+    if report["state"] == "exited":
+        if end is None:
+            return "exited; how it ended is unknown (only a running `sandman daemon` sees it)"
+        return f"{exit_text('exited', end)} at {_when(end['at'])}"
     if report["state"] != "running":
         return str(report["state"])
     since = report.get("started_at")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
-    return f"running since {when}, pid {report['pid']}"
+    return f"running since {_when(since) if since else '?'}, pid {report['pid']}"
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def _addresses(network: dict[str, Any]) -> str:

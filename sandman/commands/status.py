@@ -1,6 +1,8 @@
 """`sandman status [NAME]`: every sandbox, its state and its resource use (no pydantic here).
 
-`restarts` counts the inits the daemon restarted (sandman/daemon/restarts.py); 0 without one."""
+`restarts` counts the inits the daemon restarted (sandman/daemon/restarts.py); 0 without one.
+`exit` is how an exited init ended, when a daemon watched it end (sandman/daemon/exits.py):
+no sandman process is an init's parent, so without one it is unknown (null)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from typing import Any
 
 from sandman import output
+from sandman.daemon.exits import Exit, read_exits
 from sandman.daemon.restarts import read_counts
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Record
@@ -21,8 +24,13 @@ def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
     actual = gather(paths.state_dir)
     restarts = read_counts(paths.state_dir)
+    ends = read_exits(paths.state_dir)
     sandboxes = [
-        {**sandbox_status(r, actual, paths.tag), "restarts": restarts.get(r.name, 0)}
+        {
+            **sandbox_status(r, actual, paths.tag),
+            "restarts": restarts.get(r.name, 0),
+            "exit": exit_of(r, ends.get(r.name)),
+        }
         for r in sorted_records(actual, "sandbox")
     ]
     if args.name:
@@ -68,6 +76,25 @@ def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, A
         "usage": _usage(runtime.cgroup, tag) if running else {},
         "drift": drift,
     }
+
+
+def exit_of(record: Record, end: Exit | None) -> dict[str, Any] | None:
+    """How the recorded init ended ({"code": N} or {"signal": NAME}, and "at"), when a daemon
+    saw it end; None otherwise, and for an end of an earlier init."""
+    runtime = record.runtime
+    if end is None or (end.pid, end.start_time) != (runtime.pid, runtime.start_time):
+        return None
+    from sandman.kernel.pidfd_exit import describe
+
+    return {**describe(end.status), "at": end.at}
+
+
+def exit_text(state: str, end: dict[str, Any] | None) -> str:
+    """`exited (code 3)`, `exited (SIGKILL)`; the state alone when the end is unknown."""
+    if end is None:
+        return state
+    how = f"code {end['code']}" if "code" in end else str(end["signal"])
+    return f"{state} ({how})"
 
 
 def _usage(cgroup: object, tag: str) -> dict[str, Any]:
@@ -116,7 +143,7 @@ def render(report: dict[str, Any]) -> str:
         rows.append(
             (
                 item["name"],
-                item["state"],
+                exit_text(item["state"], item.get("exit")),
                 str(item["pid"] or "-"),
                 _uptime(item),
                 str(item.get("slice_cgroup") or item["slice"]),

@@ -11,7 +11,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from sandman.daemon import lastgood, restarts
+from sandman.daemon import exits, lastgood, restarts
 from sandman.daemon.instance import only_daemon
 from sandman.daemon.journal import Journal, JournalProgress
 from sandman.daemon.notify import Notifier
@@ -19,6 +19,7 @@ from sandman.daemon.passes import Passes
 from sandman.daemon.schedule import Pass, Schedule
 from sandman.daemon.watch import Event, Init, Watcher
 from sandman.errors import StateError
+from sandman.kernel import pidfd_exit
 from sandman.observe import procs
 from sandman.observe.records import read_records
 from sandman.paths import Paths
@@ -87,6 +88,7 @@ class Daemon:
         self.notifier.send(READY=1, STATUS=self._status())
         while True:
             events = watcher.wait(schedule.timeout(time.monotonic()))
+            self._record_exits(watcher.collect_exits())
             if not self._handle(events, watcher, schedule):
                 return
             reloading = any(e.kind == "signal" and int(e.name) == signal.SIGHUP for e in events)
@@ -125,6 +127,27 @@ class Daemon:
         pid = f" (pid {sandbox.init.pid})" if sandbox else ""
         policy = sandbox.restart if sandbox else "no"
         self.journal.warning(f"sandbox/{name}: init{pid} exited; restart = {policy!r}")
+
+    def _record_exits(self, ended: list[tuple[str, Init, int | None]]) -> None:
+        """How inits ended, for `status` and `show` (daemon/exits.py), and for the journal."""
+        if not ended:
+            return
+        known = exits.read_exits(self.state_dir)
+        for name, init, status in ended:
+            if status is None:
+                self.journal.info(
+                    f"sandbox/{name}: how the init (pid {init.pid}) ended is unknown (a kernel "
+                    "before 6.15, or the host's init did not reap it)"
+                )
+                continue
+            known[name] = exits.Exit(init.pid, init.start_time, status, time.time())
+            how = ", ".join(f"{k} {v}" for k, v in pidfd_exit.describe(status).items())
+            self.journal.info(f"sandbox/{name}: the init (pid {init.pid}) ended: {how}")
+        applied = self._sandboxes()
+        try:
+            exits.write_exits(self.state_dir, {n: e for n, e in known.items() if n in applied})
+        except OSError as exc:
+            self.journal.warning(f"exit statuses not saved: {exc}")
 
     def _schedule_restarts(self, schedule: Schedule, now: float) -> None:
         """Every dead init whose policy restarts it, not yet scheduled, is, after its backoff."""

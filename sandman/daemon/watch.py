@@ -12,11 +12,13 @@ import selectors
 import signal
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from sandman.daemon.lastgood import is_unit_file
+from sandman.kernel import pidfd_exit
 from sandman.kernel import syscalls as sc
 from sandman.observe import procs
 
@@ -35,6 +37,10 @@ UNIT_EVENTS = (
 _WHOLE_DIRECTORY = sc.IN_DELETE_SELF | sc.IN_MOVE_SELF | sc.IN_IGNORED | sc.IN_Q_OVERFLOW
 _EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# How long an ended init's pidfd is kept for its exit status: until the host's init reaps it
+# (at once under systemd; some inits reap every few seconds), never longer than this.
+EXIT_STATUS_WAIT = 30.0
+_EXIT_POLL = 0.1  # seconds between tries while a status is awaited
 
 Kind = Literal["units", "exit", "signal"]
 
@@ -94,6 +100,8 @@ class Watcher:
         self._wd: int | None = None
         self._inits: dict[str, tuple[Init, int]] = {}
         self._reported: set[tuple[str, Init]] = set()
+        # Ended inits whose exit status is awaited: name -> (init, pidfd, give up at).
+        self._ending: dict[str, tuple[Init, int, float]] = {}
 
     # -- the unit directory
 
@@ -167,6 +175,8 @@ class Watcher:
 
     def wait(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
+        if self._ending:
+            timeout = _EXIT_POLL if timeout is None else min(timeout, _EXIT_POLL)
         for key, _mask in self.selector.select(timeout):
             kind, _ = key.data
             if kind == "signal":
@@ -176,9 +186,39 @@ class Watcher:
             else:
                 name = key.data[1]
                 self._reported.add((name, self._inits[name][0]))
-                self._unwatch(name)
+                self._ended(name)
                 events.append(Event("exit", name))
         return events
+
+    # -- exit statuses
+
+    def _ended(self, name: str) -> None:
+        """Stop watching, but keep the pidfd: the kernel tells its exit status to its holder."""
+        init, fd = self._inits.pop(name)
+        self.selector.unregister(fd)
+        self._forget_ending(name)
+        self._ending[name] = (init, fd, time.monotonic() + EXIT_STATUS_WAIT)
+
+    def collect_exits(self) -> list[tuple[str, Init, int | None]]:
+        """The ended inits whose status is now known, or (None) will never be: on a kernel
+        before 6.15, or when the host's init did not reap within EXIT_STATUS_WAIT."""
+        done: list[tuple[str, Init, int | None]] = []
+        for name, (init, fd, give_up) in list(self._ending.items()):
+            try:
+                status = pidfd_exit.exit_status(fd)
+            except OSError:
+                status = None
+            else:
+                if status is None and time.monotonic() < give_up:
+                    continue
+            done.append((name, init, status))
+            self._forget_ending(name)
+        return done
+
+    def _forget_ending(self, name: str) -> None:
+        ending = self._ending.pop(name, None)
+        if ending is not None:
+            os.close(ending[1])
 
     def _signals(self) -> list[Event]:
         found = []
@@ -190,6 +230,8 @@ class Watcher:
     def close(self) -> None:
         for name in list(self._inits):
             self._unwatch(name)
+        for name in list(self._ending):
+            self._forget_ending(name)
         signal.set_wakeup_fd(self._old_wakeup)
         for number, handler in self._old_handlers.items():
             signal.signal(number, handler)

@@ -144,6 +144,11 @@ class CgroupDriver(Protocol):
         nr_throttled; None where the host has no such counter."""
         ...
 
+    def io_usage(self, rel: str) -> Usage:
+        """io_read_bytes, io_write_bytes over every device since the cgroup was made; None
+        where the host keeps no such counter. Apart from usage(): only `top` pays for it."""
+        ...
+
 
 # --- detection ---------------------------------------------------------------------------------
 

@@ -433,6 +433,26 @@ class V1Driver:
             common.require_dirs(self._dirs(rel))
         return usage
 
+    def io_usage(self, rel: str) -> Usage:
+        blkio = self._dir("blkio", rel)
+        # The throttle files count every I/O whatever the scheduler; _recursive: the subtree.
+        name = "blkio.throttle.io_service_bytes_recursive"
+        text = None if blkio is None else common.read_optional(f"{blkio}/{name}")
+        if text is None:
+            return {"io_read_bytes": None, "io_write_bytes": None}
+        return parse_blkio_bytes(text)
+
+
+def parse_blkio_bytes(text: str) -> Usage:
+    """blkio.throttle.io_service_bytes_recursive (`MAJ:MIN Read N` lines) summed per op."""
+    read = write = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            read += int(parts[2]) if parts[1] == "Read" else 0
+            write += int(parts[2]) if parts[1] == "Write" else 0
+    return {"io_read_bytes": read, "io_write_bytes": write}
+
 
 def _read(directory: str | None, file: str) -> int | None:
     return None if directory is None else common.read_int(f"{directory}/{file}")

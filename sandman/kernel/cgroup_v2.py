@@ -255,6 +255,23 @@ class V2Driver:
             "nr_throttled": cpu.get("nr_throttled"),
         }
 
+    def io_usage(self, rel: str) -> Usage:
+        text = common.read_optional(f"{self._existing(rel)}/io.stat")
+        if text is None:  # the io controller is not enabled here
+            return {"io_read_bytes": None, "io_write_bytes": None}
+        return parse_io_stat(text)
+
+
+def parse_io_stat(text: str) -> Usage:
+    """io.stat (`MAJ:MIN rbytes=N wbytes=N ...` lines) summed over the devices."""
+    totals = {"rbytes": 0, "wbytes": 0}
+    for line in text.splitlines():
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            if key in totals and value.isdigit():
+                totals[key] += int(value)
+    return {"io_read_bytes": totals["rbytes"], "io_write_bytes": totals["wbytes"]}
+
 
 def _frozen(top: str) -> bool:
     return common.keyed(common.read_optional(f"{top}/cgroup.events") or "").get("frozen", 1) == 1

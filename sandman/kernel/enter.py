@@ -69,6 +69,8 @@ class EnterSpec:
     confinement: Confinement  # the init's (apply/confinement.py)
     term: str = "dumb"  # the client's TERM, under the unit's environment
     join_cgroup: Callable[[int], None] | None = None
+    # The command's argv[0] when not command[0]: "-sh" makes a login shell, as login(1) does.
+    argv0: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,8 @@ def _exec_command(spec: EnterSpec, parent: int, tty: bool) -> None:
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         environment = {"TERM": spec.term, **spec.confinement.environment}
-        os.execvpe(spec.command[0], list(spec.command), environment)
+        argv = [spec.argv0 or spec.command[0], *spec.command[1:]]
+        os.execvpe(spec.command[0], argv, environment)
     except FileNotFoundError:
         os.write(2, f"sandman exec: {spec.command[0]}: not found in the sandbox\n".encode())
         os._exit(127)

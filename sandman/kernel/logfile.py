@@ -24,10 +24,11 @@ class LogFileError(OSError):
         return f"{self.filename}: {self.strerror}"
 
 
-def open_for_append(path: str) -> int:
-    """An fd appending to the log at PATH, made when missing; refused when PATH is a symlink,
-    not a regular file, or a file with another name elsewhere (a hard link)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _COMMON
+def open_for_append(path: str, exclusive: bool = False) -> int:
+    """An fd appending to the log at PATH, made when missing (with `exclusive`, only made:
+    FileExistsError when something is there); refused when PATH is a symlink, not a regular
+    file, or a file with another name elsewhere (a hard link)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _COMMON | (os.O_EXCL if exclusive else 0)
     fd = _open(path, flags, LOG_MODE)
     try:
         _check(fd, path)

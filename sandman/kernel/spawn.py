@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sandman.kernel import logfile, rootfs
+from sandman.kernel import loginstances, rootfs
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 
@@ -158,8 +158,9 @@ def start(spec: SpawnSpec) -> Started:
     """Fork the sandbox's first child and return at once. Its slow part (on cgroup v1, joining
     the cgroup waits for an RCU grace period) then runs while the caller starts other sandboxes;
     concurrent joins share grace periods. finish() or abandon() must follow."""
-    # Never through a symlink or into another file's hard link: see logfile.py.
-    log_fd = logfile.open_for_append(spec.log_path)
+    # A new file per start, the earlier ones rotated (loginstances.py); never through a symlink
+    # or into another file's hard link (logfile.py).
+    log_fd = loginstances.start_instance(spec.log_path, spec.name)
     try:
         return _fork_first(spec, log_fd)
     finally:

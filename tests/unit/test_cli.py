@@ -92,10 +92,14 @@ def test_exec_options_may_follow_the_name_and_the_command_keeps_its_dashes() -> 
         ["destroy", "units", "network/lan"],
         ["exec", "web", "-t", "sh", "-c", "true"],
         ["logs", "web", "-f"],
+        ["logs", "web", "-f", "-n", "20", "--since", "2026-01-02T10:00:00Z", "-t", "--json"],
         ["images", "--json"],
         ["image", "import", "alpine", "rootfs.tar"],
         ["daemon", "units", "--on-stop", "stop", "--debounce", "0"],
         ["schema", "network"],
+        ["top", "web", "db", "--interval", "0.5", "--once", "--json"],
+        ["stats", "--no-stream"],
+        ["shell", "web", "alice"],
     ],
 )
 def test_a_verb_alone_parses_as_the_whole_command_line(argv: list[str]) -> None:
@@ -122,7 +126,18 @@ def test_prune_is_the_default_and_both_spellings_parse(verb: str) -> None:
 
 def test_a_verbs_bad_argument_prints_that_verbs_usage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["logs", "web", "-n", "2"])
+        main(["logs", "web", "--lines", "2"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: sandman logs") and "unrecognized arguments: -n 2" in err
+    assert err.startswith("usage: sandman logs") and "unrecognized arguments: --lines 2" in err
+
+
+def test_logs_since_takes_a_duration_ago_or_a_time() -> None:
+    import time
+
+    from sandman.cli import _parse
+
+    ago = _parse(["logs", "web", "--since", "10min"]).since
+    assert abs(ago - (time.time() - 600)) < 5
+    assert _parse(["logs", "web", "--since", "2023-11-14T22:13:20Z"]).since == 1_700_000_000
+    assert _parse(["logs", "web", "--since", "2023-11-14T23:13:20+01:00"]).since == 1_700_000_000
