@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from seccomp_probe import SOURCE
-from test_sandboxes import SLEEP, Sandman, busybox_image, sm, unit
+from test_sandboxes import DEFAULT_CAPS, SLEEP, Sandman, busybox_image, sm, unit
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -40,22 +40,6 @@ REACHABLE = (
 HOST_SETTING = ("bpf", "io_uring_setup")
 # Refused by the profile; the kernel may refuse them to the sandbox anyway (see above).
 KERNEL_WIDE = ("kexec_load", "kexec_file_load")
-DEFAULT_SET = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +110,7 @@ def test_a_default_sandbox_makes_no_user_namespace_and_unconfined_does(
 def test_a_sandbox_that_keeps_cap_sys_admin_may_make_user_namespaces(
     sm: Sandman, probes: Path
 ) -> None:
-    capabilities = [*DEFAULT_SET, "CAP_SYS_ADMIN"]
+    capabilities = [*DEFAULT_CAPS, "CAP_SYS_ADMIN"]
     sm.write("admin", _unit(probes, capabilities=capabilities))
     sm.apply()
     assert sm.sh("admin", "unshare -U -r id -u").out.strip() == "0"
