@@ -1,5 +1,6 @@
-"""Networks on the host (a bridge, forwarding, NAT) and each sandbox's side of them (a veth pair
-born in its netns, its address and routes, its port forwards, its /etc/hosts)."""
+"""Networks on the host (a bridge, forwarding, NAT, the forward policy) and each sandbox's side of
+them (its source filter, a veth pair born in its netns, its address and routes, its port
+forwards)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from sandman.apply import faults
 from sandman.apply.context import ApplyContext
+from sandman.kernel.net_facts import FORWARD
 from sandman.observe.facts import Record, Runtime
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredNetwork, DesiredSandbox
@@ -32,8 +34,11 @@ def _ensure_nat(ctx: ApplyContext, network: DesiredNetwork) -> None:
 
 
 def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
+    from sandman.kernel import nat
+
     _ensure_nat(ctx, network)
     faults.step(f"network/{network.name}: NAT rules written")
+    nat.ensure_forward(ctx.paths.tag, network.name, network.bridge)
     record = record_of("network", network.name, network.canonical(), Runtime(bridge=network.bridge))
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
@@ -52,6 +57,7 @@ def destroy(ctx: ApplyContext, record: Record, keep_table: bool = False) -> None
     if not ctx.table_goes:
         nat.ensure_nat(ctx.paths.tag, record.name, _subnet(record), False)
         faults.step(f"network/{record.name}: NAT rules removed")
+        nat.remove_rules(ctx.paths.tag, FORWARD, record.name)
     remove_record(ctx.paths.state_dir, "network", record.name)
     ctx.records.pop(record.key, None)
     if not keep_table and not any(kind == "network" for kind, _ in ctx.records):
@@ -65,12 +71,16 @@ def _subnet(record: Record) -> Any:
 
 
 def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
-    """The sandbox's veth (peer born as eth0 in its netns), addresses, routes and port forwards.
-    Idempotent: also the repair of a deleted veth or address."""
-    from sandman.kernel import net
+    """The sandbox's source filter, then its veth (peer born as eth0 in its netns), addresses,
+    routes and port forwards. Idempotent: also the repair of a deleted veth, address or rule.
+    The filter comes first: it names the veth, so no frame of the sandbox passes unfiltered."""
+    from sandman.kernel import net, source_filter
 
     assert sandbox.unit.network is not None and sandbox.veth and sandbox.address
     network = ctx.desired.networks[sandbox.unit.network.attach]
+    six = sandbox.address6.ip if sandbox.address6 else None
+    source = source_filter.source_of(sandbox.veth, sandbox.address.ip, six)
+    source_filter.ensure(ctx.paths.tag, sandbox.name, source)
     net.create_veth(
         sandbox.veth,
         pid,
@@ -146,7 +156,8 @@ def _link_exists(name: str) -> bool:
 
 
 def detach_sandbox(ctx: ApplyContext, name: str) -> None:
-    from sandman.kernel import nat
+    from sandman.kernel import nat, source_filter
 
     nat.remove_ports(ctx.paths.tag, name)
     faults.step(f"sandbox/{name}: port forwards removed")
+    source_filter.remove(ctx.paths.tag, name)

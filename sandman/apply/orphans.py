@@ -40,10 +40,14 @@ def _mount(ctx: ApplyContext, name: str) -> None:
 
 
 def _rule(ctx: ApplyContext, name: str) -> None:
-    from sandman.kernel import nat
+    from sandman.kernel import nat, source_filter
+    from sandman.kernel.net_facts import ANTISPOOF
 
     kind, _, owner = name.partition(" ")
-    nat.remove_rules(ctx.paths.tag, kind, owner)
+    if kind == ANTISPOOF:  # the bridge table's
+        source_filter.remove(ctx.paths.tag, owner)
+    else:
+        nat.remove_rules(ctx.paths.tag, kind, owner)
 
 
 def _table(ctx: ApplyContext, name: str) -> None:

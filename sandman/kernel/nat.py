@@ -1,10 +1,13 @@
-"""NAT and port forwards of sandman's networks: one nf_tables table per instance, over netlink.
+"""NAT, port forwards and the forward policy of sandman's networks: one nf_tables table per
+instance, over netlink.
 
-The table is `inet sandman_<tag>`, with four chains (nft_rules.CHAINS): `guard` (filter,
+The table is `inet sandman_<tag>`, with five chains (nft_rules.CHAINS): `guard` (filter,
 prerouting, raw priority), `prerouting` and `output` (nat, dstnat: port forwards, for packets from
-elsewhere and from the host itself) and `postrouting` (nat, srcnat: masquerade). Every rule carries
-a comment "KIND OWNER SPEC" (net_facts.RuleFact), so observe finds a network's or a sandbox's
-rules, and what they do, in one dump, and two instances never touch each other's rules.
+elsewhere and from the host itself), `postrouting` (nat, srcnat: masquerade) and `forward`
+(filter: what may enter a network, nft_filter.py). Every rule carries a comment "KIND OWNER SPEC"
+(net_facts.RuleFact), so observe finds a network's or a sandbox's rules, and what they do, in one
+dump, and two instances never touch each other's rules. The bridge table of the same name, with
+each sandbox's source filter, is source_filter.py's.
 
 Why nf_tables over netlink, and not iptables or `nft`: sandman does not shell out, and the
 kernel's nf_tables is there whether the host's userspace is nftables or iptables-legacy (both
@@ -19,10 +22,12 @@ the bridge with a loopback source, which the kernel drops unless the bridge has 
 That is set per bridge, not on `all`, and it would let a sandbox reach the host's loopback-only
 services through its gateway, so the table's `guard` drops every packet for 127.0.0.0/8 that
 did not come from `lo` (kube-proxy's CVE-2020-8558 fix). Not handled: another firewall whose
-forward policy drops (Docker sets iptables FORWARD to DROP; a drop in any base chain wins, and
-sandman adds no accept rule there); a sandbox reaching its own port forward through the host's
-address (hairpin, needs a masquerade of that flow); IPv6 forwards from ::1 (IPv6 has no
-route_localnet: they work from the host's other addresses and from elsewhere).
+forward policy drops (Docker sets iptables FORWARD to DROP: a drop in any base chain wins, and an
+accept in this table ends only this table's chain; the README says what to add there); a sandbox
+reaching its own port forward through the host's address (hairpin, needs a masquerade of that
+flow); IPv6 forwards from ::1 (IPv6 has no route_localnet: a reply for ::1 that arrives on a
+bridge fails the strict route lookup for loopback, even masqueraded on the way out; they work
+from the host's other addresses and from elsewhere).
 
 Idempotency lives here: a missing table is "no rules" when reading and ENOENT is success when
 deleting it; a rule whose handle vanished between dump and commit (ENOENT) makes one fresh attempt.
@@ -35,9 +40,17 @@ from contextlib import suppress
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Protocol
 
-from sandman.kernel import net_dump, netlink, nft_rules, sysctl
+from sandman.kernel import net_dump, netlink, nft_filter, nft_rules, sysctl
 from sandman.kernel.net_dump import table_name
-from sandman.kernel.net_facts import NAT, PORT, RuleFact, parse_rule
+from sandman.kernel.net_facts import (
+    FORWARD,
+    NAT,
+    NFPROTO_BRIDGE,
+    NFPROTO_INET,
+    PORT,
+    RuleFact,
+    parse_rule,
+)
 from sandman.kernel.nft_rules import CHAINS, Forward, Rule
 
 
@@ -57,6 +70,7 @@ class PortForward(Protocol):
 
 __all__ = [
     "dump_rules",
+    "ensure_forward",
     "ensure_nat",
     "ensure_ports",
     "remove_ports",
@@ -82,6 +96,14 @@ def ensure_nat(
     subnets = (subnet,) if subnet6 is None else (subnet, subnet6)
     desired = nft_rules.nat_rules(network_name, subnets) if enabled else ()
     _reconcile(table_name(tag), NAT, network_name, desired)
+
+
+def ensure_forward(tag: str, network_name: str, bridge: str) -> None:
+    """Only traffic within the network, replies and published ports enter `bridge` through the
+    host's forwarding (nft_filter.forward_rules)."""
+    _reconcile(
+        table_name(tag), FORWARD, network_name, nft_filter.forward_rules(network_name, bridge)
+    )
 
 
 def ensure_ports(
@@ -110,15 +132,19 @@ def remove_ports(tag: str, sandbox_name: str) -> None:
 
 
 def remove_rules(tag: str, kind: str, owner: str) -> None:
-    """Every rule of `kind` ("nat", "port") that `owner` has, in one batch; none is success."""
+    """Every rule of `kind` ("nat", "port", "forward") that `owner` has, in one batch; none is
+    success."""
     _reconcile(table_name(tag), kind, owner, ())
 
 
 def remove_table(tag: str) -> None:
-    """Drop the instance's table and every rule in it; call it once the instance's bridges are
-    gone, as its guard protects their route_localnet. A missing table is success."""
-    with suppress(FileNotFoundError):
-        netlink.batch([nft_rules.delete_table(table_name(tag))], f"inet {table_name(tag)}")
+    """Drop the instance's tables, inet and bridge, and every rule in them; call it once the
+    instance's bridges are gone, as its guard protects their route_localnet. A missing table is
+    success."""
+    for family, where in ((NFPROTO_INET, "inet"), (NFPROTO_BRIDGE, "bridge")):
+        with suppress(FileNotFoundError):
+            request = nft_rules.delete_table(table_name(tag), family)
+            netlink.batch([request], f"{where} {table_name(tag)}")
 
 
 def _forward_rules(
@@ -137,6 +163,7 @@ def _reconcile(table: str, kind: str, owner: str, desired: tuple[Rule, ...]) -> 
     wanted = sorted((r.chain, r.comment) for r in desired)
     for attempt in (1, 2):
         facts = [parse_rule(p) for p in net_dump.rule_payloads(table)]
+        facts = [f for f in facts if f.family == NFPROTO_INET]
         mine = [f for f in facts if (f.kind, f.owner) == (kind, owner)]
         if sorted((f.chain, f.comment) for f in mine) == wanted:
             return

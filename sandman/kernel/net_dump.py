@@ -1,4 +1,4 @@
-"""The dumps observe reads: host links, host addresses, an instance's NAT rules; one each.
+"""The dumps observe reads: host links, host addresses, an instance's rules; one each.
 
 No pyroute2: observe runs on every `plan` and `status`, and pyroute2 costs 130 ms to import and
 about 0.4 ms per link to decode every attribute of a dump. Here a dump is one request on a plain
@@ -30,7 +30,7 @@ from sandman.kernel.net_facts import (
 # <linux/rtnetlink.h>, <linux/if_link.h>, <linux/netfilter/nf_tables.h>, <linux/netfilter.h>
 RTM_GETLINK, RTM_GETADDR = 18, 22
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
-NFT_MSG_GETRULE, NFPROTO_INET = 7, 1
+NFT_MSG_GETRULE, NFPROTO_UNSPEC, NFPROTO_INET = 7, 0, 1
 
 
 def table_name(tag: str) -> str:
@@ -50,13 +50,32 @@ def address_payloads() -> list[bytes]:
     return netlink.dump(netlink.NETLINK_ROUTE, RTM_GETADDR, body, "addresses")
 
 
-def rule_payloads(table: str) -> list[bytes]:
-    """The raw rules of one inet table; none if the table is missing."""
-    body = netlink.NFGENMSG.pack(NFPROTO_INET, 0, 0)
-    body += netlink.nla(NFTA_RULE_TABLE, netlink.asciiz(table))
+def rule_payloads(table: str, family: int = NFPROTO_INET) -> list[bytes]:
+    """The raw rules of one table of the instance (inet or bridge); none if it is missing."""
+    return _rules(family, netlink.nla(NFTA_RULE_TABLE, netlink.asciiz(table)), f"{table}")
+
+
+def instance_rule_payloads(table: str) -> list[bytes]:
+    """The raw rules of the tables named `table` in every family, in ONE dump. The kernel ends a
+    dump filtered by table name at the first table of that name, so this dump takes every rule
+    of the host and keeps the instance's by the table name alone, as the link dump does."""
+    wanted = table.encode() + b"\0"
+    return [p for p in _rules(NFPROTO_UNSPEC, b"", "rules") if rule_table(p) == wanted]
+
+
+def rule_table(payload: bytes) -> bytes:
+    """The raw NFTA_RULE_TABLE of a rule message (NUL-terminated), nothing else decoded."""
+    for kind, value in netlink.attributes(payload, netlink.NFGENMSG.size):
+        if kind == NFTA_RULE_TABLE:
+            return value
+    return b""
+
+
+def _rules(family: int, attrs: bytes, what: str) -> list[bytes]:
+    body = netlink.NFGENMSG.pack(family, 0, 0) + attrs
     kind = netlink.NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE
     try:
-        return netlink.dump(netlink.NETLINK_NETFILTER, kind, body, f"inet {table}")
+        return netlink.dump(netlink.NETLINK_NETFILTER, kind, body, what)
     except FileNotFoundError:
         return []
 
@@ -91,5 +110,5 @@ def dump_address_payloads() -> dict[int, list[bytes]]:
 
 
 def dump_rules(tag: str) -> tuple[RuleFact, ...]:
-    """Every rule of the instance's table, none if the table is missing: one rule dump."""
-    return tuple(map(parse_rule, rule_payloads(table_name(tag))))
+    """Every rule of the instance's tables, none if they are missing: one rule dump."""
+    return tuple(map(parse_rule, instance_rule_payloads(table_name(tag))))

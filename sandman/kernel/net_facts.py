@@ -5,7 +5,7 @@ and turning them into frozen facts is a pure function, tested from fixtures capt
 host. Only the attributes observe needs are decoded; the rest of each message is skipped by
 length, which is what keeps a dump of a thousand links in the tens of milliseconds.
 
-Also here because they are pure: the stable MACs of links, and the comments that name NAT rules.
+Also here because they are pure: the stable MACs of links, and the comments that name rules.
 """
 
 from __future__ import annotations
@@ -122,18 +122,23 @@ def derive_mac(name: str, role: str) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# NAT rules carry a comment "KIND OWNER SPEC": observe finds its rules, and what they do, from it.
+# Rules carry a comment "KIND OWNER SPEC": observe finds its rules, and what they do, from it.
 BASE = "base"  # the instance table's own rules; owner "guard" or "localnet"
 NAT = "nat"  # owner: a network
 PORT = "port"  # owner: a sandbox
+FORWARD = "forward"  # owner: a network; its forward policy (nft_filter.py)
+ANTISPOOF = "antispoof"  # owner: a sandbox; its source filter, in the bridge table
+KINDS = (BASE, NAT, PORT, FORWARD, ANTISPOOF)
+NFPROTO_INET, NFPROTO_BRIDGE = 1, 7  # the families of the instance's two tables
 
 
 class RuleFact(NamedTuple):
     chain: str
     handle: int
-    kind: str  # BASE, NAT, PORT, or "" for a rule sandman did not make
+    kind: str  # one of KINDS, or "" for a rule sandman did not make
     owner: str
     spec: str  # "10.88.0.0/24"; "tcp 127.0.0.1:8080 10.88.0.10:80"
+    family: int = NFPROTO_INET  # of the table: inet, or bridge for ANTISPOOF
 
     @property
     def comment(self) -> str:
@@ -156,10 +161,11 @@ def _comment(userdata: bytes) -> str:
 
 
 def parse_rule(payload: bytes) -> RuleFact:
+    family = NFGENMSG.unpack_from(payload)[0]
     found = dict(attributes(payload, NFGENMSG.size))
     comment = _comment(found.get(NFTA_RULE_USERDATA, b""))
     kind, owner, spec = [*comment.split(" ", 2), "", ""][:3]
-    if kind not in (BASE, NAT, PORT):
+    if kind not in KINDS:
         kind, owner, spec = "", "", comment
     (handle,) = struct.unpack(">Q", found[NFTA_RULE_HANDLE])
-    return RuleFact(_string(found.get(NFTA_RULE_CHAIN, b"")), handle, kind, owner, spec)
+    return RuleFact(_string(found.get(NFTA_RULE_CHAIN, b"")), handle, kind, owner, spec, family)

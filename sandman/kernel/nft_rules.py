@@ -1,4 +1,4 @@
-"""nf_tables rules as bytes: the expressions of sandman's NAT and port-forward rules; pure code.
+"""nf_tables rules as bytes: sandman's NAT and port-forward rules, and the messages; pure code.
 
 Each expression is what `nft` would compile the rule in the comment to, encoded as the kernel
 reads it (<linux/netfilter/nf_tables.h>: integers big-endian, nested attributes). Registers:
@@ -15,43 +15,48 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from sandman.kernel.net_facts import BASE, NAT, PORT, rule_comment
 from sandman.kernel.netlink import NFGENMSG, Request, asciiz, be32, nest, nla
+from sandman.kernel.nft_expr import (
+    CMP_NEQ,
+    META_IIF,
+    META_L4PROTO,
+    META_OIF,
+    NFPROTO,
+    PAYLOAD_TRANSPORT,
+    REG_1,
+    REG_2,
+    cmp,
+    drop,
+    expr,
+    family,
+    host_u32,
+    match_network,
+    meta,
+    payload,
+    value,
+)
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
 # <linux/netfilter/nf_tables.h>: messages, flags, attributes
-NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_DELRULE = (
-    0,
-    2,
-    3,
-    6,
-    8,
-)
+NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 0, 2, 3, 5
+NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
 NLM_F_CREATE, NLM_F_APPEND = 0x400, 0x800  # <linux/netlink.h>
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_TYPE = 1, 3, 4, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_EXPRESSIONS = 1, 2, 3, 4
-NFTA_RULE_USERDATA, NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 7, 1, 1, 2
-NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_VERDICT_CODE = 1, 2, 1
+NFTA_RULE_USERDATA = 7
 NFTNL_UDATA_RULE_COMMENT = 0
-# expression values
-REG_VERDICT, REG_1, REG_2 = 0, 1, 2
-CMP_EQ, CMP_NEQ = 0, 1
-META_IIF, META_OIF, META_NFPROTO, META_L4PROTO = 4, 5, 15, 16
-PAYLOAD_NETWORK, PAYLOAD_TRANSPORT = 1, 2
 NAT_DNAT = 1
-NFPROTO = {4: 2, 6: 10}  # NFPROTO_IPV4, NFPROTO_IPV6 (<linux/netfilter.h>)
-NFPROTO_INET = 1
-NF_DROP = 0
+NFPROTO_INET, NFPROTO_BRIDGE = 1, 7
 FIB_RESULT_ADDRTYPE, FIB_F_DADDR = 3, 1 << 1
 RTN_LOCAL = 2
 LOOPBACK_IFINDEX = 1  # `lo` has index 1 in every network namespace
 L4PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-# (offset, length) of the source and destination address in the IPv4 and IPv6 headers
-_ADDR_FIELDS = {4: {"saddr": (12, 4), "daddr": (16, 4)}, 6: {"saddr": (8, 16), "daddr": (24, 16)}}
 
 LOCALNET = ip_network("127.0.0.0/8")
+LOCALHOST6 = ip_network("::1/128")
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,12 @@ class Chain:
 
     name: str
     type: str
-    hook: int  # NF_INET_PRE_ROUTING 0, NF_INET_LOCAL_OUT 3, NF_INET_POST_ROUTING 4
+    hook: int  # NF_INET_PRE_ROUTING 0, NF_INET_FORWARD 2, NF_INET_LOCAL_OUT 3, POST_ROUTING 4
     priority: int
 
+
+# The forward policy of the networks (nft_filter.py): NF_INET_FORWARD, the filter priority.
+FORWARD_CHAIN = Chain("forward", "filter", 2, 0)
 
 # guard runs at raw priority, before conntrack undoes NAT on replies, so it only ever sees
 # packets that were sent to 127.0.0.0/8 from outside, never the replies of a port forward.
@@ -71,6 +79,7 @@ CHAINS = (
     Chain("prerouting", "nat", 0, -100),
     Chain("output", "nat", 3, -100),
     Chain("postrouting", "nat", 4, 100),
+    FORWARD_CHAIN,
 )
 
 
@@ -83,75 +92,29 @@ class Rule:
     expressions: tuple[bytes, ...]  # each an encoded NFTA_LIST_ELEM
 
 
-def _expr(name: str, *data: bytes) -> bytes:
-    return nest(NFTA_LIST_ELEM, nla(NFTA_EXPR_NAME, asciiz(name)), nest(NFTA_EXPR_DATA, *data))
-
-
-def _value(attribute: int, raw: bytes) -> bytes:
-    return nest(attribute, nla(NFTA_DATA_VALUE, raw))
-
-
-def _cmp(raw: bytes, op: int = CMP_EQ) -> bytes:
-    return _expr("cmp", nla(1, be32(REG_1)), nla(2, be32(op)), _value(3, raw))  # SREG, OP, DATA
-
-
-def _meta(key: int, raw: bytes, op: int = CMP_EQ) -> list[bytes]:
-    return [_expr("meta", nla(1, be32(REG_1)), nla(2, be32(key))), _cmp(raw, op)]  # DREG, KEY
-
-
-def _payload(base: int, offset: int, length: int) -> bytes:
-    return _expr(
-        "payload", *(nla(i, be32(v)) for i, v in enumerate((REG_1, base, offset, length), 1))
-    )
-
-
-def _host_u32(value: int) -> bytes:
-    return struct.pack("=I", value)  # meta iif/oif and fib results are host-endian
-
-
-def family(version: int) -> list[bytes]:
-    """Match IPv4 or IPv6 packets: an inet table sees both."""
-    return _meta(META_NFPROTO, bytes([NFPROTO[version]]))
-
-
-def match_network(network: Network, field: str, op: int = CMP_EQ) -> list[bytes]:
-    offset, length = _ADDR_FIELDS[network.version][field]
-    load = _payload(PAYLOAD_NETWORK, offset, length)
-    if network.prefixlen == network.max_prefixlen:
-        return [load, _cmp(network.network_address.packed, op)]
-    regs = nla(1, be32(REG_1)) + nla(2, be32(REG_1)) + nla(3, be32(length))  # SREG, DREG, LEN
-    mask = _expr("bitwise", regs, _value(4, network.netmask.packed), _value(5, bytes(length)))
-    return [load, mask, _cmp(network.network_address.packed, op)]
-
-
 def match_local_daddr() -> list[bytes]:
     """`fib daddr type local`: the packet is for one of this host's addresses."""
     attrs = (nla(1, be32(REG_1)), nla(2, be32(FIB_RESULT_ADDRTYPE)), nla(3, be32(FIB_F_DADDR)))
-    return [_expr("fib", *attrs), _cmp(_host_u32(RTN_LOCAL))]
+    return [expr("fib", *attrs), cmp(host_u32(RTN_LOCAL))]
 
 
 def match_port(protocol: str, port: int) -> list[bytes]:
-    load = _payload(PAYLOAD_TRANSPORT, 2, 2)  # the destination port
-    return [*_meta(META_L4PROTO, bytes([L4PROTO[protocol]])), load, _cmp(struct.pack("!H", port))]
+    load = payload(PAYLOAD_TRANSPORT, 2, 2)  # the destination port
+    return [*meta(META_L4PROTO, bytes([L4PROTO[protocol]])), load, cmp(struct.pack("!H", port))]
 
 
 def dnat(address: Address, port: int) -> list[bytes]:
     # TYPE, FAMILY, REG_ADDR_MIN, REG_PROTO_MIN
     nat = (NAT_DNAT, NFPROTO[address.version], REG_1), (REG_2,)
     return [
-        _expr("immediate", nla(1, be32(REG_1)), _value(2, address.packed)),
-        _expr("immediate", nla(1, be32(REG_2)), _value(2, struct.pack("!H", port))),
-        _expr("nat", *(nla(i, be32(v)) for i, v in enumerate(nat[0], 1)), nla(5, be32(nat[1][0]))),
+        expr("immediate", nla(1, be32(REG_1)), value(2, address.packed)),
+        expr("immediate", nla(1, be32(REG_2)), value(2, struct.pack("!H", port))),
+        expr("nat", *(nla(i, be32(v)) for i, v in enumerate(nat[0], 1)), nla(5, be32(nat[1][0]))),
     ]
 
 
 def masquerade() -> list[bytes]:
-    return [_expr("masq")]
-
-
-def drop() -> list[bytes]:
-    verdict = nest(2, nest(NFTA_DATA_VERDICT, nla(NFTA_VERDICT_CODE, be32(NF_DROP))))
-    return [_expr("immediate", nla(1, be32(REG_VERDICT)), verdict)]
+    return [expr("masq")]
 
 
 def base_rules() -> tuple[Rule, ...]:
@@ -162,9 +125,9 @@ def base_rules() -> tuple[Rule, ...]:
     localnet: a connection from 127.0.0.1 that was DNATed to a sandbox leaves through its
     bridge; give it the bridge's address, or the sandbox would answer to its own loopback.
     """
-    not_lo = _host_u32(LOOPBACK_IFINDEX)
-    guard = [*family(4), *_meta(META_IIF, not_lo, CMP_NEQ), *match_network(LOCALNET, "daddr")]
-    localnet = [*family(4), *match_network(LOCALNET, "saddr"), *_meta(META_OIF, not_lo, CMP_NEQ)]
+    not_lo = host_u32(LOOPBACK_IFINDEX)
+    guard = [*family(4), *meta(META_IIF, not_lo, CMP_NEQ), *match_network(LOCALNET, "daddr")]
+    localnet = [*family(4), *match_network(LOCALNET, "saddr"), *meta(META_OIF, not_lo, CMP_NEQ)]
     return (
         Rule("guard", rule_comment(BASE, "guard", str(LOCALNET)), (*guard, *drop())),
         Rule(
@@ -225,29 +188,30 @@ def loopback_reachable(host_address: str | None) -> bool:
 
 
 # --- messages ------------------------------------------------------------------------------------
+# Every message names its family: the instance has an inet table (NAT, port forwards, the forward
+# policy) and a bridge table of the same name (each sandbox's source filter, nft_filter.py).
 
 
-def _header() -> bytes:
-    return NFGENMSG.pack(NFPROTO_INET, 0, 0)
+def _header(family: int) -> bytes:
+    return NFGENMSG.pack(family, 0, 0)
 
 
-def new_table(table: str) -> Request:
+def _where(family: int) -> str:
+    return "bridge" if family == NFPROTO_BRIDGE else "inet"
+
+
+def new_table(table: str, family: int = NFPROTO_INET) -> Request:
     """Create the table; without NLM_F_EXCL an existing one is left as it is."""
-    return Request(
-        NFT_MSG_NEWTABLE,
-        NLM_F_CREATE,
-        _header() + nla(NFTA_TABLE_NAME, asciiz(table)),
-        "creating table",
-    )
+    body = _header(family) + nla(NFTA_TABLE_NAME, asciiz(table))
+    return Request(NFT_MSG_NEWTABLE, NLM_F_CREATE, body, f"creating table {_where(family)}")
 
 
-def delete_table(table: str) -> Request:
-    return Request(
-        NFT_MSG_DELTABLE, 0, _header() + nla(NFTA_TABLE_NAME, asciiz(table)), "deleting table"
-    )
+def delete_table(table: str, family: int = NFPROTO_INET) -> Request:
+    body = _header(family) + nla(NFTA_TABLE_NAME, asciiz(table))
+    return Request(NFT_MSG_DELTABLE, 0, body, f"deleting table {_where(family)}")
 
 
-def new_chain(table: str, chain: Chain) -> Request:
+def new_chain(table: str, chain: Chain, family: int = NFPROTO_INET) -> Request:
     """Create a base chain; without NLM_F_EXCL an existing one with the same hook is kept."""
     hook = nest(
         NFTA_CHAIN_HOOK,
@@ -256,10 +220,23 @@ def new_chain(table: str, chain: Chain) -> Request:
     )
     body = nla(NFTA_CHAIN_TABLE, asciiz(table)) + nla(NFTA_CHAIN_NAME, asciiz(chain.name))
     body += hook + nla(NFTA_CHAIN_TYPE, asciiz(chain.type))
-    return Request(NFT_MSG_NEWCHAIN, NLM_F_CREATE, _header() + body, f"creating chain {chain.name}")
+    doing = f"creating chain {chain.name}"
+    return Request(NFT_MSG_NEWCHAIN, NLM_F_CREATE, _header(family) + body, doing)
 
 
-def new_rule(table: str, rule: Rule) -> Request:
+def new_regular_chain(table: str, name: str, family: int) -> Request:
+    """A chain with no hook, entered only by a jump; an existing one is kept."""
+    body = nla(NFTA_CHAIN_TABLE, asciiz(table)) + nla(NFTA_CHAIN_NAME, asciiz(name))
+    return Request(NFT_MSG_NEWCHAIN, NLM_F_CREATE, _header(family) + body, f"creating chain {name}")
+
+
+def delete_chain(table: str, name: str, family: int) -> Request:
+    """Delete the chain with its rules (no rule may jump to it any more)."""
+    body = nla(NFTA_CHAIN_TABLE, asciiz(table)) + nla(NFTA_CHAIN_NAME, asciiz(name))
+    return Request(NFT_MSG_DELCHAIN, 0, _header(family) + body, f"deleting chain {name}")
+
+
+def new_rule(table: str, rule: Rule, family: int = NFPROTO_INET) -> Request:
     comment = asciiz(rule.comment)
     if len(comment) > 255:  # the TLV's length is one byte
         raise ValueError(f"rule comment longer than 254 bytes: {rule.comment!r}")
@@ -267,12 +244,13 @@ def new_rule(table: str, rule: Rule) -> Request:
     body = nla(NFTA_RULE_TABLE, asciiz(table)) + nla(NFTA_RULE_CHAIN, asciiz(rule.chain))
     body += nest(NFTA_RULE_EXPRESSIONS, *rule.expressions) + nla(NFTA_RULE_USERDATA, userdata)
     doing = f"adding rule `{rule.comment}` to chain {rule.chain}"
-    return Request(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, _header() + body, doing)
+    return Request(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, _header(family) + body, doing)
 
 
-def delete_rule(table: str, chain: str, handle: int, comment: str) -> Request:
+def delete_rule(
+    table: str, chain: str, handle: int, comment: str, family: int = NFPROTO_INET
+) -> Request:
     body = nla(NFTA_RULE_TABLE, asciiz(table)) + nla(NFTA_RULE_CHAIN, asciiz(chain))
     body += nla(NFTA_RULE_HANDLE, struct.pack(">Q", handle))
-    return Request(
-        NFT_MSG_DELRULE, 0, _header() + body, f"deleting rule `{comment}` from chain {chain}"
-    )
+    doing = f"deleting rule `{comment}` from chain {chain}"
+    return Request(NFT_MSG_DELRULE, 0, _header(family) + body, doing)

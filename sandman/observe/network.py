@@ -35,6 +35,7 @@ class NetworkFacts(NamedTuple):
             yield from self._bridge(str(network.bridge), network)
             if network.nat and not self._rule("nat", record.name):
                 yield Drift("network.nat", "a masquerade rule", "none")
+            yield from self._forward(record.name, str(network.bridge))
         elif record.kind == "sandbox" and record.sandbox.network:
             veth = record.sandbox.veth
             link = self.links.get(str(veth))
@@ -45,6 +46,41 @@ class NetworkFacts(NamedTuple):
                 yield Drift("network.veth", f"{veth} on bridge {record.runtime.bridge}", "detached")
             elif record.sandbox.ports and not self._rule("port", record.name):
                 yield Drift("network.ports", "port forward rules", "none")
+            yield from self._source_filter(record)
+
+    def _forward(self, name: str, bridge: str) -> Iterator[Drift]:
+        from sandman.kernel import nft_filter
+        from sandman.kernel.net_facts import FORWARD
+
+        wanted = nft_filter.forward_rules(name, bridge)
+        yield from self._exactly("network.forward", FORWARD, name, wanted, "forward policy rules")
+
+    def _source_filter(self, record: Record) -> Iterator[Drift]:
+        """The rules made from what the record says of the sandbox's veth and addresses."""
+        from ipaddress import IPv4Interface, IPv6Interface
+
+        from sandman.kernel import nft_filter, source_filter
+        from sandman.kernel.net_facts import ANTISPOOF
+
+        sandbox = record.sandbox
+        if sandbox.veth is None or sandbox.address is None:
+            return
+        six = IPv6Interface(sandbox.address6).ip if sandbox.address6 else None
+        source = source_filter.source_of(sandbox.veth, IPv4Interface(sandbox.address).ip, six)
+        wanted = nft_filter.source_rules(record.name, source)
+        yield from self._exactly(
+            "network.filter", ANTISPOOF, record.name, wanted, "source filter rules"
+        )
+
+    def _exactly(
+        self, what: str, kind: str, owner: str, wanted: Iterable[Any], rules: str
+    ) -> Iterator[Drift]:
+        """Drift unless `owner`'s rules of `kind` are exactly `wanted` (by chain and comment)."""
+        want = {(r.chain, r.comment) for r in wanted}
+        have = {(r.chain, r.comment) for r in self.rules if (r.kind, r.owner) == (kind, owner)}
+        if have != want:
+            found = f"{len(want - have)} missing, {len(have - want)} not declared"
+            yield Drift(what, f"{len(want)} {rules}", found)
 
     def _bridge(self, name: str, network: NetworkDeclared) -> Iterator[Drift]:
         link = self.links.get(name)

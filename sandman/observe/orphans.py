@@ -124,8 +124,8 @@ def mount_orphans(state_dir: str, mount_points: Iterable[str]) -> list[Orphan]:
 
 
 def rule_orphans(tag: str, records: Iterable[Record], rules: Iterable[Any]) -> list[Orphan]:
-    """NAT rules of a network and port forwards of a sandbox that have no record; the whole
-    table when no network is recorded at all."""
+    """Rules of a network (NAT, forward policy) and of a sandbox (port forwards, source filter)
+    that have no record; the whole tables when no network is recorded at all."""
     records = list(records)
     rules = list(rules)
     networks = {r.name for r in records if r.kind == "network"}
@@ -136,17 +136,18 @@ def rule_orphans(tag: str, records: Iterable[Record], rules: Iterable[Any]) -> l
         return [Orphan("table", f"sandman_{tag}", "the instance's nf_tables table, and no network")]
     found: dict[str, Orphan] = {}
     for rule in rules:
-        owners = {"nat": networks, "port": sandboxes}.get(rule.kind)
-        if owners is not None and rule.owner not in owners:
+        owner_kind = _OWNER_KINDS.get(rule.kind)
+        owners = networks if owner_kind == "network" else sandboxes
+        if owner_kind is not None and rule.owner not in owners:
             name = f"{rule.kind} {rule.owner}"
             found[name] = Orphan(
-                "rule", name, f"{rule.kind} rules of a {_owner(rule.kind)} with no record"
+                "rule", name, f"{rule.kind} rules of a {owner_kind} with no record"
             )
     return list(found.values())
 
 
-def _owner(kind: str) -> str:
-    return "network" if kind == "nat" else "sandbox"
+# The kind of object that owns each kind of rule (net_facts' KINDS; "base" is the table's own).
+_OWNER_KINDS = {"nat": "network", "forward": "network", "port": "sandbox", "antispoof": "sandbox"}
 
 
 def link_orphans(tag: str, records: Iterable[Record], links: dict[str, Any]) -> list[Orphan]:

@@ -43,7 +43,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from test_net import SYSCTLS, sysctl_lock
-from test_networks import host_links, host_networks, table_names
+from test_networks import FAMILIES, host_links, host_networks, table_names
 from test_sandboxes import (
     Sandman,
     alive,
@@ -734,8 +734,9 @@ def leftovers(run: Run) -> list[str]:
     sm = run.sm
     left = sm.leftovers()
     left += [f"link {n}" for n in host_links(f"{sm.tag}-", f"{sm.tag}b-")]
-    if table_name(sm.tag) in table_names():
-        left.append(f"table inet {table_name(sm.tag)}")
+    for family in FAMILIES:
+        if table_name(sm.tag) in table_names(family):
+            left.append(f"table {family} {table_name(sm.tag)}")
     left += subnets_in_use(run.number)
     return left
 
@@ -744,9 +745,12 @@ def scrub(run: Run) -> None:
     run.sm.scrub()
     for name in host_links(f"{run.sm.tag}-", f"{run.sm.tag}b-"):
         subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
-    subprocess.run(
-        ["nft", "delete", "table", "inet", table_name(run.sm.tag)], capture_output=True, check=False
-    )
+    for family in FAMILIES:
+        subprocess.run(
+            ["nft", "delete", "table", family, table_name(run.sm.tag)],
+            capture_output=True,
+            check=False,
+        )
 
 
 @contextlib.contextmanager

@@ -134,27 +134,33 @@ class NetEnv:
         return sandbox
 
 
-def _table_names() -> set[str]:
-    """The host's inet tables, read without sandman's code."""
-    nft = NFTables(nfgen_family=1)
-    try:
-        return {t.get_attr("NFTA_TABLE_NAME") for t in nft.get_tables()}
-    finally:
-        nft.close()
+FAMILIES = (1, 7)  # the instance's tables: inet (NAT, forward policy), bridge (source filters)
 
 
-def _scrub(links: list[str], tables: set[str]) -> None:
+def _table_names() -> set[tuple[int, str]]:
+    """The host's inet and bridge tables, read without sandman's code."""
+    found = set()
+    for family in FAMILIES:
+        nft = NFTables(nfgen_family=family)
+        try:
+            found |= {(family, t.get_attr("NFTA_TABLE_NAME")) for t in nft.get_tables()}
+        finally:
+            nft.close()
+    return found
+
+
+def _scrub(links: list[str], tables: set[tuple[int, str]]) -> None:
     with IPRoute() as ipr:
         for name in links:
             with contextlib.suppress(Exception):
                 ipr.link("del", ifname=name)
-    nft = NFTables(nfgen_family=1)
-    try:
-        for table in tables:
+    for family, table in tables:
+        nft = NFTables(nfgen_family=family)
+        try:
             with contextlib.suppress(Exception):
                 nft.table("del", name=table)
-    finally:
-        nft.close()
+        finally:
+            nft.close()
 
 
 def _teardown(env: NetEnv) -> list[str]:
@@ -196,9 +202,9 @@ def _env() -> Iterator[NetEnv]:
             if Path(path).read_text() != value:
                 Path(path).write_text(value)
         links = sorted(n for n in os.listdir("/sys/class/net") if n.startswith(env.tag))
-        tables = {t for t in _table_names() if t.startswith(nat.table_name(env.tag))}
+        tables = {t for t in _table_names() if t[1].startswith(nat.table_name(env.tag))}
         _scrub(links, tables)
-        left = [*(f"link {n}" for n in links), *(f"table {t}" for t in sorted(tables))]
+        left = [*(f"link {n}" for n in links), *(f"table {t}" for _, t in sorted(tables))]
         if problems or left:
             pytest.fail("; ".join([*problems, *(f"left behind: {x}" for x in left)]))
 

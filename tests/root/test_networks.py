@@ -48,7 +48,7 @@ from test_net import SYSCTLS, in_netns, sysctl_lock
 from test_sandboxes import Result, Sandman, alive, cgroup_dirs, unit, wait_for
 
 from sandman.kernel import nat, net_dump, netlink, nft_rules
-from sandman.kernel.net_facts import NAT, PORT
+from sandman.kernel.net_facts import ANTISPOOF, FORWARD, NAT, PORT
 from sandman.units.names import bridge_name, instance_tag, veth_name
 
 pytestmark = pytest.mark.root
@@ -82,9 +82,12 @@ while True:
 # The host, read without sandman
 
 
-def table_names() -> set[str]:
-    """The host's inet nf_tables tables."""
-    nft = NFTables(nfgen_family=1)
+FAMILIES = {"inet": 1, "bridge": 7}  # the instance's two tables: NAT, forward policy; filters
+
+
+def table_names(family: str = "inet") -> set[str]:
+    """The host's nf_tables tables of `family`."""
+    nft = NFTables(nfgen_family=FAMILIES[family])
     try:
         return {t.get_attr("NFTA_TABLE_NAME") for t in nft.get_tables()}
     finally:
@@ -327,8 +330,9 @@ class Lab:
             for subnet in self.subnets
             if network.overlaps(subnet)
         ]
-        if nat.table_name(self.tag) in table_names():
-            left.append(f"table inet {nat.table_name(self.tag)}")
+        for family in FAMILIES:
+            if nat.table_name(self.tag) in table_names(family):
+                left.append(f"table {family} {nat.table_name(self.tag)}")
         left += [f"rule {r.chain} {r.comment!r}" for r in net_dump.dump_rules(self.tag)]
         return left
 
@@ -338,12 +342,13 @@ class Lab:
             for name in host_links(f"{self.tag}-", f"{self.tag}b-", self.prefix):
                 with contextlib.suppress(Exception):
                     ipr.link("del", ifname=name)
-        nft = NFTables(nfgen_family=1)
-        try:
-            with contextlib.suppress(Exception):
-                nft.table("del", name=nat.table_name(self.tag))
-        finally:
-            nft.close()
+        for number in FAMILIES.values():
+            nft = NFTables(nfgen_family=number)
+            try:
+                with contextlib.suppress(Exception):
+                    nft.table("del", name=nat.table_name(self.tag))
+            finally:
+                nft.close()
 
 
 def _free_number() -> int:
@@ -363,7 +368,7 @@ def _take_a_free_tag(sm: Sandman) -> None:
     for attempt in range(100):
         tag = sm.tag
         busy = cgroup_dirs(f"sandman-{tag}") or host_links(f"{tag}-", f"{tag}b-")
-        if not busy and nat.table_name(tag) not in table_names():
+        if not busy and all(nat.table_name(tag) not in table_names(f) for f in FAMILIES):
             return
         sm.state_dir = sm.root / f"state-net-{attempt}"
         sm.tag = instance_tag(str(sm.state_dir))
@@ -585,12 +590,15 @@ def test_a_restarted_init_is_put_back_on_its_network(lab: Lab) -> None:
 # Drift: what is damaged by hand, plan shows and apply repairs, the inits running on
 
 
-def _delete_rules(tag: str, kind: str, owner: str) -> None:
+def _delete_rules(tag: str, kind: str, owner: str, keep: int = 0) -> None:
+    """Delete `owner`'s rules of `kind`, all but the first `keep` (a partly deleted set)."""
     table = nat.table_name(tag)
-    doomed = [r for r in net_dump.dump_rules(tag) if (r.kind, r.owner) == (kind, owner)]
+    doomed = [r for r in net_dump.dump_rules(tag) if (r.kind, r.owner) == (kind, owner)][keep:]
     assert doomed, f"no {kind} rule of {owner} to delete"
-    requests = [nft_rules.delete_rule(table, r.chain, r.handle, r.comment) for r in doomed]
-    netlink.batch(requests, f"inet {table}")
+    requests = [
+        nft_rules.delete_rule(table, r.chain, r.handle, r.comment, r.family) for r in doomed
+    ]
+    netlink.batch(requests, table)
 
 
 def _ip(*args: str) -> None:
@@ -630,9 +638,23 @@ DAMAGE: dict[str, tuple[Callable[[Lab], None], set[tuple[str, str]]]] = {
         lambda lab: _delete_rules(lab.tag, PORT, "web"),
         {("sandbox/web", "network.ports")},
     ),
+    "forward-rules-deleted": (
+        lambda lab: _delete_rules(lab.tag, FORWARD, "lan", keep=1),
+        {("network/lan", "network.forward")},
+    ),
+    "filter-rules-deleted": (
+        lambda lab: _delete_rules(lab.tag, ANTISPOOF, "a", keep=2),
+        {("sandbox/a", "network.filter")},
+    ),
     "table-deleted": (
         lambda lab: nat.remove_table(lab.tag),
-        {("network/lan", "network.nat"), ("sandbox/web", "network.ports")},
+        {
+            ("network/lan", "network.nat"),
+            ("network/lan", "network.forward"),
+            ("sandbox/web", "network.ports"),
+            ("sandbox/a", "network.filter"),
+            ("sandbox/web", "network.filter"),
+        },
     ),
 }
 
@@ -855,7 +877,10 @@ def test_the_leak_check_sees_and_scrubs_links_addresses_and_rules(lab: Lab) -> N
     assert f"address {lab.subnet[1]}/24 in {lab.subnet}" in left
     assert f"route {lab.subnet} in {lab.subnet}" in left
     assert f"table inet {nat.table_name(lab.tag)}" in left
+    assert f"table bridge {nat.table_name(lab.tag)}" in left
     assert any(item.startswith("rule ") and f"{NAT} lan" in item for item in left)
     assert any(item.startswith("rule ") and f"{PORT} a" in item for item in left)
+    assert any(item.startswith("rule ") and f"{ANTISPOOF} a" in item for item in left)
+    assert any(item.startswith("rule ") and f"{FORWARD} lan" in item for item in left)
     lab.scrub()
     assert lab.leftovers() == []
