@@ -54,7 +54,14 @@ CAPABILITIES: dict[str, int] = {
     )
 }
 
-# What the OCI runtimes (runc, crun) give an application container by default.
+# What the OCI runtimes (runc, crun) give an application container by default. CAP_NET_RAW
+# stays (Podman dropped it): the built-in image's ping (busybox 1.35) opens a raw socket and,
+# unlike iputils' ping, has no ICMP datagram-socket fallback, and the forging of frames that
+# made dropping it urgent is stopped at the host's end of each veth (kernel/nft_filter.py).
+# What it still opens is the kernel's packet-socket code (CVE-2016-8655, CVE-2017-7308,
+# CVE-2020-14386 were reached from user namespaces with it): a unit that needs no raw socket
+# lists its capabilities without it, and ping_group_range (spawn.allow_ping) lets datagram
+# ping work there.
 DEFAULT_SET: tuple[str, ...] = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",

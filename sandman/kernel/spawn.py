@@ -471,6 +471,8 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: 
     try:
         sc.close_fds_except((stage, log_fd, report, go_read))
         _step(spec, report, "inside")
+        if spec.namespaces & sc.CLONE_NEWNET:
+            allow_ping()  # through the host's /proc, before the sandbox's read-only one
         rootfs.mount_inside(spec.rootfs, stage)
         rootfs.enter_root()
         os.close(stage)
@@ -507,6 +509,28 @@ def loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
+GID_MAX = 2**31 - 1  # the highest gid ping_group_range takes
+
+
+def allow_ping() -> None:
+    """Every group of the sandbox may open ICMP echo sockets in its new network namespace, so
+    ping works without CAP_NET_RAW (Docker and Podman set the same). A new namespace starts at
+    "1 0", nobody; the range is written in gids the writer's user namespace maps, from the
+    lowest to the highest of /proc/self/gid_map (the whole range without a user namespace)."""
+    with open("/proc/self/gid_map", encoding="ascii") as handle:
+        ranges = [tuple(map(int, line.split())) for line in handle if line.strip()]
+    low = min(inside for inside, _, _ in ranges)
+    high = min(max(inside + count - 1 for inside, _, count in ranges), GID_MAX)
+    try:
+        with open(PING_GROUP_RANGE, "w", encoding="ascii") as handle:
+            handle.write(f"{low} {high}")
+    except OSError as exc:
+        raise SpawnError(
+            "namespaces.net", "cannot let the sandbox ping", exc.errno or 0, PING_GROUP_RANGE
+        ) from exc
 
 
 def _enter_working_directory(path: str) -> None:
