@@ -129,8 +129,9 @@ def free_port() -> int:
 def http_get(address: str, port: int, netns: int | None = None) -> str:
     """GET / from address:port (from the network namespace of process `netns`, else the host's);
     the body."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with in_netns(netns) if netns else contextlib.nullcontext():
-        sock = socket.socket()
+        sock = socket.socket(family)
     with sock:
         sock.settimeout(TIMEOUT)
         sock.connect((address, port))
