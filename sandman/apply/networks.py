@@ -21,7 +21,26 @@ def create(ctx: ApplyContext, network: DesiredNetwork) -> Record:
 
     net.ensure_bridge(network.bridge, network.gateway, network.gateway6)
     faults.step(f"network/{network.name}: bridge up")
-    return update(ctx, network)
+    record = update(ctx, network)
+    _warn_of_forward_drops(ctx, network)
+    return record
+
+
+def _warn_of_forward_drops(ctx: ApplyContext, network: DesiredNetwork) -> None:
+    """Another table's forward chain that drops by default (Docker's) drops what sandman's
+    forward policy lets through, whatever sandman's own chain accepts: say which, and what to
+    add there. sandman writes no rule into another's table."""
+    from sandman.kernel import net_dump
+    from sandman.kernel.net_facts import forward_drops
+
+    for chain in forward_drops(net_dump.dump_chains(), net_dump.table_name(ctx.paths.tag)):
+        ctx.progress.note(
+            f"warning: network/{network.name}: {chain.where} drops forwarded packets by default "
+            f"(policy drop), so its sandboxes reach nothing beyond the host and their published "
+            f"ports answer only the host; accept there what comes in or goes out through "
+            f"{network.bridge} (sandman's own chain still drops what is not published), e.g. "
+            f"`iptables -I DOCKER-USER -i {network.bridge} -j ACCEPT` and the same with -o"
+        )
 
 
 def _ensure_nat(ctx: ApplyContext, network: DesiredNetwork) -> None:

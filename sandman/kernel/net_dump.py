@@ -16,12 +16,14 @@ from sandman.kernel.net_facts import (
     IFADDRMSG,
     IFINFOMSG,
     NFTA_RULE_TABLE,
+    ChainFact,
     Interface,
     LinkFact,
     RuleFact,
     address_index,
     link_name,
     parse_addresses,
+    parse_chain,
     parse_link,
     parse_links,
     parse_rule,
@@ -30,7 +32,7 @@ from sandman.kernel.net_facts import (
 # <linux/rtnetlink.h>, <linux/if_link.h>, <linux/netfilter/nf_tables.h>, <linux/netfilter.h>
 RTM_GETLINK, RTM_GETADDR = 18, 22
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
-NFT_MSG_GETRULE, NFPROTO_UNSPEC, NFPROTO_INET = 7, 0, 1
+NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFPROTO_UNSPEC, NFPROTO_INET = 4, 7, 0, 1
 
 
 def table_name(tag: str) -> str:
@@ -112,3 +114,10 @@ def dump_address_payloads() -> dict[int, list[bytes]]:
 def dump_rules(tag: str) -> tuple[RuleFact, ...]:
     """Every rule of the instance's tables, none if they are missing: one rule dump."""
     return tuple(map(parse_rule, instance_rule_payloads(table_name(tag))))
+
+
+def dump_chains() -> tuple[ChainFact, ...]:
+    """Every nf_tables chain of the host, of every table and family: one dump."""
+    body = netlink.NFGENMSG.pack(NFPROTO_UNSPEC, 0, 0)
+    kind = netlink.NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN
+    return tuple(map(parse_chain, netlink.dump(netlink.NETLINK_NETFILTER, kind, body, "chains")))

@@ -160,6 +160,54 @@ def _comment(userdata: bytes) -> str:
     return ""
 
 
+# <linux/netfilter/nf_tables.h>: a chain's attributes; <linux/netfilter.h>: verdicts, families
+NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY = 1, 3, 4, 5
+NFTA_HOOK_HOOKNUM = 1
+NF_INET_FORWARD, NF_DROP = 2, 0
+IP_FAMILIES = {2: "ip", 10: "ip6", 1: "inet"}  # the families whose forward hook routes IP
+
+
+class ChainFact(NamedTuple):
+    """A base chain of any table on the host, as the forward-policy check needs it."""
+
+    family: int
+    table: str
+    name: str
+    hook: int | None  # None for a regular chain
+    policy: int | None
+
+    @property
+    def where(self) -> str:
+        return f"{IP_FAMILIES.get(self.family, self.family)} {self.table} chain {self.name}"
+
+
+def parse_chain(payload: bytes) -> ChainFact:
+    family = NFGENMSG.unpack_from(payload)[0]
+    found = dict(attributes(payload, NFGENMSG.size))
+    hook = dict(attributes(found.get(NFTA_CHAIN_HOOK, b"")))
+    number = hook.get(NFTA_HOOK_HOOKNUM)
+    policy = found.get(NFTA_CHAIN_POLICY)
+    return ChainFact(
+        family,
+        _string(found.get(NFTA_CHAIN_TABLE, b"")),
+        _string(found.get(NFTA_CHAIN_NAME, b"")),
+        None if number is None else int.from_bytes(number, "big"),
+        None if policy is None else int.from_bytes(policy, "big"),
+    )
+
+
+def forward_drops(chains: Iterable[ChainFact], own_table: str) -> list[ChainFact]:
+    """The IP forward chains of other tables whose policy drops: an accept in sandman's table
+    ends only its own chain, and what such a chain does not accept itself is dropped."""
+    return [
+        c
+        for c in chains
+        if c.family in IP_FAMILIES
+        and (c.hook, c.policy) == (NF_INET_FORWARD, NF_DROP)
+        and not (c.family == 1 and c.table == own_table)
+    ]
+
+
 def parse_rule(payload: bytes) -> RuleFact:
     family = NFGENMSG.unpack_from(payload)[0]
     found = dict(attributes(payload, NFGENMSG.size))

@@ -31,8 +31,10 @@ from test_net import in_netns
 from test_networks import WEB, WEB_TEXT, Lab, free_port, http_get, sandbox_unit, try_http_get
 from test_sandboxes import wait_for
 
-from sandman.kernel import net
+from sandman.kernel import net, netlink, nft_rules
 from sandman.kernel.net_facts import derive_mac
+from sandman.kernel.netlink import be32, nla
+from sandman.kernel.nft_expr import CMP_NEQ, META_IIFNAME, META_OIFNAME, accept, ifname
 
 pytestmark = pytest.mark.root
 
@@ -315,3 +317,55 @@ def test_ipv6_another_network_reaches_only_published_ports(lab: Lab) -> None:
     with pytest.raises(TimeoutError):
         http_get(db, 80, netns=probe)
     assert http_get(db, 80, netns=web) == f"{WEB_TEXT}\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# A host whose own forward policy drops (Docker sets iptables' FORWARD to DROP)
+
+
+@contextlib.contextmanager
+def forward_drop_for(table: str, bridge: str) -> Iterator[None]:
+    """Another table, as Docker's: a forward chain with policy drop. Its first rule accepts
+    whatever does not touch `bridge`, so the host's other traffic (other tests) goes on."""
+    chain = nft_rules.Chain("fw", "filter", 2, 10)
+    made = nft_rules.new_chain(table, chain)
+    with_policy = made._replace(body=made.body + nla(5, be32(0)))  # NFTA_CHAIN_POLICY: drop
+    scope = (*ifname(META_IIFNAME, bridge, CMP_NEQ), *ifname(META_OIFNAME, bridge, CMP_NEQ))
+    rule = nft_rules.Rule("fw", "others", (*scope, *accept()))
+    netlink.batch([nft_rules.new_table(table), with_policy, nft_rules.new_rule(table, rule)], table)
+    try:
+        yield
+    finally:
+        netlink.batch([nft_rules.delete_table(table)], table)
+
+
+def accept_in(table: str, bridge: str) -> None:
+    """What the README says to add to such a chain: accept what comes in or goes out through the
+    network's bridge."""
+    rules = [
+        nft_rules.Rule("fw", f"sandman {key}", (*ifname(key, bridge), *accept()))
+        for key in (META_IIFNAME, META_OIFNAME)
+    ]
+    netlink.batch([nft_rules.new_rule(table, r) for r in rules], table)
+
+
+def test_a_host_forward_policy_of_drop_is_warned_of_and_the_documented_accept_works(
+    lab: Lab,
+) -> None:
+    sm, port, table = lab.sm, free_port(), f"{lab.prefix}_drop"
+    client = lab.outside("client", routes=[lab.subnet])
+    sm.write("lan", network_unit6(lab.subnet), kind="network")
+    sm.write("web", sandbox_unit("lan", command=WEB, ports=[{"host": port, "sandbox": 80}]))
+    sm.write("db", sandbox_unit("lan", command=WEB))
+    host_side = str(client.host_address.ip)
+    with forward_drop_for(table, lab.bridge("lan")):
+        result = sm.apply()
+        warning = f"inet {table} chain fw drops forwarded packets by default"
+        assert warning in result.out + result.err, str(result)
+        db = str(lab.address("db").ip)
+        with pytest.raises(TimeoutError):  # the other table drops even the published port
+            http_get(host_side, port, netns=client.pid)
+        accept_in(table, lab.bridge("lan"))
+        assert lab.wait_web(port, host_side, netns=client.pid) == f"{WEB_TEXT}\n"
+        with pytest.raises(TimeoutError):  # sandman's own chain still closes the rest
+            http_get(db, 80, netns=client.pid)

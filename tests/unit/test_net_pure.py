@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 
 import pytest
 
-from sandman.kernel import nft_rules
+from sandman.kernel import nft_filter, nft_rules
 from sandman.kernel.net_facts import (
     AF_INET,
     BASE,
@@ -33,8 +33,10 @@ from sandman.kernel.net_facts import (
     NFTA_RULE_HANDLE,
     NFTA_RULE_USERDATA,
     PORT,
+    ChainFact,
     RuleFact,
     derive_mac,
+    forward_drops,
     parse_addresses,
     parse_link,
     parse_links,
@@ -338,3 +340,67 @@ def test_dumps_and_nat_do_not_import_pyroute2() -> None:
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if 'pyroute2' in m))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+# --- the forward policy and the source filter (nft_filter.py) -----------------------------------
+
+
+def test_forward_rules_let_in_what_stays_answers_or_was_published_then_close_the_bridge() -> None:
+    rules = nft_filter.forward_rules("lan", "smb-lan")
+    assert [r.chain for r in rules] == ["forward"] * 4
+    specs = [r.comment.split(" ", 2)[2] for r in rules]
+    assert specs == [f"{w} smb-lan" for w in ("within", "replies", "published", "closed")]
+    verdicts = [be32_of(_verdict(r), 1) for r in rules]
+    assert verdicts == [1, 1, 1, 0]  # accept, accept, accept, drop: the drop comes last
+    name = b"smb-lan".ljust(16, b"\0")
+    assert values(elements(rules[-1])) == [name]  # oifname "smb-lan", nothing else
+    ct = [decode(e)[1] for e in elements(rules[2]) if decode(e)[0] == "ct"]
+    assert [be32_of(d, 2) for d in ct] == [2]  # NFT_CT_STATUS
+    assert (0x20).to_bytes(4, sys.byteorder) in values(elements(rules[2]))  # IPS_DST_NAT
+
+
+def _verdict(rule: nft_rules.Rule) -> dict[int, bytes]:
+    name, data = decode(elements(rule)[-1])
+    assert name == "immediate"
+    return dict(attributes(dict(attributes(data[2]))[2]))  # DATA -> VERDICT -> CODE, CHAIN
+
+
+def test_link_local_is_the_eui64_of_the_mac() -> None:
+    source = nft_filter.Source("sm-web", "0e:85:aa:1d:21:ae", IPv4Address("10.88.0.2"))
+    assert source.link_local == IPv6Address("fe80::c85:aaff:fe1d:21ae")
+
+
+def test_source_rules_jump_from_the_veth_into_the_sandboxs_own_chain() -> None:
+    six = nft_filter.Source("sm-web", derive_mac("sm-web", "peer"), IPv4Address("10.88.0.2"))
+    rules = nft_filter.source_rules("web", six)
+    entry = rules[-1]
+    assert (entry.chain, entry.comment) == ("prerouting", "antispoof web port sm-web")
+    assert _verdict(entry)[2] == b"from_web\0"  # NFTA_VERDICT_CHAIN
+    assert be32_of(_verdict(entry), 1) == 2**32 - 3  # NFT_JUMP
+    checks = [r.comment.split(" ")[2] for r in rules[:-1]]
+    assert checks == ["mac", "ethertypes", "arp-mac", "arp-ip", "ip"]
+    assert {r.chain for r in rules[:-1]} == {"from_web"}
+    assert all(be32_of(_verdict(r), 1) == 0 for r in rules[:-1])  # every check drops
+
+
+def test_a_sandbox_with_ipv6_gets_the_ipv6_checks_and_one_without_none() -> None:
+    mac = derive_mac("sm-web", "peer")
+    four = nft_filter.Source("sm-web", mac, IPv4Address("10.88.0.2"))
+    dual = nft_filter.Source("sm-web", mac, IPv4Address("10.88.0.2"), IPv6Address("fd00::2"))
+    names = [r.comment.split(" ")[2] for r in nft_filter.source_rules("web", dual)[:-1]]
+    assert names[-4:] == ["ip6", "router-advert", "redirect", "neighbor-advert"]
+    assert "ethertypes arp ip ip6" in nft_filter.source_rules("web", dual)[1].comment
+    assert nft_filter.source_rules("web", four)[1].comment.split(" ", 2)[2] == "ethertypes arp ip"
+
+
+def test_forward_drops_are_the_ip_forward_chains_of_other_tables_that_drop() -> None:
+    chains = [
+        ChainFact(2, "filter", "FORWARD", 2, 0),  # iptables-nft under Docker: found
+        ChainFact(1, "sandman_sm", "forward", 2, 0),  # sandman's own: never
+        ChainFact(1, "firewalld", "filter_FORWARD", 2, 1),  # accepts by default
+        ChainFact(2, "filter", "INPUT", 1, 0),  # not forwarding
+        ChainFact(7, "br", "forward", 2, 0),  # bridge family: not the routed path
+        ChainFact(10, "filter", "DOCKER-USER", None, None),  # a regular chain
+    ]
+    found = forward_drops(chains, "sandman_sm")
+    assert [c.where for c in found] == ["ip filter chain FORWARD"]

@@ -80,8 +80,11 @@ def test_rules_of_objects_with_no_record_are_orphans() -> None:
     records = [record("network", "lan"), record("sandbox", "web")]
     rules = [Rule("base", "guard"), Rule("nat", "lan"), Rule("nat", "old"), Rule("port", "web")]
     rules += [Rule("port", "gone"), Rule("port", "gone")]
+    rules += [Rule("forward", "lan"), Rule("forward", "old"), Rule("antispoof", "web")]
+    rules += [Rule("antispoof", "gone"), Rule("", "")]
     found = rule_orphans(TAG, records, rules)
-    assert sorted(o.name for o in found) == ["nat old", "port gone"]
+    names = ["antispoof gone", "forward old", "nat old", "port gone"]
+    assert sorted(o.name for o in found) == names
     # No network recorded: the whole table goes.
     (table,) = rule_orphans(TAG, [record("sandbox", "web")], rules)
     assert (table.kind, table.name) == ("table", f"sandman_{TAG}")
