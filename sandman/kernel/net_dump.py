@@ -15,6 +15,7 @@ from sandman.kernel import netlink
 from sandman.kernel.net_facts import (
     IFADDRMSG,
     IFINFOMSG,
+    NFTA_RULE_CHAIN,
     NFTA_RULE_TABLE,
     ChainFact,
     Interface,
@@ -52,9 +53,13 @@ def address_payloads() -> list[bytes]:
     return netlink.dump(netlink.NETLINK_ROUTE, RTM_GETADDR, body, "addresses")
 
 
-def rule_payloads(table: str, family: int = NFPROTO_INET) -> list[bytes]:
-    """The raw rules of one table of the instance (inet or bridge); none if it is missing."""
-    return _rules(family, netlink.nla(NFTA_RULE_TABLE, netlink.asciiz(table)), f"{table}")
+def rule_payloads(table: str, family: int = NFPROTO_INET, chain: str | None = None) -> list[bytes]:
+    """The raw rules of one table of the instance (inet or bridge), or of one chain of it; none
+    if it is missing."""
+    attrs = netlink.nla(NFTA_RULE_TABLE, netlink.asciiz(table))
+    if chain is not None:
+        attrs += netlink.nla(NFTA_RULE_CHAIN, netlink.asciiz(chain))
+    return _rules(family, attrs, f"{table}")
 
 
 def instance_rule_payloads(table: str) -> list[bytes]:
