@@ -5,10 +5,11 @@
 Two "sandboxes" (processes alone in a new netns, attached by sandman's own create_veth to one
 bridge) exchange data over TCP from sockets this process opens in their netns: a bulk transfer
 (throughput) and one-byte request/response round trips (latency, where a per-frame cost shows).
-Three set-ups, interleaved round by round: both sandboxes' source filters and the network's
-forward policy (what apply makes), the forward policy alone (the bridge table deleted), and no
-sandman table at all. On a host with br_netfilter (bridge-nf-call-iptables=1) the bridged IPv4
-packets also pass the inet forward hook, so the forward policy is on their path too.
+Four set-ups, interleaved round by round: both sandboxes' source filters and the network's
+forward policy (what apply makes), the forward policy alone (the bridge table deleted), the NAT
+chains alone (what apply made before: their conntrack is on the path too), and no sandman table.
+On a host with br_netfilter (bridge-nf-call-iptables=1) the bridged IPv4 packets also pass the
+inet forward hook, so the forward policy is on their path too.
 
 Then the set-up cost: `source_filter.ensure` for sandbox after sandbox (the rules name a veth and
 need none to exist), `remove`, and observe's one rule dump with and without the filters of
@@ -31,7 +32,8 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from sandman.kernel import nat, net, net_dump, source_filter, syscalls
+from sandman.kernel import nat, net, net_dump, netlink, nft_rules, source_filter, syscalls
+from sandman.kernel.net_facts import NFPROTO_INET
 from sandman.units.names import bridge_name, veth_name
 
 SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
@@ -147,6 +149,13 @@ class Lab:
         nat.remove_table(self.tag)
         nat.ensure_forward(self.tag, "lan", self.bridge)
 
+    def nat_only(self) -> None:
+        """What sandman made before #18: the inet table's NAT chains, no forward chain."""
+        nat.remove_table(self.tag)
+        nat.ensure_nat(self.tag, "lan", GATEWAY.network, True)
+        table = net_dump.table_name(self.tag)
+        netlink.batch([nft_rules.delete_chain(table, "forward", NFPROTO_INET)], table)
+
     def bare(self) -> None:
         nat.remove_table(self.tag)
 
@@ -166,7 +175,7 @@ def stats(values: list[float], unit: str) -> str:
 
 def traffic(lab: Lab, rounds: int, total: int, trips: int) -> None:
     setups = {"filters + forward policy": lab.filtered, "forward policy only": lab.forward_only}
-    setups["no sandman table"] = lab.bare
+    setups |= {"NAT chains only (before)": lab.nat_only, "no sandman table": lab.bare}
     found: dict[str, dict[str, list[float]]] = {k: {"bulk": [], "rr": []} for k in setups}
     (a, _), (b, b_address) = lab.sandboxes["a"], lab.sandboxes["b"]
     for _ in range(rounds):
@@ -176,7 +185,7 @@ def traffic(lab: Lab, rounds: int, total: int, trips: int) -> None:
             found[label]["rr"].append(round_trips(a, b, str(b_address.ip), trips))
     print(f"TCP between two sandboxes on one bridge, {rounds} interleaved rounds:")
     for label, numbers in found.items():
-        print(f"  {label:<26} bulk {stats(numbers['bulk'], 'Gbit/s')}"
+        print(f"  {label:<28} bulk {stats(numbers['bulk'], 'Gbit/s')}"
               f"   round trip {stats(numbers['rr'], 'us')}")  # fmt: skip
 
 
