@@ -73,10 +73,10 @@ class DesiredSandbox:
 
 def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredSandbox:
     """The sandbox a record was applied from, its canonical unit read back: what apply brings
-    back when the replacement of a running sandbox fails."""
+    back when the replacement of a running sandbox fails, and what `sandman start` runs."""
     from sandman.units.model import SandboxUnit
 
-    unit = SandboxUnit.model_validate(_without_nulls({**canonical, "resolved": None}))
+    unit = SandboxUnit.model_validate(_unit_input(canonical))
     resolved = canonical["resolved"]
     address, address6 = resolved.get("address"), resolved.get("address6")
     return DesiredSandbox(
@@ -91,8 +91,42 @@ def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -
     )
 
 
+def network_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredNetwork:
+    """A recorded network read back (its sandboxes' starts attach to it)."""
+    from sandman.units.model import NetworkUnit
+
+    resolved = canonical["resolved"]
+    gateway6 = resolved.get("gateway6")
+    return DesiredNetwork(
+        name=name,
+        file=file,
+        unit=NetworkUnit.model_validate(_unit_input(canonical)),
+        bridge=str(resolved["bridge"]),
+        gateway=IPv4Interface(resolved["gateway"]),
+        gateway6=None if gateway6 is None else IPv6Interface(gateway6),
+    )
+
+
+def slice_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredSlice:
+    """A recorded slice read back."""
+    from sandman.units.model import SliceUnit
+
+    path = tuple(str(canonical["resolved"]["path"]).split("/"))
+    return DesiredSlice(name, file, SliceUnit.model_validate(_unit_input(canonical)), path)
+
+
+def _unit_input(canonical: Mapping[str, Any]) -> dict[str, Any]:
+    """A canonical unit as its file would say it. JSON's nulls are keys the file left out (TOML
+    has no null), but for a sandbox's `pids_max`, whose default is a limit: null there is what
+    `pids_max = "max"` dumps to, and left out it would come back as 4096."""
+    data: dict[str, Any] = _without_nulls({**canonical, "resolved": None})
+    resources = canonical.get("resources")
+    if isinstance(resources, Mapping) and "pids_max" in resources and resources["pids_max"] is None:
+        data["resources"]["pids_max"] = "max"
+    return data
+
+
 def _without_nulls(value: Any) -> Any:
-    """JSON's nulls are keys a unit file left out (TOML has no null)."""
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
