@@ -58,7 +58,9 @@ def update(ctx: ApplyContext, network: DesiredNetwork) -> Record:
     _ensure_nat(ctx, network)
     faults.step(f"network/{network.name}: NAT rules written")
     nat.ensure_forward(ctx.paths.tag, network.name, network.bridge)
-    record = record_of("network", network.name, network.canonical(), Runtime(bridge=network.bridge))
+    record = record_of(
+        "network", network.name, network.canonical(), Runtime(bridge=network.bridge), network.file
+    )
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record

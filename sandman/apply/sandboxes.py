@@ -454,7 +454,7 @@ def _record(
         user=sandbox.unit.sandbox.user,
         bridge=None if network is None else ctx.desired.networks[network.attach].bridge,
     )
-    return record_of("sandbox", sandbox.name, sandbox.canonical(), facts)
+    return record_of("sandbox", sandbox.name, sandbox.canonical(), facts, sandbox.file)
 
 
 def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> None:
@@ -513,8 +513,11 @@ def taint(ctx: ApplyContext, record: Record) -> Record:
 
 
 def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> Record:
-    """After an in-place update: the new unit, the same running init."""
-    record = record_of("sandbox", sandbox.name, sandbox.canonical(), old.runtime)
+    """After an in-place update: the new unit, the same running init (or, stopped, still none:
+    the next start runs the new unit)."""
+    canonical = sandbox.canonical()
+    record = record_of("sandbox", sandbox.name, canonical, old.runtime, sandbox.file)
+    record = record._replace(stopped=old.stopped)
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record

@@ -33,7 +33,7 @@ def update(ctx: ApplyContext, item: DesiredSlice) -> Record:
     for warning in warnings:
         ctx.progress.note(f"slice/{item.name}: {warning}")
     faults.step(f"slice/{item.name}: limits written")
-    record = record_of("slice", item.name, item.canonical(), Runtime(cgroup=path))
+    record = record_of("slice", item.name, item.canonical(), Runtime(cgroup=path), item.file)
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record

@@ -28,6 +28,7 @@ class Runtime(NamedTuple):
     pid: int = 0
     start_time: int = 0  # in clock ticks since boot, as /proc/PID/stat gives it
     started_at: float | None = None  # seconds since the epoch
+    stopped_at: float | None = None  # `sandman stop` ended it, seconds since the epoch
     cgroup: str | None = None  # relative to the cgroup root
     namespaces: Mapping[str, int] = _EMPTY  # name -> inode
     runtime_dir: str | None = None
@@ -123,6 +124,11 @@ class Record(NamedTuple):
     tainted: bool
     runtime: Runtime
     declared: Declared
+    # `sandman stop` ended it and it stays so until `sandman start`: nothing of it runs, and
+    # neither apply nor the daemon starts it (the runtime keeps only what a start reuses).
+    stopped: bool = False
+    # The unit file it was applied from, for errors of what runs it again from the record.
+    file: str | None = None
 
     @property
     def key(self) -> ObjectKey:

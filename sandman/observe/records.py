@@ -6,8 +6,9 @@ the rest of sandman reads both through the typed `Record.declared` and `Record.r
 here, with the unit format's defaults applied once.
 
 Versions: a record carries `version`. A reader upgrades every older version it knows to the
-current one on read (`_UPGRADES`, one function per step; today version 1 is the only one ever
-written), and refuses a newer one with a message, never guesses at it.
+current one on read (`_UPGRADES`, one function per step), and refuses a newer one with a
+message, never guesses at it. Version 2 added `stopped` (and `file`): a sandman that read a
+stopped record as version 1 would take the sandbox for one whose init died, and restart it.
 """
 
 from __future__ import annotations
@@ -33,20 +34,31 @@ from sandman.observe.facts import (
     SliceDeclared,
 )
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 knew no stopped sandboxes; its records name no unit file."""
+    return {**data, "stopped": False, "file": None}
+
+
 # version -> the function that makes a record of that version one of the next.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
 KIND_DIRS = {"sandbox": "sandboxes", "network": "networks", "slice": "slices"}
 
 
 def record_of(
-    kind: str, name: str, canonical: dict[str, Any], runtime: Runtime | None = None
+    kind: str,
+    name: str,
+    canonical: dict[str, Any],
+    runtime: Runtime | None = None,
+    file: str | None = None,
 ) -> Record:
-    """The record of an object applied from its canonical form."""
-    facts = runtime or Runtime()
-    return Record(
-        kind, name, digest(canonical), canonical, False, facts, declared_of(kind, canonical)
-    )
+    """The record of an object applied from its canonical form (from the unit file `file`,
+    kept absolute: errors of a later `sandman start` name it from wherever that runs)."""
+    facts, declared = runtime or Runtime(), declared_of(kind, canonical)
+    path = None if file is None else os.path.abspath(file)
+    return Record(kind, name, digest(canonical), canonical, False, facts, declared, file=path)
 
 
 def record_path(state_dir: str, kind: str, name: str) -> str:
@@ -96,6 +108,8 @@ def _read(path: str, kind: str) -> Record:
             tainted=bool(data.get("tainted", False)),
             runtime=runtime_of(dict(data.get("runtime", {}))),
             declared=declared_of(kind, unit),
+            stopped=bool(data.get("stopped", False)),
+            file=_str(data.get("file")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(path, f"is damaged ({exc!r}); remove it and apply again") from exc
@@ -108,6 +122,7 @@ def runtime_of(data: Mapping[str, Any]) -> Runtime:
         pid=int(data.get("pid") or 0),
         start_time=int(data.get("start_time") or 0),
         started_at=_float(data.get("started_at")),
+        stopped_at=_float(data.get("stopped_at")),
         cgroup=_str(data.get("cgroup")),
         namespaces={str(k): int(v) for k, v in (data.get("namespaces") or {}).items()},
         runtime_dir=_str(data.get("runtime_dir")),
@@ -123,7 +138,7 @@ def runtime_of(data: Mapping[str, Any]) -> Runtime:
 
 
 def _runtime_json(runtime: Runtime) -> dict[str, Any]:
-    """The JSON of runtime facts: only those that are set, as version 1 wrote them."""
+    """The JSON of runtime facts: only those that are set."""
     data = {k: v for k, v in runtime._asdict().items() if v not in (None, 0, {}, ())}
     if runtime.idmap is not None:
         data["idmap"] = {"uid": runtime.idmap.uid, "gid": runtime.idmap.gid}
@@ -233,6 +248,8 @@ def write_record(state_dir: str, record: Record) -> None:
         "name": record.name,
         "digest": record.digest,
         "tainted": record.tainted,
+        "stopped": record.stopped,
+        "file": record.file,
         "unit": record.unit,
         "runtime": _runtime_json(record.runtime),
     }

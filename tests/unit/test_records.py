@@ -113,7 +113,28 @@ def test_a_record_written_reads_back_the_same(tmp_path: pathlib.Path) -> None:
     (again,) = read_records(str(other))
     assert again == record
     written = json.loads((other / "sandboxes" / "web.json").read_text())
-    assert written["version"] == 1 and written["runtime"]["idmap"]["uid"] == [[0, 100000, 65536]]
+    assert written["version"] == 2 and written["runtime"]["idmap"]["uid"] == [[0, 100000, 65536]]
+
+
+def test_a_version_1_record_is_of_a_sandbox_not_stopped_from_no_known_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    write(tmp_path, VERSION_1)
+    (record,) = read_records(str(tmp_path))
+    assert (record.stopped, record.file, record.runtime.stopped_at) == (False, None, None)
+
+
+def test_a_stopped_record_reads_back_stopped_with_its_file(tmp_path: pathlib.Path) -> None:
+    unit = {"sandbox": {"command": ["/bin/sh"]}}
+    made = record_of("sandbox", "web", unit, Runtime(auto_ids=100000), "units/web.sandbox.toml")
+    stopped = made._replace(stopped=True, runtime=made.runtime._replace(stopped_at=1700000001.25))
+    write_record(str(tmp_path), stopped)
+    (again,) = read_records(str(tmp_path))
+    assert again == stopped and again.stopped
+    assert again.file == str(pathlib.Path("units/web.sandbox.toml").resolve())
+    written = json.loads((tmp_path / "sandboxes" / "web.json").read_text())
+    assert (written["version"], written["stopped"]) == (2, True)
+    assert written["runtime"] == {"auto_ids": 100000, "stopped_at": 1700000001.25}
 
 
 def test_a_newer_record_is_refused_with_what_to_do(tmp_path: pathlib.Path) -> None:
