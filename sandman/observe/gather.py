@@ -42,7 +42,7 @@ def gather(
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}
     for key, record in records.items():
         found = tuple(_drift(record, cgroups))
-        if not found and links is not None:
+        if not found and links is not None and not record.stopped:
             found = tuple(links.drift(record))
         if found:
             drift[key] = found
@@ -57,6 +57,8 @@ def _on_network(record: Record) -> bool:
 
 
 def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
+    if record.kind == "sandbox" and record.stopped:
+        return _stop_drift(record)
     if record.kind == "sandbox":
         pid = record.runtime.pid
         if not procs.is_running(pid, record.runtime.start_time):
@@ -66,6 +68,18 @@ def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
     if record.kind == "slice":
         return _limit_drift(record, cgroups, "slice", record.slice.limits)
     return []
+
+
+def _stop_drift(record: Record) -> list[Drift]:
+    """A stopped sandbox has nothing on the host that could drift. A record that still names
+    the instance it ended (an init, a cgroup, a runtime dir) is of a stop that was cut short."""
+    runtime = record.runtime
+    if not (runtime.pid or runtime.cgroup or runtime.runtime_dir):
+        return []
+    found = "interrupted"
+    if procs.is_running(runtime.pid, runtime.start_time):
+        found += f" (its init, pid {runtime.pid}, still runs)"
+    return [Drift("stop", "complete", found)]
 
 
 def _mount_drift(record: Record, pid: int) -> list[Drift]:

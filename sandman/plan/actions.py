@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 from sandman.units.scalars import format_size
 
-ActionKind = Literal["create", "update", "recreate", "destroy", "repair"]
+ActionKind = Literal["create", "update", "recreate", "destroy", "repair", "stop", "start"]
 Reason = Literal[
     "new_unit",
     "unit_removed",
-    "requested",  # `sandman destroy` named it
+    "requested",  # `sandman destroy`, `stop` or `start` named it
+    "restart",  # `sandman restart` named it: a stop (when it runs), then a start
+    "stopped",  # the unit of a stopped sandbox changed: its record takes it, it stays stopped
     "changed",
     "cannot_update_in_place",
     "tainted",
@@ -26,6 +28,8 @@ SYMBOLS: dict[ActionKind, str] = {
     "recreate": "-/+",
     "destroy": "-",
     "repair": "!",
+    "stop": "[]",
+    "start": ">",
 }
 # What an action of each kind did, for the lines that close an apply or a daemon pass.
 DONE: dict[ActionKind, str] = {
@@ -34,7 +38,12 @@ DONE: dict[ActionKind, str] = {
     "recreate": "recreated",
     "destroy": "destroyed",
     "repair": "repaired",
+    "stop": "stopped",
+    "start": "started",
 }
+# The kinds an apply's plan is made of, counted in every summary; stop and start (only of the
+# `stop`, `start` and `restart` verbs) only where they occur.
+PLANNED: tuple[ActionKind, ...] = ("create", "update", "recreate", "destroy", "repair")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,10 @@ class Action:
     def describe(self) -> str:
         """One line: the action and why. lines() adds the values beneath it."""
         symbol = SYMBOLS[self.kind]
-        if self.kind == "update":
+        if self.reason == "stopped":
+            keys = ", ".join(c.key for c in self.shown_changes())
+            detail = f"update the stopped sandbox's record ({keys}); it stays stopped"
+        elif self.kind == "update":
             detail = f"update in place ({', '.join(c.key for c in self.shown_changes())})"
         elif self.kind == "recreate" and self.requires_recreate:
             forcing = [k for k in self.requires_recreate if not _internal(k)]
@@ -92,6 +104,8 @@ class Action:
             detail = "; ".join(self.drift)
         elif self.reason == "orphan":
             detail = f"remove the orphan ({'; '.join(self.drift)})"
+        elif self.reason == "requested":
+            detail = f"{self.kind} ({self.kind} asked)"
         else:
             detail = f"{self.kind} ({_REASONS.get(self.reason, self.reason.replace('_', ' '))})"
         return f"{symbol} {self.object}: {detail}"
@@ -123,7 +137,7 @@ class Action:
         }
 
 
-_REASONS = {"requested": "destroy asked", "new_unit": "new unit", "unit_removed": "unit removed"}
+_REASONS = {"new_unit": "new unit", "unit_removed": "unit removed", "restart": "restart asked"}
 
 
 def _internal(key: str) -> bool:

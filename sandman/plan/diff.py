@@ -15,7 +15,7 @@ from typing import Any
 from sandman.digest import digest
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
-from sandman.plan.actions import DONE, Action, ActionKind, Change, Reason
+from sandman.plan.actions import DONE, PLANNED, Action, ActionKind, Change, Reason
 from sandman.plan.keys import RECREATE, is_live, live_step, repair_step
 from sandman.units.desired import Desired
 
@@ -34,7 +34,7 @@ class Plan:
         return sum(1 for a in self.actions if a.kind == kind)
 
     def summary(self) -> dict[ActionKind, int]:
-        return {k: self.count(k) for k in DONE}
+        return {k: self.count(k) for k in DONE if k in PLANNED or self.count(k)}
 
     def to_json(self) -> dict[str, Any]:
         report = {"actions": [a.to_json() for a in self.actions], "summary": self.summary()}
@@ -50,7 +50,7 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
     for kind in _BUILD_ORDER:
         for name, canonical in _desired_of(desired, kind):
             action = _action_for(kind, name, canonical, actual) or _follow(
-                desired, build, kind, name
+                desired, actual, build, kind, name
             )
             if action is not None:
                 build.append(action)
@@ -90,6 +90,8 @@ def _action_for(
     record = actual.records.get((kind, name))
     if record is None:
         return Action("create", kind, name, "new_unit", attributes=_attributes(canonical))
+    if record.stopped:
+        return _stopped_action(kind, name, record, canonical, actual)
     if record.tainted:
         return Action("recreate", kind, name, "tainted")
     drift = tuple(d for d in actual.drift.get((kind, name), ()) if _repairs(canonical, d))
@@ -107,9 +109,32 @@ def _repair_action(kind: str, name: str, drift: tuple[Drift, ...]) -> Action:
     return Action("repair", kind, name, "drift", drift=described, steps=tuple(sorted(steps)))
 
 
-def _follow(desired: Desired, build: list[Action], kind: str, name: str) -> Action | None:
-    """A sandbox whose network is made anew is made anew too: its veth hung on the old bridge."""
-    if kind != "sandbox":
+def _stopped_action(
+    kind: str, name: str, record: Record, canonical: dict[str, Any], actual: ActualState
+) -> Action | None:
+    """A stopped sandbox stays stopped: nothing of it runs to replace or repair. A changed unit
+    (any key: nothing is recreated) changes its record, and the next `sandman start` runs it;
+    a stop that was cut short is finished."""
+    drift = actual.drift.get((kind, name), ())
+    described = tuple(str(d) for d in drift)
+    finish = tuple(sorted({repair_step(kind, d.what) for d in drift}))
+    changes = tuple(
+        Change(key, before, after, True)
+        for key, before, after in _differences(record.unit, canonical)
+    )
+    if changes:
+        steps = (*finish, "record")
+        return Action("update", kind, name, "stopped", changes, drift=described, steps=steps)
+    return Action("repair", kind, name, "drift", drift=described, steps=finish) if drift else None
+
+
+def _follow(
+    desired: Desired, actual: ActualState, build: list[Action], kind: str, name: str
+) -> Action | None:
+    """A sandbox whose network is made anew is made anew too: its veth hung on the old bridge.
+    A stopped one has no veth, and stays stopped."""
+    record = actual.records.get((kind, name))
+    if kind != "sandbox" or (record is not None and record.stopped):
         return None
     network = desired.sandboxes[name].unit.network
     if network is None:

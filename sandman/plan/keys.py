@@ -34,11 +34,13 @@ LIVE_KEYS: dict[str, dict[str, str]] = {
 
 # Drift (observe's Drift.what) -> the step that repairs it in place, or RECREATE. A sandbox's
 # init, cgroup or mounts cannot be put back under a running process; a network or a slice is
-# made again in place by its (idempotent) create: "ensure".
+# made again in place by its (idempotent) create: "ensure". A stopped sandbox's only drift is a
+# stop cut short, which the "stop" step finishes.
 DRIFT_REPAIRS: dict[str, dict[str, str]] = {
     "sandbox": {
         "init": RECREATE,
         "cgroup": RECREATE,
+        "stop": "stop",
         "mount *": RECREATE,
         "resources.*": "limits",
         "network.*": "network",

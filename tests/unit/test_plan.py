@@ -1,6 +1,6 @@
 """The planner, case by case: `plan_cases/<case>/` holds the units applied before, the units wanted
-after, optional `options.json` (prune, tainted records) and `expected.txt`, the lines `plan` prints
-for the actions (each action's line, then its changes or settings)."""
+after, optional `options.json` (prune, tainted or stopped records) and `expected.txt`, the lines
+`plan` prints for the actions (each action's line, then its changes or settings)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ def records_of(desired: Desired) -> list[Record]:
 def actual_for(case: pathlib.Path, options: dict[str, object]) -> ActualState:
     if not (case / "before").is_dir():
         return ActualState.empty()
-    tainted = options.get("tainted", [])
-    assert isinstance(tainted, list)
+    tainted, stopped = options.get("tainted", []), options.get("stopped", [])
+    assert isinstance(tainted, list) and isinstance(stopped, list)
     records = {}
     for record in records_of(read_units(str(case / "before"), TAG)):
-        is_tainted = f"{record.kind}/{record.name}" in tainted
-        records[record.key] = record._replace(tainted=is_tainted)
+        what = f"{record.kind}/{record.name}"
+        records[record.key] = record._replace(tainted=what in tainted, stopped=what in stopped)
     return ActualState(records=records, drift={})
 
 
