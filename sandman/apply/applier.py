@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 
-from sandman.apply import faults, name_files, networks, orphans, sandboxes, slices
+from sandman.apply import faults, name_files, networks, orphans, sandboxes, slices, stops
 from sandman.apply.context import ApplyContext
 from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
@@ -83,7 +83,9 @@ def _done(ctx: ApplyContext, action: Action, started: float) -> None:
 
 def _skipped(ctx: ApplyContext, action: Action, failures: list[ApplyError]) -> bool:
     blocker = _failed_dependency(ctx, action, failures)
-    if blocker:
+    if blocker == action.object:
+        ctx.progress.note(f"{action.object}: not started again, its stop failed")
+    elif blocker:
         ctx.progress.note(f"{action.object}: skipped, it depends on {blocker}, which failed")
     return bool(blocker)
 
@@ -149,6 +151,8 @@ def _failed_dependency(ctx: ApplyContext, action: Action, failures: list[ApplyEr
     if action.object_kind != "sandbox" or action.kind == "destroy" or not failures:
         return None
     failed = {f.obj for f in failures}
+    if action.kind == "start" and action.object in failed:  # a restart whose stop failed
+        return action.object
     sandbox = ctx.desired.sandboxes.get(action.name)
     if sandbox is None:
         return None
@@ -205,9 +209,9 @@ def _bring_back(ctx: ApplyContext, old: Record) -> None:
 
 def _sandbox_update(ctx: ApplyContext, action: Action) -> None:
     sandbox = ctx.desired.sandboxes[action.name]
-    old = _record(ctx, action)
-    _run_steps(ctx, action, sandbox, old)
-    sandboxes.rewrite_record(ctx, sandbox, old)
+    _run_steps(ctx, action, sandbox, _record(ctx, action))
+    # Read again: a step may have recorded something (finishing a stop does).
+    sandboxes.rewrite_record(ctx, sandbox, _record(ctx, action))
 
 
 def _sandbox_repair(ctx: ApplyContext, action: Action) -> None:
@@ -223,7 +227,12 @@ def _run_steps(ctx: ApplyContext, action: Action, sandbox: DesiredSandbox, recor
 
 
 # The unit key each in-place step serves, for errors (a limit names its own key).
-_STEP_KEYS = {"limits": "resources", "ports": "network.ports", "network": "network"}
+_STEP_KEYS = {
+    "limits": "resources",
+    "ports": "network.ports",
+    "network": "network",
+    "stop": "sandbox.stop_timeout",
+}
 
 
 def _write_limits(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
@@ -242,7 +251,13 @@ def _reattach(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> Non
 
 
 def _record_only(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
-    """Keys the host does not hold (description, restart policy): the record is enough."""
+    """Keys the host does not hold (description, restart policy), or any key of a stopped
+    sandbox (nothing of it runs): the record is enough."""
+
+
+def _finish_stop(ctx: ApplyContext, sandbox: DesiredSandbox, record: Record) -> None:
+    """A stopped sandbox whose stop was cut short: whatever of it still runs goes."""
+    stops.stop(ctx, record)
 
 
 # The in-place steps of plan/keys.py, for sandboxes.
@@ -251,11 +266,20 @@ _SANDBOX_STEPS = {
     "ports": _write_ports,
     "network": _reattach,
     "record": _record_only,
+    "stop": _finish_stop,
 }
 
 
 def _sandbox_destroy(ctx: ApplyContext, action: Action) -> None:
     sandboxes.destroy(ctx, _record(ctx, action))
+
+
+def _sandbox_stop(ctx: ApplyContext, action: Action) -> None:
+    stops.stop(ctx, _record(ctx, action))
+
+
+def _sandbox_start(ctx: ApplyContext, action: Action) -> None:
+    stops.start(ctx, _record(ctx, action))
 
 
 def _network_create(ctx: ApplyContext, action: Action) -> None:
@@ -297,6 +321,8 @@ _HANDLERS = {
     ("sandbox", "repair"): _sandbox_repair,
     ("sandbox", "update"): _sandbox_update,
     ("sandbox", "destroy"): _sandbox_destroy,
+    ("sandbox", "stop"): _sandbox_stop,
+    ("sandbox", "start"): _sandbox_start,
     ("network", "create"): _network_create,
     ("network", "update"): _network_update,
     ("network", "repair"): _network_create,  # idempotent, as for slices

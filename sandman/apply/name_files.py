@@ -29,11 +29,18 @@ def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
     for other in sorted(ctx.desired.sandboxes.values(), key=lambda s: s.name):
         if other.unit.network is None or other.unit.network.attach != attach_to:
             continue
+        if _stopped(ctx, other.name):  # its name would lead to an address nobody answers on
+            continue
         names = other.hostname if other.hostname == other.name else f"{other.hostname} {other.name}"
         for address in (other.address, other.address6):
             if address is not None:
                 lines.append(f"{address.ip}\t{names}")
     return "\n".join(lines) + "\n"
+
+
+def _stopped(ctx: ApplyContext, name: str) -> bool:
+    record = ctx.records.get(("sandbox", name))
+    return record is not None and record.stopped
 
 
 def resolv_text() -> str:
@@ -67,7 +74,8 @@ def write_in_place(path: str, text: str) -> None:
 
 
 def refresh_hosts(ctx: ApplyContext) -> None:
-    """After an apply, every running sandbox on a network lists the current members."""
+    """After an apply, every running sandbox on a network lists the current members (a stopped
+    sandbox's runtime dir, and its hosts file with it, is gone)."""
     for sandbox in ctx.desired.sandboxes.values():
         path = os.path.join(ctx.runtime_dir(sandbox.name), "hosts")
         if sandbox.unit.network is not None and os.path.exists(path):

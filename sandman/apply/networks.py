@@ -157,8 +157,10 @@ def settle_veths(ctx: ApplyContext) -> None:
     sandbox), so the kernel gets a moment first, and what it leaves is deleted then."""
     from sandman.kernel import links
 
-    in_use = {  # a recreated sandbox's new veth has its old one's name
-        record.sandbox.veth for (kind, _), record in ctx.records.items() if kind == "sandbox"
+    in_use = {  # a recreated sandbox's new veth has its old one's name; a stopped one has none
+        record.sandbox.veth
+        for (kind, _), record in ctx.records.items()
+        if kind == "sandbox" and not record.stopped
     }
     pending = [n for n in ctx.stopped_veths if n not in in_use and _link_exists(n)]
     deadline = time.monotonic() + VETH_SETTLE
