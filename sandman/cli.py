@@ -285,6 +285,42 @@ def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder:
     destroy.set_defaults(module="destroy")
 
 
+# What each of `stop`, `start` and `restart` does, for its --help.
+_LIFECYCLE = {
+    "stop": (
+        "stop sandboxes, keeping them applied",
+        "Stop the named sandboxes: SIGTERM to the init, up to its stop_timeout, then every "
+        "process of its cgroup is killed; its cgroup, network (veth, port forwards) and "
+        "non-persistent files go. The record stays, marked stopped: apply and the daemon leave "
+        "it stopped (a changed unit only updates the record) until `sandman start`.",
+    ),
+    "start": (
+        "start stopped sandboxes again",
+        "Start the named stopped (or exited) sandboxes again from their records: the unit as "
+        "last applied, with the same network, address, limits, mounts and id range, and a new "
+        "init. A running sandbox is left alone.",
+    ),
+    "restart": (
+        "stop sandboxes, then start them again",
+        "Stop the named sandboxes (those that run), then start them again from their records, "
+        "each with a new init; as `sandman stop` then `sandman start`, under one lock.",
+    ),
+}
+
+
+def _lifecycle_verb(verb: str) -> Callable[[_Verbs, argparse.ArgumentParser, bool], None]:
+    def add(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+        del exec_remainder
+        summary, description = _LIFECYCLE[verb]
+        parser = verbs.add_parser(verb, parents=[paths], help=summary, description=description)
+        parser.add_argument("names", metavar="NAME", nargs="+", help="an applied sandbox")
+        parser.add_argument("--no-wait", action="store_true", help="fail at once if an apply runs")
+        _json_option(parser, "one event per action")
+        parser.set_defaults(module="lifecycle")
+
+    return add
+
+
 def _exec_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
     exec_ = verbs.add_parser(
         "exec",
@@ -563,6 +599,9 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "status": _status_verb,
     "show": _show_verb,
     "destroy": _destroy_verb,
+    "stop": _lifecycle_verb("stop"),
+    "start": _lifecycle_verb("start"),
+    "restart": _lifecycle_verb("restart"),
     "exec": _exec_verb,
     "shell": _shell_verb,
     "logs": _logs_verb,

@@ -2,23 +2,29 @@
 load the units, observe the host, plan, and (under the state lock) carry the plan out.
 
 `plan` previews, `apply` and each daemon pass reconcile, `destroy` and the daemon's
-`--on-stop stop` carry out a destroy plan (plan/diff.destroy_plan) with the same applier. Only
+`--on-stop stop` carry out a destroy plan (plan/diff.destroy_plan) with the same applier, and
+`stop`, `start` and `restart` a plan of plan/lifecycle.py, run from the records alone. Only
 this module strings the layers together; each layer stays ignorant of the others above it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sandman.apply.applier import apply
 from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.apply.orphans import sweep_cgroups
-from sandman.errors import UnitError, UsageError
+from sandman.errors import StateError, UnitError, UsageError
+from sandman.observe.facts import ActualState
 from sandman.observe.gather import gather
+from sandman.observe.records import record_path
 from sandman.paths import Paths
 from sandman.plan.diff import Plan, destroy_plan, destroy_problems, plan, targeted
+from sandman.plan.lifecycle import lifecycle_plan, unknown_names
 from sandman.progress import Progress
+from sandman.units import desired as units
 from sandman.units.desired import Desired
 from sandman.units.read import read_units
 
@@ -35,12 +41,14 @@ def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | N
 
 def _preflight(paths: Paths, desired: Desired, result: Plan) -> None:
     """What would fail half-way is a unit error before anything changes (observe/preflight)."""
-    if any(action.kind != "destroy" for action in result.actions):
+    # A stopped sandbox's changed unit only changes its record: its next start is checked.
+    checked = [a for a in result.actions if a.kind != "destroy" and a.reason != "stopped"]
+    if checked:
         from sandman.observe import preflight
 
         changes = [
             preflight.Change(a.kind, a.object_kind, a.name, frozenset(c.key for c in a.changes))
-            for a in result.actions
+            for a in checked
         ]
         problems = preflight.check(paths, desired, changes)
         if problems:
@@ -100,3 +108,62 @@ def destroy(
         else:
             sweep_cgroups(ctx)
         return result
+
+
+def lifecycle(
+    paths: Paths,
+    progress: Progress,
+    verb: str,
+    names: list[str],
+    *,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+) -> Plan:
+    """`sandman stop|start|restart NAME...` of recorded sandboxes; return the plan carried out.
+
+    Under the lock, as an apply: a daemon pass waits for it, and finds the records as it left
+    them. A start runs the recorded unit through apply's own create, so the desired state here
+    is the records' own. Refused (UsageError, nothing touched) for a name nothing applied
+    carries; a start that cannot succeed (its image gone) is a unit error before anything."""
+    with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
+        actual = gather(paths.state_dir)
+        problems = unknown_names(actual, names)
+        if problems:
+            raise UsageError("; ".join(problems))
+        result, notes = lifecycle_plan(actual, verb, names)
+        for note in notes:
+            progress.note(note)
+        if result.actions:
+            desired = recorded(paths, actual)
+            _preflight(paths, desired, result)
+            apply(ApplyContext(paths, desired, actual, progress), result)
+        return result
+
+
+def recorded(paths: Paths, actual: ActualState) -> Desired:
+    """What the records say was applied, as a desired state (units/desired.py reads each
+    recorded unit back); each names the unit file it was applied from, for errors."""
+    return Desired(
+        paths.tag,
+        sandboxes=_read_back(paths, actual, "sandbox", units.sandbox_from_canonical),
+        networks=_read_back(paths, actual, "network", units.network_from_canonical),
+        slices=_read_back(paths, actual, "slice", units.slice_from_canonical),
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _read_back(
+    paths: Paths, actual: ActualState, kind: str, read: Callable[[str, str, Any], _T]
+) -> dict[str, _T]:
+    found = {}
+    for name, record in actual.of_kind(kind).items():
+        path = record_path(paths.state_dir, kind, name)
+        try:
+            found[name] = read(name, record.file or path, record.unit)
+        except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+            raise StateError(
+                path, f"its unit cannot be run again ({exc}); apply its unit directory"
+            ) from exc
+    return found

@@ -21,13 +21,13 @@ from sandman.errors import UnitProblem
 from sandman.paths import Paths
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox
 
-_CHANGING = ("create", "recreate", "update")
+_CHANGING = ("create", "recreate", "update", "start")  # a start is a create from the record
 
 
 class Change(NamedTuple):
     """A planned change, as these checks need it (the plan's Action carries more)."""
 
-    kind: str  # create, recreate, update
+    kind: str  # create, recreate, update, start
     object_kind: str  # sandbox, network, slice
     name: str
     keys: frozenset[str]  # the unit keys an update changes
