@@ -50,8 +50,15 @@ def enter(args: argparse.Namespace, choose: Choose, tty: bool) -> int:
     )
     if record is None:
         raise UsageError(f"no sandbox {args.name!r} is applied in `{paths.state_dir}`")
+    if record.stopped:
+        raise SandmanError(
+            f"sandbox {args.name!r} is stopped; `sandman start {args.name}` starts it"
+        )
     if not procs.is_running(record.runtime.pid, record.runtime.start_time):
-        raise SandmanError(f"sandbox {args.name!r} is not running; `sandman apply` starts it again")
+        raise SandmanError(
+            f"sandbox {args.name!r} is not running (its init exited); "
+            f"`sandman start {args.name}` starts it again"
+        )
     spec = choose(record, _spec(record, paths.tag))
     from sandman.kernel import terminal
 

@@ -124,6 +124,10 @@ def render(report: dict[str, Any]) -> str:
 
 def _state(report: dict[str, Any]) -> str:
     end: dict[str, Any] | None = report.get("exit")
+    if report["state"] == "stopped":
+        since = report.get("stopped_at")
+        when = _when(since) if since else "?"
+        return f"stopped since {when}; `sandman start {report['name']}` runs it"
     if report["state"] == "exited":
         if end is None:
             return "exited; how it ended is unknown (only a running `sandman daemon` sees it)"

@@ -56,13 +56,14 @@ def sorted_records(actual: ActualState, kind: str) -> list[Record]:
 def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any]:
     runtime, declared = record.runtime, record.sandbox
     drift = [str(d) for d in actual.drift.get(record.key, ())]
-    running = not any(d.startswith("init:") for d in drift)
+    running = not record.stopped and not any(d.startswith("init:") for d in drift)
     return {
         "name": record.name,
         "description": declared.description,
-        "state": "tainted" if record.tainted else ("running" if running else "exited"),
+        "state": _state(record, running),
         "pid": runtime.pid if running else None,
         "started_at": runtime.started_at,
+        "stopped_at": runtime.stopped_at,
         "slice": declared.slice,
         # The slice's real cgroup (the instance's base and the slices above the sandbox).
         "slice_cgroup": _parent(runtime.cgroup),
@@ -95,6 +96,14 @@ def exit_text(state: str, end: dict[str, Any] | None) -> str:
         return state
     how = f"code {end['code']}" if "code" in end else str(end["signal"])
     return f"{state} ({how})"
+
+
+def _state(record: Record, running: bool) -> str:
+    if record.stopped:
+        return "stopped"
+    if record.tainted:
+        return "tainted"
+    return "running" if running else "exited"
 
 
 def _usage(cgroup: object, tag: str) -> dict[str, Any]:
