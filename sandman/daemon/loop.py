@@ -40,11 +40,13 @@ class Options:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A sandbox as its record says: its init, whether that runs, its restart policy."""
+    """A sandbox as its record says: its init, whether that runs, its restart policy, and
+    whether `sandman stop` stopped it (then it has no init, and is never restarted)."""
 
     init: Init
     alive: bool
     restart: str
+    stopped: bool = False
 
 
 @dataclass
@@ -124,6 +126,10 @@ class Daemon:
 
     def _exited(self, name: str) -> None:
         sandbox = self._sandboxes().get(name)
+        if sandbox is not None and sandbox.stopped:
+            # `sandman stop` marks the record before it signals the init: never restarted.
+            self.journal.info(f"sandbox/{name}: stopped (sandman stop); not restarted")
+            return
         pid = f" (pid {sandbox.init.pid})" if sandbox else ""
         policy = sandbox.restart if sandbox else "no"
         self.journal.warning(f"sandbox/{name}: init{pid} exited; restart = {policy!r}")
@@ -150,9 +156,10 @@ class Daemon:
             self.journal.warning(f"exit statuses not saved: {exc}")
 
     def _schedule_restarts(self, schedule: Schedule, now: float) -> None:
-        """Every dead init whose policy restarts it, not yet scheduled, is, after its backoff."""
+        """Every dead init whose policy restarts it, not yet scheduled, is, after its backoff; a
+        stopped sandbox has no init to restart."""
         for name, sandbox in self._sandboxes().items():
-            if sandbox.alive or sandbox.restart == "no" or schedule.has(name):
+            if sandbox.alive or sandbox.stopped or sandbox.restart == "no" or schedule.has(name):
                 continue
             wait = self.backoff.next_delay(name, now)
             self.journal.info(f"sandbox/{name}: restarting in {wait:g} s")
@@ -165,7 +172,7 @@ class Daemon:
         self.passes.run(job)
         after = self._sandboxes()
         self._count_restarts(before, after)
-        gone = watcher.sync_inits({name: s.init for name, s in after.items()})
+        gone = watcher.sync_inits({name: s.init for name, s in after.items() if not s.stopped})
         for name in gone:
             self._exited(name)
         for name in before.keys() - after.keys():
@@ -177,14 +184,15 @@ class Daemon:
         self.notifier.send(STATUS=self._status())
 
     def _count_restarts(self, before: dict[str, Sandbox], after: dict[str, Sandbox]) -> None:
-        """A restart: an init that was dead before the pass and a new one that runs after it."""
+        """A restart: an init that was dead before the pass and a new one that runs after it
+        (not a stopped sandbox's start: a pass may have waited for `sandman start`)."""
         now = time.monotonic()
         counts = {name: n for name, n in self.counts.items() if name in after}
         for name, sandbox in after.items():
             was = before.get(name)
             if sandbox.alive and (was is None or was.init != sandbox.init):
                 self.backoff.up(name, now)
-                if was is not None and not was.alive:
+                if was is not None and not was.alive and not was.stopped:
                     counts[name] = counts.get(name, 0) + 1
         if counts != self.counts:
             self.counts = counts
@@ -206,7 +214,7 @@ class Daemon:
             init = Init(record.runtime.pid, record.runtime.start_time)
             alive = procs.is_running(init.pid, init.start_time)
             restart = record.sandbox.restart
-            found[record.name] = Sandbox(init, alive, restart)
+            found[record.name] = Sandbox(init, alive, restart, record.stopped)
         return found
 
     def _watch_directory(self, watcher: Watcher) -> bool:
@@ -232,7 +240,10 @@ class Daemon:
     def _status(self) -> str:
         sandboxes = self._sandboxes().values()
         running = sum(1 for s in sandboxes if s.alive)
-        text = f"{running} sandboxes running, {len(sandboxes) - running} not running"
+        stopped = sum(1 for s in sandboxes if s.stopped)
+        text = f"{running} sandboxes running, {len(sandboxes) - running - stopped} not running"
+        if stopped:
+            text += f", {stopped} stopped"
         if self.passes.bad_units is not None:
             text += "; the unit directory has problems, the last good units are kept"
         return text
