@@ -208,6 +208,35 @@ def test_restarts_wait_for_their_backoff_and_a_full_pass_takes_their_place() -> 
     assert not schedule.has("web")
 
 
+def test_a_dead_init_is_restarted_as_its_policy_says_but_a_stopped_sandbox_never(
+    tmp_path: Path,
+) -> None:
+    """`sandman stop` marks the record before it signals the init: when the daemon sees the
+    init exit, the record already says stopped, and nothing is scheduled."""
+    from sandman.daemon.loop import Daemon, Options
+    from sandman.observe.facts import Runtime
+    from sandman.observe.records import record_of, write_record
+    from sandman.paths import Paths
+
+    state = tmp_path / "state"
+    unit = {"sandbox": {"command": ["/bin/sleep", "1"], "restart": "always"}}
+    gone = Runtime(pid=2**22 + 1, start_time=1)  # above any pid_max: never a live process
+    write_record(str(state), record_of("sandbox", "dead", unit, gone))
+    write_record(str(state), record_of("sandbox", "held", unit)._replace(stopped=True))
+    paths = Paths(str(state), str(tmp_path / "images"), str(tmp_path / "logs"))
+    with open(tmp_path / "journal", "w+") as stream:
+        daemon = Daemon(Options(str(tmp_path / "units"), paths), journal=Journal(stream))
+        schedule = Schedule(drift_interval=30, debounce=0.2, now=0.0)
+        daemon._schedule_restarts(schedule, 0.0)
+        daemon._exited("held")
+        assert daemon._status() == "0 sandboxes running, 1 not running, 1 stopped"
+        stream.seek(0)
+        written = stream.read()
+    assert schedule.has("dead") and not schedule.has("held")
+    assert "sandbox/held: stopped (sandman stop); not restarted" in written
+    assert "sandbox/held: restarting" not in written
+
+
 def test_the_drift_check_comes_on_its_period() -> None:
     schedule = Schedule(drift_interval=30, debounce=0.2, now=100.0)
     assert schedule.timeout(100.0) == pytest.approx(30)
