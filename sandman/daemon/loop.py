@@ -7,6 +7,8 @@ SIGTERM never cuts a pass in half. Inits are watched by pidfd: the daemon is not
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from sandman.daemon.watch import Event, Init, Watcher
 from sandman.errors import StateError
 from sandman.kernel import pidfd_exit
 from sandman.observe import procs
-from sandman.observe.records import read_records
+from sandman.observe.records import KIND_DIRS, read_records
 from sandman.paths import Paths
 
 ON_STOP = ("keep", "stop")
@@ -40,13 +42,21 @@ class Options:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A sandbox as its record says: its init, whether that runs, its restart policy, and
-    whether `sandman stop` stopped it (then it has no init, and is never restarted)."""
+    """A sandbox as its record says: its init, whether that runs, its restart policy, whether
+    `sandman stop` stopped it (then it has no init, and is never restarted), and whether it is
+    tainted: being recreated or started by another sandman (or cut short doing so)."""
 
     init: Init
     alive: bool
     restart: str
     stopped: bool = False
+    tainted: bool = False
+
+    def restarts(self) -> bool:
+        """Its init is dead and the daemon is to start it again. Not a tainted one: whoever
+        tainted it is making its new init now (an apply, `sandman start`); if that was cut
+        short, the next full pass recreates it, whatever its policy."""
+        return not (self.alive or self.stopped or self.tainted) and self.restart != "no"
 
 
 @dataclass
@@ -104,6 +114,7 @@ class Daemon:
     def _handle(self, events: list[Event], watcher: Watcher, schedule: Schedule) -> bool:
         """Turn events into scheduled passes; False when a signal asks the daemon to stop."""
         now = time.monotonic()
+        records_changed = False
         for event in events:
             if event.kind == "signal":
                 if int(event.name) != signal.SIGHUP:
@@ -114,6 +125,8 @@ class Daemon:
                 self.notifier.send(RELOADING=1, MONOTONIC_USEC=usec)
                 self._watch_directory(watcher)
                 schedule.full_now(now, "reload (SIGHUP)")
+            elif event.kind == "records":
+                records_changed = True
             elif event.kind == "units":
                 if event.lost_watch:
                     self.journal.warning(f"{self.options.directory}: gone or moved; not watched")
@@ -121,6 +134,8 @@ class Daemon:
                 schedule.units_changed(now, event.name)
             else:
                 self._exited(event.name)
+        if records_changed:
+            self._watch_inits(watcher)
         self._schedule_restarts(schedule, now)
         return True
 
@@ -155,11 +170,20 @@ class Daemon:
         except OSError as exc:
             self.journal.warning(f"exit statuses not saved: {exc}")
 
+    def _watch_inits(self, watcher: Watcher) -> dict[str, Sandbox]:
+        """Watch the inits the records name now (a stopped sandbox has none); report those
+        already gone. Returns the sandboxes as their records say."""
+        sandboxes = self._sandboxes()
+        gone = watcher.sync_inits({n: s.init for n, s in sandboxes.items() if not s.stopped})
+        for name in gone:
+            self._exited(name)
+        return sandboxes
+
     def _schedule_restarts(self, schedule: Schedule, now: float) -> None:
         """Every dead init whose policy restarts it, not yet scheduled, is, after its backoff; a
         stopped sandbox has no init to restart."""
         for name, sandbox in self._sandboxes().items():
-            if sandbox.alive or sandbox.stopped or sandbox.restart == "no" or schedule.has(name):
+            if not sandbox.restarts() or schedule.has(name):
                 continue
             wait = self.backoff.next_delay(name, now)
             self.journal.info(f"sandbox/{name}: restarting in {wait:g} s")
@@ -170,29 +194,30 @@ class Daemon:
     def _pass(self, job: Pass, watcher: Watcher, schedule: Schedule) -> None:
         before = self._sandboxes()
         self.passes.run(job)
-        after = self._sandboxes()
+        after = self._watch_inits(watcher)
         self._count_restarts(before, after)
-        gone = watcher.sync_inits({name: s.init for name, s in after.items() if not s.stopped})
-        for name in gone:
-            self._exited(name)
         for name in before.keys() - after.keys():
             self.backoff.forget(name)
             schedule.forget(name)
         self._schedule_restarts(schedule, time.monotonic())
+        if not watcher.watching_records:
+            with contextlib.suppress(OSError):  # none yet: nothing was applied
+                watcher.watch_records(os.path.join(self.state_dir, KIND_DIRS["sandbox"]))
         if self._watch_directory(watcher):
             schedule.units_changed(time.monotonic(), ".")
         self.notifier.send(STATUS=self._status())
 
     def _count_restarts(self, before: dict[str, Sandbox], after: dict[str, Sandbox]) -> None:
         """A restart: an init that was dead before the pass and a new one that runs after it
-        (not a stopped sandbox's start: a pass may have waited for `sandman start`)."""
+        (not a stopped or tainted sandbox's new init: the pass may have waited for the lock of
+        a `sandman start` or an apply that made it)."""
         now = time.monotonic()
         counts = {name: n for name, n in self.counts.items() if name in after}
         for name, sandbox in after.items():
             was = before.get(name)
             if sandbox.alive and (was is None or was.init != sandbox.init):
                 self.backoff.up(name, now)
-                if was is not None and not was.alive and not was.stopped:
+                if was is not None and not (was.alive or was.stopped or was.tainted):
                     counts[name] = counts.get(name, 0) + 1
         if counts != self.counts:
             self.counts = counts
@@ -214,7 +239,7 @@ class Daemon:
             init = Init(record.runtime.pid, record.runtime.start_time)
             alive = procs.is_running(init.pid, init.start_time)
             restart = record.sandbox.restart
-            found[record.name] = Sandbox(init, alive, restart, record.stopped)
+            found[record.name] = Sandbox(init, alive, restart, record.stopped, record.tainted)
         return found
 
     def _watch_directory(self, watcher: Watcher) -> bool:

@@ -1,5 +1,6 @@
 """What the daemon waits for, in one selector: unit files changing (inotify), inits exiting
-(pidfds) and signals (Python's wakeup fd, so a handler never interrupts a pass halfway).
+(pidfds), sandbox records changing outside its passes (inotify: `sandman start`, an apply by
+hand) and signals (Python's wakeup fd, so a handler never interrupts a pass halfway).
 
 No thread and no per-sandbox process: one poll over a handful of fds.
 """
@@ -35,6 +36,8 @@ UNIT_EVENTS = (
 )
 # The directory itself went away, or the kernel dropped events: read everything again.
 _WHOLE_DIRECTORY = sc.IN_DELETE_SELF | sc.IN_MOVE_SELF | sc.IN_IGNORED | sc.IN_Q_OVERFLOW
+# A record is written to a temporary file and renamed into place; removed by destroy.
+RECORD_EVENTS = sc.IN_MOVED_TO | sc.IN_DELETE
 _EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # How long an ended init's pidfd is kept for its exit status: until the host's init reaps it
@@ -42,15 +45,16 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_STATUS_WAIT = 30.0
 _EXIT_POLL = 0.1  # seconds between tries while a status is awaited
 
-Kind = Literal["units", "exit", "signal"]
+Kind = Literal["units", "exit", "signal", "records"]
 
 
 @dataclass(frozen=True)
 class Event:
-    """What woke the daemon: a unit file change, an init's exit or a signal."""
+    """What woke the daemon: a unit file change, an init's exit, a signal or a record change."""
 
     kind: Kind
-    name: str  # the unit file, the sandbox whose init exited, or the signal's number
+    # The unit file, the sandbox whose init exited, the signal's number, or the record's file.
+    name: str
     lost_watch: bool = False
 
 
@@ -98,6 +102,7 @@ class Watcher:
         self._old_handlers = {number: signal.signal(number, _note_only) for number in SIGNALS}
         self.selector.register(self._wake_read, selectors.EVENT_READ, ("signal", ""))
         self._wd: int | None = None
+        self._records_wd: int | None = None
         self._inits: dict[str, tuple[Init, int]] = {}
         self._reported: set[tuple[str, Init]] = set()
         # Ended inits whose exit status is awaited: name -> (init, pidfd, give up at).
@@ -115,6 +120,18 @@ class Watcher:
     def watching_directory(self) -> bool:
         return self._wd is not None
 
+    def watch_records(self, directory: str) -> None:
+        """Watch the sandboxes' records (STATE_DIR/sandboxes) unless they are watched: an init
+        another sandman started is then watched at once, not at the next pass. Raises OSError
+        while the directory does not exist (nothing was applied yet)."""
+        if self._records_wd is None:
+            mask = RECORD_EVENTS | sc.IN_ONLYDIR
+            self._records_wd = sc.inotify_add_watch(self._inotify, directory, mask)
+
+    @property
+    def watching_records(self) -> bool:
+        return self._records_wd is not None
+
     def _unit_events(self) -> list[Event]:
         found = []
         while True:
@@ -122,7 +139,10 @@ class Watcher:
                 buffer = os.read(self._inotify, 65536)
             except BlockingIOError:
                 break
-            for _wd, mask, name in parse_inotify(buffer):
+            for wd, mask, name in parse_inotify(buffer):
+                if wd == self._records_wd:
+                    found += self._record_event(mask, name)
+                    continue
                 event = unit_event(mask, name)
                 if event is None:
                     continue
@@ -130,6 +150,11 @@ class Watcher:
                     self._wd = None
                 found.append(event)
         return found
+
+    def _record_event(self, mask: int, name: str) -> list[Event]:
+        if mask & sc.IN_IGNORED:  # the directory went (a destroy of everything)
+            self._records_wd = None
+        return [Event("records", name)] if name.endswith(".json") else []
 
     # -- inits
 

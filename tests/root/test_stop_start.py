@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -271,7 +272,7 @@ def test_the_daemon_restarts_nothing_while_a_stop_runs_nor_after_it(
     slow_unit = unit(command=slow, sandbox='restart = "always"')
     sm.write("slow", slow_unit.replace('stop_timeout = "1s"', 'stop_timeout = "10s"'))
     sm.write("other", unit(sandbox='restart = "always"'))
-    the_daemon = daemon(sm)
+    the_daemon = daemon(sm, "--drift-interval", "0")
     ready = the_daemon.wait_message("READY=1")
     init, other = sm.init("slow"), sm.init("other")
 
@@ -293,3 +294,10 @@ def test_the_daemon_restarts_nothing_while_a_stop_runs_nor_after_it(
     sm.note_records()
     assert sm.status_of("slow")["state"] == "running"
     assert sm.status_of("slow")["restarts"] == 0
+    # The daemon watches the init `start` made from its record at once (no drift check runs
+    # here): killed, it is restarted as its policy says.
+    started = sm.init("slow")
+    os.kill(started[0], signal.SIGKILL)
+    wait_for(partial(test_daemon.a_new_init, sm, "slow", started), "the daemon's restart")
+    sm.note_records()
+    assert sm.status_of("slow")["restarts"] == 1

@@ -208,7 +208,7 @@ def test_restarts_wait_for_their_backoff_and_a_full_pass_takes_their_place() -> 
     assert not schedule.has("web")
 
 
-def test_a_dead_init_is_restarted_as_its_policy_says_but_a_stopped_sandbox_never(
+def test_a_dead_init_is_restarted_as_its_policy_says_but_not_a_stopped_or_tainted_one(
     tmp_path: Path,
 ) -> None:
     """`sandman stop` marks the record before it signals the init: when the daemon sees the
@@ -223,16 +223,18 @@ def test_a_dead_init_is_restarted_as_its_policy_says_but_a_stopped_sandbox_never
     gone = Runtime(pid=2**22 + 1, start_time=1)  # above any pid_max: never a live process
     write_record(str(state), record_of("sandbox", "dead", unit, gone))
     write_record(str(state), record_of("sandbox", "held", unit)._replace(stopped=True))
+    # Tainted: another sandman is making its new init (`sandman start`, an apply's recreate).
+    write_record(str(state), record_of("sandbox", "busy", unit, gone)._replace(tainted=True))
     paths = Paths(str(state), str(tmp_path / "images"), str(tmp_path / "logs"))
     with open(tmp_path / "journal", "w+") as stream:
         daemon = Daemon(Options(str(tmp_path / "units"), paths), journal=Journal(stream))
         schedule = Schedule(drift_interval=30, debounce=0.2, now=0.0)
         daemon._schedule_restarts(schedule, 0.0)
         daemon._exited("held")
-        assert daemon._status() == "0 sandboxes running, 1 not running, 1 stopped"
+        assert daemon._status() == "0 sandboxes running, 2 not running, 1 stopped"
         stream.seek(0)
         written = stream.read()
-    assert schedule.has("dead") and not schedule.has("held")
+    assert schedule.has("dead") and not schedule.has("held") and not schedule.has("busy")
     assert "sandbox/held: stopped (sandman stop); not restarted" in written
     assert "sandbox/held: restarting" not in written
 
@@ -323,6 +325,31 @@ def test_watcher_reports_unit_file_writes_only(watcher: Watcher) -> None:
     (units / "web.sandbox.toml").write_text("[sandbox]\n")
     events = _wait(watcher, "units")
     assert {e.name for e in events} == {"web.sandbox.toml"}
+
+
+def test_watcher_reports_records_written_beside_its_passes(
+    watcher: Watcher, tmp_path: Path
+) -> None:
+    """A record renamed into place by another sandman (`sandman start`) or removed is an
+    event, apart from unit changes; a temporary file is none."""
+    from sandman.observe.records import record_of, remove_record, write_record
+
+    records = tmp_path / "state" / "sandboxes"
+    records.mkdir(parents=True)
+    watcher.watch_directory()
+    watcher.watch_records(str(records))
+    assert watcher.watching_records
+    write_record(str(tmp_path / "state"), record_of("sandbox", "web", {"sandbox": {}}))
+    events = _wait(watcher, "records")
+    assert [(e.kind, e.name) for e in events] == [("records", "web.json")]
+    remove_record(str(tmp_path / "state"), "sandbox", "web")
+    assert [e.name for e in _wait(watcher, "records")] == ["web.json"]
+    shutil.rmtree(records)  # a destroy of everything: watched again after the next pass
+    for _ in range(100):
+        if not watcher.watching_records:
+            break
+        watcher.wait(GUARD)
+    assert not watcher.watching_records
 
 
 def test_watcher_notices_the_directory_going_away(watcher: Watcher) -> None:
