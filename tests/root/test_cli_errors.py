@@ -50,3 +50,18 @@ def test_a_refused_capability_is_one_line_and_exit_1(sm: Sandman, verb: tuple[st
     assert len(lines) == 1 and lines[0].startswith("sandman: "), done.stderr
     if "--json" in verb:
         assert json.loads(done.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("verb", ["stop", "start", "restart"])
+def test_stop_start_and_restart_refused_a_capability_change_nothing(sm: Sandman, verb: str) -> None:
+    sm.write("net", '[network]\nsubnet = "10.203.79.0/24"\n', kind="network")
+    sm.write("web", base.unit(rest='[network]\nattach = "net"\n'))
+    sm.apply()
+    init = sm.init("web")
+    done = run_without_caps(sm, verb, "web", "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("sandman: "), done.stderr
+    assert json.loads(done.stdout)["error"]["message"]
+    assert sm.init("web") == init and base.alive(*init)
+    assert not sm.record("web")["stopped"]
