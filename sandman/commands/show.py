@@ -104,7 +104,7 @@ def render(report: dict[str, Any]) -> str:
         ("Command", " ".join(report["command"] or [])),
         ("User", report["user"]),
         ("Image", f"{report['image']} ({report['rootfs_mode']})"),
-        ("Slice", f"{report['slice']} (cgroup {report['cgroup']})"),
+        ("Slice", f"{report['slice']} (cgroup {report['cgroup'] or 'none: nothing runs'})"),
         ("Address", _addresses(report["network"])),
         ("Ports", ", ".join(port_text(p) for p in report["network"]["ports"]) or "none"),
         ("Limits", _limits(report["limits"])),
