@@ -137,6 +137,8 @@ def lifecycle(
             desired = recorded(paths, actual)
             _preflight(paths, desired, result)
             apply(ApplyContext(paths, desired, actual, progress), result)
+        else:  # what a stop cut short after its last record leaves: the empty cgroups
+            sweep_cgroups(ApplyContext(paths, Desired(paths.tag), actual, progress))
         return result
 
 

@@ -78,6 +78,7 @@ def test_stop_ends_the_init_and_its_cgroup_and_apply_leaves_it_stopped(sm: Sandm
     assert row.split()[1:4] == ["stopped", "-", "-"]
     shown = sm.run("show", "held").out
     assert "State: stopped since" in shown and "`sandman start held` runs it" in shown, shown
+    assert "(cgroup none: nothing runs)" in shown, shown
     assert json.loads(sm.run("show", "held", "--json").out)["stopped_at"]
 
     again = sm.apply()
@@ -301,3 +302,52 @@ def test_the_daemon_restarts_nothing_while_a_stop_runs_nor_after_it(
     wait_for(partial(test_daemon.a_new_init, sm, "slow", started), "the daemon's restart")
     sm.note_records()
     assert sm.status_of("slow")["restarts"] == 1
+
+
+def assert_released(lab: Lab, name: str, init: tuple[int, int]) -> None:
+    """Stopped, and nothing of its network left: no veth, no rule; a plan has nothing to do."""
+    assert_stopped(lab.sm, name, init)
+    assert networks.host_links(lab.veth(name)) == []
+    assert [r for r in net_dump.dump_rules(lab.tag) if r.owner == name] == []
+    lab.assert_no_changes()
+
+
+def test_a_stop_or_start_killed_after_any_step_is_finished_by_the_next(lab: Lab) -> None:
+    """SANDMAN_FAULT_AFTER at every step of a stop, then of a start, of a sandbox with a port
+    forward: the next `stop` (or `apply`) finishes what was cut short, and the host is as after
+    one that was not: nothing of it left (or it runs on its address, its forward serving)."""
+    sm = lab.sm
+    port = networks.free_port()
+    sm.write("lan", network_unit(lab.subnet), kind="network")
+    sm.write("web", sandbox_unit("lan", command=WEB, ports=[{"host": port, "sandbox": 80}]))
+    sm.apply()
+    address = lab.address("web")
+    steps = {}
+    for verb in ("stop", "start"):
+        trace = sm.root / f"{verb}-trace"
+        sm.run(verb, "web", env={"SANDMAN_FAULT_TRACE": str(trace)})
+        steps[verb] = trace.read_text().splitlines()
+    assert len(steps["stop"]) >= 4 and len(steps["start"]) >= 6, steps
+
+    for number, what in enumerate(steps["stop"], start=1):
+        sm.note_records()
+        init = sm.init("web")
+        fault = {"SANDMAN_FAULT_AFTER": str(number)}
+        killed = sm.run("stop", "web", expect=None, env=fault)
+        assert killed.code == -signal.SIGKILL, f"step {what!r} did not kill the stop\n{killed}"
+        sm.run("stop", "web")
+        assert_released(lab, "web", init)
+        sm.run("start", "web")
+
+    for number, what in enumerate(steps["start"], start=1):
+        sm.run("stop", "web")
+        fault = {"SANDMAN_FAULT_AFTER": str(number)}
+        killed = sm.run("start", "web", expect=None, env=fault)
+        assert killed.code == -signal.SIGKILL, f"step {what!r} did not kill the start\n{killed}"
+        sm.note_records()
+        sm.apply()
+        sm.note_records()
+        assert sm.status_of("web")["state"] == "running", what
+        assert lab.address("web") == address, what
+        assert lab.wait_web(port), what
+        lab.assert_no_changes()
