@@ -8,11 +8,22 @@ test silently skipped in CI would hide exactly the checks that matter.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 IN_CI = bool(os.environ.get("SANDMAN_CI") or os.environ.get("CI"))
 _skipped_root_tests: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests send SIGINT and SIGHUP to the processes they start, as a terminal would. A run
+    started in the background (`cmd &` in a script, nohup) inherits those signals ignored, and
+    an ignored signal stays ignored across exec (Python then installs no SIGINT handler at all):
+    the processes the tests start get the defaults, however the run was started."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
