@@ -12,6 +12,8 @@ Limits map onto the unified files one to one; the unit's units are the kernel's 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -91,6 +93,28 @@ def v2_stored(limits: LimitValues, page: int) -> LimitValues:
 
 
 # --- the driver --------------------------------------------------------------------------------
+
+
+def _refuse_below_use(top: str, limit: common.LimitValue) -> None:
+    """v1 refuses a memory limit below what the cgroup uses once reclaim has failed (EBUSY); v2
+    takes it, and where nothing can be reclaimed (tmpfs without swap) its OOM killer ends the
+    sandbox's processes. A lowered limit must not cost the running sandbox, so v2 gets v1's rule:
+    reclaim the excess first (memory.reclaim, Linux 5.19), and refuse if the cgroup still uses
+    more than the limit."""
+    if limit is None:
+        return
+    excess = _memory_current(top) - int(limit)
+    if excess <= 0:
+        return
+    with contextlib.suppress(OSError):  # EAGAIN: less than asked could be reclaimed
+        common.write(f"{top}/memory.reclaim", str(excess))
+    if _memory_current(top) > int(limit):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), f"{top}/memory.max")
+
+
+def _memory_current(top: str) -> int:
+    text = common.read_optional(f"{top}/memory.current")
+    return 0 if text is None else int(text)
 
 
 class V2Driver:
@@ -221,6 +245,8 @@ class V2Driver:
                     )
                 continue
             with common.limit_key(key):
+                if key == "memory_max":
+                    _refuse_below_use(top, values[key])
                 common.write(path, to_text(values[key]))
         return warnings
 

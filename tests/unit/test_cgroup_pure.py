@@ -20,7 +20,7 @@ import pytest
 
 from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
-from sandman.kernel.cgroup_common import quota_warning
+from sandman.kernel.cgroup_common import LimitError, quota_warning
 from sandman.units import model
 from sandman.units.model import Limits
 
@@ -710,3 +710,21 @@ def test_v1_restricts_devices_to_the_allowed_ones(tmp_path: Path) -> None:
     assert (
         directory / "devices.allow"
     ).read_text() == "c 136:* rwm"  # the file keeps the last write
+
+
+def test_v2_refuses_a_memory_limit_below_what_the_cgroup_keeps_using(tmp_path: Path) -> None:
+    """v1's EBUSY rule on v2 (which would take the limit and OOM-kill): the excess is asked of
+    memory.reclaim first, and only what is still in use above the limit refuses it."""
+    v2_tree(tmp_path)
+    leaf = tmp_path / "sandman/web"
+    (leaf / "memory.current").write_text(str(300 * MiB))
+    (leaf / "memory.reclaim").write_text("")
+    driver = cg.V2Driver(str(tmp_path))
+    with pytest.raises(LimitError, match="the kernel refused memory_max") as refused:
+        driver.set_limits("sandman/web", LIMITS)  # 256M asked, 300M in use
+    assert refused.value.errno == errno.EBUSY and refused.value.key == "memory_max"
+    assert text(leaf / "memory.reclaim") == str(44 * MiB)  # the excess was asked for first
+    assert text(leaf / "memory.max") != str(256 * MiB)
+    (leaf / "memory.current").write_text(str(100 * MiB))
+    assert driver.set_limits("sandman/web", LIMITS) == []
+    assert text(leaf / "memory.max") == str(256 * MiB)
