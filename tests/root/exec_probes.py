@@ -26,15 +26,20 @@ COMMON = r"""
 static char self_exe[512];
 #pragma GCC diagnostic ignored "-Wunused-function"
 
-/* The exe of a process that is neither busybox nor this probe, in `target`; 0 if none. */
+/* What `link` leads to, in `target`, if it is neither busybox nor this probe; 0 otherwise. */
+static int held_foreign(const char *link, char *target, size_t size) {
+    ssize_t n = readlink(link, target, size - 1);
+    if (n < 0) return 0;
+    target[n] = 0;
+    return strcmp(target, "/bin/busybox") != 0 && strcmp(target, self_exe) != 0;
+}
+
+/* The exe of a process that is not the sandbox's own, in `target`; 0 if none. */
 static int foreign(int pid, char *target, size_t size) {
     char path[64];
     errno = 0;
     snprintf(path, sizeof path, "/proc/%d/exe", pid);
-    ssize_t n = readlink(path, target, size - 1);
-    if (n < 0) return 0;
-    target[n] = 0;
-    return strcmp(target, "/bin/busybox") != 0 && strcmp(target, self_exe) != 0;
+    return held_foreign(path, target, size);
 }
 
 static void start(void) {
@@ -75,6 +80,10 @@ int main(void) {
             int fd = open(path, O_PATH | O_CLOEXEC);
             struct stat st;
             if (fd < 0 || fstat(fd, &st) != 0) { if (fd >= 0) close(fd); continue; }
+            /* What the fd holds, not what the link said a moment before: the process may have
+             * exec'd the sandbox's own busybox in between (seen on a slow emulated guest). */
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            if (!held_foreign(path, target, sizeof target)) { close(fd); continue; }
             int known = 0;
             for (int i = 0; i < count; i++) known |= devs[i] == st.st_dev && inos[i] == st.st_ino;
             if (known) { close(fd); continue; }
