@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_sandboxes import Result, Sandman, busybox_image, sm, unit
+from test_sandboxes import Result, Sandman, busybox_image, probe_unit, sm
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -216,18 +216,7 @@ def test_a_persistent_sandboxs_files_are_out_of_other_users_reach(
     (probes / "euid").chmod(0o755)
     sm.write(
         "box",
-        unit(
-            rest=f"""
-                [rootfs]
-                image = "busybox"
-                persistent = true
-                [[mount]]
-                type = "bind"
-                source = "{probes}"
-                target = "/opt/probes"
-                read_only = true
-            """
-        ),
+        probe_unit(probes, rest='[rootfs]\nimage = "busybox"\npersistent = true\n'),
     )
     _open_dirs(sm)
     sm.apply()

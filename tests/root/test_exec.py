@@ -28,6 +28,7 @@ from test_sandboxes import (
     Sandman,
     alive,
     busybox_image,
+    probe_unit,
     processes_in_cgroup,
     sm,
     stat_of,
@@ -58,19 +59,11 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _hostile_unit(probes: Path, capabilities: str, command: str = "sleep 1000") -> str:
     """A sandbox whose root is the host's root, with the probes at /opt/probes."""
-    return unit(
+    return probe_unit(
+        probes,
         command=command.split(),
-        rest=f"""
-            [namespaces]
-            user = false
-            [[mount]]
-            type = "bind"
-            source = "{probes}"
-            target = "/opt/probes"
-            read_only = true
-            [security]
-            capabilities = "{capabilities}"
-        """,
+        rest="[namespaces]\nuser = false\n",
+        capabilities=capabilities,
     )
 
 

@@ -240,6 +240,28 @@ def unit(
     return "\n".join(lines)
 
 
+def probe_unit(
+    probes: Path,
+    *,
+    command: Sequence[str] = SLEEP,
+    sandbox: str = "",
+    rest: str = "",
+    **security: object,
+) -> str:
+    """A sandbox with the tests' static probes bind-mounted read-only at /opt/probes; `security`
+    are its [security] keys, `rest` more tables."""
+    keys = "".join(f"{key} = {json.dumps(value)}\n" for key, value in security.items())
+    probes_mount = f"""
+        [[mount]]
+        type = "bind"
+        source = "{probes}"
+        target = "/opt/probes"
+        read_only = true
+        [security]
+    """
+    return unit(command=command, sandbox=sandbox, rest=rest + probes_mount + keys)
+
+
 def namespaces_table(flags: dict[str, bool]) -> str:
     return "[namespaces]\n" + "".join(f"{k} = {str(v).lower()}\n" for k, v in flags.items())
 

@@ -9,7 +9,6 @@ tests/unit/test_seccomp_filter.py, which runs the program itself.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from seccomp_probe import SOURCE
-from test_sandboxes import DEFAULT_CAPS, SLEEP, Sandman, busybox_image, sm, unit
+from test_sandboxes import DEFAULT_CAPS, Sandman, busybox_image, probe_unit, sm
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -55,26 +54,6 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _unit(
-    probes: Path, seccomp: str = "default", command: tuple[str, ...] = SLEEP, **keys: object
-) -> str:
-    """A sandbox with the probe at /opt/probes; `keys` are more [security] keys."""
-    lines = [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
-    return unit(
-        command=command,
-        rest=f"""
-            [[mount]]
-            type = "bind"
-            source = "{probes}"
-            target = "/opt/probes"
-            read_only = true
-            [security]
-            seccomp = "{seccomp}"
-        """
-        + "\n".join(lines),
-    )
-
-
 def _probe(sm: Sandman, name: str, *calls: str) -> dict[str, str]:
     """What each call gave inside sandbox `name`: "ok", an errno's name, "killed by SIGSYS"."""
     result = sm.exec(name, PROBE, *calls)
@@ -88,8 +67,8 @@ def test_a_default_sandbox_makes_no_user_namespace_and_unconfined_does(
     sm: Sandman, probes: Path
 ) -> None:
     """What issue #18 found: `unshare -U -r -n` gave a full capability set and a tmpfs mount."""
-    sm.write("confined", _unit(probes))
-    sm.write("unconfined", _unit(probes, "unconfined"))
+    sm.write("confined", probe_unit(probes))
+    sm.write("unconfined", probe_unit(probes, seccomp="unconfined"))
     sm.apply()
     escape = "unshare -U -r -n -m sh -c 'mount -t tmpfs none /tmp && echo mounted'"
     refused = sm.sh("confined", escape, expect=None)
@@ -111,7 +90,7 @@ def test_a_sandbox_that_keeps_cap_sys_admin_may_make_user_namespaces(
     sm: Sandman, probes: Path
 ) -> None:
     capabilities = [*DEFAULT_CAPS, "CAP_SYS_ADMIN"]
-    sm.write("admin", _unit(probes, capabilities=capabilities))
+    sm.write("admin", probe_unit(probes, capabilities=capabilities))
     sm.apply()
     assert sm.sh("admin", "unshare -U -r id -u").out.strip() == "0"
     answers = _probe(sm, "admin", "clone_newuser", "unshare_newuser", "clone3")
@@ -125,8 +104,8 @@ def test_io_uring_is_refused_unless_the_unit_allows_it(sm: Sandman, probes: Path
     if disabled.exists() and disabled.read_text().strip() != "0":
         pytest.skip("kernel.io_uring_disabled is set: the host refuses io_uring itself")
     command = ("sh", "-c", f"{PROBE} io_uring_setup; exec sleep 1000")
-    sm.write("confined", _unit(probes, command=command))
-    sm.write("allowed", _unit(probes, syscalls_allow=["io_uring_setup"]))
+    sm.write("confined", probe_unit(probes, command=command))
+    sm.write("allowed", probe_unit(probes, syscalls_allow=["io_uring_setup"]))
     sm.apply()
     assert _probe(sm, "confined", "io_uring_setup") == {"io_uring_setup": "EPERM"}
     assert _probe(sm, "allowed", "io_uring_setup") == {"io_uring_setup": "ok"}
@@ -136,8 +115,8 @@ def test_io_uring_is_refused_unless_the_unit_allows_it(sm: Sandman, probes: Path
 
 @pytest.mark.root
 def test_the_default_profile_refuses_the_calls_docker_refuses(sm: Sandman, probes: Path) -> None:
-    sm.write("confined", _unit(probes))
-    sm.write("unconfined", _unit(probes, "unconfined"))
+    sm.write("confined", probe_unit(probes))
+    sm.write("unconfined", probe_unit(probes, seccomp="unconfined"))
     sm.apply()
     confined = _probe(sm, "confined", *REACHABLE, *KERNEL_WIDE, "socket_vsock", "getpid")
     assert confined == {
@@ -161,8 +140,8 @@ def test_the_default_profile_refuses_the_calls_docker_refuses(sm: Sandman, probe
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="x32 and i386 are x86_64's")
 def test_calls_of_another_abi_are_killed(sm: Sandman, probes: Path) -> None:
     """Their numbers are not the x86_64 numbers the profile is written for."""
-    sm.write("confined", _unit(probes))
-    sm.write("unconfined", _unit(probes, "unconfined"))
+    sm.write("confined", probe_unit(probes))
+    sm.write("unconfined", probe_unit(probes, seccomp="unconfined"))
     sm.apply()
     calls = ("x32_getpid", "i386_getpid", "getpid")
     assert _probe(sm, "confined", *calls) == {
@@ -181,8 +160,8 @@ def test_the_os_profile_lets_journald_take_handles_and_answers_audit_as_absent(
     """For systemd as PID 1 (`capabilities = "os"` holds CAP_SYS_ADMIN): file handles and user
     namespaces work, an audit socket is EAFNOSUPPORT (as nspawn answers, so that systemd does
     without audit), and the keyring and bpf stay refused whatever the capabilities."""
-    sm.write("os", _unit(probes, "os", capabilities="os"))
-    sm.write("default", _unit(probes, "default", capabilities="os"))
+    sm.write("os", probe_unit(probes, seccomp="os", capabilities="os"))
+    sm.write("default", probe_unit(probes, seccomp="default", capabilities="os"))
     sm.apply()
     calls = ("name_to_handle_at", "clone_newuser", "socket_audit", "keyctl", "bpf")
     assert _probe(sm, "os", *calls) == {
@@ -198,8 +177,8 @@ def test_the_os_profile_lets_journald_take_handles_and_answers_audit_as_absent(
 
 @pytest.mark.root
 def test_a_unit_denies_a_call_the_profile_allows(sm: Sandman, probes: Path) -> None:
-    sm.write("denied", _unit(probes, syscalls_deny=["name_to_handle_at"]))
-    sm.write("default", _unit(probes))
+    sm.write("denied", probe_unit(probes, syscalls_deny=["name_to_handle_at"]))
+    sm.write("default", probe_unit(probes))
     sm.apply()
     assert _probe(sm, "denied", "name_to_handle_at") == {"name_to_handle_at": "EPERM"}
     assert _probe(sm, "default", "name_to_handle_at") == {"name_to_handle_at": "ok"}

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_sandboxes import Sandman, busybox_image, sm, unit
+from test_sandboxes import Sandman, busybox_image, probe_unit, sm, unit
 
 __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
@@ -49,24 +49,10 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _probe_unit(probes: Path, seccomp: str) -> str:
-    return unit(
-        rest=f"""
-            [[mount]]
-            type = "bind"
-            source = "{probes}"
-            target = "/opt/probes"
-            read_only = true
-            [security]
-            seccomp = "{seccomp}"
-        """
-    )
-
-
 @pytest.mark.root
 def test_default_seccomp_denies_keyctl_and_unconfined_allows_it(sm: Sandman, probes: Path) -> None:
-    sm.write("confined", _probe_unit(probes, "default"))
-    sm.write("unconfined", _probe_unit(probes, "unconfined"))
+    sm.write("confined", probe_unit(probes, seccomp="default"))
+    sm.write("unconfined", probe_unit(probes, seccomp="unconfined"))
     sm.apply()
     denied = sm.exec("confined", "/opt/probes/keyctl", expect=1)
     assert denied.out.strip() == "keyctl: Operation not permitted", denied
@@ -76,8 +62,8 @@ def test_default_seccomp_denies_keyctl_and_unconfined_allows_it(sm: Sandman, pro
 
 @pytest.mark.root
 def test_the_init_runs_under_the_filter(sm: Sandman, probes: Path) -> None:
-    sm.write("confined", _probe_unit(probes, "default"))
-    sm.write("unconfined", _probe_unit(probes, "unconfined"))
+    sm.write("confined", probe_unit(probes, seccomp="default"))
+    sm.write("unconfined", probe_unit(probes, seccomp="unconfined"))
     sm.apply()
     confined = sm.exec("confined", "grep", "^Seccomp:", "/proc/1/status")
     assert confined.out.split() == ["Seccomp:", "2"], confined
@@ -144,19 +130,11 @@ def test_the_init_holds_only_stdio(sm: Sandman) -> None:
 
 
 def _suid_unit(probes: Path, no_new_privileges: bool) -> str:
-    return unit(
+    return probe_unit(
+        probes,
         sandbox='user = "1000:1000"',
-        rest=f"""
-            [namespaces]
-            user = false
-            [[mount]]
-            type = "bind"
-            source = "{probes}"
-            target = "/opt/probes"
-            read_only = true
-            [security]
-            no_new_privileges = {str(no_new_privileges).lower()}
-        """,
+        rest="[namespaces]\nuser = false\n",
+        no_new_privileges=no_new_privileges,
     )
 
 
