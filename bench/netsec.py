@@ -20,19 +20,18 @@ removed at the end, the forwarding sysctls put back. Nothing asserts a time.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import secrets
 import socket
 import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from sandman.kernel import nat, net, net_dump, netlink, nft_rules, source_filter, syscalls
+from sandman.kernel import nat, net, net_dump, netlink, nft_rules, source_filter
+from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import NFPROTO_INET
 from sandman.units.names import bridge_name, veth_name
 
@@ -42,23 +41,8 @@ PORT = 5201
 CHUNK = 256 * 1024
 
 
-@contextlib.contextmanager
-def in_netns(pid: int) -> Iterator[None]:
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        syscalls.setns(target, syscalls.CLONE_NEWNET)
-        try:
-            yield
-        finally:
-            syscalls.setns(own, syscalls.CLONE_NEWNET)
-    finally:
-        os.close(own)
-        os.close(target)
-
-
 def socket_in(pid: int) -> socket.socket:
-    with in_netns(pid):
+    with thread_in_netns_of(pid):
         return socket.socket()
 
 
@@ -79,8 +63,10 @@ def serve(pid: int, address: str, handle: Callable[[socket.socket], None]) -> th
     return thread
 
 
-def bulk(sender: int, receiver: int, address: str, total: int) -> float:
-    """Gbit/s of `total` bytes from `sender` to `receiver`'s server."""
+def bulk(sender: int, receiver: int, address: str, wanted: int) -> float:
+    """Gbit/s of `wanted` bytes (in whole chunks) from `sender` to `receiver`'s server."""
+    chunks = max(1, -(-wanted // CHUNK))
+    total = chunks * CHUNK
 
     def sink(conn: socket.socket) -> None:
         buffer, left = bytearray(CHUNK), total
@@ -95,7 +81,7 @@ def bulk(sender: int, receiver: int, address: str, total: int) -> float:
     with socket_in(sender) as sock:
         start = time.perf_counter()
         sock.connect((address, PORT))
-        for _ in range(total // CHUNK):
+        for _ in range(chunks):
             sock.sendall(data)
         thread.join()
         elapsed = time.perf_counter() - start

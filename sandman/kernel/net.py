@@ -75,19 +75,38 @@ def _netns_fd(pid: int) -> Iterator[int]:
         os.close(fd)
 
 
-def _route_in(ns_fd: int) -> Any:
-    """An IPRoute whose socket lives in the netns `ns_fd`: this thread joins it just long enough
-    to create the socket (a socket stays in the netns it was made in), then returns. About ten
-    times faster than pyroute2's IPRoute(netns=...), which forks a child to make the socket."""
+@contextmanager
+def thread_in_netns(ns_fd: int) -> Iterator[None]:
+    """This thread in the netns `ns_fd` until the block ends: a socket made there stays there,
+    /proc/sys/net and /sys/class/net are that netns's."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         syscalls.setns(ns_fd, syscalls.CLONE_NEWNET)
         try:
-            return IPRoute()
+            yield
         finally:
             syscalls.setns(own, syscalls.CLONE_NEWNET)
     finally:
         os.close(own)
+
+
+@contextmanager
+def thread_in_netns_of(pid: int) -> Iterator[None]:
+    """This thread in the netns of process `pid` until the block ends."""
+    fd = _open_netns(pid)
+    try:
+        with thread_in_netns(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+def _route_in(ns_fd: int) -> Any:
+    """An IPRoute whose socket lives in the netns `ns_fd`: this thread joins it just long enough
+    to create the socket, then returns. About ten times faster than pyroute2's
+    IPRoute(netns=...), which forks a child to make the socket."""
+    with thread_in_netns(ns_fd):
+        return IPRoute()
 
 
 @contextmanager

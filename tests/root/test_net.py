@@ -32,7 +32,8 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.nftables.main import NFTables
 
-from sandman.kernel import nat, net, net_dump, syscalls
+from sandman.kernel import nat, net, net_dump
+from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import BASE, NAT, PORT, derive_mac
 from sandman.units.model import PortForward
 from sandman.units.names import bridge_name, veth_name
@@ -209,26 +210,10 @@ def _env() -> Iterator[NetEnv]:
             pytest.fail("; ".join([*problems, *(f"left behind: {x}" for x in left)]))
 
 
-@contextlib.contextmanager
-def in_netns(pid: int) -> Iterator[None]:
-    """This thread in the netns of `pid` (sockets made here stay there, /proc/sys/net is its)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        syscalls.setns(target, syscalls.CLONE_NEWNET)
-        try:
-            yield
-        finally:
-            syscalls.setns(own, syscalls.CLONE_NEWNET)
-    finally:
-        os.close(own)
-        os.close(target)
-
-
 def fetch(address: Any, port: int = SERVE_PORT, from_pid: int | None = None) -> str:
     """Connect to address:port (from the netns of `from_pid`, or the host) and read the reply."""
     family = socket.AF_INET6 if ip_address(str(address)).version == 6 else socket.AF_INET
-    with in_netns(from_pid) if from_pid else contextlib.nullcontext():
+    with thread_in_netns_of(from_pid) if from_pid else contextlib.nullcontext():
         sock = socket.socket(family, socket.SOCK_STREAM)
     with sock:
         sock.settimeout(TIMEOUT)
@@ -498,7 +483,7 @@ def test_guard_keeps_the_host_loopback_from_sandboxes(env: NetEnv) -> None:
 
 def connect(pid: int, port: int) -> None:
     """Open a TCP connection from the netns of `pid` to 127.0.0.1:port, and close it."""
-    with in_netns(pid):
+    with thread_in_netns_of(pid):
         probe = socket.socket()
     with probe:
         probe.settimeout(TIMEOUT)
@@ -507,7 +492,7 @@ def connect(pid: int, port: int) -> None:
 
 def _route_loopback_via_host(sandbox: Sandbox, network: Network) -> None:
     """What a sandbox with CAP_NET_ADMIN in its netns could do: send 127.0.0.1 to the host."""
-    with in_netns(sandbox.pid):
+    with thread_in_netns_of(sandbox.pid):
         for name in ("all", "eth0"):
             Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1")
     with net.netns_route(sandbox.pid) as ipr:

@@ -27,11 +27,11 @@ import pytest
 import test_networks as networks
 import test_sandboxes as base
 from pyroute2 import IPRoute
-from test_net import in_netns
 from test_networks import WEB, WEB_TEXT, Lab, free_port, http_get, sandbox_unit, try_http_get
 from test_sandboxes import wait_for
 
 from sandman.kernel import net, netlink, nft_rules
+from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import derive_mac
 from sandman.kernel.netlink import be32, nla
 from sandman.kernel.nft_expr import CMP_NEQ, META_IIFNAME, META_OIFNAME, accept, ifname
@@ -69,7 +69,7 @@ def bridge_mac(lab: Lab, network: str) -> bytes:
 
 def send(pid: int, frame: bytes) -> None:
     """Send one raw frame out of eth0 in the netns of `pid`."""
-    with in_netns(pid):
+    with thread_in_netns_of(pid):
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         with raw:
             raw.bind(("eth0", 0))
@@ -80,7 +80,7 @@ def send(pid: int, frame: bytes) -> None:
 def receiver(address: str, pid: int | None = None) -> Iterator[socket.socket]:
     """A UDP socket on address:PROBE_PORT, in the netns of `pid` or the host's."""
     family = socket.AF_INET6 if ip_address(address).version == 6 else socket.AF_INET
-    with in_netns(pid) if pid else contextlib.nullcontext():
+    with thread_in_netns_of(pid) if pid else contextlib.nullcontext():
         sock = socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         sock.bind((address, PROBE_PORT))
@@ -111,7 +111,7 @@ def learn(address: str, expected: bytes, pid: int | None = None) -> None:
     """Make the host (or `pid`'s netns) resolve `address`: a datagram to it, then wait for the
     entry to carry `expected`."""
     family = socket.AF_INET6 if ip_address(address).version == 6 else socket.AF_INET
-    with in_netns(pid) if pid else contextlib.nullcontext():
+    with thread_in_netns_of(pid) if pid else contextlib.nullcontext():
         sock = socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         sock.sendto(b"hello", (address, 9))

@@ -44,10 +44,11 @@ import pytest
 import test_sandboxes as base
 from pyroute2 import IPRoute
 from pyroute2.nftables.main import NFTables
-from test_net import SYSCTLS, in_netns, sysctl_lock
+from test_net import SYSCTLS, sysctl_lock
 from test_sandboxes import Result, Sandman, alive, cgroup_dirs, unit, wait_for
 
 from sandman.kernel import nat, net_dump, netlink, nft_rules
+from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import ANTISPOOF, FORWARD, NAT, PORT
 from sandman.units.names import bridge_name, instance_tag, veth_name
 
@@ -130,7 +131,7 @@ def http_get(address: str, port: int, netns: int | None = None) -> str:
     """GET / from address:port (from the network namespace of process `netns`, else the host's);
     the body."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with in_netns(netns) if netns else contextlib.nullcontext():
+    with thread_in_netns_of(netns) if netns else contextlib.nullcontext():
         sock = socket.socket(family)
     with sock:
         sock.settimeout(TIMEOUT)
@@ -264,7 +265,7 @@ class Lab:
                 ipr.link("set", index=index, state="up")
         finally:
             os.close(ns_fd)
-        with in_netns(process.pid):
+        with thread_in_netns_of(process.pid):
             inner = IPRoute()
         with inner:
             eth0 = inner.link_lookup(ifname="eth0")[0]
