@@ -89,6 +89,15 @@ def test_the_rootfs_key_is_what_mmdebstrap_is_given() -> None:
     assert key != recipe.rootfs_key(sources, ["a", "b"], suite="trixie")
 
 
+def test_the_setup_hooks_write_the_initrds_configuration_into_the_tree(tmp_path: Path) -> None:
+    files = {**recipe.INITRAMFS_FILES, "/etc/odd name": "it's\n$HOME `x`\n"}
+    for hook in recipe.setup_hooks(files):
+        subprocess.run(["sh", "-c", hook, "hook", str(tmp_path)], check=True)
+    for path, text in files.items():
+        assert (tmp_path / path.lstrip("/")).read_text() == text
+    assert "MODULES=list" in recipe.INITRAMFS_CONF.split()
+
+
 def test_a_new_runner_version_remakes_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     before = recipe.rootfs_key([], ["a"]), recipe.wheels_key(["x"], "3.11")
     monkeypatch.setattr(recipe, "RUNNER_VERSION", "next")
@@ -281,6 +290,7 @@ def test_a_pure_v2_guest_passes_and_a_hybrid_fails_loudly() -> None:
     assert vm_guest.pure_v2_problems(_facts(), "systemd") == []
     assert vm_guest.pure_v2_problems(_facts(pid1="vm_guest.py"), "init") == []
     hybrid = _facts(
+        cmdline="quiet",
         cgroup_mounts=[("/sys/fs/cgroup/unified", "cgroup2"), ("/sys/fs/cgroup/memory", "cgroup")],
         v1_hierarchies=11,
         root_controllers=None,
@@ -289,6 +299,7 @@ def test_a_pure_v2_guest_passes_and_a_hybrid_fails_loudly() -> None:
     assert vm_guest.pure_v2_problems(hybrid, "systemd") == [
         "a v1 hierarchy is mounted at /sys/fs/cgroup/memory",
         "cgroup2 is not mounted at /sys/fs/cgroup",
+        "the kernel lets v1 hierarchies be mounted (no cgroup_no_v1=all)",
         "/proc/cgroups lists 11 v1 hierarchies",
         "there is no /sys/fs/cgroup/cgroup.controllers",
         "PID 1 is vm_guest.py, not systemd",

@@ -34,6 +34,7 @@ DEFAULT_CACHE = "/var/cache/sandman-vm"
 SOURCES_ENV = "SANDMAN_VM_APT_SOURCES"  # a sources file to use instead of the host's
 HERE = Path(__file__).resolve().parent
 GUEST_FILES = ("vm_guest.py", "vm_recipe.py")  # copied into the image, to GUEST_DIR
+IMAGE_MAKERS = ("vm_build.py", *GUEST_FILES)  # a change to any remakes the image
 RUNS_KEPT = 10
 
 # The host's commands and the Debian packages that have them.
@@ -130,7 +131,7 @@ class Cache:
     def __init__(self, root: Path, repo: Path) -> None:
         self.root = root
         self.sources = host_sources()
-        self.guest_files = {name: (HERE / name).read_bytes() for name in GUEST_FILES}
+        self.makers = {name: (HERE / name).read_bytes() for name in IMAGE_MAKERS}
         self.rootfs_key = recipe.rootfs_key(self.sources, recipe.GUEST_PACKAGES)
         self.rootfs = root / "rootfs" / self.rootfs_key
         pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
@@ -162,7 +163,7 @@ class Cache:
         if not self.rootfs.exists():
             return None
         wheels = self._wheels(guest_python(self.rootfs)).name
-        return self.root / "images" / recipe.image_key(self.rootfs_key, wheels, self.guest_files)
+        return self.root / "images" / recipe.image_key(self.rootfs_key, wheels, self.makers)
 
     def _image(self) -> Image | None:
         folder = self._image_dir()
@@ -199,7 +200,9 @@ class Cache:
         shutil.rmtree(partial, ignore_errors=True)
         partial.parent.mkdir(parents=True, exist_ok=True)
         argv = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(recipe.GUEST_PACKAGES)]
-        argv += ['--aptopt=APT::Install-Recommends "false"', recipe.SUITE, str(partial)]
+        argv += ['--aptopt=APT::Install-Recommends "false"']
+        argv += [f"--setup-hook={hook}" for hook in recipe.setup_hooks(recipe.INITRAMFS_FILES)]
+        argv += [recipe.SUITE, str(partial)]
         argv += [source.line() for source in self.sources]
         run_logged(argv, self.root / "mmdebstrap.log", "mmdebstrap")
         partial.rename(self.rootfs)
@@ -256,8 +259,8 @@ class Cache:
         guest = rootfs / recipe.GUEST_DIR.lstrip("/")
         shutil.rmtree(guest, ignore_errors=True)
         guest.mkdir(parents=True)
-        for name, content in self.guest_files.items():
-            (guest / name).write_bytes(content)
+        for name in GUEST_FILES:
+            (guest / name).write_bytes(self.makers[name])
             (guest / name).chmod(0o755 if name == "vm_guest.py" else 0o644)
         shutil.copytree(wheels, guest / "wheels")
         (rootfs / "etc/systemd/system" / recipe.SERVICE).write_text(recipe.SERVICE_UNIT)

@@ -268,9 +268,15 @@ def report(number: int, accel: str, outcome: vm_boot.Outcome, results: Path, run
             "no-result": "the guest ended without writing its results",
         }[outcome.state]
         say(f"error: {what}; the console's last lines ({run_dir / 'console.log'}):")
-        tail = (run_dir / "console.log").read_bytes().decode(errors="replace").splitlines()[-15:]
-        for line_ in tail:
-            print(f"    {line_}", file=sys.stderr)
+        show_tail(run_dir / "console.log")
+        if (run_dir / "qemu.log").stat().st_size:
+            say("qemu said:")
+            show_tail(run_dir / "qemu.log")
+
+
+def show_tail(log: Path) -> None:
+    for text in log.read_bytes().decode(errors="replace").splitlines()[-15:]:
+        print(f"    {text}", file=sys.stderr)
 
 
 def finish(options: Options, run_dir: Path) -> None:

@@ -318,6 +318,8 @@ def pure_v2_problems(facts: Facts, mode: recipe.Mode) -> list[str]:
     problems = [f"a v1 hierarchy is mounted at {m}" for m, t in mounted if t == "cgroup"]
     if ("/sys/fs/cgroup", "cgroup2") not in mounted:
         problems.append("cgroup2 is not mounted at /sys/fs/cgroup")
+    if "cgroup_no_v1=all" not in facts.cmdline.split():
+        problems.append("the kernel lets v1 hierarchies be mounted (no cgroup_no_v1=all)")
     if facts.v1_hierarchies:
         problems.append(f"/proc/cgroups lists {facts.v1_hierarchies} v1 hierarchies")
     if facts.root_controllers is None:
