@@ -300,7 +300,7 @@ def new_run_dir(root: Path) -> Path:
     """A directory for one run under the cache ROOT; the oldest beyond RUNS_KEPT go."""
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(runs.iterdir())[:-RUNS_KEPT]:
+    for old in sorted(runs.iterdir())[: -(RUNS_KEPT - 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs))
 

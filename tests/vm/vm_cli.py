@@ -258,7 +258,8 @@ def report(number: int, accel: str, outcome: vm_boot.Outcome, results: Path, run
     if "rc" in status:
         line += f", ran {status['command_seconds']} s, exit {status['rc']}"
         line += ", asked for a reboot" if status.get("reboot") else ""
-    say(f"{line}; {outcome.seconds:.0f} s in all; results in {results}")
+    where = f"; results in {results}" if outcome.status is not None else ""
+    say(f"{line}; {outcome.seconds:.0f} s in all{where}")
     if outcome.state == "done" and "error" in status:
         say(f"error: {status['error']}")
     elif outcome.state != "done":
@@ -269,7 +270,7 @@ def report(number: int, accel: str, outcome: vm_boot.Outcome, results: Path, run
         }[outcome.state]
         say(f"error: {what}; the console's last lines ({run_dir / 'console.log'}):")
         show_tail(run_dir / "console.log")
-        if (run_dir / "qemu.log").stat().st_size:
+        if outcome.state == "no-result" and (run_dir / "qemu.log").stat().st_size:
             say("qemu said:")
             show_tail(run_dir / "qemu.log")
 
