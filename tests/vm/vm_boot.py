@@ -61,14 +61,24 @@ class Console(threading.Thread):
         seen = b""
         while chunk := os.read(self.source.fileno(), 65536):
             chunk = chunk.replace(b"\r", b"")
-            for out in (self.log, self.echo):
-                if out is not None:
-                    out.write(chunk)
-                    out.flush()
+            self.log.write(chunk)
+            self.log.flush()
+            self.copy_to_echo(chunk)
             seen = seen[-len(recipe.READY_MARKER) :] + chunk
             if recipe.READY_MARKER in seen and not self.ready.is_set():
                 self.ready_at = time.monotonic()
                 self.ready.set()
+
+    def copy_to_echo(self, chunk: bytes) -> None:
+        """A reader of the runner's output that went away (`| head`) stops the echo, not the
+        console: unread, qemu's serial port would stall the guest."""
+        if self.echo is None:
+            return
+        try:
+            self.echo.write(chunk)
+            self.echo.flush()
+        except OSError:
+            self.echo = None
 
 
 def boot(

@@ -213,7 +213,9 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
         echo = None if options.quiet else sys.stdout.buffer
         outcome, results = vm_boot.boot(number, machine, run_dir, results_disk, limits, echo=echo)
         report(number, accel, outcome, results, run_dir)
-        if outcome.state == "hung" and options.accel == "auto" and accel == "kvm" and number == 1:
+        # KVM chosen by the CPU's flags, and yet no boot: emulation boots a stock kernel anywhere.
+        never_ready = outcome.state in ("hung", "no-result") and outcome.ready_after is None
+        if never_ready and options.accel == "auto" and accel == "kvm" and number == 1:
             say("KVM did not boot a stock kernel here: booting again, emulated")
             accel = "tcg"
             vm_boot.create_overlay(image.root, overlay)
@@ -236,7 +238,7 @@ def machine_for(
     number: int,
 ) -> recipe.Machine:
     disks = (
-        recipe.Disk(str(run_dir / "overlay.qcow2"), "sandman-root", "qcow2"),
+        recipe.Disk(str(run_dir / "overlay.qcow2"), recipe.SERIAL_ROOT, "qcow2"),
         recipe.Disk(str(run_dir / "input.tar"), recipe.SERIAL_INPUT, readonly=True),
         recipe.Disk(str(run_dir / "results.img"), recipe.SERIAL_RESULTS),
     )

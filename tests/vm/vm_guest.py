@@ -4,10 +4,10 @@ service of a --systemd boot. It runs in the guest with Debian's python3 and the 
 only, beside vm_recipe.py (both are copied into the image, to /opt/sandman-vm).
 
 Each boot: unpack the checkout and the job (first boot only: the disk keeps them for the next),
-check the guest is pure cgroup v2, run the command as root from the checkout
-with its output on the console, then write the results to the results disk and power off. As
-PID 1 it first does what systemd would do for the command: the API filesystems, cgroup2 alone
-with systemd's layout, what tmpfiles makes at boot, the loopback link; and it reaps orphans.
+check the guest is pure cgroup v2, run the command as root from the checkout with its output on
+the console, then write the results to the results disk and power off. As PID 1 it first does
+what systemd would do for the command: the API filesystems, cgroup2 alone with systemd's layout,
+what tmpfiles makes at boot, the loopback link; and it reaps orphans.
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ GUEST_PACKAGES = (
     "e2fsprogs",
 )
 
-# The initrd holds only what finds and mounts the root disk: Debian's default (MODULES=most, every
-# storage and input driver) is a 37 MB initrd that takes 10 s to unpack and 10 more to probe
-# with, when emulated. crc32c: what ext4's journal checksums with (a dependency depmod misses).
+# The initrd holds only what finds and mounts the root disk. Debian's default (MODULES=most, every
+# storage and input driver) is a 37 MB initrd that took 9 s to unpack, emulated; with this 7 MB one
+# the root disk is mounted 8 s sooner. crc32c: ext4's checksums (a dependency depmod misses).
 INITRAMFS_CONF = "MODULES=list\nRESUME=none\n"
 INITRAMFS_MODULES = "virtio_pci\nvirtio_blk\next4\ncrc32c\n"
 INITRAMFS_FILES = {
@@ -64,6 +64,7 @@ CHECKOUT_IN_GUEST = "/src/sandman"
 STATE_IN_GUEST = "/var/lib/sandman-vm"  # kept across the boots of a run: the job, the results
 JOB_IN_GUEST = f"{STATE_IN_GUEST}/job.json"
 # The serials of the guest's disks (/sys/block/vd*/serial): raw tar archives, no filesystem.
+SERIAL_ROOT = "sandman-root"  # a run's copy-on-write overlay of the image (found by its label)
 SERIAL_INPUT = "sandman-in"  # the checkout and the job, unpacked on the first boot
 SERIAL_RESULTS = "sandman-out"  # each boot's results, written by the guest as one archive
 READY_MARKER = b"sandman-vm: ready"  # the guest's console line when the command starts
