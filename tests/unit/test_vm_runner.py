@@ -221,6 +221,12 @@ def test_qemu_gets_the_accelerator_the_kernel_and_each_disk_with_its_serial() ->
     assert "-no-reboot" in argv  # a panic (panic=-1 reboots) ends the run
 
 
+def test_an_emulated_guest_tells_the_tests_to_wait_longer_unless_told_otherwise() -> None:
+    assert recipe.job_env("tcg", {"A": "1"}) == {"SANDMAN_TEST_WAIT": "150", "A": "1"}
+    assert recipe.job_env("tcg", {"SANDMAN_TEST_WAIT": "60"}) == {"SANDMAN_TEST_WAIT": "60"}
+    assert recipe.job_env("kvm", {"A": "1"}) == {"A": "1"}
+
+
 def test_one_word_is_a_command_line_several_are_one_commands_words() -> None:
     assert recipe.command_script(["make && pytest -x"]) == "make && pytest -x"
     assert recipe.command_script(["pytest", "-k", "a and b"]) == "pytest -k 'a and b'"

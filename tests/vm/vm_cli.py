@@ -5,6 +5,7 @@ succeeds), bring the results back, exit with the command's code. See tests/vm/ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import shutil
@@ -44,6 +45,7 @@ In the guest the command runs as root from a copy of the checkout (git's tracked
 but not ignored files) with VM_BOOT (1, 2, ...), VM_MODE (init or systemd), VM_RESULTS (a
 directory whose files come back to the host under boot-N/files/) and VM_REBOOT (a path: create
 that file and exit 0 to have the guest booted again from the same disk, with VM_BOOT one more).
+Emulated (no KVM), it also gets SANDMAN_TEST_WAIT=150: the root tests' hang guards wait longer.
 pip there installs offline from the cached wheelhouse of pyproject.toml's dependencies and
 test extras. Cache: $SANDMAN_VM_CACHE (default /var/cache/sandman-vm)."""
 
@@ -200,7 +202,7 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
     mode: recipe.Mode = "systemd" if options.systemd else "init"
     size = f"{options.cpus} CPUs, {options.memory_mib} MiB"
     say(f"run {run_dir}: {mode} mode, {accel} ({why}), {size}")
-    write_input(run_dir / "input.tar", REPO, job)
+    write_input(run_dir / "input.tar", REPO, job_for(job, accel))
     overlay = run_dir / "overlay.qcow2"
     vm_boot.create_overlay(image.root, overlay)
     deadline = time.monotonic() + options.timeout
@@ -218,6 +220,7 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
         if never_ready and options.accel == "auto" and accel == "kvm" and number == 1:
             say("KVM did not boot a stock kernel here: booting again, emulated")
             accel = "tcg"
+            write_input(run_dir / "input.tar", REPO, job_for(job, accel))
             vm_boot.create_overlay(image.root, overlay)
             continue
         code = exit_code(outcome)
@@ -226,6 +229,10 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
         number += 1
     say(f"the command asked for a reboot on each of {recipe.MAX_BOOTS} boots: stopped there")
     return recipe.EXIT_GUEST_FAILED
+
+
+def job_for(job: recipe.Job, accel: recipe.Accel) -> recipe.Job:
+    return dataclasses.replace(job, env=recipe.job_env(accel, job.env))
 
 
 def machine_for(

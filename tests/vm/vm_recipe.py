@@ -344,6 +344,16 @@ class Job:
         return cls(str(data["script"]), env, str(data["workdir"]))
 
 
+# What the command is told in an emulated guest: the root tests' hang guards wait ten times as
+# long (SANDMAN_TEST_WAIT, tests/root/test_sandboxes.py): a first apply there runs ten times slower.
+EMULATED_ENV = {"SANDMAN_TEST_WAIT": "150"}
+
+
+def job_env(accel: Accel, given: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: the tests' pace for ACCEL, then what --env GIVEN says."""
+    return {**(EMULATED_ENV if accel == "tcg" else {}), **given}
+
+
 def command_script(words: Sequence[str]) -> str:
     """The shell command line the guest runs: one word is a command line of its own (`'make &&
     pytest'`), several are one command's arguments, quoted as given."""
