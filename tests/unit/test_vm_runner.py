@@ -280,6 +280,20 @@ def test_the_exit_code_is_the_commands_or_says_what_the_vm_did() -> None:
     assert vm_cli.exit_code(_outcome("timeout")) == recipe.EXIT_TIMEOUT
 
 
+def test_a_guest_that_never_started_the_command_is_booted_once_more() -> None:
+    hung = vm_boot.Outcome("hung", 300.0, None, None)
+    crashed = vm_boot.Outcome("no-result", 3.0, None, None)
+    assert vm_cli.retry_accel(hung, "auto", "kvm", retried=False) == "tcg"
+    assert vm_cli.retry_accel(crashed, "auto", "kvm", retried=False) == "tcg"
+    assert vm_cli.retry_accel(hung, "auto", "tcg", retried=False) == "tcg"
+    assert vm_cli.retry_accel(hung, "kvm", "kvm", retried=False) == "kvm"  # as asked
+    assert vm_cli.retry_accel(crashed, "tcg", "tcg", retried=False) is None
+    assert vm_cli.retry_accel(hung, "auto", "tcg", retried=True) is None  # once a run
+    started = vm_boot.Outcome("no-result", 90.0, 40.0, None)  # the command's own doing
+    assert vm_cli.retry_accel(started, "auto", "kvm", retried=False) is None
+    assert vm_cli.retry_accel(_outcome("timeout"), "auto", "tcg", retried=False) is None
+
+
 def _facts(**changes: object) -> vm_guest.Facts:
     pure = {
         "kernel": "6.1.0-40-amd64",
