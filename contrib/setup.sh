@@ -2,14 +2,15 @@
 # Set up sandman in ./.venv on a Debian machine, as root: Debian packages first (busybox-static
 # for the built-in image, python3-venv where the interpreter lacks venv), then the Python package,
 # then its shell completion and man pages under /usr/local/share (contrib/install-docs.sh).
-# `--test` adds the test tools (pytest, hypothesis, ruff, mypy).
+# `--test` adds the test tools (pytest, hypothesis, ruff, mypy) and the VM runner's (qemu,
+# mmdebstrap).
 set -eu
 cd "$(dirname "$0")/.."
 
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
-missing=""
+missing="" vm_missing=""
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
 dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
@@ -20,11 +21,25 @@ if [ -n "$extras" ]; then
     for package in gcc libc6-dev systemd zsh groff-base; do
         dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
     done
+    # The VM runner (tests/vm/run.py) builds and boots a pure cgroup v2 guest: qemu (without its
+    # recommends, a GUI) and Debian's image tools. Not in that guest itself (VM_BOOT is set
+    # there): it has no network and boots no VM.
+    if [ -z "${VM_BOOT:-}" ]; then
+        for package in qemu-system-x86 qemu-utils mmdebstrap e2fsprogs git; do
+            dpkg -s "$package" >/dev/null 2>&1 || vm_missing="$vm_missing $package"
+        done
+    fi
+fi
+if [ -n "$missing$vm_missing" ]; then
+    echo "setup: installing Debian packages:$missing$vm_missing" >&2
+    apt-get update -qq
 fi
 if [ -n "$missing" ]; then
-    echo "setup: installing Debian packages:$missing" >&2
-    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+if [ -n "$vm_missing" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $vm_missing \
+        >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
