@@ -235,7 +235,7 @@ def test_one_word_is_a_command_line_several_are_one_commands_words() -> None:
 def test_the_guest_test_list_names_existing_files_each_with_why() -> None:
     listing = vm_cli.GUEST_TESTS.read_text()
     files = recipe.guest_test_files(listing)
-    assert files[:2] == ["tests/root/test_cgroup.py", "tests/root/test_slices.py"]
+    assert files[0] == "tests/root/test_cgroup.py"
     assert all((REPO / f).is_file() for f in files)
     entries = [line for line in listing.splitlines() if line and not line.startswith("#")]
     assert all("  # " in line for line in entries)
