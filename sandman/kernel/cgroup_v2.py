@@ -106,7 +106,9 @@ def _refuse_below_use(top: str, limit: common.LimitValue) -> None:
     excess = _memory_current(top) - int(limit)
     if excess <= 0:
         return
-    with contextlib.suppress(OSError):  # EAGAIN: less than asked could be reclaimed
+    # EAGAIN: less than asked could be reclaimed; ENOENT: a kernel before 5.19. Either way the
+    # check below decides.
+    with contextlib.suppress(OSError):
         common.write(f"{top}/memory.reclaim", str(excess))
     if _memory_current(top) > int(limit):
         raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), f"{top}/memory.max")
