@@ -1,0 +1,144 @@
+"""Asking systemd (PID 1) for a transient scope over D-Bus, as systemd-run --scope, nspawn and
+crun's systemd cgroup manager do.
+
+On a host run by systemd the cgroup tree is systemd's: a program may only write below a cgroup
+systemd delegated to it. A scope made with Delegate=yes is such a cgroup, and it belongs to no
+service, so that restarting sandman's own service never touches what runs in it.
+
+The connection is systemd's private socket, which root may use without a bus daemon (early at
+boot, or on hosts without dbus): it is peer to peer, so no Hello, and systemd sends every job
+signal to each private connection. The system bus is the fallback. jeepney marshals the messages:
+pure Python, no libdbus, and StartTransientUnit's `ssa(sv)a(sa(sv))` is all its signature code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    MatchRule,
+    Message,
+    MessageType,
+    message_bus,
+    new_method_call,
+)
+from jeepney.bus import get_bus
+from jeepney.io.blocking import DBusConnection, DBusConnectionBase, prep_socket
+
+PRIVATE_SOCKET = "/run/systemd/private"
+MANAGER = DBusAddress(
+    "/org/freedesktop/systemd1",
+    bus_name="org.freedesktop.systemd1",
+    interface="org.freedesktop.systemd1.Manager",
+)
+_JOB_REMOVED = MatchRule(
+    type="signal", interface="org.freedesktop.systemd1.Manager", member="JobRemoved"
+)
+# An emulated guest takes seconds to run a job; a real host milliseconds.
+JOB_TIMEOUT = 60.0
+
+
+class SystemdError(OSError):
+    """systemd refused or failed a request; the message says which and why."""
+
+
+def start_scope(unit: str, pids: Sequence[int], properties: Sequence[tuple[str, str, Any]]) -> None:
+    """Make the transient scope `unit` holding `pids`, with `properties` as (name, D-Bus
+    signature, value); return once systemd's job for it is done, or raise SystemdError."""
+    body: tuple[object, ...] = (
+        unit,
+        "fail",
+        _properties([("PIDs", "au", list(pids)), *properties]),
+        [],
+    )
+    call = new_method_call(MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", body)
+    with _connect() as bus:
+        bus.call(new_method_call(MANAGER, "Subscribe"))
+        job, early = bus.call(call)
+        result = _job_result(bus, str(job[0]), early)
+    if result != "done":
+        raise SystemdError(0, f"systemd's job to start {unit} ended `{result}`", unit)
+
+
+def _properties(items: Sequence[tuple[str, str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
+    return [(name, (signature, value)) for name, signature, value in items]
+
+
+def _job_result(bus: _Bus, job: str, early: list[Message]) -> str:
+    """The result of `job` from its JobRemoved signal (`done`, `failed`, `timeout`...)."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    for message in [*early, *bus.signals(deadline)]:
+        if message.header.fields.get(HeaderFields.member) != "JobRemoved":
+            continue
+        _id, path, _unit, result = message.body
+        if path == job:
+            return str(result)
+    raise SystemdError(0, f"systemd did not finish job {job} in {JOB_TIMEOUT:.0f} s", job)
+
+
+class _Bus:
+    """A blocking connection that keeps the signals met while waiting for a reply."""
+
+    def __init__(self, connection: DBusConnectionBase) -> None:
+        self.connection = connection
+        self.serial = 0
+
+    def __enter__(self) -> _Bus:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.connection.close()
+
+    def call(self, message: Message) -> tuple[Any, list[Message]]:
+        """Send a method call; its reply's body, and the signals that came before it."""
+        self.serial = next(self.connection.outgoing_serial)
+        self.connection.sock.sendall(message.serialise(serial=self.serial))
+        signals = []
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while True:
+            reply = self._receive(deadline)
+            if reply.header.fields.get(HeaderFields.reply_serial) == self.serial:
+                break
+            if reply.header.message_type is MessageType.signal:
+                signals.append(reply)
+        if reply.header.message_type is MessageType.error:
+            name = reply.header.fields.get(HeaderFields.error_name, "error")
+            text = reply.body[0] if reply.body else ""
+            raise SystemdError(0, f"systemd refused: {name}: {text}", name)
+        return reply.body, signals
+
+    def signals(self, deadline: float) -> Iterator[Message]:
+        while True:
+            message = self._receive(deadline)
+            if message.header.message_type is MessageType.signal:
+                yield message
+
+    def _receive(self, deadline: float) -> Message:
+        # _receive (a deadline, on the base class both connections share) is jeepney's own
+        # reading loop; pyproject pins the minor versions it was read in.
+        try:
+            return self.connection._receive(deadline)
+        except TimeoutError:
+            raise SystemdError(0, "systemd did not answer in time", PRIVATE_SOCKET) from None
+
+
+def _connect() -> _Bus:
+    """systemd's private socket (peer to peer: no Hello, and every job signal comes), else the
+    system bus, where signals come only to those who ask with AddMatch."""
+    try:
+        return _Bus(DBusConnectionBase(prep_socket(PRIVATE_SOCKET)))
+    except OSError as private:
+        try:
+            bus = _Bus(DBusConnection(prep_socket(get_bus("SYSTEM"))))
+            bus.call(message_bus.AddMatch(_JOB_REMOVED))
+            return bus
+        except OSError as system:
+            raise SystemdError(
+                private.errno or 0,
+                f"cannot reach systemd: {PRIVATE_SOCKET}: {private}; system bus: {system}",
+                PRIVATE_SOCKET,
+            ) from None
