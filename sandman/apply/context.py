@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sandman.observe.facts import ActualState, Record
 from sandman.paths import Paths
+from sandman.placement import in_scope
 from sandman.progress import Progress
 from sandman.units.desired import Desired
 
@@ -42,10 +43,22 @@ class ApplyContext:
     def cgroups(self) -> CgroupDriver:
         if self._cgroups is None:
             from sandman.kernel.cgroup import driver_for
-            from sandman.units.names import cgroup_root
+            from sandman.placement import cgroup_base
 
-            self._cgroups = driver_for(cgroup_root(self.paths.tag))
+            self._cgroups = driver_for(cgroup_base(self.paths.tag))
         return self._cgroups
+
+    def make_cgroup(self, rel: str) -> list[str]:
+        """Make `rel` and the cgroups above it up to the instance's; on a host run by systemd,
+        first the instance's scope when there is none. Returns warnings."""
+        base = self.cgroups.base
+        if in_scope(base):
+            from sandman.kernel import scope
+
+            description = f"sandman: the sandboxes of {self.paths.state_dir}"
+            if scope.ensure(self.cgroups.root, base, description):
+                self.progress.note(f"made the systemd scope {base} for the sandboxes")
+        return self.cgroups.create(rel)
 
     def runtime_dir(self, name: str) -> str:
         return os.path.join(self.paths.state_dir, "sandboxes", name)

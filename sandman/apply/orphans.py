@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 from sandman.apply import faults
 from sandman.apply.context import ApplyContext
+from sandman.kernel import scope
 from sandman.observe import orphans
+from sandman.placement import in_scope
 from sandman.plan.actions import Action
 
 
@@ -24,6 +26,9 @@ def remove(ctx: ApplyContext, action: Action) -> None:
 
 
 def _cgroup(ctx: ApplyContext, rel: str) -> None:
+    if rel == ctx.cgroups.base and in_scope(rel):
+        _release_scope(ctx)
+        return
     if ctx.cgroups.exists(rel) or ctx.cgroups.pids(rel):
         ctx.cgroups.kill(rel)
     ctx.cgroups.remove(rel)
@@ -95,6 +100,21 @@ def sweep_cgroups(ctx: ApplyContext) -> None:
     that no trace is left). Busy ones stay for the next plan to show as orphans."""
     owned = orphans.owned_cgroups(ctx.records.values())
     children = orphans.children_of(ctx.cgroups)
-    for orphan in orphans.cgroup_orphans(ctx.cgroups.path(), owned, children):
-        if not ctx.cgroups.pids(orphan.name):
+    base = ctx.cgroups.path()
+    for orphan in orphans.cgroup_orphans(base, owned, children):
+        if orphan.name == base and in_scope(base):
+            if set(ctx.cgroups.pids(base)) <= set(ctx.cgroups.pids(f"{base}/{scope.HOLDER}")):
+                _release_scope(ctx)
+        elif not ctx.cgroups.pids(orphan.name):
             ctx.cgroups.remove(orphan.name)
+
+
+def _release_scope(ctx: ApplyContext) -> None:
+    """The instance has nothing left in its systemd scope: its holder goes, and systemd removes
+    the scope (its cgroup is systemd's to remove). Whatever else still runs there goes first."""
+    base = ctx.cgroups.base
+    holder = f"{base}/{scope.HOLDER}"
+    for child in orphans.children_of(ctx.cgroups)(base) or ():
+        if f"{base}/{child}" != holder:
+            _cgroup(ctx, f"{base}/{child}")
+    scope.release(ctx.cgroups.root, base)

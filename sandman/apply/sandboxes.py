@@ -133,7 +133,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     faults.step(f"sandbox/{sandbox.name}: runtime dir made")
     cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
     with unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
-        for warning in ctx.cgroups.create(cgroup):
+        for warning in ctx.make_cgroup(cgroup):
             ctx.progress.note(warning)
         undo.push(lambda: _remove_cgroup(ctx, cgroup))
         faults.step(f"sandbox/{sandbox.name}: cgroup made")

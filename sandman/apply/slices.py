@@ -17,7 +17,7 @@ from sandman.units.desired import DesiredSlice
 
 def create(ctx: ApplyContext, item: DesiredSlice) -> Record:
     path = ctx.cgroups.path(item.path)
-    for warning in ctx.cgroups.create(path):
+    for warning in ctx.make_cgroup(path):
         ctx.progress.note(warning)
     faults.step(f"slice/{item.name}: cgroup made")
     return update(ctx, item)

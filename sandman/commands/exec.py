@@ -76,9 +76,9 @@ def _spec(record: Record, tag: str) -> EnterSpec:
     join = None
     if cgroup is not None:
         from sandman.kernel.cgroup import driver_for
-        from sandman.units.names import cgroup_root
+        from sandman.placement import cgroup_base
 
-        driver = driver_for(cgroup_root(tag))
+        driver = driver_for(cgroup_base(tag))
 
         def join(child: int) -> None:
             driver.join(cgroup, child)

@@ -110,10 +110,10 @@ def _usage(cgroup: object, tag: str) -> dict[str, Any]:
     if not isinstance(cgroup, str):
         return {}
     from sandman.kernel.cgroup import driver_for
-    from sandman.units.names import cgroup_root
+    from sandman.placement import cgroup_base
 
     try:
-        return dict(driver_for(cgroup_root(tag)).usage(cgroup))
+        return dict(driver_for(cgroup_base(tag)).usage(cgroup))
     except OSError:
         return {}
 

@@ -23,7 +23,7 @@ from sandman.kernel.cgroup import CgroupDriver, driver_for
 from sandman.observe import procs
 from sandman.observe.records import read_records
 from sandman.paths import Paths
-from sandman.units.names import cgroup_root
+from sandman.placement import cgroup_base
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, erase the screen
 
@@ -40,7 +40,7 @@ class Reading(NamedTuple):
 
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
-    driver = driver_for(cgroup_root(paths.tag))
+    driver = driver_for(cgroup_base(paths.tag))
     redraw = sys.stdout.isatty() and not args.json and not args.once
     try:
         before = read_all(paths.state_dir, driver, args.names)

@@ -202,8 +202,8 @@ def clear_mode_cache() -> None:
 
 @functools.lru_cache(maxsize=16)
 def driver_for(base: str, root: str = DEFAULT_ROOT) -> CgroupDriver:
-    """The driver for the cgroups under `base` (an instance's, `names.cgroup_root(tag)`, or the
-    daemon's delegated cgroup under systemd): V2Driver on a pure v2 host, V1Driver otherwise.
+    """The driver for the cgroups under `base` (an instance's: `placement.cgroup_base(tag)`, its
+    own tree or a systemd scope): V2Driver on a pure v2 host, V1Driver otherwise.
     One per base and process: making one resolves every hierarchy's path."""
     if detect_mode(root) == "v2":
         return V2Driver(root, base)

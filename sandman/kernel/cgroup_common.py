@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, NamedTuple, TypeAlias
 
-# A driver's base when none is given (instances pass their own, names.cgroup_root(tag)).
+# A driver's base when none is given (instances pass their own, placement.cgroup_base(tag)).
 DEFAULT_BASE = "sandman"
 
 LimitValue: TypeAlias = int | float | None

@@ -34,9 +34,9 @@ def gather(
     tag = instance_tag(state_dir)
     if cgroups is None and (records or orphans):
         from sandman.kernel.cgroup import driver_for
-        from sandman.units.names import cgroup_root
+        from sandman.placement import cgroup_base
 
-        cgroups = driver_for(cgroup_root(tag))
+        cgroups = driver_for(cgroup_base(tag))
     networked = orphans or any(_on_network(r) for r in records.values())
     links = NetworkFacts.read(tag, link_names(records.values())) if networked else None
     drift: dict[ObjectKey, tuple[Drift, ...]] = {}

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from sandman.kernel.scope import HOLDER
 from sandman.observe import procs
 from sandman.observe.facts import (
     ORPHAN_KINDS,
@@ -78,7 +79,8 @@ def cgroup_orphans(
     if not owned:
         return [Orphan("cgroup", base, "the instance's cgroup, and no record")]
     found: list[Orphan] = []
-    pending = [f"{base}/{name}" for name in below]
+    # The leaf of the holder that keeps a systemd scope is the scope's, no orphan.
+    pending = [f"{base}/{name}" for name in below if name != HOLDER]
     while pending:
         rel = pending.pop()
         if rel in owned and not owned[rel]:
