@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 
 from sandman.kernel import cgroup_common as common
 
@@ -32,9 +33,10 @@ _HOLD = (
 _RELEASE_WAIT = 10.0
 
 
-def ensure(root: str, base: str, description: str) -> bool:
+def ensure(root: str, base: str, description: str, after: Sequence[str] = ()) -> bool:
     """Make the scope whose cgroup is `base` (`SLICE/UNIT.scope`) with a holder in it, unless it
-    exists. True when made. Raises OSError (systemd.SystemdError when systemd refused)."""
+    exists, ordered after the units `after`. True when made. Raises OSError
+    (systemd.SystemdError when systemd refused)."""
     top = os.path.join(root, base)
     if os.path.isdir(top):
         return False
@@ -49,6 +51,9 @@ def ensure(root: str, base: str, description: str) -> bool:
             ("Delegate", "b", True),
             # A holder ended by SIGKILL leaves a failed scope that would keep its name.
             ("CollectMode", "s", "inactive-or-failed"),
+            # At shutdown the service stops first, so that the daemon's --on-stop runs before
+            # systemd signals what is left in the scope.
+            ("After", "as", list(after)),
         ]
         systemd.start_scope(unit, [holder], properties)
         leaf = os.path.join(top, HOLDER)

@@ -6,6 +6,7 @@ import io
 import pathlib
 from dataclasses import dataclass
 
+from sandman.kernel.scope import HOLDER
 from sandman.observe.facts import Record
 from sandman.observe.orphans import (
     cgroup_orphans,
@@ -69,6 +70,11 @@ def test_below_a_sandbox_cgroup_is_the_sandbox_s_business() -> None:
 def test_with_no_record_the_instance_cgroup_itself_is_the_orphan() -> None:
     assert cgroups([], f"{BASE}/ghost") == [BASE]
     assert cgroups([]) == []  # and nothing when it does not exist
+
+
+def test_the_leaf_of_a_systemd_scope_s_holder_is_no_orphan() -> None:
+    records = [record("sandbox", "web", cgroup=f"{BASE}/web")]
+    assert cgroups(records, f"{BASE}/web", f"{BASE}/{HOLDER}") == []
 
 
 def test_rules_of_objects_with_no_record_are_orphans() -> None:

@@ -8,7 +8,8 @@ for, that `systemctl restart sandman` leaves every init as it was, then asks for
 Boot 2 finds the sandboxes made again at startup by the enabled service, `systemctl status`
 active with the daemon's STATUS line, the pass in the journal, the web sandbox answering on its
 forwarded port, a unit edit applied by `systemctl reload`, and `systemctl stop` (--on-stop keep)
-leaving the sandboxes running. Standard library only: it runs before and beside the venv.
+leaving the sandboxes running; `sandman destroy` of the directory then removes the scope too.
+Standard library only: it runs before and beside the venv.
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ def second_boot() -> None:
     run("systemctl", "stop", "sandman")
     check(all(alive(pid) for pid in pids.values()), "a sandbox stopped with the service")
     show("systemd-cgls", "--no-pager", "/machine.slice")
+    step("destroying everything ends the holder, and systemd removes the scope")
+    run(SANDMAN, "destroy", str(UNITS))
+    check(not any(alive(pid) for pid in pids.values()), "an init outlived destroy")
+    wait_for(lambda: not SCOPE.exists(), "the scope's cgroup gone")
+    state = run("systemctl", "show", "-P", "LoadState", "sandman.scope").strip()
+    check(state == "not-found", f"sandman.scope is still {state}")
 
 
 def wait_active() -> None:
