@@ -13,6 +13,7 @@ pure Python, no libdbus, and StartTransientUnit's `ssa(sv)a(sa(sv))` is all its 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -43,7 +44,8 @@ JOB_TIMEOUT = 60.0
 
 
 class SystemdError(OSError):
-    """systemd refused or failed a request; the message says which and why."""
+    """systemd refused or failed a request; the message (its only argument) says which and
+    why. An OSError, as every failure of the host's, so that apply reports it with its unit."""
 
 
 def start_scope(unit: str, pids: Sequence[int], properties: Sequence[tuple[str, str, Any]]) -> None:
@@ -61,7 +63,7 @@ def start_scope(unit: str, pids: Sequence[int], properties: Sequence[tuple[str, 
         job, early = bus.call(call)
         result = _job_result(bus, str(job[0]), early)
     if result != "done":
-        raise SystemdError(0, f"systemd's job to start {unit} ended `{result}`", unit)
+        raise SystemdError(f"systemd's job to start {unit} ended `{result}`")
 
 
 def _properties(items: Sequence[tuple[str, str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
@@ -71,13 +73,13 @@ def _properties(items: Sequence[tuple[str, str, Any]]) -> list[tuple[str, tuple[
 def _job_result(bus: _Bus, job: str, early: list[Message]) -> str:
     """The result of `job` from its JobRemoved signal (`done`, `failed`, `timeout`...)."""
     deadline = time.monotonic() + JOB_TIMEOUT
-    for message in [*early, *bus.signals(deadline)]:
+    for message in itertools.chain(early, bus.signals(deadline)):
         if message.header.fields.get(HeaderFields.member) != "JobRemoved":
             continue
         _id, path, _unit, result = message.body
         if path == job:
             return str(result)
-    raise SystemdError(0, f"systemd did not finish job {job} in {JOB_TIMEOUT:.0f} s", job)
+    raise SystemdError(f"systemd did not finish job {job} in {JOB_TIMEOUT:.0f} s")
 
 
 class _Bus:
@@ -108,7 +110,7 @@ class _Bus:
         if reply.header.message_type is MessageType.error:
             name = reply.header.fields.get(HeaderFields.error_name, "error")
             text = reply.body[0] if reply.body else ""
-            raise SystemdError(0, f"systemd refused: {name}: {text}", name)
+            raise SystemdError(f"systemd refused: {name}: {text}")
         return reply.body, signals
 
     def signals(self, deadline: float) -> Iterator[Message]:
@@ -123,7 +125,7 @@ class _Bus:
         try:
             return self.connection._receive(deadline)
         except TimeoutError:
-            raise SystemdError(0, "systemd did not answer in time", PRIVATE_SOCKET) from None
+            raise SystemdError(f"systemd did not answer on {PRIVATE_SOCKET} in time") from None
 
 
 def _connect() -> _Bus:
@@ -138,7 +140,5 @@ def _connect() -> _Bus:
             return bus
         except OSError as system:
             raise SystemdError(
-                private.errno or 0,
-                f"cannot reach systemd: {PRIVATE_SOCKET}: {private}; system bus: {system}",
-                PRIVATE_SOCKET,
+                f"cannot reach systemd: {PRIVATE_SOCKET}: {private}; system bus: {system}"
             ) from None

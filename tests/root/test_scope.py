@@ -111,7 +111,7 @@ def test_a_refused_scope_leaves_no_holder(base: str, monkeypatch: pytest.MonkeyP
 
     def refuse(unit: str, pids: Sequence[int], properties: Sequence[Any]) -> None:
         started.extend(pids)
-        raise systemd.SystemdError(0, "systemd refused: org.freedesktop.DBus.Error.AccessDenied")
+        raise systemd.SystemdError("systemd refused: org.freedesktop.DBus.Error.AccessDenied")
 
     monkeypatch.setattr(systemd, "start_scope", refuse)
     with pytest.raises(systemd.SystemdError, match="AccessDenied"):

@@ -1,0 +1,151 @@
+"""sandman.kernel.systemd against a fake systemd on a private socket: the D-Bus conversation
+(auth, no Hello, the call, the job's JobRemoved signal) without a systemd. The real one answers
+in tests/vm/service_boot.py."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jeepney import DBusAddress, HeaderFields, Message, new_error, new_method_return, new_signal
+from jeepney.low_level import Parser
+
+from sandman.kernel import systemd
+
+EMITTER = DBusAddress("/org/freedesktop/systemd1", interface="org.freedesktop.systemd1.Manager")
+JOB = "/org/freedesktop/systemd1/job/7"
+Behaviour = Callable[[Message], list[Message]]
+
+
+def job_removed(result: str, job: str = JOB) -> Message:
+    return new_signal(EMITTER, "JobRemoved", "uoss", (7, job, "x.scope", result))
+
+
+class FakeSystemd:
+    """Accepts one connection, checks it says no Hello, answers each call with `behaviour`."""
+
+    def __init__(self, path: Path, behaviour: Behaviour) -> None:
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(path))
+        self.listener.listen(1)
+        self.behaviour = behaviour
+        self.calls: list[Message] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            data = self._authenticate(connection)
+            parser = Parser()
+            serial = 100
+            while data:
+                parser.add_data(data)
+                while (message := parser.get_next_message()) is not None:
+                    self.calls.append(message)
+                    for answer in self.behaviour(message):
+                        serial += 1
+                        connection.sendall(answer.serialise(serial=serial))
+                data = connection.recv(4096)
+
+    @staticmethod
+    def _authenticate(connection: socket.socket) -> bytes:
+        """The SASL exchange; returns what came after BEGIN (the first messages, at times)."""
+        received = b""
+        while b"\r\n" not in received:
+            received += connection.recv(256)
+        assert received.startswith(b"\0AUTH EXTERNAL ")
+        connection.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+        while b"BEGIN\r\n" not in received:
+            received += connection.recv(256)
+        return received.split(b"BEGIN\r\n", 1)[1] or connection.recv(4096)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeSystemd]]:
+    servers: list[FakeSystemd] = []
+    monkeypatch.setattr(systemd, "JOB_TIMEOUT", 2.0)
+
+    def start(behaviour: Behaviour) -> FakeSystemd:
+        path = tmp_path / "private"
+        monkeypatch.setattr(systemd, "PRIVATE_SOCKET", str(path))
+        servers.append(FakeSystemd(path, behaviour))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.listener.close()
+
+
+def member(message: Message) -> Any:
+    return message.header.fields.get(HeaderFields.member)
+
+
+def answering(*after_start: Message, early: bool = False) -> Behaviour:
+    """Subscribe answered; StartTransientUnit answered with JOB, the signals after the reply
+    (or before it, as systemd may send them when the job runs at once)."""
+
+    def behaviour(message: Message) -> list[Message]:
+        if member(message) != "StartTransientUnit":
+            return [new_method_return(message)]
+        reply = new_method_return(message, "o", (JOB,))
+        return [*after_start, reply] if early else [reply, *after_start]
+
+    return behaviour
+
+
+def test_a_scope_starts_once_its_job_is_done(fake: Callable[..., FakeSystemd]) -> None:
+    unrelated = new_signal(EMITTER, "UnitNew", "so", ("x.scope", "/unit/x"))
+    server = fake(answering(unrelated, job_removed("done", job="/other/job"), job_removed("done")))
+    systemd.start_scope("x.scope", [42], [("Delegate", "b", True), ("Slice", "s", "m.slice")])
+    subscribe, start = server.calls
+    assert member(subscribe) == "Subscribe" and member(start) == "StartTransientUnit"
+    unit, mode, properties, aux = start.body
+    assert (unit, mode, aux) == ("x.scope", "fail", [])
+    assert dict(properties) == {
+        "PIDs": ("au", [42]),
+        "Delegate": ("b", True),
+        "Slice": ("s", "m.slice"),
+    }
+
+
+def test_a_job_done_before_the_reply_counts(fake: Callable[..., FakeSystemd]) -> None:
+    fake(answering(job_removed("done"), early=True))
+    systemd.start_scope("x.scope", [42], [])
+
+
+def test_a_failed_job_says_how_it_ended(fake: Callable[..., FakeSystemd]) -> None:
+    fake(answering(job_removed("failed")))
+    with pytest.raises(systemd.SystemdError, match=r"x\.scope ended `failed`"):
+        systemd.start_scope("x.scope", [42], [])
+
+
+def test_a_refusal_names_systemd_s_error(fake: Callable[..., FakeSystemd]) -> None:
+    def refuse(message: Message) -> list[Message]:
+        if member(message) != "StartTransientUnit":
+            return [new_method_return(message)]
+        name = "org.freedesktop.systemd1.UnitExists"
+        return [new_error(message, name, "s", ("Unit x.scope was already loaded",))]
+
+    fake(refuse)
+    with pytest.raises(systemd.SystemdError, match=r"UnitExists: Unit x\.scope was already"):
+        systemd.start_scope("x.scope", [42], [])
+
+
+def test_a_job_that_never_ends_is_a_timeout_not_a_hang(fake: Callable[..., FakeSystemd]) -> None:
+    fake(answering())
+    with pytest.raises(systemd.SystemdError, match="did not answer"):
+        systemd.start_scope("x.scope", [42], [])
+
+
+def test_no_systemd_at_all_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "PRIVATE_SOCKET", str(tmp_path / "absent"))
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'absent-bus'}")
+    with pytest.raises(systemd.SystemdError, match="cannot reach systemd"):
+        systemd.start_scope("x.scope", [42], [])
