@@ -56,7 +56,7 @@ class ApplyContext:
             from sandman.kernel import scope
 
             description = f"sandman: the sandboxes of {self.paths.state_dir}"
-            if scope.ensure(self.cgroups.root, base, description, after=["sandman.service"]):
+            if scope.ensure(self.cgroups.root, base, description):
                 self.progress.note(f"made the systemd scope {base} for the sandboxes")
         return self.cgroups.create(rel)
 

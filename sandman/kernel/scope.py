@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
 
 from sandman.kernel import cgroup_common as common
 
@@ -33,10 +32,12 @@ _HOLD = (
 _RELEASE_WAIT = 10.0
 
 
-def ensure(root: str, base: str, description: str, after: Sequence[str] = ()) -> bool:
+def ensure(root: str, base: str, description: str) -> bool:
     """Make the scope whose cgroup is `base` (`SLICE/UNIT.scope`) with a holder in it, unless it
-    exists, ordered after the units `after`. True when made. Raises OSError
-    (systemd.SystemdError when systemd refused)."""
+    exists. True when made. Raises OSError (systemd.SystemdError when systemd refused).
+
+    The scope has no ordering against sandman.service: its start job would wait for the
+    service's, which (Type=notify) waits for the first apply, which waits for the scope."""
     top = os.path.join(root, base)
     if os.path.isdir(top):
         return False
@@ -51,9 +52,6 @@ def ensure(root: str, base: str, description: str, after: Sequence[str] = ()) ->
             ("Delegate", "b", True),
             # A holder ended by SIGKILL leaves a failed scope that would keep its name.
             ("CollectMode", "s", "inactive-or-failed"),
-            # At shutdown the service stops first, so that the daemon's --on-stop runs before
-            # systemd signals what is left in the scope.
-            ("After", "as", list(after)),
         ]
         systemd.start_scope(unit, [holder], properties)
         leaf = os.path.join(top, HOLDER)
@@ -75,10 +73,15 @@ def release(root: str, base: str) -> None:
     """End the holder of the scope at `base`; systemd removes the scope once it is empty. Waits
     for that, so that a run that left nothing finds nothing."""
     top = os.path.join(root, base)
-    for pid in common.subtree_procs([os.path.join(top, HOLDER)]):
+    leaf = os.path.join(top, HOLDER)
+    for pid in common.subtree_procs([leaf]):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + _RELEASE_WAIT
+    # A killed process leaves cgroup.procs only once it has exited; then systemd sees the
+    # scope empty and removes it.
+    while common.subtree_procs([leaf]) and time.monotonic() < deadline:
+        time.sleep(0.02)
     while os.path.isdir(top) and time.monotonic() < deadline:
         time.sleep(0.05)
 
