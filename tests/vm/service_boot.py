@@ -89,6 +89,7 @@ def first_boot() -> None:
     step("the sandboxes run in the systemd scope")
     before = sandboxes_running()
     in_scope(before)
+    no_failure(run("journalctl", "-b", "-u", "sandman", "--no-pager"))
     check("active" in run("systemctl", "show", "-P", "ActiveState", "sandman.scope"), "no scope")
     step("systemctl restart sandman leaves every init as it was")
     run("systemctl", "restart", "sandman")
@@ -109,6 +110,7 @@ def second_boot() -> None:
     check(text.startswith("3 sandboxes running"), f"STATUS= is {text!r}")
     journal = run("journalctl", "-b", "-u", "sandman", "--no-pager")
     check("sandbox/web" in journal, "the daemon's pass is not in this boot's journal")
+    no_failure(journal)
     step("from outside: the web sandbox answers on its forwarded port")
     page = fetch("http://127.0.0.1:8080/")
     check(page.strip() == "hello from web", f"the forwarded port answered {page!r}")
@@ -131,6 +133,13 @@ def second_boot() -> None:
     wait_for(lambda: not SCOPE.exists(), "the scope's cgroup gone")
     state = run("systemctl", "show", "-P", "LoadState", "sandman.scope").strip()
     check(state == "not-found", f"sandman.scope is still {state}")
+
+
+def no_failure(journal: str) -> None:
+    """The daemon's first pass went through: no action failed (a scope that took its minute
+    to start, as when it was ordered after the service, shows here and nowhere else)."""
+    failed = [line for line in journal.splitlines() if "FAILED" in line]
+    check(not failed, f"an action of the daemon failed: {failed}")
 
 
 def wait_active() -> None:
