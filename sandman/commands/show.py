@@ -122,12 +122,17 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ended_how(end: dict[str, Any]) -> str:
+    return f"exited with code {end['code']}" if "code" in end else f"ended by {end['signal']}"
+
+
 def _state(report: dict[str, Any]) -> str:
     end: dict[str, Any] | None = report.get("exit")
     if report["state"] == "stopped":
         since = report.get("stopped_at")
         when = _when(since) if since else "?"
-        return f"stopped since {when}; `sandman start {report['name']}` runs it"
+        how = "" if end is None else f", its init {_ended_how(end)}"
+        return f"stopped since {when}{how}; `sandman start {report['name']}` runs it"
     if report["state"] == "exited":
         if end is None:
             return "exited; how it ended is unknown (only a running `sandman daemon` sees it)"

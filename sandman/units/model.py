@@ -31,6 +31,7 @@ from sandman.units.values import (
     Duration,
     SignedDuration,
     Size,
+    StopSignal,
     UnitName,
 )
 
@@ -460,6 +461,9 @@ class SandboxSection(Section):
     working_directory: AbsolutePath = "/"
     restart: Literal["no", "on-failure", "always"] = "no"
     stop_timeout: Duration = 5 * 10**9
+    # None: SIGTERM (SIGRTMIN+3 when booting). None, not the name: a record of a sandbox applied
+    # before this key existed lacks it, which the planner reads as None, so no change.
+    stop_signal: StopSignal | None = None
 
 
 class Rootfs(Section):

@@ -454,3 +454,46 @@ def test_the_floors_of_limits_are_themselves_allowed(tmp_path: pathlib.Path) -> 
     desired = load(tmp_path, files)
     assert desired.sandboxes["web"].unit.resources.pids_max == PIDS_MIN
     assert desired.slices["s"].unit.slice.cpu_max == CPU_MAX_MIN
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ('"SIGTERM"', "SIGTERM"),
+        ('"term"', "SIGTERM"),
+        ("15", "SIGTERM"),
+        ('"SIGRTMIN+3"', "SIGRTMIN+3"),
+        ('"RTMIN+3"', "SIGRTMIN+3"),
+        ("37", "SIGRTMIN+3"),
+        ('"SIGINT"', "SIGINT"),
+        ('"SIGKILL"', "SIGKILL"),
+    ],
+)
+def test_stop_signals_are_held_by_their_canonical_name(
+    tmp_path: pathlib.Path, written: str, canonical: str
+) -> None:
+    """Two spellings of one signal are one value: writing TERM for SIGTERM changes nothing."""
+    text = sandbox(section=f"stop_signal = {written}\n")
+    web = load(tmp_path, {"web.sandbox.toml": text}).sandboxes["web"]
+    assert web.canonical()["sandbox"]["stop_signal"] == canonical
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("0", "0 is not a signal"),
+        ("65", "65 is not a signal"),
+        ("32", "32 is not a signal"),  # glibc's own real-time signal
+        ('"SIGFOO"', "'SIGFOO' is not a signal"),
+        ('"SIGRTMIN+40"', "'SIGRTMIN+40' is not a signal"),
+        ('"SIGSTOP"', "SIGSTOP does not ask a process to end"),
+        ('"SIGCHLD"', "SIGCHLD does not ask a process to end"),
+        ("true", "a boolean is not a signal"),
+    ],
+)
+def test_bad_stop_signals_name_the_key(tmp_path: pathlib.Path, written: str, problem: str) -> None:
+    text = sandbox(section=f"stop_signal = {written}\n")
+    with pytest.raises(UnitError) as caught:
+        load(tmp_path, {"web.sandbox.toml": text})
+    assert "web.sandbox.toml:" in str(caught.value)
+    assert f"sandbox.stop_signal: {problem}" in str(caught.value)
