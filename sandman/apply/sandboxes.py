@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from sandman.apply import faults, ids, name_files, networks
+from sandman.apply import boot, faults, ids, name_files, networks
 from sandman.apply.confinement import confinement_of
 from sandman.apply.context import ApplyContext
 from sandman.apply.init_end import InitEnd
@@ -292,7 +292,7 @@ def _rootfs_plan(
             os.makedirs(path, mode=0o755, exist_ok=True)
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
-    mounts = list(_mounts(sandbox, runtime))
+    mounts = [*boot.mounts(sandbox), *_mounts(sandbox, runtime)]
     if sandbox.unit.network is not None:
         for target, host_file in name_files.name_files(ctx, sandbox).items():
             mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
@@ -400,7 +400,7 @@ def _spawn_spec(
         time_offsets = (offsets.monotonic_offset, offsets.boottime_offset) if offsets else (0, 0)
     return SpawnSpec(
         name=sandbox.name,
-        command=unit.sandbox.command,
+        command=boot.command(ctx, sandbox),
         confinement=confinement_of(sandbox_declared(sandbox.canonical())),
         namespaces=flags,
         rootfs=plan,
@@ -410,6 +410,7 @@ def _spawn_spec(
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
+        inside_root=boot.inside_root(sandbox),
         timeout=spawn_timeout(),
         pauses=faults.pauses(f"sandbox/{sandbox.name}"),
     )

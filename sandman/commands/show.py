@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     report |= {
         "description": declared.description,
         "command": list(declared.command),
+        "boot": declared.boot,
         "user": declared.user,
         "rootfs_mode": declared.rootfs_mode,
         "cgroup": runtime.cgroup,
@@ -101,7 +102,10 @@ def render(report: dict[str, Any]) -> str:
     title = report["name"] + (f" - {report['description']}" if report["description"] else "")
     rows = [
         ("State", _state(report)),
-        ("Command", " ".join(report["command"] or [])),
+        (
+            "Command",
+            " ".join(report["command"]) if not report["boot"] else "the image's init (boot)",
+        ),
         ("User", report["user"]),
         ("Image", f"{report['image']} ({report['rootfs_mode']})"),
         ("Slice", f"{report['slice']} (cgroup {report['cgroup'] or 'none: nothing runs'})"),

@@ -58,7 +58,9 @@ class SandboxDeclared(NamedTuple):
     the sandbox reads it: the unit format's defaults applied once, in observe/records.py."""
 
     description: str | None = None
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # empty when it boots
+    boot: bool = False
+    machine_id: str | None = None  # a booted sandbox's (sandman/booting.py)
     user: str = "0:0"
     working_directory: str = "/"
     environment: Mapping[str, str] = _EMPTY

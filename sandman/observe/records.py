@@ -182,6 +182,8 @@ def sandbox_declared(unit: Mapping[str, Any]) -> SandboxDeclared:
     return SandboxDeclared(
         description=_str(sandbox.get("description")),
         command=tuple(str(word) for word in sandbox.get("command") or ()),
+        boot=bool(sandbox.get("boot")),
+        machine_id=_str(resolved.get("machine_id")),
         user=str(sandbox.get("user") or "0:0"),
         working_directory=str(sandbox.get("working_directory") or "/"),
         environment={str(k): str(v) for k, v in (sandbox.get("environment") or {}).items()},
