@@ -289,10 +289,11 @@ def _destroy_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder:
 _LIFECYCLE = {
     "stop": (
         "stop sandboxes, keeping them applied",
-        "Stop the named sandboxes: SIGTERM to the init, up to its stop_timeout, then every "
-        "process of its cgroup is killed; its cgroup, network (veth, port forwards) and "
-        "non-persistent files go. The record stays, marked stopped: apply and the daemon leave "
-        "it stopped (a changed unit only updates the record) until `sandman start`.",
+        "Stop the named sandboxes: their stop_signal (SIGTERM) to the init, up to its "
+        "stop_timeout, then every process of its cgroup is killed; its cgroup, network (veth, "
+        "port forwards) and non-persistent files go. The record stays, marked stopped: apply "
+        "and the daemon leave it stopped (a changed unit only updates the record) until "
+        "`sandman start`.",
     ),
     "start": (
         "start stopped sandboxes again",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sandman import booting
 from sandman.capabilities import PRESETS
 from sandman.kernel import security
 from sandman.kernel.seccomp import Seccomp
@@ -28,8 +29,11 @@ def confinement_of(
     defaults = {
         "PATH": security.DEFAULT_PATH,
         "HOME": "/root" if uid == 0 else "/",
-        "container": "sandman",
+        "container": booting.CONTAINER_MANAGER,
     }
+    if declared.machine_id is not None:
+        # A booted init (systemd) takes its machine id from here when the image has none.
+        defaults["container_uuid"] = booting.uuid_text(declared.machine_id)
     return security.Confinement(
         uid=uid,
         gid=gid,

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from sandman.apply import faults, ids, name_files, networks
+from sandman.apply import boot, faults, ids, name_files, networks
 from sandman.apply.confinement import confinement_of
 from sandman.apply.context import ApplyContext
+from sandman.apply.init_end import InitEnd
 from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
 from sandman.kernel import syscalls as sc
@@ -292,7 +292,7 @@ def _rootfs_plan(
             os.makedirs(path, mode=0o755, exist_ok=True)
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
-    mounts = list(_mounts(sandbox, runtime))
+    mounts = [*boot.mounts(sandbox), *_mounts(sandbox, runtime)]
     if sandbox.unit.network is not None:
         for target, host_file in name_files.name_files(ctx, sandbox).items():
             mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
@@ -400,7 +400,7 @@ def _spawn_spec(
         time_offsets = (offsets.monotonic_offset, offsets.boottime_offset) if offsets else (0, 0)
     return SpawnSpec(
         name=sandbox.name,
-        command=unit.sandbox.command,
+        command=boot.command(ctx, sandbox),
         confinement=confinement_of(sandbox_declared(sandbox.canonical())),
         namespaces=flags,
         rootfs=plan,
@@ -410,6 +410,7 @@ def _spawn_spec(
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
+        inside_root=boot.inside_root(sandbox),
         timeout=spawn_timeout(),
         pauses=faults.pauses(f"sandbox/{sandbox.name}"),
     )
@@ -457,17 +458,29 @@ def _record(
     return record_of("sandbox", sandbox.name, sandbox.canonical(), facts, sandbox.file)
 
 
-def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> None:
-    """Stop the init (SIGTERM, then SIGKILL to the whole cgroup), remove the cgroup, the runtime
-    dir and the record. The persistent upper dir, when there is one, stays."""
+def destroy(
+    ctx: ApplyContext, record: Record, keep_record: bool = False, learn_end: bool = False
+) -> int | None:
+    """Stop the init (its stop signal, up to `stop_timeout`, then every process of the cgroup
+    killed), remove the cgroup, the runtime dir and the record. The persistent upper dir, when
+    there is one, stays. With `learn_end`, the init's wait status when the kernel tells it (a
+    stop records how the init ended); None otherwise."""
     runtime = record.runtime
     networks.detach(ctx, record)
-    if procs.is_running(runtime.pid, runtime.start_time):
-        _terminate(runtime.pid, record.sandbox.stop_seconds())
-        faults.step(f"sandbox/{record.name}: init stopped")
-    if runtime.cgroup is not None:
-        _remove_cgroup(ctx, runtime.cgroup)
-        faults.step(f"sandbox/{record.name}: cgroup removed")
+    running = procs.is_running(runtime.pid, runtime.start_time)
+    ending = InitEnd(runtime.pid) if running else None
+    try:
+        if ending is not None:
+            declared = record.sandbox
+            ending.ask(declared.stop_signal_number(), declared.stop_seconds())
+            faults.step(f"sandbox/{record.name}: init stopped")
+        if runtime.cgroup is not None:
+            _remove_cgroup(ctx, runtime.cgroup)
+            faults.step(f"sandbox/{record.name}: cgroup removed")
+        status = ending.status() if ending is not None and learn_end else None
+    finally:
+        if ending is not None:
+            ending.close()
     runtime_dir = runtime.runtime_dir
     if runtime_dir is not None and runtime_dir.startswith(ctx.paths.state_dir):
         shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -475,21 +488,7 @@ def destroy(ctx: ApplyContext, record: Record, keep_record: bool = False) -> Non
     if not keep_record:
         remove_record(ctx.paths.state_dir, "sandbox", record.name)
         ctx.records.pop(record.key, None)
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM through a pidfd (never a recycled PID), then wait for the exit up to `timeout`."""
-    try:
-        pidfd = sc.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            sc.pidfd_send_signal(pidfd, signal.SIGTERM)
-        if procs.takes(pid, signal.SIGTERM):
-            select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
+    return status
 
 
 def _remove_cgroup(ctx: ApplyContext, cgroup: str) -> None:

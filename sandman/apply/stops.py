@@ -28,8 +28,9 @@ def stop(ctx: ApplyContext, record: Record) -> Record:
     one (or apply), since the record then still names what ran (observe's stop drift)."""
     marked = _write(ctx, record._replace(stopped=True, tainted=False))
     faults.step(f"sandbox/{record.name}: record marked stopped")
-    sandboxes.destroy(ctx, marked, keep_record=True)
-    stopped = _write(ctx, marked._replace(runtime=_ended(marked.runtime, stopped=True)))
+    status = sandboxes.destroy(ctx, marked, keep_record=True, learn_end=True)
+    ended = _ended(marked.runtime, stopped=True)._replace(stop_status=status)
+    stopped = _write(ctx, marked._replace(runtime=ended))
     faults.step(f"sandbox/{record.name}: stopped")
     return stopped
 
@@ -66,6 +67,7 @@ def _ended(runtime: Runtime, stopped: bool) -> Runtime:
         runtime_dir=None,
         upper=upper,
         stopped_at=round(time.time(), 3) if stopped else None,
+        stop_status=None,
     )
 
 

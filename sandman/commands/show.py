@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     report |= {
         "description": declared.description,
         "command": list(declared.command),
+        "boot": declared.boot,
         "user": declared.user,
         "rootfs_mode": declared.rootfs_mode,
         "cgroup": runtime.cgroup,
@@ -101,7 +102,10 @@ def render(report: dict[str, Any]) -> str:
     title = report["name"] + (f" - {report['description']}" if report["description"] else "")
     rows = [
         ("State", _state(report)),
-        ("Command", " ".join(report["command"] or [])),
+        (
+            "Command",
+            " ".join(report["command"]) if not report["boot"] else "the image's init (boot)",
+        ),
         ("User", report["user"]),
         ("Image", f"{report['image']} ({report['rootfs_mode']})"),
         ("Slice", f"{report['slice']} (cgroup {report['cgroup'] or 'none: nothing runs'})"),
@@ -122,12 +126,17 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ended_how(end: dict[str, Any]) -> str:
+    return f"exited with code {end['code']}" if "code" in end else f"ended by {end['signal']}"
+
+
 def _state(report: dict[str, Any]) -> str:
     end: dict[str, Any] | None = report.get("exit")
     if report["state"] == "stopped":
         since = report.get("stopped_at")
         when = _when(since) if since else "?"
-        return f"stopped since {when}; `sandman start {report['name']}` runs it"
+        how = "" if end is None else f", its init {_ended_how(end)}"
+        return f"stopped since {when}{how}; `sandman start {report['name']}` runs it"
     if report["state"] == "exited":
         if end is None:
             return "exited; how it ended is unknown (only a running `sandman daemon` sees it)"

@@ -2,7 +2,8 @@
 
 `restarts` counts the inits the daemon restarted (sandman/daemon/restarts.py); 0 without one.
 `exit` is how an exited init ended, when a daemon watched it end (sandman/daemon/exits.py):
-no sandman process is an init's parent, so without one it is unknown (null)."""
+no sandman process is an init's parent, so without one it is unknown (null); for a stopped
+sandbox, how its init ended as `sandman stop` learned it (apply/init_end.py)."""
 
 from __future__ import annotations
 
@@ -80,9 +81,16 @@ def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, A
 
 
 def exit_of(record: Record, end: Exit | None) -> dict[str, Any] | None:
-    """How the recorded init ended ({"code": N} or {"signal": NAME}, and "at"), when a daemon
-    saw it end; None otherwise, and for an end of an earlier init."""
+    """How the recorded init ended ({"code": N} or {"signal": NAME}, and "at"): a stopped one as
+    the stop learned it, an exited one when a daemon saw it end; None otherwise, and for an end
+    of an earlier init."""
     runtime = record.runtime
+    if record.stopped:
+        if runtime.stop_status is None:
+            return None
+        from sandman.kernel.pidfd_exit import describe
+
+        return {**describe(runtime.stop_status), "at": runtime.stopped_at}
     if end is None or (end.pid, end.start_time) != (runtime.pid, runtime.start_time):
         return None
     from sandman.kernel.pidfd_exit import describe
@@ -91,7 +99,8 @@ def exit_of(record: Record, end: Exit | None) -> dict[str, Any] | None:
 
 
 def exit_text(state: str, end: dict[str, Any] | None) -> str:
-    """`exited (code 3)`, `exited (SIGKILL)`; the state alone when the end is unknown."""
+    """`exited (code 3)`, `exited (SIGKILL)`, `stopped (SIGTERM)`; the state alone when the end
+    is unknown."""
     if end is None:
         return state
     how = f"code {end['code']}" if "code" in end else str(end["signal"])

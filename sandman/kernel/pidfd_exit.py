@@ -48,12 +48,9 @@ def exit_status(pidfd: int) -> int | None:
 def describe(status: int) -> dict[str, object]:
     """{"code": N} for an exit, {"signal": "SIGKILL"} for a death by signal."""
     import os
-    import signal
+
+    from sandman.signals import signal_name  # names SIGRTMIN+3 too
 
     if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            return {"signal": signal.Signals(number).name}
-        except ValueError:
-            return {"signal": str(number)}
+        return {"signal": signal_name(os.WTERMSIG(status))}
     return {"code": os.waitstatus_to_exitcode(status)}

@@ -92,6 +92,9 @@ class SpawnSpec:
     join_cgroup: Callable[[int], None] | None = None
     # Run in apply with the init's host PID while the init waits before exec: its network.
     prepare: Callable[[int], None] | None = None
+    # Run in the init-to-be right after pivot_root, in the sandbox's root with all its
+    # capabilities: the files a booted init finds (kernel/boot_files.py).
+    inside_root: Callable[[], None] | None = None
     # Seconds without a report from the children before the create is given up (see above).
     timeout: float = 60.0
     # Tests only: the children sleep this long at the named step (see STEPS), to force an order.
@@ -476,6 +479,8 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: 
         rootfs.mount_inside(spec.rootfs, stage)
         rootfs.enter_root()
         os.close(stage)
+        if spec.inside_root is not None:
+            spec.inside_root()
         if spec.namespaces & sc.CLONE_NEWNET:
             loopback_up()
         _step(spec, report, "identity")

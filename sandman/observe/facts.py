@@ -29,6 +29,7 @@ class Runtime(NamedTuple):
     start_time: int = 0  # in clock ticks since boot, as /proc/PID/stat gives it
     started_at: float | None = None  # seconds since the epoch
     stopped_at: float | None = None  # `sandman stop` ended it, seconds since the epoch
+    stop_status: int | None = None  # the wait status of the init that stop ended, if known
     cgroup: str | None = None  # relative to the cgroup root
     namespaces: Mapping[str, int] = _EMPTY  # name -> inode
     runtime_dir: str | None = None
@@ -57,12 +58,15 @@ class SandboxDeclared(NamedTuple):
     the sandbox reads it: the unit format's defaults applied once, in observe/records.py."""
 
     description: str | None = None
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # empty when it boots
+    boot: bool = False
+    machine_id: str | None = None  # a booted sandbox's (sandman/booting.py)
     user: str = "0:0"
     working_directory: str = "/"
     environment: Mapping[str, str] = _EMPTY
     restart: str = "no"
     stop_timeout: str = "5s"  # as written in the unit; stop_seconds reads it
+    stop_signal: str | None = None  # the unit's, canonical; stop_signal_number resolves None
     slice: str | None = None
     image: str | None = None  # the image's name, or the root's path
     rootfs_mode: str = "overlay"
@@ -80,6 +84,12 @@ class SandboxDeclared(NamedTuple):
     address6: str | None = None
     veth: str | None = None
     slice_path: str = ""
+
+    def stop_signal_number(self) -> int:
+        """The signal that asks the init to stop: the unit's, else SIGTERM."""
+        from sandman.signals import signal_number  # only destroy pays for it
+
+        return (signal_number(self.stop_signal) if self.stop_signal else 0) or 15
 
     def stop_seconds(self) -> float:
         from sandman.units.scalars import parse_duration_ns  # only destroy pays for it

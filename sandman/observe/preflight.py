@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+from sandman.booting import INIT_PATHS
 from sandman.errors import UnitProblem
 from sandman.paths import Paths
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox
@@ -99,15 +100,15 @@ def _command(paths: Paths, sandbox: DesiredSandbox) -> list[UnitProblem]:
     """The command must resolve inside the root (the image, or its persistent upper layer, where
     software installed inside a persistent sandbox lives), unless a mount the sandbox gets
     covers where it would be: what appears there only at run time cannot be checked."""
+    if sandbox.unit.sandbox.command is None:
+        return _init(paths, sandbox)
     command = sandbox.unit.sandbox.command[0]
     targets = [m.target.rstrip("/") + "/" for m in sandbox.unit.mount]
     candidates = [command] if "/" in command else [f"{d}/{command}" for d in _search(sandbox)]
     if any(c.startswith(t) for c in candidates for t in targets):
         return []
-    layers = [_root(paths, sandbox)]
-    if sandbox.unit.rootfs.persistent:
-        layers.append(os.path.join(paths.persistent_dir(sandbox.name), "upper"))
-    if any(_executable_in(layer, c) for layer in layers for c in candidates):
+    layers = root_layers(paths, sandbox)
+    if any(executable_in(layer, c) for layer in layers for c in candidates):
         return []
     where = (
         f"`{command}`" if "/" in command else f"`{command}` in PATH ({':'.join(_search(sandbox))})"
@@ -122,12 +123,43 @@ def _command(paths: Paths, sandbox: DesiredSandbox) -> list[UnitProblem]:
     ]
 
 
+def root_layers(paths: Paths, sandbox: DesiredSandbox) -> list[str]:
+    """Where what the sandbox's root holds at its start comes from: the image (or the rootfs
+    path) and a persistent sandbox's upper layer, where what was installed inside it lives."""
+    layers = [_root(paths, sandbox)]
+    if sandbox.unit.rootfs.persistent:
+        layers.append(os.path.join(paths.persistent_dir(sandbox.name), "upper"))
+    return layers
+
+
+def boot_init(paths: Paths, sandbox: DesiredSandbox) -> str | None:
+    """The init a booted sandbox runs: the first of booting.INIT_PATHS that is an executable
+    file in its root, resolved there (symlinks of the image stay inside it); None if none is."""
+    layers = root_layers(paths, sandbox)
+    found = (path for path in INIT_PATHS for layer in layers if executable_in(layer, path))
+    return next(found, None)
+
+
+def _init(paths: Paths, sandbox: DesiredSandbox) -> list[UnitProblem]:
+    if boot_init(paths, sandbox) is not None:
+        return []
+    return [
+        _problem(
+            sandbox,
+            "sandbox.boot",
+            f"the root has no init to boot: none of {', '.join(INIT_PATHS)} is an executable file",
+            "boot an image with an init (systemd: mmdebstrap --include=systemd), or give a command "
+            "instead of boot",
+        )
+    ]
+
+
 def _search(sandbox: DesiredSandbox) -> tuple[str, ...]:
     path = sandbox.unit.sandbox.environment.get("PATH")
     return tuple(path.split(":")) if path else _DEFAULT_PATH
 
 
-def _executable_in(root: str, path: str) -> bool:
+def executable_in(root: str, path: str) -> bool:
     """Resolved as the sandbox will see it: symlinks of the image stay inside its root."""
     from sandman.kernel import syscalls as sc
 

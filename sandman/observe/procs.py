@@ -88,17 +88,25 @@ def started_at(start_ticks: int) -> float:
     return boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
 
 
-def takes(pid: int, signal_number: int) -> bool:
-    """Whether the process will see the signal: it has a handler (SigCgt) or blocks it (SigBlk:
-    an init that reads signals through a signalfd, as systemd does, blocks them and has no
-    handler). Neither: the kernel drops default-action signals sent to a pid namespace's PID 1,
-    and waiting for it to act on one would only delay the kill."""
+def receives(pid: int, signal_number: int) -> bool:
+    """Whether a signal sent now reaches the process, as the kernel decides at sending: it does
+    when the process blocks it (an init reading its signals from a signalfd, as systemd does,
+    blocks them and has no handler) or has a handler; not when it ignores it; with the default
+    action, it does unless the process is the init of a pid namespace, to which the kernel drops
+    such a signal even from an ancestor namespace. What is dropped is not worth waiting on."""
     bit = 1 << (signal_number - 1)
+    masks: dict[str, int] = {}
+    namespace_init = False
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as handle:
             for line in handle:
-                if line.startswith(("SigBlk:", "SigCgt:")) and int(line.split()[1], 16) & bit:
-                    return True
+                field, _, value = line.partition(":")
+                if field in ("SigBlk", "SigIgn", "SigCgt"):
+                    masks[field] = int(value, 16)
+                elif field == "NSpid":
+                    namespace_init = value.split()[-1:] == ["1"]
     except (OSError, ValueError):
-        pass
-    return False
+        return False
+    if (masks.get("SigBlk", 0) | masks.get("SigCgt", 0)) & bit:
+        return True
+    return not masks.get("SigIgn", 0) & bit and not namespace_init

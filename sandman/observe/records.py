@@ -123,6 +123,7 @@ def runtime_of(data: Mapping[str, Any]) -> Runtime:
         start_time=int(data.get("start_time") or 0),
         started_at=_float(data.get("started_at")),
         stopped_at=_float(data.get("stopped_at")),
+        stop_status=None if data.get("stop_status") is None else int(data["stop_status"]),
         cgroup=_str(data.get("cgroup")),
         namespaces={str(k): int(v) for k, v in (data.get("namespaces") or {}).items()},
         runtime_dir=_str(data.get("runtime_dir")),
@@ -140,6 +141,8 @@ def runtime_of(data: Mapping[str, Any]) -> Runtime:
 def _runtime_json(runtime: Runtime) -> dict[str, Any]:
     """The JSON of runtime facts: only those that are set."""
     data = {k: v for k, v in runtime._asdict().items() if v not in (None, 0, {}, ())}
+    if runtime.stop_status is not None:  # 0 is an exit with code 0, not nothing
+        data["stop_status"] = runtime.stop_status
     if runtime.idmap is not None:
         data["idmap"] = {"uid": runtime.idmap.uid, "gid": runtime.idmap.gid}
     for key in ("namespaces", "environment"):
@@ -179,11 +182,14 @@ def sandbox_declared(unit: Mapping[str, Any]) -> SandboxDeclared:
     return SandboxDeclared(
         description=_str(sandbox.get("description")),
         command=tuple(str(word) for word in sandbox.get("command") or ()),
+        boot=bool(sandbox.get("boot")),
+        machine_id=_str(resolved.get("machine_id")),
         user=str(sandbox.get("user") or "0:0"),
         working_directory=str(sandbox.get("working_directory") or "/"),
         environment={str(k): str(v) for k, v in (sandbox.get("environment") or {}).items()},
         restart=str(sandbox.get("restart") or "no"),
         stop_timeout=str(sandbox.get("stop_timeout") or "5s"),
+        stop_signal=_str(sandbox.get("stop_signal")),
         slice=_str(sandbox.get("slice")),
         image=_str(rootfs.get("image") or rootfs.get("path")),
         rootfs_mode=str(rootfs.get("mode") or "overlay"),

@@ -25,6 +25,7 @@ LIVE_KEYS: dict[str, dict[str, str]] = {
         "sandbox.description": "record",
         "sandbox.restart": "record",
         "sandbox.stop_timeout": "record",
+        "sandbox.stop_signal": "record",  # read from the record when the sandbox stops
         **{f"resources.{key}": "limits" for key in _LIMITS},
         "network.ports": "ports",
     },

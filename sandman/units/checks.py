@@ -7,6 +7,7 @@ import ipaddress
 import os
 from collections.abc import Iterator
 
+from sandman import booting
 from sandman.errors import UnitProblem
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
 from sandman.units.model import (
@@ -79,11 +80,78 @@ def _sandbox(unit: UnitFile) -> Iterator[UnitProblem]:
             "is declared but namespaces.net is false",
             "a sandbox on a network needs its own net namespace; set namespaces.net = true",
         )
+    yield from _boot(unit)
     yield from _rootfs(unit)
     yield from _idmap(unit)
     yield from _mounts(unit)
     yield from _limits(unit, ("resources",), model.resources)
     yield from _syscalls(unit)
+
+
+def _boot(unit: UnitFile) -> Iterator[UnitProblem]:
+    """A sandbox runs its command or boots the image's init, not both and not neither; a booted
+    init is root and PID 1, and systemd needs the "os" capabilities and a seccomp profile that
+    lets it mount and make its cgroups (the model sets both when the unit says nothing)."""
+    model = sandbox_model(unit)
+    sandbox = model.sandbox
+    if not sandbox.boot:
+        if sandbox.command is None:
+            yield unit.problem(
+                ("sandbox", "command"),
+                "is missing",
+                'give the init\'s command line, e.g. command = ["/bin/httpd", "-f"], or set '
+                "boot = true to run the image's own init",
+            )
+        return
+    if sandbox.command is not None:
+        yield unit.problem(
+            ("sandbox", "command"),
+            "is set but boot = true runs the image's own init",
+            "remove command to boot the image, or remove boot to run the command",
+        )
+    if not model.namespaces.pid:
+        yield unit.problem(
+            ("namespaces", "pid"),
+            "is false but boot = true needs the init to be PID 1 of its own pid namespace",
+            "remove namespaces.pid (it defaults to true) or remove boot",
+        )
+    if sandbox.user != "0:0":
+        yield unit.problem(
+            ("sandbox", "user"),
+            f"is {sandbox.user!r} but a booted init runs as root (it starts services as users)",
+            'remove user, or set it to "0:0"',
+        )
+    yield from _hidden_by_boot(unit)
+    security = model.security
+    if security.capabilities == "default":
+        yield unit.problem(
+            ("security", "capabilities"),
+            'is "default", which lacks what a booted init needs (CAP_SYS_ADMIN to mount)',
+            'remove it (boot = true defaults to "os") or list the capabilities the init needs',
+        )
+    if security.seccomp == "default":
+        yield unit.problem(
+            ("security", "seccomp"),
+            'is "default", Docker\'s profile for applications; a booted init needs "os", which '
+            "answers what systemd asks as it expects in a container (audit: EAFNOSUPPORT)",
+            'remove it (boot = true defaults to "os"), or use "unconfined"',
+        )
+
+
+def _hidden_by_boot(unit: UnitFile) -> Iterator[UnitProblem]:
+    """Bind and overlay mounts are made before the booted sandbox's tmpfs (host side first):
+    one below /run or /tmp would be hidden under it."""
+    tmpfs = {target for target, _, _ in booting.TMPFS}
+    for index, mount in enumerate(sandbox_model(unit).mount):
+        under = [t for t in tmpfs if mount.target.startswith(t + "/") and mount.target not in tmpfs]
+        if under and mount.type in ("bind", "overlay"):
+            yield unit.problem(
+                ("mount", index, "target"),
+                f"{mount.target!r} lies under {max(under)}, a fresh tmpfs of a booted sandbox, "
+                "which would hide it",
+                f"mount it elsewhere, or declare {max(under)} itself as a tmpfs mount (it then "
+                "replaces the booted sandbox's)",
+            )
 
 
 def _rootfs(unit: UnitFile) -> Iterator[UnitProblem]:

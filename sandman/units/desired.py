@@ -59,14 +59,19 @@ class DesiredSandbox:
     veth: str | None = None
     address: IPv4Interface | None = None
     address6: IPv6Interface | None = None
+    machine_id: str | None = None  # booted sandboxes only (sandman/booting.py)
 
     def canonical(self) -> dict[str, Any]:
+        # A machine id only where there is one: records of sandboxes that do not boot, made
+        # before booting existed, stay as they were.
+        booted = {} if self.machine_id is None else {"machine_id": self.machine_id}
         resolved = {
             "hostname": self.hostname,
             "slice_path": "/".join(self.slice_path),
             "veth": self.veth,
             "address": None if self.address is None else str(self.address),
             "address6": None if self.address6 is None else str(self.address6),
+            **booted,
         }
         return {**self.unit.model_dump(mode="json"), "resolved": resolved}
 
@@ -88,6 +93,7 @@ def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -
         veth=resolved.get("veth"),
         address=None if address is None else IPv4Interface(address),
         address6=None if address6 is None else IPv6Interface(address6),
+        machine_id=resolved.get("machine_id"),
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     PlainSerializer,
     Strict,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -31,6 +32,7 @@ from sandman.units.values import (
     Duration,
     SignedDuration,
     Size,
+    StopSignal,
     UnitName,
 )
 
@@ -452,7 +454,12 @@ class Resources(Limits):
 
 class SandboxSection(Section):
     description: PlainText = ""
-    command: Annotated[tuple[PlainText, ...], Field(min_length=1), LAX]
+    # Required unless `boot` (checks.py says so, naming the key): a booted sandbox runs the
+    # image's own init.
+    command: Annotated[tuple[PlainText, ...], Field(min_length=1), LAX] | None = None
+    # None is false. None, not false: a record of a sandbox applied before this key existed
+    # lacks it, which the planner reads as None, so no change (and no recreate).
+    boot: bool | None = None
     hostname: Hostname | None = None
     slice: UnitName = ROOT_SLICE
     environment: dict[EnvName, PlainText] = Field(default_factory=dict)
@@ -460,6 +467,9 @@ class SandboxSection(Section):
     working_directory: AbsolutePath = "/"
     restart: Literal["no", "on-failure", "always"] = "no"
     stop_timeout: Duration = 5 * 10**9
+    # None: SIGTERM (SIGRTMIN+3 when booting). None, not the name: a record of a sandbox applied
+    # before this key existed lacks it, which the planner reads as None, so no change.
+    stop_signal: StopSignal | None = None
 
 
 class Rootfs(Section):
@@ -555,6 +565,23 @@ class Security(Section):
 class SandboxUnit(Section):
     """A `NAME.sandbox.toml` file."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _boot_defaults(cls, data: Any) -> Any:
+        """What a booted sandbox gets where its unit says nothing, set as if written, so that
+        the canonical unit, the plan and the record all show it (see BOOT_DEFAULTS)."""
+        if not isinstance(data, dict) or not isinstance(data.get("sandbox"), dict):
+            return data
+        if data["sandbox"].get("boot") is not True:
+            return data
+        filled = {**data, "sandbox": {**data["sandbox"]}}
+        for (table, key), value in BOOT_DEFAULTS.items():
+            section = filled.get(table, {})
+            if not isinstance(section, dict):
+                continue  # the model refuses it, naming the key
+            filled[table] = {key: value, **section}
+        return filled
+
     sandbox: SandboxSection
     rootfs: Rootfs = Rootfs(image="busybox")
     namespaces: Namespaces = Namespaces()
@@ -590,6 +617,15 @@ class SliceUnit(Section):
 
     slice: SliceSection
 
+
+# The keys whose default differs when `sandbox.boot` is true, and that default: systemd-nspawn's
+# capability set and a seccomp profile systemd lives with ("os"), and systemd's halt request as
+# the stop signal, which it answers by a clean shutdown.
+BOOT_DEFAULTS: dict[tuple[str, str], str] = {
+    ("security", "capabilities"): "os",
+    ("security", "seccomp"): "os",
+    ("sandbox", "stop_signal"): "SIGRTMIN+3",
+}
 
 UnitModel = SandboxUnit | NetworkUnit | SliceUnit
 MODELS: dict[str, type[SandboxUnit] | type[NetworkUnit] | type[SliceUnit]] = {

@@ -13,6 +13,7 @@ from ipaddress import (
     IPv6Network,
 )
 
+from sandman import booting
 from sandman.units import names
 from sandman.units.addresses import Allocator, Interface, Slot, Sticky
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox, DesiredSlice
@@ -44,6 +45,7 @@ def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
             veth=names.veth_name(tag, name) if model.network is not None else None,
             address=_v4(addresses.get((name, 4))),
             address6=_v6(addresses.get((name, 6))),
+            machine_id=booting.machine_id(name, tag) if model.sandbox.boot else None,
         )
     _check_ifnames(units, networks, sandboxes)
     return Desired(tag, sandboxes, networks, slices)

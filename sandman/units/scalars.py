@@ -15,6 +15,8 @@ import math
 import re
 from fractions import Fraction
 
+from sandman.signals import SIGNAL_MAX, signal_name, signal_number
+
 # Match these with fullmatch(): `$` also matches before a final newline, so "web\n" would pass.
 # (The patterns stay `^...$` because the JSON Schemas carry them, and ECMAScript has no `\Z`.)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -107,6 +109,41 @@ def format_duration_ns(nanoseconds: int) -> str:
     # Decimals written out: a float would print 1ns as "1e-06ms", which no parser reads back.
     fraction = f"{magnitude % 10**6:06d}".rstrip("0")
     return f"{sign}{magnitude // 10**6}.{fraction}ms"
+
+
+# Stop signals that cannot ask an init to end: SIGSTOP and the like pause it, and SIGCONT,
+# SIGCHLD, SIGWINCH and SIGURG are ignored by default and mean other things to an init.
+_NOT_STOP_SIGNALS = {
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGCONT",
+    "SIGCHLD",
+    "SIGWINCH",
+    "SIGURG",
+}
+
+
+def parse_signal(value: object) -> str:
+    """A signal by name ("SIGTERM", "TERM", "SIGRTMIN+3", "RTMAX-2") or number (15), as its
+    canonical name: two spellings of one signal are one value, never a change."""
+    if is_int(value):
+        assert isinstance(value, int)
+        number = value
+    elif isinstance(value, str):
+        number = signal_number(value.strip().upper())
+    else:
+        raise ValueError(f'{_type_name(value)} is not a signal; write a name, e.g. "SIGTERM"')
+    name = signal_name(number) if 1 <= number <= SIGNAL_MAX else str(number)
+    if not 1 <= number <= SIGNAL_MAX or name.isdigit():
+        raise ValueError(
+            f'{value!r} is not a signal; write a name, e.g. "SIGTERM" or "SIGRTMIN+3", or a '
+            f"number from 1 to {SIGNAL_MAX}"
+        )
+    if name in _NOT_STOP_SIGNALS:
+        raise ValueError(f"{name} does not ask a process to end; use e.g. SIGTERM or SIGINT")
+    return name
 
 
 def parse_percent(value: object) -> float:

@@ -17,6 +17,7 @@ from sandman.units.scalars import (
     parse_duration_ns,
     parse_name,
     parse_percent,
+    parse_signal,
     parse_size,
 )
 
@@ -75,6 +76,22 @@ CpuPercent = Annotated[
             "type": "string",
             "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$",
             "description": 'a share of one CPU, e.g. "50%"; "200%" is two CPUs',
+        }
+    ),
+]
+StopSignal = Annotated[
+    str,
+    BeforeValidator(parse_signal),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 64},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*([Ss][Ii][Gg])?[A-Za-z][A-Za-z0-9]*([+-]\d+)?\s*$",
+                },
+            ],
+            "description": 'a signal name or number, e.g. "SIGTERM", "SIGRTMIN+3", 15',
         }
     ),
 ]

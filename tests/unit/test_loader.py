@@ -454,3 +454,79 @@ def test_the_floors_of_limits_are_themselves_allowed(tmp_path: pathlib.Path) -> 
     desired = load(tmp_path, files)
     assert desired.sandboxes["web"].unit.resources.pids_max == PIDS_MIN
     assert desired.slices["s"].unit.slice.cpu_max == CPU_MAX_MIN
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ('"SIGTERM"', "SIGTERM"),
+        ('"term"', "SIGTERM"),
+        ("15", "SIGTERM"),
+        ('"SIGRTMIN+3"', "SIGRTMIN+3"),
+        ('"RTMIN+3"', "SIGRTMIN+3"),
+        ("37", "SIGRTMIN+3"),
+        ('"SIGINT"', "SIGINT"),
+        ('"SIGKILL"', "SIGKILL"),
+    ],
+)
+def test_stop_signals_are_held_by_their_canonical_name(
+    tmp_path: pathlib.Path, written: str, canonical: str
+) -> None:
+    """Two spellings of one signal are one value: writing TERM for SIGTERM changes nothing."""
+    text = sandbox(section=f"stop_signal = {written}\n")
+    web = load(tmp_path, {"web.sandbox.toml": text}).sandboxes["web"]
+    assert web.canonical()["sandbox"]["stop_signal"] == canonical
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("0", "0 is not a signal"),
+        ("65", "65 is not a signal"),
+        ("32", "32 is not a signal"),  # glibc's own real-time signal
+        ('"SIGFOO"', "'SIGFOO' is not a signal"),
+        ('"SIGRTMIN+40"', "'SIGRTMIN+40' is not a signal"),
+        ('"SIGSTOP"', "SIGSTOP does not ask a process to end"),
+        ('"SIGCHLD"', "SIGCHLD does not ask a process to end"),
+        ("true", "a boolean is not a signal"),
+    ],
+)
+def test_bad_stop_signals_name_the_key(tmp_path: pathlib.Path, written: str, problem: str) -> None:
+    text = sandbox(section=f"stop_signal = {written}\n")
+    with pytest.raises(UnitError) as caught:
+        load(tmp_path, {"web.sandbox.toml": text})
+    assert "web.sandbox.toml:" in str(caught.value)
+    assert f"sandbox.stop_signal: {problem}" in str(caught.value)
+
+
+def test_boot_takes_the_os_defaults_where_the_unit_says_nothing(tmp_path: pathlib.Path) -> None:
+    """A booted sandbox gets nspawn's capabilities, the "os" seccomp profile and systemd's halt
+    request as its stop signal, shown in its canonical unit (and so in plan and record)."""
+    text = "[sandbox]\nboot = true\n\n[security]\nno_new_privileges = false\n"
+    web = load(tmp_path, {"web.sandbox.toml": text}).sandboxes["web"]
+    canonical = web.canonical()
+    assert canonical["sandbox"]["command"] is None
+    assert canonical["sandbox"]["stop_signal"] == "SIGRTMIN+3"
+    assert canonical["security"]["capabilities"] == "os"
+    assert canonical["security"]["seccomp"] == "os"
+    assert canonical["security"]["no_new_privileges"] is False
+    assert canonical["resolved"]["machine_id"] == web.machine_id
+
+
+def test_boot_defaults_yield_to_what_the_unit_says(tmp_path: pathlib.Path) -> None:
+    text = (
+        '[sandbox]\nboot = true\nstop_signal = "SIGTERM"\n\n'
+        '[security]\ncapabilities = ["CAP_SYS_ADMIN"]\nseccomp = "unconfined"\n'
+    )
+    web = load(tmp_path, {"web.sandbox.toml": text}).sandboxes["web"]
+    assert web.unit.sandbox.stop_signal == "SIGTERM"
+    assert web.unit.security.capabilities == ("CAP_SYS_ADMIN",)
+    assert web.unit.security.seccomp == "unconfined"
+
+
+def test_a_sandbox_that_does_not_boot_has_no_machine_id(tmp_path: pathlib.Path) -> None:
+    """Nor any resolved key for it: records made before booting existed see no change."""
+    web = load(tmp_path, {"web.sandbox.toml": sandbox()}).sandboxes["web"]
+    assert web.machine_id is None
+    assert "machine_id" not in web.canonical()["resolved"]
+    assert web.canonical()["sandbox"]["boot"] is None

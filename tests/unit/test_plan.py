@@ -11,6 +11,7 @@ import pathlib
 import pytest
 
 from sandman.cli import main
+from sandman.digest import digest
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.observe.gather import show_limit
@@ -380,3 +381,33 @@ def test_only_the_models_size_keys_are_shown_as_sizes() -> None:
     # Counts, weights and the shm size (which may be "max") are shown as written.
     assert shown("resources.pids_max", 1024, 2048) == "1024 -> 2048"
     assert shown("resources.shm_size", 1024, None) == "1024 -> (unset)"
+
+
+def test_a_stop_signal_change_is_an_update_of_the_record(tmp_path: pathlib.Path) -> None:
+    """Nothing running changes: a stop reads the signal from the record."""
+    unit = '[sandbox]\ncommand = ["/bin/httpd", "-f"]\n'
+    (tmp_path / "before").mkdir()
+    (tmp_path / "before" / "web.sandbox.toml").write_text(unit)
+    (tmp_path / "after").mkdir()
+    (tmp_path / "after" / "web.sandbox.toml").write_text(unit + 'stop_signal = "SIGRTMIN+3"\n')
+    records = records_of(read_units(str(tmp_path / "before"), TAG))
+    actual = ActualState(records={r.key: r for r in records}, drift={})
+    (action,) = plan(read_units(str(tmp_path / "after"), TAG), actual).actions
+    assert (action.kind, action.steps) == ("update", ("record",))
+    assert [(c.key, c.before, c.after, c.live) for c in action.changes] == [
+        ("sandbox.stop_signal", None, "SIGRTMIN+3", True)
+    ]
+
+
+def test_a_record_from_before_stop_signal_plans_nothing() -> None:
+    """A sandbox applied before the key existed has no stop_signal in its record: no change."""
+    desired = read_units(str(CASES / "no-change" / "after"), TAG)
+    records = []
+    for record in records_of(desired):
+        unit = {**record.unit, "sandbox": dict(record.unit.get("sandbox") or {})}
+        if record.kind == "sandbox":
+            unit["sandbox"].pop("stop_signal")
+        records.append(record._replace(unit=unit, digest=digest(unit)))
+    assert any(r.digest != d.digest for r, d in zip(records, records_of(desired), strict=True))
+    actual = ActualState(records={r.key: r for r in records}, drift={})
+    assert plan(desired, actual).actions == ()
