@@ -49,9 +49,10 @@ GUEST_HEADING = "## In the pure cgroup v2 guest"
 GUEST_INTRO = (
     "Written by `bench/run --guest`: the same modules run in the VM runner's pure cgroup v2 "
     "Debian guest (tests/vm/run.py, our init as PID 1, no systemd), where crun runs as it is "
-    "(on this host's v1/v2 hybrid it needs a private mount namespace). Emulated (the CPU says "
-    "`QEMU TCG CPU`: no usable KVM), every absolute time is some 10-30x that of real hardware "
-    "and the guest's CPUs share the host's: only the ratios within the one run mean anything."
+    "(on a v1/v2 hybrid host it needs a private mount namespace). Emulated (the CPU says `QEMU "
+    "TCG CPU`: no usable KVM) and on CPUs shared with whatever else the host runs, every "
+    "absolute time is tens to hundreds of times that of the host: only the ratios within the "
+    "one run mean anything."
 )
 
 
