@@ -220,14 +220,18 @@ def peer_of(trials: dict[str, Trial], label: str, short: str = "") -> Peer:
 def run_rounds(trials: Sequence[Trial], runs: int, warmups: int) -> None:
     """`warmups` untimed rounds, then `runs` timed ones, every contender once in turn (A B C,
     A B C, ...); a trial with fewer `rounds` sits the last ones out."""
+    tty = sys.stderr.isatty()
     for index in range(warmups + runs):
-        if sys.stderr.isatty():
-            print(f"\r  round {index + 1}/{warmups + runs}  ", end="", file=sys.stderr, flush=True)
+        # On a terminal one line redrawn; in a log (the VM guest's console) a line a round.
+        where = f"  round {index + 1}/{warmups + runs}"
+        print(
+            f"\r{where}  " if tty else where, end="" if tty else "\n", file=sys.stderr, flush=True
+        )
         keep = index >= warmups
         for trial in trials:
             if not keep or trial.rounds is None or index - warmups < trial.rounds:
                 trial.once(keep)
-    if sys.stderr.isatty():
+    if tty:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
 
 

@@ -3,12 +3,12 @@ systemd-nspawn, and the host memory a running sandbox costs.
 
 Whole processes, interleaved, on the one busybox rootfs: `sandman apply DIR` of 1 and of 50
 `/bin/sleep 1000` sandboxes (default namespaces, no `[network]`; it returns once every init has
-exec'd), `crun run -d` once and 50 times, `runc run -d` of crun's bundle (detached: they return
-once the container runs), and `bwrap`, `systemd-nspawn` and `lxc-execute` of `/bin/true` to its
-exit (they cannot detach); `sandman destroy`, `crun`/`runc delete -f` after each, untimed. Right
-after each detached run a census of /proc (census.py) checks that the inits run the command and
-sums the resident memory of the host processes that exist only because of them. Last, where a
-cold apply's start-up goes: its imports by package.
+exec'd), `crun run -d` and `runc run -d` of crun's bundle once and 50 times (detached: they
+return once the container runs), and `bwrap`, `systemd-nspawn` and `lxc-execute` of `/bin/true`
+to its exit (they cannot detach); `sandman destroy`, `crun`/`runc delete -f` after each, untimed.
+Right after each detached run a census of /proc (census.py) checks that the inits run the command
+and sums the resident memory of the host processes that exist only because of them. Last, where
+a cold apply's start-up goes: its imports by package.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def peers(session: Session, rootfs: str, censuses: dict[str, Censuses]) -> list[
         trials.append(oci(session, "crun", many, mounts, censuses))
         if shutil.which("runc"):  # runc, unlike crun, accepts the hybrid layout
             trials.append(oci(session, "runc", [f"{tag}r"], None, censuses))
+            many = [f"{tag}r{n:02d}" for n in range(1, MANY + 1)]
+            trials.append(oci(session, "runc", many, None, censuses))
     nspawn = ("systemd-nspawn", "-D", rootfs, *NSPAWN.split(), "/bin/true")
     lxc = ("lxc-execute", "-n", f"{tag}l", "-P", session.workdir, "-f", config, "--", "/bin/true")
     bwrap = bwrap_true(rootfs, "--unshare-all", "--die-with-parent")
@@ -127,20 +129,25 @@ def emit_rows(by: dict[str, Trial], censuses: dict[str, Censuses]) -> None:
         target="<= 2x nspawn",
         note=note,
     )
-    each = ""
+    notes = []
     if one.stats and many.stats:
-        each = f"{(many.stats.median - one.stats.median) / (MANY - 1):.1f} ms per extra sandbox"
+        notes.append(
+            f"{(many.stats.median - one.stats.median) / (MANY - 1):.1f} ms per extra sandbox"
+        )
     crun = peer_of(by, f"{MANY} x crun run -d", f"{MANY} x crun")
+    runc = peer_of(by, f"{MANY} x runc run -d", f"{MANY} x runc")
+    if many.stats and runc.median:
+        notes.append(f"{many.stats.median / runc.median:.2f}x {runc.label}")
     target = f"<= 1x {MANY} crun runs"
     emit(
         "apply_50",
         f"`apply` of {MANY} sandboxes, no network",
         sandman=many.stats,
-        peers=[crun],
+        peers=[crun, runc],
         base=crun.label,
         limit=1.0,
         target=target,
-        note=each,
+        note="; ".join(notes),
     )
     worst = {label: c.worst() for label, c in censuses.items()}
     mine = [w for w in (worst[one.label], worst[many.label]) if w is not None]

@@ -23,7 +23,8 @@ SUITE = "bookworm"
 # The guest: what issue #16's pure cgroup v2 host runs (Debian's kernel, systemd as PID 1 in
 # --systemd boots) and what the root tests need there (contrib/setup.sh --test installs the same
 # on a host: gcc and libc6-dev for the probes, systemd's tools, zsh, groff). udev and dbus are on
-# every systemd host, so the --systemd boots have them too.
+# every systemd host, so the --systemd boots have them too. crun and runc: the peers `bench/run
+# --guest` times sandman against there (crun refuses the host's v1/v2 hybrid; 10 MB together).
 GUEST_PACKAGES = (
     "linux-image-amd64",
     "systemd",
@@ -43,6 +44,8 @@ GUEST_PACKAGES = (
     "zsh",
     "groff-base",
     "e2fsprogs",
+    "crun",
+    "runc",
 )
 
 # The initrd holds only what finds and mounts the root disk. Debian's default (MODULES=most, every
