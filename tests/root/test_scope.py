@@ -56,6 +56,9 @@ def base(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     holders = scope_pids(left)
     for pid in holders:
         os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while scope_pids(left) and time.monotonic() < deadline:  # a killed one exits, then leaves
+        time.sleep(0.02)
     for directory in sorted((p for p in left.rglob("*") if p.is_dir()), reverse=True):
         directory.rmdir()
     if left.exists():
