@@ -31,6 +31,7 @@ from sandman.kernel.cgroup_common import (
     WEIGHT_MIN,
     LimitValue,
     LimitValues,
+    Pressure,
     Usage,
 )
 
@@ -432,6 +433,12 @@ class V1Driver:
         if all(value is None for value in usage.values()):  # say which cgroup is missing
             common.require_dirs(self._dirs(rel))
         return usage
+
+    def pressure(self, rel: str) -> Pressure:
+        """None for every figure, with no I/O: mainline Linux keeps pressure stall figures per
+        cgroup only in cgroup2, and a hybrid host's cgroup2 (`unified/`) holds no cgroup of
+        sandman's. A missing cgroup is no error here: pressure decides no drift."""
+        return Pressure()
 
     def io_usage(self, rel: str) -> Usage:
         blkio = self._dir("blkio", rel)
