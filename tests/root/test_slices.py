@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -460,6 +461,46 @@ def test_cpu_max_throttles_a_busy_loop(sm: Sandman) -> None:
         "nr_throttled > 0 in status --json",
     )
     assert usage["nr_throttled"] > 0 and usage["cpu_usec"] > 0, usage
+
+
+# The pressure fields of `status --json` (README, "JSON for scripts").
+PRESSURE_KEYS = (
+    "cpu_some_avg10",
+    "memory_some_avg10",
+    "memory_full_avg10",
+    "io_some_avg10",
+    "io_full_avg10",
+)
+
+
+@pytest.mark.root
+def test_status_shows_the_pressure_of_a_throttled_sandbox(sm: Sandman) -> None:
+    """On pure v2 with PSI on (/proc/pressure exists), the sandbox held to 20% of a CPU shows cpu
+    pressure above 0 and a number for every figure, and so does its slice; `show` prints them.
+    On v1 and hybrid hosts every figure is null, and `show` says the host keeps none."""
+    sm.write("s", slice_unit(), "slice")
+    sm.write("busy", unit(command=BUSY, sandbox=in_slice("s"), rest=resources(cpu_max="20%")))
+    sm.apply()
+    entry = sm.status_of("busy")
+    assert set(entry["pressure"]) == set(PRESSURE_KEYS), entry
+    shown = sm.run("show", "busy").out
+    (line,) = [line for line in shown.splitlines() if line.strip().startswith("Pressure:")]
+    if not (V2 and os.path.exists("/proc/pressure/cpu")):
+        assert entry["pressure"] == dict.fromkeys(PRESSURE_KEYS), entry
+        assert slice_status(sm, "s")["pressure"] == dict.fromkeys(PRESSURE_KEYS)
+        assert "not kept by this host" in line, line
+        return
+    pressure = wait_for(
+        lambda: (p := sm.status_of("busy")["pressure"])["cpu_some_avg10"] and p,
+        "cpu_some_avg10 > 0 in status --json",
+    )
+    for key in PRESSURE_KEYS:
+        assert isinstance(pressure[key], float) and pressure[key] >= 0, (key, pressure)
+    assert pressure["cpu_some_avg10"] > 0, pressure
+    slice_pressure = slice_status(sm, "s")["pressure"]
+    for key in PRESSURE_KEYS:
+        assert isinstance(slice_pressure[key], float), (key, slice_pressure)
+    assert re.search(r"cpu \d+\.\d\d%, memory .* \(full .*\), io .* \(full .*\)", line), line
 
 
 @pytest.mark.root
