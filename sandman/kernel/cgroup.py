@@ -112,6 +112,11 @@ class CgroupDriver(Protocol):
 
     def join(self, rel: str, pid: int) -> None: ...
 
+    def birth_dir(self, rel: str) -> str | None:
+        """The directory a child can be born in (clone3 CLONE_INTO_CGROUP) instead of joining
+        rel after its fork: v2's cgroup; None on v1 and hybrid hosts."""
+        ...
+
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and below, sorted."""
         ...

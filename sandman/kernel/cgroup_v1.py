@@ -242,6 +242,11 @@ class V1Driver:
         for directory in self._dirs(rel):
             common.write(f"{directory}/cgroup.procs", str(pid))
 
+    def birth_dir(self, rel: str) -> str | None:
+        """None: clone3 places a child in a cgroup of the v2 hierarchy alone, and rel lives in
+        one directory per v1 hierarchy, each joined by a write to its cgroup.procs."""
+        return None
+
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and its children, in any hierarchy, sorted."""
         return common.subtree_procs(self._dirs(rel))

@@ -188,6 +188,10 @@ class V2Driver:
     def join(self, rel: str, pid: int) -> None:
         common.write(f"{self._dir(rel)}/cgroup.procs", str(pid))
 
+    def birth_dir(self, rel: str) -> str | None:
+        """The cgroup's one directory: a process can be born in it (CLONE_INTO_CGROUP)."""
+        return self._dir(rel)
+
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and its children, sorted."""
         return common.subtree_procs([self._dir(rel)])
