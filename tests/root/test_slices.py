@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_sandboxes import (
+    WAIT,
     Sandman,
     alive,
     busybox_image,
@@ -752,6 +754,62 @@ def test_removing_a_slice_still_in_use_is_a_validate_error(sm: Sandman, removed:
     else:
         sm.write("b", slice_unit("a", pids_max=50), "slice")
     assert "No changes" in sm.run("plan", str(sm.units)).out
+
+
+# ---------------------------------------------------------------------------------------------
+# The way into the cgroup
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in task.read_text().split()
+    ]
+
+
+def in_cgroup(pid: int, base: str, name: str) -> bool:
+    """pid is in the sandbox's cgroup, in any hierarchy."""
+    return any(
+        str(pid) in Path(directory, "cgroup.procs").read_text().split()
+        for directory in cgroup_dirs(base, name)
+    )
+
+
+@pytest.mark.root
+def test_the_first_child_is_born_in_the_cgroup_on_pure_v2(sm: Sandman) -> None:
+    """The first child is held at its first step (the `cgroup` step, SANDMAN_FAULT_PAUSE) and
+    looked at as soon as it exists. On pure v2 it is in the sandbox's cgroup already: born there
+    by clone3(CLONE_INTO_CGROUP), never outside it. On v1 and hybrid hosts it is forked in
+    apply's cgroup and joins the sandbox's only after that step. Either way the init ends up
+    there."""
+    sm.write("born", unit())
+    hold = WAIT / 5  # the child sleeps this long at the step; found within a few polls
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    environment["SANDMAN_FAULT_PAUSE"] = f"sandbox/born@cgroup={hold}"
+    apply = subprocess.Popen(
+        sm.argv("apply", str(sm.units)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        (first,) = wait_for(lambda: children(apply.pid), "apply's first child")
+        born_inside = in_cgroup(first, sm.base, "born")
+        out, err = apply.communicate(timeout=120)
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+            apply.communicate()
+    sm.note_records()
+    assert apply.returncode == 0, (out, err)
+    release = tuple(int(part) for part in re.findall(r"\d+", os.uname().release)[:2])
+    expected = V2 and release >= (5, 7)  # CLONE_INTO_CGROUP came with Linux 5.7
+    assert born_inside is expected, f"first child {first} in the cgroup at birth: {born_inside}"
+    init = sm.running_init("born")
+    assert in_cgroup(init, sm.base, "born")
 
 
 # ---------------------------------------------------------------------------------------------
