@@ -409,6 +409,7 @@ def _spawn_spec(
         idmap=idmap,
         time_offsets=time_offsets,
         join_cgroup=lambda pid: ctx.cgroups.join(cgroup, pid),
+        cgroup_dir=ctx.cgroups.birth_dir(cgroup),
         prepare=(lambda pid: networks.attach(ctx, sandbox, pid)) if unit.network else None,
         inside_root=boot.inside_root(sandbox),
         timeout=spawn_timeout(),

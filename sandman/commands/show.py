@@ -113,6 +113,7 @@ def render(report: dict[str, Any]) -> str:
         ("Ports", ", ".join(port_text(p) for p in report["network"]["ports"]) or "none"),
         ("Limits", _limits(report["limits"])),
         ("Usage", _usage(report["usage"])),
+        ("Pressure", pressure_text(report["pressure"])),
         ("Restarts", str(report["restarts"])),
         ("Drift", "; ".join(report["drift"]) or "none"),
     ]
@@ -173,3 +174,25 @@ def _usage(usage: dict[str, Any]) -> str:
         f"oom kills {usage.get('oom_kills', '-')}",
     ]
     return ", ".join(parts)
+
+
+def pressure_text(pressure: dict[str, Any]) -> str:
+    """`cpu 12.50%, memory 0.00% (full 0.00%), io 1.20% (full 0.80%)`: each resource's
+    `some avg10`, with `full` beside it, the share of the last 10 s its tasks stalled waiting."""
+    if not pressure:
+        return "-"
+    if all(value is None for value in pressure.values()):
+        return "not kept by this host (cgroup v1, or a kernel with PSI off)"
+    parts = []
+    for resource in ("cpu", "memory", "io"):
+        some = pressure.get(f"{resource}_some_avg10")
+        full = pressure.get(f"{resource}_full_avg10")
+        text = f"{resource} {_percent(some)}"
+        if full is not None:
+            text += f" (full {_percent(full)})"
+        parts.append(text)
+    return ", ".join(parts) + " over 10 s"
+
+
+def _percent(value: object) -> str:
+    return f"{value:.2f}%" if isinstance(value, int | float) else "-"

@@ -76,6 +76,7 @@ def sandbox_status(record: Record, actual: ActualState, tag: str) -> dict[str, A
         },
         "namespaces": list(declared.namespaces),
         "usage": _usage(runtime.cgroup, tag) if running else {},
+        "pressure": _pressure(runtime.cgroup, tag) if running else {},
         "drift": drift,
     }
 
@@ -127,6 +128,20 @@ def _usage(cgroup: object, tag: str) -> dict[str, Any]:
         return {}
 
 
+def _pressure(cgroup: object, tag: str) -> dict[str, Any]:
+    """PRESSURE_KEYS, each null where the host keeps no pressure figures (cgroup v1 and hybrid
+    hosts, psi=0); {} when the cgroup is gone, as for usage."""
+    if not isinstance(cgroup, str):
+        return {}
+    from sandman.kernel.cgroup import driver_for
+    from sandman.units.names import cgroup_root
+
+    try:
+        return dict(driver_for(cgroup_root(tag)).pressure(cgroup)._asdict())
+    except OSError:
+        return {}
+
+
 def network_status(record: Record, actual: ActualState) -> dict[str, Any]:
     network = record.network
     members = [
@@ -150,6 +165,7 @@ def slice_status(record: Record, actual: ActualState, tag: str) -> dict[str, Any
         "path": record.slice.path,
         "cgroup": record.runtime.cgroup,
         "usage": _usage(record.runtime.cgroup, tag),
+        "pressure": _pressure(record.runtime.cgroup, tag),
         "drift": [str(d) for d in actual.drift.get(record.key, ())],
     }
 

@@ -23,10 +23,14 @@ from sandman.kernel.cgroup_common import (
     CPU_QUOTA_MIN_US,
     DEFAULT_BASE,
     LIMIT_KEYS,
+    PRESSURE_KEYS,
     USAGE_KEYS,
     CgroupLimits,
     LimitValues,
+    Pressure,
+    Stall,
     Usage,
+    parse_pressure,
     percent_to_quota,
     quota_to_percent,
     read,
@@ -54,6 +58,7 @@ __all__ = [
     "CPU_QUOTA_MIN_US",
     "DEFAULT_BASE",
     "LIMIT_KEYS",
+    "PRESSURE_KEYS",
     "USAGE_KEYS",
     "V1_CONTROLLERS",
     "V2_CONTROLLERS",
@@ -62,6 +67,8 @@ __all__ = [
     "CgroupLimits",
     "LimitValues",
     "Mode",
+    "Pressure",
+    "Stall",
     "Usage",
     "V1Driver",
     "V2Driver",
@@ -74,6 +81,7 @@ __all__ = [
     "mode_from_files",
     "mode_from_mountinfo",
     "parse_cpu_max",
+    "parse_pressure",
     "percent_to_quota",
     "quota_to_percent",
     "read",
@@ -103,6 +111,11 @@ class CgroupDriver(Protocol):
         ...
 
     def join(self, rel: str, pid: int) -> None: ...
+
+    def birth_dir(self, rel: str) -> str | None:
+        """The directory a child can be born in (clone3 CLONE_INTO_CGROUP) instead of joining
+        rel after its fork: v2's cgroup; None on v1 and hybrid hosts."""
+        ...
 
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and below, sorted."""
@@ -142,6 +155,11 @@ class CgroupDriver(Protocol):
     def usage(self, rel: str) -> Usage:
         """USAGE_KEYS: memory_current/peak (bytes), cpu_usec, pids_current, oom_kills,
         nr_throttled; None where the host has no such counter."""
+        ...
+
+    def pressure(self, rel: str) -> Pressure:
+        """PRESSURE_KEYS: the avg10 (percent) of the cgroup's pressure stall files; None where
+        the host keeps none (cgroup v1 and hybrid hosts, a kernel with PSI off)."""
         ...
 
     def io_usage(self, rel: str) -> Usage:

@@ -55,6 +55,33 @@ USAGE_KEYS = (
     "nr_throttled",
 )
 
+
+class Stall(NamedTuple):
+    """One line of a PSI file (`some avg10=0.12 avg60=0.05 avg300=0.01 total=4567`): the share
+    of wall time, in percent averaged over 10, 60 and 300 s, in which some (or all, `full`)
+    runnable tasks of the cgroup waited for the resource, and the total stall in microseconds."""
+
+    avg10: float
+    avg60: float
+    avg300: float
+    total: int
+
+
+class Pressure(NamedTuple):
+    """A cgroup's pressure stall figures as status shows them: each `avg10` in percent, None
+    where the host has none (cgroup v1, a kernel with PSI off, or a file it does not offer).
+    CPU shows `some` alone: its `full` line exists only since Linux 5.13, and is always zero for
+    the host as a whole."""
+
+    cpu_some_avg10: float | None = None
+    memory_some_avg10: float | None = None
+    memory_full_avg10: float | None = None
+    io_some_avg10: float | None = None
+    io_full_avg10: float | None = None
+
+
+PRESSURE_KEYS = Pressure._fields
+
 CPU_PERIOD_US = 100_000
 CPU_QUOTA_MIN_US = 1_000  # the kernel refuses a CFS quota under 1 ms (EINVAL)
 WEIGHT_MIN, WEIGHT_DEFAULT, WEIGHT_MAX = 1, 100, 10_000  # cpu.weight and io.weight (v2)
@@ -150,6 +177,41 @@ def keyed(text: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             result[parts[0]] = int(parts[1])
     return result
+
+
+def parse_pressure(text: str) -> dict[str, Stall]:
+    """A PSI file (cpu.pressure, memory.pressure, io.pressure) to {"some": Stall, "full": Stall};
+    a line that is not `KIND avg10=F avg60=F avg300=F total=N` is left out, so a kernel that
+    adds a field or a line does not break status."""
+    result = {}
+    for line in text.splitlines():
+        kind, *fields = line.split() or [""]
+        values = {}
+        for field in fields:
+            key, _, value = field.partition("=")
+            values[key] = value
+        try:
+            result[kind] = Stall(
+                float(values["avg10"]),
+                float(values["avg60"]),
+                float(values["avg300"]),
+                int(values["total"]),
+            )
+        except (KeyError, ValueError):
+            continue
+    return result
+
+
+def read_pressure(path: str) -> dict[str, Stall]:
+    """A PSI file parsed; {} when the kernel offers none: the file is absent (no PSI in the
+    kernel, psi=0 on 6.1+, `cgroup.pressure` 0) or refuses to be read (EOPNOTSUPP: psi=0 on
+    kernels that still make the file)."""
+    try:
+        return parse_pressure(read(path))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EOPNOTSUPP):
+            return {}
+        raise
 
 
 # --- paths -------------------------------------------------------------------------------------

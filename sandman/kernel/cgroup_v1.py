@@ -31,6 +31,7 @@ from sandman.kernel.cgroup_common import (
     WEIGHT_MIN,
     LimitValue,
     LimitValues,
+    Pressure,
     Usage,
 )
 
@@ -241,6 +242,11 @@ class V1Driver:
         for directory in self._dirs(rel):
             common.write(f"{directory}/cgroup.procs", str(pid))
 
+    def birth_dir(self, rel: str) -> str | None:
+        """None: clone3 places a child in a cgroup of the v2 hierarchy alone, and rel lives in
+        one directory per v1 hierarchy, each joined by a write to its cgroup.procs."""
+        return None
+
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and its children, in any hierarchy, sorted."""
         return common.subtree_procs(self._dirs(rel))
@@ -432,6 +438,12 @@ class V1Driver:
         if all(value is None for value in usage.values()):  # say which cgroup is missing
             common.require_dirs(self._dirs(rel))
         return usage
+
+    def pressure(self, rel: str) -> Pressure:
+        """None for every figure, with no I/O: mainline Linux keeps pressure stall figures per
+        cgroup only in cgroup2, and a hybrid host's cgroup2 (`unified/`) holds no cgroup of
+        sandman's. A missing cgroup is no error here: pressure decides no drift."""
+        return Pressure()
 
     def io_usage(self, rel: str) -> Usage:
         blkio = self._dir("blkio", rel)

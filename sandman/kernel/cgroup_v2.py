@@ -27,6 +27,7 @@ from sandman.kernel.cgroup_common import (
     WEIGHT_DEFAULT,
     LimitValue,
     LimitValues,
+    Pressure,
     Usage,
 )
 
@@ -187,6 +188,10 @@ class V2Driver:
     def join(self, rel: str, pid: int) -> None:
         common.write(f"{self._dir(rel)}/cgroup.procs", str(pid))
 
+    def birth_dir(self, rel: str) -> str | None:
+        """The cgroup's one directory: a process can be born in it (CLONE_INTO_CGROUP)."""
+        return self._dir(rel)
+
     def pids(self, rel: str) -> list[int]:
         """Every process in rel and its children, sorted."""
         return common.subtree_procs([self._dir(rel)])
@@ -283,6 +288,22 @@ class V2Driver:
             "nr_throttled": cpu.get("nr_throttled"),
         }
 
+    def pressure(self, rel: str) -> Pressure:
+        """The avg10 of cpu.pressure (some), memory.pressure and io.pressure (some and full):
+        core files of every non-root cgroup since Linux 4.20, whatever controllers are enabled;
+        None for those the kernel does not offer (see read_pressure)."""
+        top = self._existing(rel)
+        cpu, memory, io = (
+            common.read_pressure(f"{top}/{name}.pressure") for name in ("cpu", "memory", "io")
+        )
+        return Pressure(
+            cpu_some_avg10=_avg10(cpu, "some"),
+            memory_some_avg10=_avg10(memory, "some"),
+            memory_full_avg10=_avg10(memory, "full"),
+            io_some_avg10=_avg10(io, "some"),
+            io_full_avg10=_avg10(io, "full"),
+        )
+
     def io_usage(self, rel: str) -> Usage:
         text = common.read_optional(f"{self._existing(rel)}/io.stat")
         if text is None:  # the io controller is not enabled here
@@ -299,6 +320,11 @@ def parse_io_stat(text: str) -> Usage:
             if key in totals and value.isdigit():
                 totals[key] += int(value)
     return {"io_read_bytes": totals["rbytes"], "io_write_bytes": totals["wbytes"]}
+
+
+def _avg10(stalls: dict[str, common.Stall], kind: str) -> float | None:
+    stall = stalls.get(kind)
+    return None if stall is None else stall.avg10
 
 
 def _frozen(top: str) -> bool:

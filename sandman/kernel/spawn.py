@@ -2,8 +2,10 @@
 
 The path, with the reasons for its order:
 1. apply forks the first child (start(); finish() waits for it, so that apply can start several
-   sandboxes before it waits for any). The first child joins the sandbox's cgroup (so every later
-   process is born in it), makes the sandbox's user namespace with its id maps (through a short-
+   sandboxes before it waits for any). On cgroup v2 the child is born in the sandbox's cgroup
+   (clone3 with CLONE_INTO_CGROUP, Linux 5.7: see _fork_into); elsewhere, or where the kernel
+   refuses that, it is forked and joins the cgroup first thing. Either way every later process is
+   born in it. The first child makes the sandbox's user namespace with its id maps (through a short-
    lived holder process, see make_user_namespace), starts a session of its own, unshares a mount
    namespace and mounts the root and the declared host mounts as the host's root user, the image
    seen through an idmapped mount (see rootfs.py).
@@ -42,6 +44,7 @@ caller undoes it (its cgroup kill takes whatever was forked) and goes on with th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import json
@@ -90,6 +93,9 @@ class SpawnSpec:
     time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
     # Run in the first child before anything else, with its PID: joining the sandbox's cgroup.
     join_cgroup: Callable[[int], None] | None = None
+    # cgroup v2: the sandbox's cgroup directory, for the first child to be born in instead
+    # (join_cgroup is then not called; it stays the way in where the kernel refuses).
+    cgroup_dir: str | None = None
     # Run in apply with the init's host PID while the init waits before exec: its network.
     prepare: Callable[[int], None] | None = None
     # Run in the init-to-be right after pivot_root, in the sandbox's root with all its
@@ -196,9 +202,9 @@ def _fork_first(spec: SpawnSpec, log_fd: int) -> Started:
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC) if spec.prepare else (-1, -1)
     try:
-        first = os.fork()
+        first, born_in_cgroup = _fork_into(spec.cgroup_dir)
         if first == 0:
-            _first_child(spec, log_fd, report_write, go_read)
+            _first_child(spec, log_fd, report_write, go_read, born_in_cgroup)
     except BaseException:
         os.close(report_read)
         if go_write >= 0:
@@ -210,6 +216,35 @@ def _fork_first(spec: SpawnSpec, log_fd: int) -> Started:
         if go_read >= 0:
             os.close(go_read)
     return Started(first, report_read, go_write, spec.prepare, spec.timeout)
+
+
+# The refusals of clone3(CLONE_INTO_CGROUP) that say this kernel (or a seccomp filter around
+# sandman) will not do it for any cgroup: no clone3 (ENOSYS, before 5.3), no cgroup field
+# (E2BIG) or flag (EINVAL) before 5.7, and EOPNOTSUPP, a cgroup tree whose cgroups cannot take
+# processes this way. Once one is seen, this process forks and joins without asking again.
+_KERNEL_REFUSALS = frozenset({errno.ENOSYS, errno.E2BIG, errno.EINVAL, errno.EOPNOTSUPP})
+_refused: list[int] = []  # the errno of the first such refusal
+
+
+def _fork_into(cgroup_dir: str | None) -> tuple[int, bool]:
+    """os.fork(), or, given a cgroup v2 directory, a fork born in that cgroup: (the child's PID,
+    or 0 in the child; whether it was born in the cgroup). Any refusal falls back to os.fork():
+    one about this cgroup alone (it is gone, full, not a leaf) is then reported, naming the
+    cgroup's file, by the join that the child makes instead."""
+    if cgroup_dir is None or _refused:
+        return os.fork(), False
+    try:
+        fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.fork(), False
+    try:
+        return sc.fork_into_cgroup(fd), True
+    except OSError as exc:
+        if exc.errno in _KERNEL_REFUSALS:
+            _refused.append(exc.errno)
+        return os.fork(), False
+    finally:
+        os.close(fd)  # in the child too: it is on no keep-list
 
 
 def make_user_namespace(idmap: IdMapping) -> int:
@@ -402,7 +437,9 @@ def _report_error(fd: int, exc: BaseException) -> None:
         _report(fd, error=f"{type(exc).__name__}: {exc}", key=key)
 
 
-def _first_child(spec: SpawnSpec, log_fd: int, report: int, go_read: int) -> None:
+def _first_child(
+    spec: SpawnSpec, log_fd: int, report: int, go_read: int, born_in_cgroup: bool
+) -> None:
     status = 1
     try:
         # First of all: nothing of apply's or of another create's stays open here (see above).
@@ -410,9 +447,12 @@ def _first_child(spec: SpawnSpec, log_fd: int, report: int, go_read: int) -> Non
         # whatever fd now has its number.
         gc.disable()
         sc.close_fds_except((log_fd, report, go_read))
-        if spec.join_cgroup is not None:
+        if spec.join_cgroup is not None or born_in_cgroup:
+            # Reported on both ways in, so that a pause at this step (SANDMAN_FAULT_PAUSE)
+            # holds the child at the same point of the protocol whichever way it took.
             _step(spec, report, "cgroup")
-            spec.join_cgroup(os.getpid())
+            if spec.join_cgroup is not None and not born_in_cgroup:
+                spec.join_cgroup(os.getpid())
         # Made here, not in apply: its fork and wait then overlap with other sandboxes' starts.
         userns = None
         if spec.idmap is not None:

@@ -4,15 +4,19 @@ Every failing call raises `OSError(errno, "<syscall>: <strerror> (<hint>)", path
 context without guessing which call failed or on what; no other module imports ctypes.
 
 unshare, setns, pivot_root, capset and prctl change the calling *thread*: use them in a
-single-threaded child after os.fork(). clone() is missing on purpose: a raw clone() child would
-share CPython's locks and memory with its parent, so the spawn path is os.fork() + unshare().
+single-threaded child after os.fork(). clone() with namespace flags or a new stack is missing on
+purpose: such a child would share CPython's locks and memory with its parent, so the spawn path
+is a fork + unshare(). The one clone3 here, fork_into_cgroup, is a fork in every other respect: no
+stack, no CLONE_VM, SIGCHLD at exit, and CPython's own fork hooks around it, as os.fork runs them.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import os
+import signal
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, NoReturn, TypeAlias
 
@@ -30,6 +34,8 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_INTO_CGROUP = 0x200000000  # clone3 only (5.7): the child starts in clone_args.cgroup
+CLONE_ARGS_SIZE_VER2 = 88  # sizeof(struct clone_args) with its cgroup field
 
 # <linux/mount.h>: flags of mount(2)
 MS_RDONLY = 1
@@ -147,6 +153,7 @@ _LINUX_CAPABILITY_U32S_3 = 2
 # call, for the hint of an ENOSYS.
 _NEW_SYSCALLS = {
     "pidfd_send_signal": "5.1",
+    "clone3": "5.3",
     "open_tree": "5.2",
     "move_mount": "5.2",
     "pidfd_open": "5.3",
@@ -191,6 +198,15 @@ _HINTS: dict[tuple[str, int], str] = {
     ("openat2", errno.ELOOP): "a symlink or /proc magic link was refused by RESOLVE_NO_*",
     ("openat2", errno.EAGAIN): "RESOLVE_CACHED could not resolve from the dentry cache alone",
     ("close_range", errno.EINVAL): "first is greater than last, or unknown flag",
+    ("clone3", errno.E2BIG): "this kernel's struct clone_args has no cgroup field (before 5.7)",
+    ("clone3", errno.EINVAL): "a flag this kernel does not know (CLONE_INTO_CGROUP needs 5.7)",
+    ("clone3", errno.EBADF): "the fd is not a directory of the cgroup v2 hierarchy",
+    ("clone3", errno.EBUSY): "the cgroup enables controllers for its children: only its leaves "
+    "may hold processes",
+    ("clone3", errno.EOPNOTSUPP): "the cgroup cannot take processes (an invalid domain, or a "
+    "threaded cgroup)",
+    ("clone3", errno.ENODEV): "the cgroup was removed",
+    ("clone3", errno.EAGAIN): "the cgroup's pids.max, or RLIMIT_NPROC, is reached",
     ("pidfd_send_signal", errno.ESRCH): "the process has already exited",
     ("pidfd_send_signal", errno.EPERM): "not allowed to signal it (needs CAP_KILL or same uid)",
     ("inotify_init1", errno.EMFILE): "too many inotify instances: see "
@@ -303,6 +319,25 @@ class _MountAttr(ctypes.Structure):  # struct mount_attr, <linux/mount.h>
 
 class _OpenHow(ctypes.Structure):  # struct open_how, <linux/openat2.h>
     _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+class CloneArgs(ctypes.Structure):  # struct clone_args, <linux/sched.h>: all __aligned_u64
+    _fields_ = tuple(
+        (f, ctypes.c_uint64)
+        for f in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",
+            "stack",
+            "stack_size",
+            "tls",
+            "set_tid",
+            "set_tid_size",
+            "cgroup",
+        )
+    )
 
 
 class _CapHeader(ctypes.Structure):  # struct __user_cap_header_struct, <linux/capability.h>
@@ -452,6 +487,61 @@ def _set_fs_id(call: Callable[[int], int], name: str, value: int) -> int:
     if call(0xFFFF_FFFF) != value:
         raise _error(errno.EPERM, name, f"id {value}")
     return previous
+
+
+# clone3 runs through a PyDLL: the call keeps the GIL, as os.fork does around fork(), so that
+# no other thread can run between PyOS_BeforeFork and the clone (nor in the child before
+# PyOS_AfterFork_Child has made it the only thread).
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+for _name in ("PyOS_BeforeFork", "PyOS_AfterFork_Parent", "PyOS_AfterFork_Child"):
+    getattr(ctypes.pythonapi, _name).argtypes = ()
+    getattr(ctypes.pythonapi, _name).restype = None
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(), with the child born in the cgroup v2 directory open at `cgroup_fd`:
+    clone3(CLONE_INTO_CGROUP, Linux 5.7), so that no instruction of the child runs outside it.
+    Returns 0 in the child and the child's PID in the parent, as os.fork; when the kernel
+    refuses, raises OSError("clone3: ...") and no child exists.
+
+    The interpreter is kept sane exactly as os.fork keeps it: PyOS_BeforeFork (the at-fork
+    `before` hooks, the import lock), then PyOS_AfterFork_Child (one thread, a new GIL, the
+    locks reset, the `after_in_child` hooks) or PyOS_AfterFork_Parent. No stack is given: the
+    child runs on a copy of the caller's, as after fork(). What glibc's fork() does beyond the
+    syscall (its pthread_atfork handlers, its cached thread id) is not done: the caller must be
+    single-threaded, as sandman is, and the child must not rely on pthread_atfork handlers.
+    """
+    if "clone3" not in _NR:
+        raise _error(errno.ENOSYS, "clone3", f"no syscall number for {os.uname().machine}")
+    args = CloneArgs(
+        flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=_uint(cgroup_fd, "cgroup_fd")
+    )
+    number, size = ctypes.c_long(_NR["clone3"]), ctypes.c_size_t(ctypes.sizeof(args))
+    before, parent, child = (
+        ctypes.pythonapi.PyOS_BeforeFork,
+        ctypes.pythonapi.PyOS_AfterFork_Parent,
+        ctypes.pythonapi.PyOS_AfterFork_Child,
+    )
+    clone3 = _libc_gil.syscall
+    # No collection between the hooks: a finalizer run there would run with the import lock
+    # held, and in the child before the interpreter knows it is a child.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        before()
+        pid: int = clone3(number, ctypes.byref(args), size)
+        if pid == 0:
+            child()
+            return 0
+        err = ctypes.get_errno()
+        parent()
+    finally:
+        if collecting:
+            gc.enable()
+    if pid < 0:
+        raise _error(err, "clone3", f"CLONE_INTO_CGROUP, cgroup fd {cgroup_fd}")
+    return pid
 
 
 def close_range(first: int, last: int = FD_LAST, flags: int = 0) -> None:

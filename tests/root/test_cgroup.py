@@ -513,3 +513,35 @@ def test_usage_reads_the_counters(host: Host) -> None:
     for key in ("memory_current", "memory_peak", "cpu_usec"):
         assert isinstance(usage[key], int), key
     assert alive(sleeper.pid)
+
+
+def psi_enabled() -> bool:
+    """The kernel keeps pressure stall figures: it makes /proc/pressure only when PSI is on
+    (CONFIG_PSI, and not psi=0 on the command line)."""
+    return os.path.exists("/proc/pressure/cpu")
+
+
+@pytest.mark.root
+def test_pressure_of_a_throttled_busy_loop(host: Host) -> None:
+    """On pure v2 with PSI on, a busy loop held to 10% of a CPU waits for it most of the time:
+    its cpu `some avg10` rises above 0 (the kernel refreshes it every 2 s), and every figure is a
+    number. On v1 and hybrid hosts, and with PSI off, every figure is None."""
+    driver = host.driver
+    rel = driver.path(("sandman",), "web")
+    driver.create(rel)
+    assert driver.set_limits(rel, make_limits(cpu_max="10%")) == []
+    busy = host.spawn("sh", "-c", "while :; do :; done")
+    driver.join(rel, busy.pid)
+    pressure = driver.pressure(rel)
+    assert tuple(pressure._asdict()) == cg.PRESSURE_KEYS
+    if driver.version == 1 or not psi_enabled():
+        assert pressure == cg.Pressure(), pressure
+        return
+    deadline = time.monotonic() + WAIT
+    while not (pressure.cpu_some_avg10 or 0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pressure = driver.pressure(rel)
+    for key, value in pressure._asdict().items():
+        assert isinstance(value, float) and value >= 0, (key, pressure)
+    assert pressure.cpu_some_avg10 is not None and pressure.cpu_some_avg10 > 0, pressure
+    assert driver.kill(rel) is True

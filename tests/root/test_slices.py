@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_sandboxes import (
+    WAIT,
     Sandman,
     alive,
     busybox_image,
@@ -462,6 +465,46 @@ def test_cpu_max_throttles_a_busy_loop(sm: Sandman) -> None:
     assert usage["nr_throttled"] > 0 and usage["cpu_usec"] > 0, usage
 
 
+# The pressure fields of `status --json` (README, "JSON for scripts").
+PRESSURE_KEYS = (
+    "cpu_some_avg10",
+    "memory_some_avg10",
+    "memory_full_avg10",
+    "io_some_avg10",
+    "io_full_avg10",
+)
+
+
+@pytest.mark.root
+def test_status_shows_the_pressure_of_a_throttled_sandbox(sm: Sandman) -> None:
+    """On pure v2 with PSI on (/proc/pressure exists), the sandbox held to 20% of a CPU shows cpu
+    pressure above 0 and a number for every figure, and so does its slice; `show` prints them.
+    On v1 and hybrid hosts every figure is null, and `show` says the host keeps none."""
+    sm.write("s", slice_unit(), "slice")
+    sm.write("busy", unit(command=BUSY, sandbox=in_slice("s"), rest=resources(cpu_max="20%")))
+    sm.apply()
+    entry = sm.status_of("busy")
+    assert set(entry["pressure"]) == set(PRESSURE_KEYS), entry
+    shown = sm.run("show", "busy").out
+    (line,) = [line for line in shown.splitlines() if line.strip().startswith("Pressure:")]
+    if not (V2 and os.path.exists("/proc/pressure/cpu")):
+        assert entry["pressure"] == dict.fromkeys(PRESSURE_KEYS), entry
+        assert slice_status(sm, "s")["pressure"] == dict.fromkeys(PRESSURE_KEYS)
+        assert "not kept by this host" in line, line
+        return
+    pressure = wait_for(
+        lambda: (p := sm.status_of("busy")["pressure"])["cpu_some_avg10"] and p,
+        "cpu_some_avg10 > 0 in status --json",
+    )
+    for key in PRESSURE_KEYS:
+        assert isinstance(pressure[key], float) and pressure[key] >= 0, (key, pressure)
+    assert pressure["cpu_some_avg10"] > 0, pressure
+    slice_pressure = slice_status(sm, "s")["pressure"]
+    for key in PRESSURE_KEYS:
+        assert isinstance(slice_pressure[key], float), (key, slice_pressure)
+    assert re.search(r"cpu \d+\.\d\d%, memory .* \(full .*\), io .* \(full .*\)", line), line
+
+
 @pytest.mark.root
 def test_slice_limits_bind_the_sandboxes_inside_them(sm: Sandman) -> None:
     """Sandboxes without limits of their own are held by their slice's: pids in `few`, CPU in
@@ -711,6 +754,62 @@ def test_removing_a_slice_still_in_use_is_a_validate_error(sm: Sandman, removed:
     else:
         sm.write("b", slice_unit("a", pids_max=50), "slice")
     assert "No changes" in sm.run("plan", str(sm.units)).out
+
+
+# ---------------------------------------------------------------------------------------------
+# The way into the cgroup
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in task.read_text().split()
+    ]
+
+
+def in_cgroup(pid: int, base: str, name: str) -> bool:
+    """pid is in the sandbox's cgroup, in any hierarchy."""
+    return any(
+        str(pid) in Path(directory, "cgroup.procs").read_text().split()
+        for directory in cgroup_dirs(base, name)
+    )
+
+
+@pytest.mark.root
+def test_the_first_child_is_born_in_the_cgroup_on_pure_v2(sm: Sandman) -> None:
+    """The first child is held at its first step (the `cgroup` step, SANDMAN_FAULT_PAUSE) and
+    looked at as soon as it exists. On pure v2 it is in the sandbox's cgroup already: born there
+    by clone3(CLONE_INTO_CGROUP), never outside it. On v1 and hybrid hosts it is forked in
+    apply's cgroup and joins the sandbox's only after that step. Either way the init ends up
+    there."""
+    sm.write("born", unit())
+    hold = WAIT / 5  # the child sleeps this long at the step; found within a few polls
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    environment["SANDMAN_FAULT_PAUSE"] = f"sandbox/born@cgroup={hold}"
+    apply = subprocess.Popen(
+        sm.argv("apply", str(sm.units)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        (first,) = wait_for(lambda: children(apply.pid), "apply's first child")
+        born_inside = in_cgroup(first, sm.base, "born")
+        out, err = apply.communicate(timeout=120)
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+            apply.communicate()
+    sm.note_records()
+    assert apply.returncode == 0, (out, err)
+    release = tuple(int(part) for part in re.findall(r"\d+", os.uname().release)[:2])
+    expected = V2 and release >= (5, 7)  # CLONE_INTO_CGROUP came with Linux 5.7
+    assert born_inside is expected, f"first child {first} in the cgroup at birth: {born_inside}"
+    init = sm.running_init("born")
+    assert in_cgroup(init, sm.base, "born")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -545,3 +545,95 @@ def test_capset_changes_sets_and_refuses_to_raise() -> None:
         "ambient": (0, 1),
         "CapAmb": True,
     }
+
+
+def cgroup2_mount() -> str:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on a pure v2 host,
+    /sys/fs/cgroup/unified on a hybrid one."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[0] == "cgroup2":
+            return left.split()[4]
+    pytest.fail("this host mounts no cgroup v2 hierarchy")
+
+
+AT_FORK: list[str] = []  # what the os.register_at_fork hooks saw, in this process
+
+
+def _child_report(write_end: int) -> None:
+    """The first thing the child does: its cgroup, then proof that the interpreter works as
+    after os.fork: an import (the import lock was reset), a thread (the GIL and the thread
+    states were remade), the hooks the child saw."""
+    cgroup = Path("/proc/self/cgroup").read_text()
+    import colorsys  # noqa: F401 - not imported before: takes the import lock
+    import threading
+
+    ran: list[bool] = []
+    thread = threading.Thread(target=lambda: ran.append(True))
+    thread.start()
+    thread.join(CHILD_TIMEOUT)
+    report = {"cgroup": cgroup, "thread": ran == [True], "at_fork": AT_FORK, "pid": os.getpid()}
+    os.write(write_end, pickle.dumps(report))
+
+
+@pytest.mark.root
+def test_fork_into_cgroup_is_born_in_the_cgroup_and_runs_python_as_after_fork() -> None:
+    os.register_at_fork(
+        before=lambda: AT_FORK.append("before"),
+        after_in_parent=lambda: AT_FORK.append("parent"),
+        after_in_child=lambda: AT_FORK.append("child"),
+    )
+    AT_FORK.clear()
+    directory = Path(cgroup2_mount(), f"sandman-test-clone-{os.getpid()}")
+    directory.mkdir()
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        read_end, write_end = os.pipe()
+        try:
+            pid = sc.fork_into_cgroup(fd)
+            if pid == 0:
+                status = 1
+                try:
+                    _child_report(write_end)
+                    status = 0
+                finally:
+                    os._exit(status)
+        finally:
+            os.close(fd)
+            os.close(write_end)
+        chunks, ended = [], False
+        try:
+            while select.select([read_end], [], [], CHILD_TIMEOUT)[0]:
+                if not (chunk := os.read(read_end, 65536)):
+                    ended = True
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(read_end)
+            if not ended:  # a hung child: a guard, not a timing
+                os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        report = pickle.loads(b"".join(chunks))
+        # Born there: its first look at /proc/self/cgroup already shows the cgroup.
+        assert f"0::/{directory.name}\n" in report["cgroup"], report
+        assert report["pid"] == pid
+        assert report["thread"] is True
+        assert report["at_fork"] == ["before", "child"]
+        assert AT_FORK == ["before", "parent"]
+    finally:
+        directory.rmdir()
+
+
+@pytest.mark.root
+def test_fork_into_cgroup_refused_makes_no_child(tmp_path: Path) -> None:
+    """A directory that is not a cgroup v2 one: EBADF, named as clone3's, and nothing forked."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(OSError) as caught:
+            sc.fork_into_cgroup(fd)
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.EBADF
+    assert str(caught.value.strerror).startswith("clone3: Bad file descriptor (the fd is not")
+    assert children_of_self() == []

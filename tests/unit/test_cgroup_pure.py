@@ -467,6 +467,108 @@ def test_v2_usage_is_none_for_missing_counters(tmp_path: Path) -> None:
     assert usage == dict.fromkeys(cg.USAGE_KEYS) | {"cpu_usec": 5}
 
 
+# Two PSI files as Linux 6.1 writes them: cpu.pressure with its `full` line (5.13+), and
+# io.pressure of a cgroup that waited on a disk.
+CPU_PRESSURE = (
+    "some avg10=12.50 avg60=3.21 avg300=0.80 total=4567890\n"
+    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+)
+IO_PRESSURE = (
+    "some avg10=1.20 avg60=0.40 avg300=0.10 total=1200\n"
+    "full avg10=0.80 avg60=0.30 avg300=0.05 total=900\n"
+)
+
+
+def test_parse_pressure_reads_some_and_full() -> None:
+    assert cg.parse_pressure(CPU_PRESSURE) == {
+        "some": cg.Stall(12.5, 3.21, 0.8, 4567890),
+        "full": cg.Stall(0.0, 0.0, 0.0, 0),
+    }
+
+
+def test_parse_pressure_skips_what_it_cannot_read() -> None:
+    """A kernel before 5.13 writes no `full` line for cpu; a line of another shape (a field
+    missing or not a number, an empty line) is left out rather than failing status."""
+    text = "some avg10=0.50 avg60=0.10 avg300=0.00 total=7\n\nfull avg10=x avg60=0 total=1\n"
+    assert cg.parse_pressure(text) == {"some": cg.Stall(0.5, 0.1, 0.0, 7)}
+    assert cg.parse_pressure("") == {}
+    # A field the kernel may add one day does not hide the ones we read.
+    assert cg.parse_pressure("some avg10=1.00 avg60=2.00 avg300=3.00 total=4 avg1=9\n") == {
+        "some": cg.Stall(1.0, 2.0, 3.0, 4)
+    }
+
+
+def test_v2_pressure_reads_the_three_files(tmp_path: Path) -> None:
+    memory = (
+        "some avg10=4.00 avg60=1.00 avg300=0.20 total=50\n"
+        "full avg10=2.50 avg60=0.00 avg300=0.00 total=9\n"
+    )
+    v2_tree(
+        tmp_path,
+        leaf={"cpu.pressure": CPU_PRESSURE, "memory.pressure": memory, "io.pressure": IO_PRESSURE},
+    )
+    assert cg.V2Driver(str(tmp_path)).pressure("sandman/web") == cg.Pressure(
+        cpu_some_avg10=12.5,
+        memory_some_avg10=4.0,
+        memory_full_avg10=2.5,
+        io_some_avg10=1.2,
+        io_full_avg10=0.8,
+    )
+    assert cg.Pressure._fields == cg.PRESSURE_KEYS
+
+
+def test_v2_pressure_is_none_where_the_kernel_offers_none(tmp_path: Path) -> None:
+    """psi=0 (or `cgroup.pressure` 0) on Linux 6.1 hides the files; a cpu.pressure of a kernel
+    before 5.13 has no `full` line, which status never shows for cpu anyway."""
+    v2_tree(tmp_path, leaf={"cpu.pressure": CPU_PRESSURE.splitlines()[0] + "\n"})
+    assert cg.V2Driver(str(tmp_path)).pressure("sandman/web") == cg.Pressure(cpu_some_avg10=12.5)
+    v2_tree(tmp_path, rel="sandman/bare", leaf={"cgroup.procs": ""})
+    assert cg.V2Driver(str(tmp_path)).pressure("sandman/bare") == cg.Pressure()
+
+
+def test_v2_pressure_refused_by_the_kernel_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels before 6.1 made the files even with psi=0, and refused to read them."""
+    from sandman.kernel import cgroup_common
+
+    v2_tree(tmp_path, leaf={"cpu.pressure": CPU_PRESSURE})
+
+    def refuse(path: str) -> str:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+
+    monkeypatch.setattr(cgroup_common, "read", refuse)
+    assert cg.V2Driver(str(tmp_path)).pressure("sandman/web") == cg.Pressure()
+
+
+def test_v2_pressure_read_errors_other_than_absent_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandman.kernel import cgroup_common
+
+    v2_tree(tmp_path, leaf={"cpu.pressure": CPU_PRESSURE})
+
+    def broken(path: str) -> str:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(cgroup_common, "read", broken)
+    with pytest.raises(OSError) as caught:
+        cg.V2Driver(str(tmp_path)).pressure("sandman/web")
+    assert caught.value.filename == str(tmp_path / "sandman/web/cpu.pressure")
+
+
+def test_v2_pressure_of_a_missing_cgroup_is_an_error(tmp_path: Path) -> None:
+    v2_tree(tmp_path)
+    with pytest.raises(FileNotFoundError) as caught:
+        cg.V2Driver(str(tmp_path)).pressure("sandman/gone")
+    assert caught.value.filename == str(tmp_path / "sandman/gone")
+
+
+def test_v1_keeps_no_pressure(tmp_path: Path) -> None:
+    """Mainline Linux has no per-cgroup PSI in v1: every figure is None, read from nothing."""
+    assert cg.V1Driver(str(v1_tree(tmp_path))).pressure("sandman/web") == cg.Pressure()
+
+
 def test_v2_kill_uses_cgroup_kill(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
     v2_tree(tmp_path, leaf={"cgroup.procs": f"{sleeper.pid}\n", "cgroup.kill": ""})
     # a fake cgroup.kill kills nothing, so the fake never empties and kill() reports it

@@ -7,6 +7,7 @@ failing calls here are ones that fail before touching anything (bad fd, bad rang
 from __future__ import annotations
 
 import ast
+import ctypes
 import errno
 import glob
 import os
@@ -26,7 +27,9 @@ SANDMAN = Path(sc.__file__).resolve().parents[1]
 def header_values(header: Path) -> dict[str, int]:
     """`#define NAME value` and `NAME = value,` (glibc enums) whose value is a plain integer."""
     number = r"\(?\s*(-?(?:0x[0-9a-fA-F]+|\d+))U?\s*(?:<<\s*(\d+))?\s*\)?"
-    pattern = re.compile(rf"^\s*(?:#\s*define\s+(\w+)\s+|(\w+)\s*=\s*){number}\s*(?:,|/\*|$)")
+    pattern = re.compile(
+        rf"^\s*(?:#\s*define\s+(\w+)\s+|(\w+)\s*=\s*){number}(?:ULL)?\s*(?:,|/\*|$)"
+    )
     values = {}
     for line in header.read_text().splitlines():
         if m := pattern.match(line):
@@ -43,7 +46,7 @@ def find_header(relative: str) -> Path:
 
 
 HEADER_PREFIXES = {
-    "linux/sched.h": ("CLONE_NEW",),
+    "linux/sched.h": ("CLONE_NEW", "CLONE_INTO_CGROUP", "CLONE_ARGS_SIZE_VER"),
     "linux/mount.h": ("MS_", "OPEN_TREE_CLONE", "MOVE_MOUNT_", "MOUNT_ATTR_"),
     "linux/fcntl.h": ("AT_",),
     "linux/openat2.h": ("RESOLVE_",),
@@ -81,6 +84,39 @@ def test_constants_known_values() -> None:
     assert sc.CLOSE_RANGE_CLOEXEC == 4
     assert (sc.PR_SET_PDEATHSIG, sc.PR_CAPBSET_DROP, sc.PR_SET_CHILD_SUBREAPER) == (1, 24, 36)
     assert (sc.PR_SET_NO_NEW_PRIVS, sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE) == (38, 47, 2)
+
+
+def test_clone_args_is_the_kernels_struct() -> None:
+    """struct clone_args (linux/sched.h): eleven __aligned_u64 in this order, 88 bytes with the
+    cgroup field (CLONE_ARGS_SIZE_VER2); the kernel reads the size it is given, so one field
+    out of place would pass another field's value as the cgroup fd."""
+    fields = [field[0] for field in sc.CloneArgs._fields_]
+    assert fields == [
+        "flags",
+        "pidfd",
+        "child_tid",
+        "parent_tid",
+        "exit_signal",
+        "stack",
+        "stack_size",
+        "tls",
+        "set_tid",
+        "set_tid_size",
+        "cgroup",
+    ]
+    assert [getattr(sc.CloneArgs, name).offset for name in fields] == list(range(0, 88, 8))
+    assert all(getattr(sc.CloneArgs, name).size == 8 for name in fields)
+    assert ctypes.sizeof(sc.CloneArgs) == sc.CLONE_ARGS_SIZE_VER2 == 88
+    assert sc.CLONE_INTO_CGROUP == 1 << 33
+    assert sc.SYSCALL_NUMBERS["x86_64"]["clone3"] == sc.SYSCALL_NUMBERS["aarch64"]["clone3"] == 435
+
+
+def test_clone_args_match_the_installed_header() -> None:
+    text = find_header("linux/sched.h").read_text()
+    body = re.search(r"struct clone_args \{(.*?)\};", text, re.S)
+    assert body is not None
+    declared = re.findall(r"__aligned_u64\s+(\w+);", body[1])
+    assert declared == [field[0] for field in sc.CloneArgs._fields_]
 
 
 def test_capabilities_table_is_complete_and_ordered() -> None:
