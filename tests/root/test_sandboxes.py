@@ -43,6 +43,9 @@ T = TypeVar("T")
 # Seconds: a guard against hanging, never an assertion about speed. An emulated guest (the VM
 # tests under TCG) runs a first apply ten times slower: it sets SANDMAN_TEST_WAIT.
 WAIT = float(os.environ.get("SANDMAN_TEST_WAIT", "15"))
+# A hang guard for one `sandman` run: 2 min on a host, more where SANDMAN_TEST_WAIT says every
+# step is slow (an emulated guest sharing its cores ran an apply of several sandboxes past 2 min).
+RUN_LIMIT = max(120.0, 8 * WAIT)
 SLEEP = ("sleep", "1000")
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 UNIT_NAMESPACES = ("pid", "uts", "ipc", "net", "user", "cgroup", "time")  # `mount` is always on
@@ -323,7 +326,7 @@ class Sandman:
             capture_output=True,
             text=True,
             env={**environment, **(env or {})},
-            timeout=120,
+            timeout=RUN_LIMIT,
             check=False,
         )
         result = Result(argv[3:], done.returncode, done.stdout, done.stderr)
