@@ -134,10 +134,10 @@ def _pressure(cgroup: object, tag: str) -> dict[str, Any]:
     if not isinstance(cgroup, str):
         return {}
     from sandman.kernel.cgroup import driver_for
-    from sandman.units.names import cgroup_root
+    from sandman.placement import cgroup_base
 
     try:
-        return dict(driver_for(cgroup_root(tag)).pressure(cgroup)._asdict())
+        return dict(driver_for(cgroup_base(tag)).pressure(cgroup)._asdict())
     except OSError:
         return {}
 

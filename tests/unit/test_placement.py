@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sandman import placement
@@ -33,3 +35,16 @@ def test_systemd_scopes_need_pure_v2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_holder_leaf_can_never_be_a_unit_s_name() -> None:
     assert not scalars.NAME_RE.fullmatch(scope.HOLDER)
+
+
+def test_only_placement_turns_a_tag_into_a_cgroup_base() -> None:
+    """Every module that needs the instance's cgroups asks placement.cgroup_base: one that took
+    names.cgroup_root instead would look for them in the wrong tree on a systemd host (status's
+    pressure did, after a merge, and failed there only)."""
+    package = Path(placement.__file__).parent
+    callers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "cgroup_root(" in path.read_text() and path.name not in ("placement.py", "names.py")
+    )
+    assert callers == []

@@ -192,14 +192,15 @@ def read(path: Path) -> str:
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT
+    last = ""
     while True:
         try:
             if condition():
                 return
-        except CheckError:
-            pass
+        except CheckError as exc:
+            last = f"; the last try: {exc}"  # a command that fails is no reason to wait
         if time.monotonic() > deadline:
-            raise CheckError(f"waited {WAIT:.0f} s for {what}")
+            raise CheckError(f"waited {WAIT:.0f} s for {what}{last}")
         time.sleep(1)
 
 
