@@ -198,7 +198,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
             if condition():
                 return
         except CheckError as exc:
-            last = f"; the last try: {exc}"  # a command that fails is no reason to wait
+            last = f"; the last try: {exc}"  # kept, to say why the wait ran out
         if time.monotonic() > deadline:
             raise CheckError(f"waited {WAIT:.0f} s for {what}{last}")
         time.sleep(1)
