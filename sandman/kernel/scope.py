@@ -64,11 +64,6 @@ def ensure(root: str, base: str, description: str) -> bool:
     return True
 
 
-def holds(root: str, base: str) -> bool:
-    """Whether `base` is a scope a holder keeps (its leaf exists)."""
-    return os.path.isdir(os.path.join(root, base, HOLDER))
-
-
 def release(root: str, base: str) -> None:
     """End the holder of the scope at `base`; systemd removes the scope once it is empty. Waits
     for that, so that a run that left nothing finds nothing."""
