@@ -87,7 +87,6 @@ class _Bus:
 
     def __init__(self, connection: DBusConnectionBase) -> None:
         self.connection = connection
-        self.serial = 0
 
     def __enter__(self) -> _Bus:
         return self
@@ -97,13 +96,13 @@ class _Bus:
 
     def call(self, message: Message) -> tuple[Any, list[Message]]:
         """Send a method call; its reply's body, and the signals that came before it."""
-        self.serial = next(self.connection.outgoing_serial)
-        self.connection.sock.sendall(message.serialise(serial=self.serial))
+        serial = next(self.connection.outgoing_serial)
+        self.connection.sock.sendall(message.serialise(serial=serial))
         signals = []
         deadline = time.monotonic() + JOB_TIMEOUT
         while True:
             reply = self._receive(deadline)
-            if reply.header.fields.get(HeaderFields.reply_serial) == self.serial:
+            if reply.header.fields.get(HeaderFields.reply_serial) == serial:
                 break
             if reply.header.message_type is MessageType.signal:
                 signals.append(reply)
