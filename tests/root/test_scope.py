@@ -141,7 +141,8 @@ def gone(pid: int) -> bool:
         try:
             if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
                 return True
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # Reaped between the lookup and the read: the directory was still there.
             return True
         time.sleep(0.02)
     return False
