@@ -236,7 +236,10 @@ def test_the_guest_test_list_names_existing_files_each_with_why() -> None:
     listing = vm_cli.GUEST_TESTS.read_text()
     files = recipe.guest_test_files(listing)
     assert files[0] == "tests/root/test_cgroup.py"
-    assert all((REPO / f).is_file() for f in files)
+    for entry in files:
+        path, _, test = entry.partition("::")
+        assert (REPO / path).is_file(), entry
+        assert not test or f"def {test}(" in (REPO / path).read_text(), entry
     entries = [line for line in listing.splitlines() if line and not line.startswith("#")]
     assert all("  # " in line for line in entries)
     script = recipe.guest_tests_script(files)
