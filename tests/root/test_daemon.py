@@ -319,6 +319,9 @@ def test_a_killed_init_is_restarted_as_its_policy_says_and_counted(
         wait_for(partial(a_new_init, sm, "always", killed), f"restart {round_} of `always`")
         sm.note_records()
         assert sm.status_of("always")["restarts"] == round_
+        # Forked from the daemon, which holds inotify, pidfds, netlink and the lock (#22).
+        restarted = sm.init("always")[0]
+        assert sorted(os.listdir(f"/proc/{restarted}/fd")) == ["0", "1", "2"], restarted
     the_daemon.wait_log(r"^<4>sandbox/always: init \(pid \d+\) exited")
 
     pid, start = sm.init("never")
