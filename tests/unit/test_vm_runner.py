@@ -361,3 +361,16 @@ def test_results_come_back_plain_files_below_the_run_dir_only(tmp_path: Path) ->
     assert not (tmp_path / "boot-1" / "files" / "link").exists()
     vm_boot.fresh_results_disk(disk, 1)  # a guest that wrote nothing
     assert vm_boot.unpack_results(disk, tmp_path / "boot-2") is None
+
+
+def test_a_test_list_may_name_a_node_id_but_not_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/test_a.py").write_text("def test_x() -> None: ...\n")
+    listing = tmp_path / "list.txt"
+    listing.write_text("tests/test_a.py::test_x  # why\n")
+    options = vm_cli.parse_args(["--tests", str(listing)])
+    job = vm_cli.job_of(options, tmp_path)
+    assert "tests/test_a.py::test_x" in job.script
+    listing.write_text("tests/test_b.py::test_x  # why\n")
+    with pytest.raises(vm_cli.HostNotReadyError, match="test_b.py"):
+        vm_cli.job_of(vm_cli.parse_args(["--tests", str(listing)]), tmp_path)

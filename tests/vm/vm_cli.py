@@ -146,7 +146,8 @@ def job_of(options: Options, repo: Path) -> recipe.Job:
     if options.tests is None:
         return recipe.Job(recipe.command_script(options.command), options.env)
     files = recipe.guest_test_files(options.tests.read_text())
-    if missing := [f for f in files if not (repo / f).is_file()]:
+    # A line may be a pytest node id (FILE::TEST): the file must exist.
+    if missing := [f for f in files if not (repo / f.partition("::")[0]).is_file()]:
         raise HostNotReadyError(f"{options.tests} names files the checkout lacks: {missing}")
     return recipe.Job(recipe.guest_tests_script(files), options.env)
 
