@@ -13,9 +13,8 @@ pure Python, no libdbus, and StartTransientUnit's `ssa(sv)a(sa(sv))` is all its 
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jeepney import (
@@ -36,16 +35,31 @@ MANAGER = DBusAddress(
     bus_name="org.freedesktop.systemd1",
     interface="org.freedesktop.systemd1.Manager",
 )
+_PROPERTIES = "org.freedesktop.DBus.Properties"
 _JOB_REMOVED = MatchRule(
     type="signal", interface="org.freedesktop.systemd1.Manager", member="JobRemoved"
 )
 # An emulated guest takes seconds to run a job; a real host milliseconds.
 JOB_TIMEOUT = 60.0
+POLL = 2.0  # seconds without the job's signal before systemd is asked about the job
 
 
 class SystemdError(OSError):
     """systemd refused or failed a request; the message (its only argument) says which and
     why. An OSError, as every failure of the host's, so that apply reports it with its unit."""
+
+
+class _NoObjectError(SystemdError):
+    """The object asked about does not exist (a job that has ended)."""
+
+
+_NO_OBJECT = frozenset(
+    {
+        "org.freedesktop.DBus.Error.UnknownObject",
+        "org.freedesktop.systemd1.NoSuchJob",
+        "org.freedesktop.systemd1.NoSuchUnit",
+    }
+)
 
 
 def start_scope(unit: str, pids: Sequence[int], properties: Sequence[tuple[str, str, Any]]) -> None:
@@ -61,7 +75,7 @@ def start_scope(unit: str, pids: Sequence[int], properties: Sequence[tuple[str, 
     with _connect() as bus:
         bus.call(new_method_call(MANAGER, "Subscribe"))
         job, early = bus.call(call)
-        result = _job_result(bus, str(job[0]), early)
+        result = _job_result(bus, unit, str(job[0]), early)
     if result != "done":
         raise SystemdError(f"systemd's job to start {unit} ended `{result}`")
 
@@ -70,16 +84,61 @@ def _properties(items: Sequence[tuple[str, str, Any]]) -> list[tuple[str, tuple[
     return [(name, (signature, value)) for name, signature, value in items]
 
 
-def _job_result(bus: _Bus, job: str, early: list[Message]) -> str:
-    """The result of `job` from its JobRemoved signal (`done`, `failed`, `timeout`...)."""
+def _job_result(bus: _Bus, unit: str, job: str, early: list[Message]) -> str:
+    """The result of `job` (`done`, `failed`, `timeout`...): from its JobRemoved signal, or from
+    asking systemd each POLL seconds without it. The signal is not all there is to trust: a
+    first pass at boot once waited out the whole timeout (in the guest, cause unknown); asking
+    tells whether the job ended unseen or still waits, and, at the timeout, on what."""
     deadline = time.monotonic() + JOB_TIMEOUT
-    for message in itertools.chain(early, bus.signals(deadline)):
-        if message.header.fields.get(HeaderFields.member) != "JobRemoved":
-            continue
-        _id, path, _unit, result = message.body
-        if path == job:
-            return str(result)
-    raise SystemdError(f"systemd did not finish job {job} in {JOB_TIMEOUT:.0f} s")
+    result = _removed(early, job)
+    while result is None:
+        window = min(deadline, time.monotonic() + POLL)
+        result = _removed(bus.signals_until(window), job)
+        if result is None:
+            result, met = _asked(bus, unit, job)
+            result = result or _removed(met, job)
+        if result is None and time.monotonic() >= deadline:
+            raise SystemdError(_stuck(bus, unit, job))
+    return result
+
+
+def _removed(messages: Iterable[Message], job: str) -> str | None:
+    for message in messages:
+        if message.header.fields.get(HeaderFields.member) == "JobRemoved":
+            _id, path, _unit, result = message.body
+            if path == job:
+                return str(result)
+    return None
+
+
+def _asked(bus: _Bus, unit: str, job: str) -> tuple[str | None, list[Message]]:
+    """The job's result if it is gone (`done` when its unit is active, else the unit's state),
+    None while it is queued; and the signals met while asking."""
+    try:
+        _state, met = bus.get(job, "org.freedesktop.systemd1.Job", "State")
+        return None, met
+    except _NoObjectError:
+        pass
+    try:
+        state, met = bus.get(_unit_path(bus, unit), "org.freedesktop.systemd1.Unit", "ActiveState")
+    except _NoObjectError:
+        return "gone (systemd collected the scope)", []
+    return ("done" if state == "active" else str(state)), met
+
+
+def _unit_path(bus: _Bus, unit: str) -> str:
+    path, _ = bus.call(new_method_call(MANAGER, "GetUnit", "s", (unit,)))
+    return str(path[0])
+
+
+def _stuck(bus: _Bus, unit: str, job: str) -> str:
+    """What a job that never ended was waiting on: systemd's queue, as `systemctl list-jobs`."""
+    jobs, _ = bus.call(new_method_call(MANAGER, "ListJobs"))
+    queued = ", ".join(f"{name} {kind} {state}" for _id, name, kind, state, *_ in jobs[0])
+    return (
+        f"systemd did not finish its job to start {unit} ({job}) in {JOB_TIMEOUT:.0f} s; "
+        f"its queue: {queued or 'empty'}"
+    )
 
 
 class _Bus:
@@ -109,12 +168,24 @@ class _Bus:
         if reply.header.message_type is MessageType.error:
             name = reply.header.fields.get(HeaderFields.error_name, "error")
             text = reply.body[0] if reply.body else ""
-            raise SystemdError(f"systemd refused: {name}: {text}")
+            error = _NoObjectError if name in _NO_OBJECT else SystemdError
+            raise error(f"systemd refused: {name}: {text}")
         return reply.body, signals
 
-    def signals(self, deadline: float) -> Iterator[Message]:
+    def get(self, path: str, interface: str, name: str) -> tuple[Any, list[Message]]:
+        """A property of an object of systemd's, and the signals met before the answer."""
+        address = DBusAddress(path, bus_name=MANAGER.bus_name, interface=_PROPERTIES)
+        body, met = self.call(new_method_call(address, "Get", "ss", (interface, name)))
+        _signature, value = body[0]
+        return value, met
+
+    def signals_until(self, deadline: float) -> Iterator[Message]:
+        """The signals that come before `deadline`, as they come."""
         while True:
-            message = self._receive(deadline)
+            try:
+                message = self._receive(deadline)
+            except SystemdError:
+                return
             if message.header.message_type is MessageType.signal:
                 yield message
 

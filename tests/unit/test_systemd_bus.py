@@ -69,6 +69,7 @@ class FakeSystemd:
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeSystemd]]:
     servers: list[FakeSystemd] = []
     monkeypatch.setattr(systemd, "JOB_TIMEOUT", 2.0)
+    monkeypatch.setattr(systemd, "POLL", 0.3)
 
     def start(behaviour: Behaviour) -> FakeSystemd:
         path = tmp_path / "private"
@@ -85,17 +86,38 @@ def member(message: Message) -> Any:
     return message.header.fields.get(HeaderFields.member)
 
 
-def answering(*after_start: Message, early: bool = False) -> Behaviour:
+def answering(*after_start: Message, early: bool = False, job: str = "waiting") -> Behaviour:
     """Subscribe answered; StartTransientUnit answered with JOB, the signals after the reply
-    (or before it, as systemd may send them when the job runs at once)."""
+    (or before it, as systemd may send them when the job runs at once). Asked about JOB, the
+    fake says its state is `job` ("" once it has ended: then the unit is active); ListJobs
+    lists it."""
 
     def behaviour(message: Message) -> list[Message]:
-        if member(message) != "StartTransientUnit":
-            return [new_method_return(message)]
-        reply = new_method_return(message, "o", (JOB,))
-        return [*after_start, reply] if early else [reply, *after_start]
+        if member(message) == "StartTransientUnit":
+            reply = new_method_return(message, "o", (JOB,))
+            return [*after_start, reply] if early else [reply, *after_start]
+        return [asked(message, job)]
 
     return behaviour
+
+
+def asked(message: Message, job: str) -> Message:
+    name, path = member(message), message.header.fields.get(HeaderFields.path)
+    if name == "Get" and path == JOB:
+        if not job:
+            return new_error(message, "org.freedesktop.DBus.Error.UnknownObject", "s", ("gone",))
+        return new_method_return(message, "v", (("s", job),))
+    if name == "GetUnit":
+        return new_method_return(message, "o", ("/org/freedesktop/systemd1/unit/x_2escope",))
+    if name == "Get":
+        return new_method_return(message, "v", (("s", "active"),))
+    if name == "ListJobs":
+        queued = [
+            (7, "x.scope", "start", job, JOB, "/unit/x"),
+            (3, "y.service", "start", "running", "/j/3", "/u/y"),
+        ]
+        return new_method_return(message, "a(usssoo)", (queued,))
+    return new_method_return(message)
 
 
 def test_a_scope_starts_once_its_job_is_done(fake: Callable[..., FakeSystemd]) -> None:
@@ -136,10 +158,23 @@ def test_a_refusal_names_systemd_s_error(fake: Callable[..., FakeSystemd]) -> No
         systemd.start_scope("x.scope", [42], [])
 
 
-def test_a_job_that_never_ends_is_a_timeout_not_a_hang(fake: Callable[..., FakeSystemd]) -> None:
-    fake(answering())
-    with pytest.raises(systemd.SystemdError, match="did not answer"):
+def test_a_job_that_never_ends_is_a_timeout_that_names_systemd_s_queue(
+    fake: Callable[..., FakeSystemd],
+) -> None:
+    server = fake(answering())
+    with pytest.raises(systemd.SystemdError) as raised:
         systemd.start_scope("x.scope", [42], [])
+    assert "did not finish its job to start x.scope" in str(raised.value)
+    assert "its queue: x.scope start waiting, y.service start running" in str(raised.value)
+    assert [member(m) for m in server.calls].count("Get") >= 2  # asked, then asked again
+
+
+def test_a_job_that_ended_without_its_signal_is_found_done(
+    fake: Callable[..., FakeSystemd],
+) -> None:
+    server = fake(answering(job=""))
+    systemd.start_scope("x.scope", [42], [])
+    assert "GetUnit" in [member(m) for m in server.calls]
 
 
 def test_no_systemd_at_all_is_a_clear_error(

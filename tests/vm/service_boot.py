@@ -38,9 +38,21 @@ def main() -> int:
     except CheckError as exc:
         print(f"boot {boot}: FAILED: {exc}", flush=True)
         show("journalctl", "-b", "-u", "sandman", "--no-pager", "-n", "80")
+        show("systemctl", "list-jobs", "--no-pager")
+        keep_journal(boot)
         return 1
     print(f"boot {boot}: passed", flush=True)
     return 0
+
+
+def keep_journal(boot: str) -> None:
+    """The whole boot's journal, precise times, into the run's results on the host: what
+    systemd did beside sandman is what a failure at boot needs."""
+    results = os.environ.get("VM_RESULTS")
+    if results:
+        with open(Path(results, f"journal-boot-{boot}.txt"), "w", encoding="utf-8") as out:
+            journal = ["journalctl", "-b", "-o", "short-precise", "--no-pager"]
+            subprocess.run(journal, stdout=out, check=False)
 
 
 class CheckError(Exception):
