@@ -42,6 +42,10 @@ _JOB_REMOVED = MatchRule(
 # An emulated guest takes seconds to run a job; a real host milliseconds.
 JOB_TIMEOUT = 60.0
 POLL = 2.0  # seconds without the job's signal before systemd is asked about the job
+# PID 1 busy booting an emulated guest took more than jeepney's 2 s to authenticate us.
+CONNECT_TIMEOUT = 30.0
+# The private socket is absent (no systemd, or not root) or refused: only then the system bus.
+_NO_PRIVATE_SOCKET = (FileNotFoundError, ConnectionRefusedError, PermissionError)
 
 
 class SystemdError(OSError):
@@ -144,8 +148,9 @@ def _stuck(bus: _Bus, unit: str, job: str) -> str:
 class _Bus:
     """A blocking connection that keeps the signals met while waiting for a reply."""
 
-    def __init__(self, connection: DBusConnectionBase) -> None:
+    def __init__(self, connection: DBusConnectionBase, where: str) -> None:
         self.connection = connection
+        self.where = where  # the socket or bus, as errors name it
 
     def __enter__(self) -> _Bus:
         return self
@@ -160,7 +165,7 @@ class _Bus:
         signals = []
         deadline = time.monotonic() + JOB_TIMEOUT
         while True:
-            reply = self._receive(deadline)
+            reply = self._receive(deadline, message.header.fields.get(HeaderFields.member))
             if reply.header.fields.get(HeaderFields.reply_serial) == serial:
                 break
             if reply.header.message_type is MessageType.signal:
@@ -189,26 +194,46 @@ class _Bus:
             if message.header.message_type is MessageType.signal:
                 yield message
 
-    def _receive(self, deadline: float) -> Message:
+    def _receive(self, deadline: float, waiting_for: str = "a signal") -> Message:
         # _receive (a deadline, on the base class both connections share) is jeepney's own
         # reading loop; pyproject pins the minor versions it was read in.
         try:
             return self.connection._receive(deadline)
         except TimeoutError:
-            raise SystemdError(f"systemd did not answer on {PRIVATE_SOCKET} in time") from None
+            raise SystemdError(
+                f"systemd did not answer {waiting_for} on {self.where} in {JOB_TIMEOUT:g} s"
+            ) from None
 
 
 def _connect() -> _Bus:
     """systemd's private socket (peer to peer: no Hello, and every job signal comes), else the
-    system bus, where signals come only to those who ask with AddMatch."""
+    system bus, where signals come only to those who ask with AddMatch.
+
+    A private socket that is there but slow is waited for, not swapped for the bus: the bus
+    reaches PID 1 through dbus-daemon, which a PID 1 still booting may not serve in time."""
     try:
-        return _Bus(DBusConnectionBase(prep_socket(PRIVATE_SOCKET)))
+        return _Bus(
+            DBusConnectionBase(prep_socket(PRIVATE_SOCKET, timeout=CONNECT_TIMEOUT)), PRIVATE_SOCKET
+        )
+    except _NO_PRIVATE_SOCKET as private:
+        return _system_bus(private)
+    except TimeoutError:
+        raise SystemdError(
+            f"systemd did not let us in on {PRIVATE_SOCKET} in {CONNECT_TIMEOUT:g} s"
+        ) from None
     except OSError as private:
-        try:
-            bus = _Bus(DBusConnection(prep_socket(get_bus("SYSTEM"))))
-            bus.call(message_bus.AddMatch(_JOB_REMOVED))
-            return bus
-        except OSError as system:
-            raise SystemdError(
-                f"cannot reach systemd: {PRIVATE_SOCKET}: {private}; system bus: {system}"
-            ) from None
+        raise SystemdError(f"cannot reach systemd on {PRIVATE_SOCKET}: {private}") from None
+
+
+def _system_bus(private: OSError) -> _Bus:
+    try:
+        bus = _Bus(
+            DBusConnection(prep_socket(get_bus("SYSTEM"), timeout=CONNECT_TIMEOUT)),
+            "the system bus",
+        )
+        bus.call(message_bus.AddMatch(_JOB_REMOVED))
+        return bus
+    except OSError as system:
+        raise SystemdError(
+            f"cannot reach systemd: {PRIVATE_SOCKET}: {private}; system bus: {system}"
+        ) from None

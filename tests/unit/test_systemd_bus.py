@@ -184,3 +184,36 @@ def test_no_systemd_at_all_is_a_clear_error(
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'absent-bus'}")
     with pytest.raises(systemd.SystemdError, match="cannot reach systemd"):
         systemd.start_scope("x.scope", [42], [])
+
+
+def test_a_private_socket_too_slow_to_let_us_in_is_waited_for_not_swapped_for_the_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PID 1 busy booting answered the authentication after jeepney's 2 s: the system bus,
+    tried then, reached PID 1 through a dbus-daemon that did not answer for a minute."""
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(tmp_path / "private"))
+    silent.listen(1)  # connect succeeds; nothing ever answers
+    bus = socket.socket(socket.AF_UNIX)
+    bus.bind(str(tmp_path / "bus"))
+    bus.listen(1)
+    monkeypatch.setattr(systemd, "PRIVATE_SOCKET", str(tmp_path / "private"))
+    monkeypatch.setattr(systemd, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'bus'}")
+    with silent, bus:
+        with pytest.raises(systemd.SystemdError, match=r"did not let us in on .*private in 0\.5 s"):
+            systemd.start_scope("x.scope", [42], [])
+        bus.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            bus.accept()  # nobody came to the system bus
+
+
+def test_an_unanswered_call_is_named(fake: Callable[..., FakeSystemd]) -> None:
+    def mute(message: Message) -> list[Message]:
+        return [] if member(message) == "StartTransientUnit" else [new_method_return(message)]
+
+    fake(mute)
+    with pytest.raises(
+        systemd.SystemdError, match=r"did not answer StartTransientUnit on .*private in 2 s"
+    ):
+        systemd.start_scope("x.scope", [42], [])

@@ -42,7 +42,18 @@ def main() -> int:
         keep_journal(boot)
         return 1
     print(f"boot {boot}: passed", flush=True)
+    if os.environ.get("SANDMAN_VM_SYSTEMD_DEBUG"):
+        keep_journal(boot)
     return 0
+
+
+def debug_systemd() -> None:
+    """SANDMAN_VM_SYSTEMD_DEBUG=1: PID 1 logs each bus message and job, now and after the
+    reboot, and the journal is kept on success too (for a failure that changes with timing)."""
+    conf = Path("/etc/systemd/system.conf.d")
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "sandman-test-debug.conf").write_text("[Manager]\nLogLevel=debug\n")
+    run("systemd-analyze", "log-level", "debug")
 
 
 def keep_journal(boot: str) -> None:
@@ -96,6 +107,8 @@ def first_boot() -> None:
     for unit in (REPO / "units").glob("*.toml"):
         (UNITS / unit.name).write_text(unit.read_text())
     run(SANDMAN, "image", "busybox")
+    if os.environ.get("SANDMAN_VM_SYSTEMD_DEBUG"):
+        debug_systemd()
     run("systemctl", "daemon-reload")
     run("systemctl", "enable", "--now", "sandman")
     step("the sandboxes run in the systemd scope")
