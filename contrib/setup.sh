@@ -17,8 +17,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 if [ -n "$extras" ]; then
     # The security tests build a tiny static probe (a syscall no busybox applet makes); the
     # service tests run systemd-analyze and systemd-tmpfiles (Debian's systemd package); the
-    # completion tests press TAB in zsh, the man page tests render with groff.
-    for package in gcc libc6-dev systemd zsh groff-base; do
+    # completion tests press TAB in zsh, the man page tests render with groff; the network
+    # tests read the rules from outside with nft and ip (a fresh Debian may lack nftables).
+    for package in gcc libc6-dev systemd zsh groff-base nftables iproute2; do
         dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
     done
     # The VM runner (tests/vm/run.py) builds and boots a pure cgroup v2 guest: qemu (without its
