@@ -521,13 +521,27 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     imported = actions.add_parser(
         "import",
         parents=[paths],
-        help="make an image from a tarball or a directory",
-        description="Make image NAME from SOURCE: a tarball (plain, .gz, .xz, .bz2; `docker "
-        "export` or an Alpine minirootfs) or a directory, keeping modes and ownership. Replaces "
-        "an image of that name only once the new one is complete.",
+        help="make an image from a container image, a tarball or a directory",
+        description="Make image NAME from SOURCE: a container image (`podman save` or `docker "
+        "save` archive, OCI or docker format, gzip or not, or an OCI image layout directory: "
+        "its layers applied in order, whiteouts included, every blob checked against its "
+        "digest; its Entrypoint, Cmd, Env, WorkingDir and User kept as the defaults of a "
+        "sandbox on it), a tarball (plain, .gz, .xz, .bz2; `docker export` or an Alpine "
+        "minirootfs) or a directory, keeping modes and ownership. Replaces an image of that "
+        "name only once the new one is complete.",
     )
     _offers(imported.add_argument("name", metavar="NAME", help="the image's name"), "none")
-    imported.add_argument("source", metavar="SOURCE", help="a tarball or a directory")
+    imported.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a container image archive or layout, a tarball or a directory",
+    )
+    imported.add_argument(
+        "--ref",
+        metavar="REF",
+        help="the image to take from an archive or layout holding several (its tag or "
+        "reference name, e.g. localhost/web:1.0 or 1.0)",
+    )
     imported.add_argument(
         "--max-size",
         metavar="SIZE",

@@ -53,7 +53,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     bounds = Bounds(max_size=args.max_size, max_files=args.max_files)
     image = store.import_image(
-        _image_dir(args), args.name, args.source, progress=_progress, bounds=bounds
+        _image_dir(args), args.name, args.source, progress=_progress, bounds=bounds, ref=args.ref
     )
     _result(args, image, "imported")
     return 0

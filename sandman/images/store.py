@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandman.errors import ImageError
+from sandman.images.config import ImageConfig
 
 if TYPE_CHECKING:
     from sandman.images import tarball
@@ -55,6 +57,7 @@ class ImageInfo:
     size: int  # bytes allocated (st_blocks), each hardlinked inode once, symlinks not followed
     files: int  # entries that are not directories
     created: float  # when it was built or imported: the mtime its root was given then
+    config: ImageConfig | None = None  # a container image's, when it was imported from one
 
     def to_json(self) -> dict[str, Any]:
         when = datetime.datetime.fromtimestamp(self.created, datetime.UTC)
@@ -64,6 +67,7 @@ class ImageInfo:
             "size": self.size,
             "files": self.files,
             "created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "config": self.config.to_json() if self.config else None,
         }
 
 
@@ -104,7 +108,7 @@ def image_info(image_dir: str, name: str) -> ImageInfo:
         size, files = _measure(path)
     except OSError as exc:
         raise ImageError(name, path, f"cannot read the image: {exc}") from exc
-    return ImageInfo(name, path, size, files, created)
+    return ImageInfo(name, path, size, files, created, image_config(image_dir, name))
 
 
 def _measure(top: str) -> tuple[int, int]:
@@ -146,6 +150,8 @@ def remove_image(image_dir: str, name: str) -> None:
                 os.rename(path, doomed)
         except OSError as exc:
             raise ImageError(name, path, f"cannot remove the image: {exc}") from exc
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config_path(image_dir, name))
         try:
             _remove_tree(doomed)
         except OSError as exc:
@@ -178,12 +184,30 @@ def import_image(
     *,
     progress: Progress | None = None,
     bounds: tarball.Bounds | None = None,
+    ref: str | None = None,
 ) -> ImageInfo:
-    """An image from a tarball (plain, .gz, .xz, .bz2: `docker export`, Alpine minirootfs) or
-    a copy of a directory, keeping modes, ownership, symlinks and hard links. A tarball is
-    extracted within BOUNDS (tarball.Bounds(): the defaults)."""
+    """An image from a container image (an OCI layout or archive, a docker archive: its layers
+    and its config, REF choosing among several), a tarball (plain, .gz, .xz, .bz2: `docker
+    export`, Alpine minirootfs) or a copy of a directory, keeping modes, ownership, symlinks and
+    hard links. Archives are extracted within BOUNDS (tarball.Bounds(): the defaults)."""
     report = progress or _quiet
     path = image_path(image_dir, name)
+    from sandman.images import oci
+
+    if oci.is_image_archive(source):
+        configs: list[ImageConfig] = []
+        report(f"applying the layers of {source} to image {name}")
+        return _build(
+            image_dir,
+            name,
+            report,
+            lambda d: configs.append(
+                oci.extract(name, path, source, d, report, ref=ref, bounds=bounds)
+            ),
+            configs,
+        )
+    if ref is not None:
+        raise ImageError(name, path, f"{source} is no container image: --ref chooses in one")
     if os.path.isdir(source):
         from sandman.images import dircopy
 
@@ -211,7 +235,32 @@ def _inside(path: str, top: str) -> bool:
     return real == top or real.startswith(top.rstrip("/") + "/")
 
 
-def _build(image_dir: str, name: str, report: Progress, fill: Callable[[str], None]) -> ImageInfo:
+def image_config(image_dir: str, name: str) -> ImageConfig | None:
+    """What the container image NAME was imported from says a container runs; None for an
+    image that is no container image's (or whose config cannot be read)."""
+
+    try:
+        with open(config_path(image_dir, name), encoding="utf-8") as file:
+            return ImageConfig.from_json(json.load(file))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def config_path(image_dir: str, name: str) -> str:
+    """Beside the image, not in it (its tree is a sandbox's root): hidden, so that no image
+    name (which starts with a letter or digit) can be it."""
+    return os.path.join(os.path.abspath(image_dir), f".{name}.config.json")
+
+
+def _build(
+    image_dir: str,
+    name: str,
+    report: Progress,
+    fill: Callable[[str], None],
+    configs: list[ImageConfig] | None = None,
+) -> ImageInfo:
+    """Fill a staged tree and swap it in; CONFIGS (the container image's config, once FILL has
+    run) is written beside it, or a config left by an earlier image of that name removed."""
     path = image_path(image_dir, name)
     with _locked(image_dir, name, report):
         try:
@@ -223,6 +272,7 @@ def _build(image_dir: str, name: str, report: Progress, fill: Callable[[str], No
             fill(staged)
             os.utime(staged)  # the root's mtime is the image's creation time
             with _sigint_deferred():
+                _keep_config(image_dir, name, configs[0] if configs else None)
                 aside = _swap_in(staged, path)
         except BaseException as exc:
             with _sigint_deferred():
@@ -234,6 +284,17 @@ def _build(image_dir: str, name: str, report: Progress, fill: Callable[[str], No
             with _sigint_deferred():  # the new image is in; leave no old copy behind
                 _discard(aside)
     return image_info(image_dir, name)
+
+
+def _keep_config(image_dir: str, name: str, config: ImageConfig | None) -> None:
+    path = config_path(image_dir, name)
+    if config is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    from sandman.atomic_json import write_atomically
+
+    write_atomically(path, config.to_json(), indent=2)
 
 
 def _swap_in(staged: str, path: str) -> str | None:

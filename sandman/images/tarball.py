@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, NoReturn
 from sandman.errors import ImageError
 
 # What a damaged or foreign file raises while being read as a (compressed) tar archive.
-_DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 _SHOWN = 5  # skipped device nodes named in the note
 # A default far above any root file system (a Debian with a desktop is under 10G and 300,000
 # files), yet a bound: `image import --max-size` and `--max-files` raise it.
@@ -53,19 +53,33 @@ def extract(
     bounds: Bounds | None = None,
 ) -> None:
     """Extract ARCHIVE (plain, .gz, .xz or .bz2) into DEST for image NAME at PATH."""
-    checker = _Checker(name, path, archive, dest, _Budget.of(dest, bounds or Bounds()))
+    checker = MemberChecker(name, path, archive, dest, budget_of(dest, bounds))
+    try:
+        with tarfile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
+            write_members(tar, checker)
+    except DAMAGED as exc:
+        raise ImageError(
+            name, path, f"{archive} is not a readable tar archive (plain, .gz, .xz, .bz2): {exc}"
+        ) from exc
+    report_skipped(checker, report)
+    report(f"extracted {checker.count} entries from {archive}")
+
+
+def budget_of(dest: str, bounds: Bounds | None) -> _Budget:
+    return _Budget.of(dest, bounds or Bounds())
+
+
+def write_members(tar: tarfile.TarFile, checker: MemberChecker) -> None:
+    """Write TAR's members into the checker's DEST, each admitted by it first."""
     # Where tarfile has filters, "fully_trusted" keeps modes as they are (the checks are ours);
     # without it, Python 3.14 would apply the "data" filter.
     options: dict[str, Any] = {"numeric_owner": True}
     if hasattr(tarfile, "fully_trusted_filter"):
         options["filter"] = "fully_trusted"
-    try:
-        with tarfile.open(archive, "r:*", tarinfo=_BoundedInfo) as tar:
-            tar.extractall(dest, members=checker.members(tar), **options)
-    except _DAMAGED as exc:
-        raise ImageError(
-            name, path, f"{archive} is not a readable tar archive (plain, .gz, .xz, .bz2): {exc}"
-        ) from exc
+    tar.extractall(checker.dest, members=checker.members(tar), **options)
+
+
+def report_skipped(checker: MemberChecker, report: Callable[[str], None]) -> None:
     if checker.skipped:
         shown = ", ".join(checker.skipped[:_SHOWN]) + (
             ", …" if len(checker.skipped) > _SHOWN else ""
@@ -73,7 +87,6 @@ def extract(
         report(
             f"skipped {len(checker.skipped)} device node(s) ({shown}): sandboxes get their own /dev"
         )
-    report(f"extracted {checker.count} entries from {archive}")
 
 
 # Extended headers (pax records, GNU long names) are read whole into memory by tarfile before the
@@ -82,7 +95,7 @@ _HEADER_MAX = 16 * 1024**2
 _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
 
 
-class _BoundedInfo(tarfile.TarInfo):
+class BoundedInfo(tarfile.TarInfo):
     """A TarInfo that refuses an extended header too large to read into memory."""
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
@@ -136,7 +149,9 @@ def _human(size: int) -> str:
     return f"{size} bytes"
 
 
-class _Checker:
+class MemberChecker:
+    """Admits each member of one archive (or of each layer in turn) just before it is written."""
+
     def __init__(self, name: str, path: str, archive: str, dest: str, budget: _Budget) -> None:
         self.name = name
         self.path = path

@@ -60,7 +60,10 @@ def test_import_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert main(["images", "--image-dir", image_dir, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["images"]
-    assert [sorted(entry) for entry in listed] == [["created", "files", "name", "path", "size"]]
+    assert [sorted(entry) for entry in listed] == [
+        ["config", "created", "files", "name", "path", "size"]
+    ]
+    assert listed[0]["config"] is None  # a rootfs tarball says nothing of what runs on it
     assert main(["images", "--image-dir", image_dir]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["NAME", "SIZE", "FILES", "CREATED"]

@@ -1,0 +1,360 @@
+"""Container images as sandman images (sandman.images.oci, layers): OCI layouts and archives and
+docker archives made here byte by byte, their layers applied with whiteouts, every digest
+checked, and the attacks an untrusted image can try refused with nothing imported. The same
+import of archives `podman save` wrote, against `umoci unpack`, is in tests/root."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandman.errors import ImageError
+from sandman.images import oci, store
+from sandman.images.tarball import Bounds
+
+# (name, kind, content): kind "file", "dir", "link" (symlink, content its target), "hard"
+# (hard link, content its target), "chr" (a character device)
+Entry = tuple[str, str, str]
+CONFIG = {
+    "Entrypoint": ["/bin/tool"],
+    "Cmd": ["--serve"],
+    "Env": ["PATH=/bin", "MODE=test"],
+    "WorkingDir": "/srv",
+    "User": "1000:1000",
+}
+
+
+def layer(entries: Sequence[Entry]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, kind, content in entries:
+            info = tarfile.TarInfo(name)
+            data = content.encode()
+            if kind == "file":
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "link": tarfile.SYMTYPE,
+                "hard": tarfile.LNKTYPE,
+                "chr": tarfile.CHRTYPE,
+            }[kind]
+            info.mode = 0o755 if kind == "dir" else 0o644
+            info.linkname = content
+            tar.addfile(info)
+    return out.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Layout:
+    """An OCI image layout in memory: blobs by digest, written as a directory or a tar."""
+
+    def __init__(
+        self,
+        layers: Sequence[bytes],
+        *,
+        compress: bool = True,
+        config: dict[str, Any] | None = None,
+        refs: Sequence[str] = ("localhost/app:1.0",),
+    ) -> None:
+        self.blobs: dict[str, bytes] = {}
+        stored = [gzip.compress(data, mtime=0) if compress else data for data in layers]
+        image_config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": CONFIG if config is None else config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(d)}" for d in layers]},
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": self.add(json.dumps(image_config).encode()),
+            "layers": [self.add(blob) for blob in stored],
+        }
+        manifest_descriptor = self.add(json.dumps(manifest).encode())
+        self.index: dict[str, Any] = {
+            "schemaVersion": 2,
+            "manifests": [
+                {**manifest_descriptor, "annotations": {"org.opencontainers.image.ref.name": r}}
+                for r in refs
+            ],
+        }
+
+    def add(self, data: bytes) -> dict[str, Any]:
+        self.blobs[sha(data)] = data
+        return {"digest": f"sha256:{sha(data)}", "size": len(data)}
+
+    def files(self) -> dict[str, bytes]:
+        found = {f"blobs/sha256/{digest}": data for digest, data in self.blobs.items()}
+        found["index.json"] = json.dumps(self.index).encode()
+        found["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+        return found
+
+    def directory(self, top: Path) -> str:
+        for name, data in self.files().items():
+            (top / name).parent.mkdir(parents=True, exist_ok=True)
+            (top / name).write_bytes(data)
+        return str(top)
+
+    def archive(self, path: Path) -> str:
+        return write_tar(path, self.files())
+
+
+def write_tar(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def docker_archive(path: Path, layers: Sequence[bytes], tags: Sequence[str] = ("app:1",)) -> str:
+    config = json.dumps(
+        {"config": CONFIG, "rootfs": {"diff_ids": [f"sha256:{sha(d)}" for d in layers]}}
+    ).encode()
+    files = {f"{sha(config)}.json": config}
+    files.update({f"{sha(d)}/layer.tar": d for d in layers})
+    entry = {
+        "Config": f"{sha(config)}.json",
+        "RepoTags": list(tags),
+        "Layers": [f"{sha(d)}/layer.tar" for d in layers],
+    }
+    files["manifest.json"] = json.dumps([entry]).encode()
+    return write_tar(path, files)
+
+
+BASE = layer(
+    [
+        ("etc", "dir", ""),
+        ("etc/motd", "file", "old motd"),
+        ("etc/keep", "file", "kept"),
+        ("opt", "dir", ""),
+        ("opt/old", "dir", ""),
+        ("opt/old/a", "file", "a"),
+        ("opt/old/sub", "dir", ""),
+        ("opt/old/sub/b", "file", "b"),
+        ("var", "dir", ""),
+        ("var/cache", "dir", ""),
+        ("var/cache/x", "file", "x"),
+        ("bin", "dir", ""),
+        ("bin/tool", "file", "#!/bin/sh\n"),
+    ]
+)
+TOP = layer(
+    [
+        ("etc/.wh.motd", "file", ""),
+        ("opt/old/sub", "dir", ""),  # this layer's own, before the opaque marker
+        ("opt/old/sub/c", "file", "c"),
+        ("opt/old/.wh..wh..opq", "file", ""),
+        ("opt/old/new", "file", "new"),
+        ("var/cache", "file", "now a file"),  # a file replaces a directory
+        ("etc/fresh", "file", "fresh"),
+        ("etc/.wh.fresh", "file", ""),  # hides only lower layers: its own file stays
+        ("dev", "dir", ""),
+        ("dev/sda", "chr", ""),
+    ]
+)
+
+
+def tree(top: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(top.rglob("*")):
+        rel = str(path.relative_to(top))
+        if path.is_symlink():
+            found[rel] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            found[rel] = "dir"
+        else:
+            found[rel] = path.read_text()
+    return found
+
+
+EXPECTED = {
+    "bin": "dir",
+    "bin/tool": "#!/bin/sh\n",
+    "dev": "dir",
+    "etc": "dir",
+    "etc/fresh": "fresh",
+    "etc/keep": "kept",
+    "opt": "dir",
+    "opt/old": "dir",
+    "opt/old/new": "new",
+    "opt/old/sub": "dir",
+    "opt/old/sub/c": "c",
+    "var": "dir",
+    "var/cache": "now a file",
+}
+
+
+@pytest.mark.parametrize("form", ["archive", "directory", "plain archive", "docker"])
+def test_layers_apply_in_order_with_whiteouts_and_the_config_is_kept(
+    tmp_path: Path, form: str
+) -> None:
+    images = tmp_path / "images"
+    if form == "docker":
+        source = docker_archive(tmp_path / "d.tar", [BASE, TOP])
+    elif form == "directory":
+        (tmp_path / "layout").mkdir()
+        source = Layout([BASE, TOP]).directory(tmp_path / "layout")
+    else:
+        layout = Layout([BASE, TOP], compress=form == "archive")
+        source = layout.archive(tmp_path / "o.tar")
+    messages: list[str] = []
+    info = store.import_image(str(images), "app", source, progress=messages.append)
+    assert tree(images / "app") == EXPECTED
+    assert any("skipped 1 device node(s) (dev/sda)" in m for m in messages)
+    config = store.image_config(str(images), "app")
+    assert info.config == config and config is not None
+    assert (config.entrypoint, config.cmd, config.env) == (
+        ("/bin/tool",),
+        ("--serve",),
+        ("PATH=/bin", "MODE=test"),
+    )
+    assert (config.workdir, config.user) == ("/srv", "1000:1000")
+
+
+def test_a_rootfs_tarball_is_no_image_archive_and_replacing_drops_the_old_config(
+    tmp_path: Path,
+) -> None:
+    images = str(tmp_path / "images")
+    store.import_image(images, "app", Layout([BASE]).archive(tmp_path / "o.tar"))
+    assert store.image_config(images, "app") is not None
+    rootfs = write_tar(tmp_path / "rootfs.tar", {"etc/hostname": b"x\n", "bin/sh": b""})
+    assert not oci.is_image_archive(rootfs)
+    store.import_image(images, "app", rootfs)
+    assert store.image_config(images, "app") is None
+    store.import_image(images, "app", Layout([BASE]).archive(tmp_path / "o.tar"))
+    store.remove_image(images, "app")
+    assert not os.path.lexists(store.config_path(images, "app"))
+
+
+def test_several_images_need_a_ref(tmp_path: Path) -> None:
+    images = str(tmp_path / "images")
+    source = Layout([BASE], refs=("localhost/app:1.0", "localhost/app:2.0")).archive(
+        tmp_path / "o.tar"
+    )
+    with pytest.raises(ImageError, match=r"holds 2 images .*choose one with --ref"):
+        store.import_image(images, "app", source)
+    info = store.import_image(images, "app", source, ref="2.0")
+    assert info.config is not None and info.config.source.endswith("2.0")
+
+
+def imported_nothing(images: Path, name: str = "app") -> bool:
+    return not os.path.lexists(images / name) and not os.path.lexists(
+        store.config_path(str(images), name)
+    )
+
+
+def test_a_layer_that_does_not_match_its_digest_imports_nothing(tmp_path: Path) -> None:
+    layout = Layout([BASE, TOP])
+    top_digest = [d for d, data in layout.blobs.items() if data == gzip.compress(TOP, mtime=0)]
+    layout.blobs[top_digest[0]] = gzip.compress(TOP + b"\0" * 512, mtime=0)
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match=r"layer blobs/sha256/[0-9a-f]+ does not match its digest"):
+        store.import_image(str(images), "app", layout.archive(tmp_path / "o.tar"))
+    assert imported_nothing(images)
+
+
+def test_a_docker_layer_that_does_not_match_its_diff_id_imports_nothing(tmp_path: Path) -> None:
+    source = docker_archive(tmp_path / "d.tar", [BASE, TOP])
+    with tarfile.open(source) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    files[f"{sha(TOP)}/layer.tar"] = layer([("etc/evil", "file", "swapped")])
+    forged = write_tar(tmp_path / "forged.tar", files)
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="does not match its diff_id"):
+        store.import_image(str(images), "app", forged)
+    assert imported_nothing(images)
+
+
+def test_a_manifest_swapped_under_the_index_is_refused(tmp_path: Path) -> None:
+    layout = Layout([BASE])
+    manifest_digest = layout.index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(layout.blobs[manifest_digest])
+    manifest["layers"] = manifest["layers"][:0]
+    layout.blobs[manifest_digest] = json.dumps(manifest).encode()
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="does not match its digest"):
+        store.import_image(str(images), "app", layout.archive(tmp_path / "o.tar"))
+    assert imported_nothing(images)
+
+
+@pytest.mark.parametrize(
+    ("second", "why"),
+    [
+        ([("escape/passwd", "file", "owned")], "through the symlink escape"),
+        ([("escape/.wh.passwd", "file", "")], "through the symlink escape"),
+        ([("escape/.wh..wh..opq", "file", "")], "through the symlink escape"),
+        ([("etc/.wh...", "file", "")], "`..`|whiteout of no file"),
+        ([("../.wh.outside", "file", "")], "`..`"),
+    ],
+)
+def test_a_layer_cannot_write_or_delete_through_a_lower_layers_symlink(
+    tmp_path: Path, second: list[Entry], why: str
+) -> None:
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "passwd").write_text("host's")
+    (tmp_path / "outside").write_text("host's")
+    first = layer([("etc", "dir", ""), ("escape", "link", str(outside))])
+    images = tmp_path / "images"
+    source = Layout([first, layer(second)]).archive(tmp_path / "o.tar")
+    with pytest.raises(ImageError, match=why):
+        store.import_image(str(images), "app", source)
+    assert (outside / "passwd").read_text() == "host's"
+    assert (tmp_path / "outside").read_text() == "host's"
+    assert imported_nothing(images)
+
+
+def test_a_layout_blob_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    layout = Layout([BASE])
+    top = Path(layout.directory(tmp_path / "layout"))
+    secret = tmp_path / "secret"
+    secret.write_bytes(gzip.compress(BASE, mtime=0))
+    blob = next(
+        p for p in (top / "blobs/sha256").iterdir() if p.read_bytes() == secret.read_bytes()
+    )
+    blob.unlink()
+    blob.symlink_to(secret)
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="has no readable blobs/sha256/"):
+        store.import_image(str(images), "app", str(top))
+    assert imported_nothing(images)
+
+
+def test_the_bounds_hold_across_layers(tmp_path: Path) -> None:
+    many = [layer([(f"f{n}", "file", "x") for n in range(start, start + 6)]) for start in (0, 6)]
+    images = tmp_path / "images"
+    source = Layout(many).archive(tmp_path / "o.tar")
+    with pytest.raises(ImageError, match="more than 10 members"):
+        store.import_image(str(images), "app", source, bounds=Bounds(max_files=10))
+    assert imported_nothing(images)
+
+
+def test_a_zstd_layer_is_a_clear_error(tmp_path: Path) -> None:
+    layout = Layout([BASE], compress=False)
+    digest = next(d for d, data in layout.blobs.items() if data == BASE)
+    layout.blobs[digest] = b"\x28\xb5\x2f\xfd" + BASE
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="zstd"):
+        store.import_image(str(images), "app", layout.archive(tmp_path / "o.tar"))
+
+
+def test_a_ref_on_a_rootfs_tarball_is_refused(tmp_path: Path) -> None:
+    rootfs = write_tar(tmp_path / "rootfs.tar", {"etc/hostname": b"x\n"})
+    with pytest.raises(ImageError, match="no container image"):
+        store.import_image(str(tmp_path / "images"), "app", rootfs, ref="1.0")
