@@ -29,6 +29,11 @@ if [ -n "$extras" ]; then
         for package in qemu-system-x86 qemu-utils mmdebstrap e2fsprogs git; do
             dpkg -s "$package" >/dev/null 2>&1 || vm_missing="$vm_missing $package"
         done
+        # The container image tests (tests/root/test_oci_import.py) build and save images with
+        # podman (and runc) and unpack them with skopeo and umoci as the reference.
+        for package in podman runc skopeo umoci; do
+            dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+        done
     fi
 fi
 if [ -n "$missing$vm_missing" ]; then

@@ -17,6 +17,7 @@ from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
 from sandman.apply.orphans import sweep_cgroups
 from sandman.errors import StateError, UnitError, UsageError
+from sandman.images.config import configs_in
 from sandman.observe.facts import ActualState
 from sandman.observe.gather import gather
 from sandman.observe.records import record_path
@@ -32,11 +33,18 @@ from sandman.units.read import read_units
 def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | None = None) -> Plan:
     """What `reconcile` would do now; reads only, takes no lock."""
     actual = gather(paths.state_dir, orphans=prune)
-    desired = read_units(directory, paths.tag, sticky=actual.addresses())
+    desired = desired_state(paths, directory, actual)
     result = plan(desired, actual, prune=prune)
     result = targeted(result, desired, target) if target else result
     _preflight(paths, desired, result)
     return result
+
+
+def desired_state(paths: Paths, directory: str, actual: ActualState | None = None) -> Desired:
+    """The units of DIRECTORY resolved: addresses kept as ACTUAL has them, and what a sandbox
+    leaves out taken from the config of the container image it runs on."""
+    sticky = actual.addresses() if actual is not None else None
+    return read_units(directory, paths.tag, sticky=sticky, images=configs_in(paths.image_dir))
 
 
 def _preflight(paths: Paths, desired: Desired, result: Plan) -> None:
@@ -71,7 +79,7 @@ def reconcile(
     after the actions that do not depend on it have run."""
     with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
         actual = gather(paths.state_dir, orphans=prune)
-        desired = read_units(directory, paths.tag, sticky=actual.addresses())
+        desired = desired_state(paths, directory, actual)
         for warning in desired.warnings:
             progress.note(f"warning: {warning}")
         result = plan(desired, actual, prune=prune)

@@ -3,6 +3,9 @@ WorkingDir and User), kept beside an image imported from one. Light: `sandman im
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,3 +41,28 @@ class ImageConfig:
             user=str(data.get("user", "")),
             source=str(data.get("source", "")),
         )
+
+
+def image_config(image_dir: str, name: str) -> ImageConfig | None:
+    """What the container image NAME was imported from says a container runs; None for an
+    image that is no container image's (or whose config cannot be read)."""
+    try:
+        with open(config_path(image_dir, name), encoding="utf-8") as file:
+            return ImageConfig.from_json(json.load(file))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def config_path(image_dir: str, name: str) -> str:
+    """Beside the image, not in it (its tree is a sandbox's root): hidden, so that no image
+    name (which starts with a letter or digit) can be it."""
+    return os.path.join(os.path.abspath(image_dir), f".{name}.config.json")
+
+
+def configs_in(image_dir: str) -> Callable[[str], ImageConfig | None]:
+    """image_config of IMAGE_DIR's images, by name: what the unit loader asks."""
+
+    def of(name: str) -> ImageConfig | None:
+        return image_config(image_dir, name)
+
+    return of

@@ -14,6 +14,7 @@ WorkingDir, User) is kept as the image's ImageConfig.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -88,7 +89,43 @@ def extract(
             _apply_layer(blobs, layer, checker, problem)
         tarball.report_skipped(checker, report)
     report(f"applied {len(image.layers)} layer(s), {checker.count} entries, from {source}")
-    return _config_of(image.config, f"{source} {image.ref}".strip())
+    config = _config_of(image.config, f"{source} {image.ref}".strip())
+    return dataclasses.replace(config, user=numeric_user(dest, config.user))
+
+
+def numeric_user(root: str, user: str) -> str:
+    """USER of the config (`name`, `uid`, `name:group`, `uid:gid`...) as `uid:gid`, names
+    looked up in the image's own /etc/passwd and /etc/group (read through no symlink); as it
+    was when a name is not there (the unit loader then says so)."""
+    if not user or re.fullmatch(r"\d+(:\d+)?", user):
+        return user
+    name, _, group = user.partition(":")
+    passwd = _id_table(root, "passwd")
+    entry = passwd.get(name) if not name.isdigit() else None
+    uid = name if name.isdigit() else (entry[0] if entry else None)
+    if not group:
+        gid = entry[1] if entry else ("0" if name.isdigit() else None)
+    else:
+        gid = group if group.isdigit() else _id_table(root, "group").get(group, (None,))[0]
+    return f"{uid}:{gid}" if uid is not None and gid is not None else user
+
+
+def _id_table(root: str, name: str) -> dict[str, tuple[str, str]]:
+    """/etc/NAME of the image at ROOT: each entry's name to its 3rd and 4th fields."""
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with _open_beneath(top, f"etc/{name}") as file:
+            text = file.read(_JSON_MAX).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    finally:
+        os.close(top)
+    table: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            table.setdefault(fields[0], (fields[2], fields[3] if len(fields) > 3 else ""))
+    return table
 
 
 @dataclass(frozen=True)

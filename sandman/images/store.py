@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandman.errors import ImageError
-from sandman.images.config import ImageConfig
+from sandman.images.config import ImageConfig, config_path, image_config
 
 if TYPE_CHECKING:
     from sandman.images import tarball
@@ -233,23 +232,6 @@ def import_image(
 def _inside(path: str, top: str) -> bool:
     real = os.path.realpath(path)
     return real == top or real.startswith(top.rstrip("/") + "/")
-
-
-def image_config(image_dir: str, name: str) -> ImageConfig | None:
-    """What the container image NAME was imported from says a container runs; None for an
-    image that is no container image's (or whose config cannot be read)."""
-
-    try:
-        with open(config_path(image_dir, name), encoding="utf-8") as file:
-            return ImageConfig.from_json(json.load(file))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-
-
-def config_path(image_dir: str, name: str) -> str:
-    """Beside the image, not in it (its tree is a sandbox's root): hidden, so that no image
-    name (which starts with a letter or digit) can be it."""
-    return os.path.join(os.path.abspath(image_dir), f".{name}.config.json")
 
 
 def _build(

@@ -203,6 +203,10 @@ def _attributes(canonical: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         for key, value in flat.items()
         if not key.startswith("resolved.") and value not in (None, [], {}, "")
     ]
+    from_image = flat.get("resolved.from_image")
+    if from_image:
+        keys = ", ".join(f"sandbox.{key}" for key in from_image)
+        shown.append((f"image {flat.get('rootfs.image')}'s config gives", keys))
     if flat.get("network.address") == "auto" and flat.get("resolved.address"):
         shown = [
             (k, f"auto ({flat['resolved.address']})" if k == "network.address" else v)

@@ -60,11 +60,16 @@ class DesiredSandbox:
     address: IPv4Interface | None = None
     address6: IPv6Interface | None = None
     machine_id: str | None = None  # booted sandboxes only (sandman/booting.py)
+    # The [sandbox] keys its container image's config gave (image_defaults.py), for the plan
+    # and validate to say; their values are in `unit`, so in the record.
+    from_image: tuple[str, ...] = ()
 
     def canonical(self) -> dict[str, Any]:
         # A machine id only where there is one: records of sandboxes that do not boot, made
         # before booting existed, stay as they were.
-        booted = {} if self.machine_id is None else {"machine_id": self.machine_id}
+        booted: dict[str, Any] = {} if self.machine_id is None else {"machine_id": self.machine_id}
+        if self.from_image:  # likewise only where an image's config gave keys
+            booted["from_image"] = list(self.from_image)
         resolved = {
             "hostname": self.hostname,
             "slice_path": "/".join(self.slice_path),
@@ -94,6 +99,7 @@ def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -
         address=None if address is None else IPv4Interface(address),
         address6=None if address6 is None else IPv6Interface(address6),
         machine_id=resolved.get("machine_id"),
+        from_image=tuple(resolved.get("from_image", ())),
     )
 
 

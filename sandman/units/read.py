@@ -8,15 +8,19 @@ from sandman.errors import UnitError
 from sandman.units.addresses import Sticky
 from sandman.units.checks import check_each
 from sandman.units.desired import Desired
+from sandman.units.image_defaults import ImageConfigs
 from sandman.units.load import read_directory
 from sandman.units.resolve import resolve
 
 
-def read_units(directory: str, tag: str, sticky: Sticky | None = None) -> Desired:
-    """Load, validate, cross-check and resolve; raises UnitError with every problem found."""
+def read_units(
+    directory: str, tag: str, sticky: Sticky | None = None, images: ImageConfigs | None = None
+) -> Desired:
+    """Load, validate, cross-check and resolve (a container image's config giving what a
+    sandbox on it leaves out); raises UnitError with every problem found."""
     units = read_directory(directory)
     check_each(units)
-    desired = resolve(units, tag, sticky)
+    desired = resolve(units, tag, sticky, images)
     if units.problems:
         raise UnitError(units.problems)
     return (

@@ -17,14 +17,18 @@ from sandman import booting
 from sandman.units import names
 from sandman.units.addresses import Allocator, Interface, Slot, Sticky
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox, DesiredSlice
+from sandman.units.image_defaults import ImageConfigs, with_defaults
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
-from sandman.units.model import ROOT_SLICE
+from sandman.units.model import ROOT_SLICE, SandboxUnit
 
 Network = IPv4Network | IPv6Network
 
 
-def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
-    """Build the desired state; problems found are appended to `units.problems`."""
+def resolve(
+    units: UnitSet, tag: str, sticky: Sticky | None = None, images: ImageConfigs | None = None
+) -> Desired:
+    """Build the desired state; problems found are appended to `units.problems`. IMAGES gives
+    the config of a container image a sandbox runs on (its defaults: image_defaults.py)."""
     slices = _slices(units)
     networks = _networks(units, tag)
     _check_subnets(units)
@@ -34,7 +38,7 @@ def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
     _check_cpu_within_parents(units, slices)
     sandboxes = {}
     for name, unit in units.sandboxes.items():
-        model = sandbox_model(unit)
+        model, from_image = _image_defaults(units, unit, sandbox_model(unit), images)
         slice_name = model.sandbox.slice
         sandboxes[name] = DesiredSandbox(
             name=name,
@@ -46,9 +50,40 @@ def resolve(units: UnitSet, tag: str, sticky: Sticky | None = None) -> Desired:
             address=_v4(addresses.get((name, 4))),
             address6=_v6(addresses.get((name, 6))),
             machine_id=booting.machine_id(name, tag) if model.sandbox.boot else None,
+            from_image=from_image,
         )
     _check_ifnames(units, networks, sandboxes)
     return Desired(tag, sandboxes, networks, slices)
+
+
+def _image_defaults(
+    units: UnitSet, unit: UnitFile, model: SandboxUnit, images: ImageConfigs | None
+) -> tuple[SandboxUnit, tuple[str, ...]]:
+    """The model with its image's defaults, and the keys they gave; a sandbox that then has no
+    command (and does not boot) is a problem."""
+    image = model.rootfs.image
+    config = images(image) if images is not None and image is not None else None
+    keys: list[str] = []
+    if config is not None:
+        try:
+            model, keys = with_defaults(model, config)
+        except ValueError as exc:
+            units.problems.append(
+                unit.problem(
+                    ("rootfs", "image"),
+                    f"image {image!r} cannot be run as it says: {exc}",
+                    "set the key in [sandbox] to override the image's config",
+                )
+            )
+    if model.sandbox.command is None and not model.sandbox.boot:
+        units.problems.append(unit.problem(("sandbox", "command"), "is missing", _NO_COMMAND))
+    return model, tuple(keys)
+
+
+_NO_COMMAND = (
+    'give the init\'s command line, e.g. command = ["/bin/httpd", "-f"], or set boot = true to '
+    "run the image's own init"
+)
 
 
 def _v4(interface: Interface | None) -> IPv4Interface | None:

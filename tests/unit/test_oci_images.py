@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sandman.errors import ImageError
+from sandman.images import config as image_configs
 from sandman.images import oci, store
 from sandman.images.tarball import Bounds
 
@@ -217,7 +218,7 @@ def test_layers_apply_in_order_with_whiteouts_and_the_config_is_kept(
     info = store.import_image(str(images), "app", source, progress=messages.append)
     assert tree(images / "app") == EXPECTED
     assert any("skipped 1 device node(s) (dev/sda)" in m for m in messages)
-    config = store.image_config(str(images), "app")
+    config = image_configs.image_config(str(images), "app")
     assert info.config == config and config is not None
     assert (config.entrypoint, config.cmd, config.env) == (
         ("/bin/tool",),
@@ -232,14 +233,14 @@ def test_a_rootfs_tarball_is_no_image_archive_and_replacing_drops_the_old_config
 ) -> None:
     images = str(tmp_path / "images")
     store.import_image(images, "app", Layout([BASE]).archive(tmp_path / "o.tar"))
-    assert store.image_config(images, "app") is not None
+    assert image_configs.image_config(images, "app") is not None
     rootfs = write_tar(tmp_path / "rootfs.tar", {"etc/hostname": b"x\n", "bin/sh": b""})
     assert not oci.is_image_archive(rootfs)
     store.import_image(images, "app", rootfs)
-    assert store.image_config(images, "app") is None
+    assert image_configs.image_config(images, "app") is None
     store.import_image(images, "app", Layout([BASE]).archive(tmp_path / "o.tar"))
     store.remove_image(images, "app")
-    assert not os.path.lexists(store.config_path(images, "app"))
+    assert not os.path.lexists(image_configs.config_path(images, "app"))
 
 
 def test_several_images_need_a_ref(tmp_path: Path) -> None:
@@ -255,7 +256,7 @@ def test_several_images_need_a_ref(tmp_path: Path) -> None:
 
 def imported_nothing(images: Path, name: str = "app") -> bool:
     return not os.path.lexists(images / name) and not os.path.lexists(
-        store.config_path(str(images), name)
+        image_configs.config_path(str(images), name)
     )
 
 
@@ -358,3 +359,28 @@ def test_a_ref_on_a_rootfs_tarball_is_refused(tmp_path: Path) -> None:
     rootfs = write_tar(tmp_path / "rootfs.tar", {"etc/hostname": b"x\n"})
     with pytest.raises(ImageError, match="no container image"):
         store.import_image(str(tmp_path / "images"), "app", rootfs, ref="1.0")
+
+
+def test_a_named_user_is_looked_up_in_the_image_and_never_through_a_symlink(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nnginx:x:101:102::/:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nwww:x:33:nginx\n")
+    cases = {
+        "nginx": "101:102",
+        "nginx:www": "101:33",
+        "nginx:7": "101:7",
+        "1000": "1000",
+        "5:6": "5:6",
+        "77:www": "77:33",
+        "nobody": "nobody",
+        "": "",
+    }
+    assert {user: oci.numeric_user(str(root), user) for user in cases} == cases
+    host = tmp_path / "host-passwd"
+    host.write_text("nginx:x:0:0::/:/bin/sh\n")
+    (root / "etc/passwd").unlink()
+    (root / "etc/passwd").symlink_to(host)
+    assert oci.numeric_user(str(root), "nginx") == "nginx"
