@@ -141,6 +141,9 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+        if sandbox.unit.sandbox.boot:
+            for warning in ctx.cgroups.delegate(cgroup, *plan.owner):
+                ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         faults.step(f"sandbox/{sandbox.name}: limits written")
     _private(sandbox, ctx.paths.log_dir, "log dir (--log-dir)")
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
@@ -309,7 +312,16 @@ def _rootfs_plan(
         own_sys=ns.net,
         own_ipc=ns.ipc,
         shm_size=sandbox.unit.resources.shm_bytes(),
+        cgroup2=_cgroup_view(ctx, sandbox),
     )
+
+
+def _cgroup_view(ctx: ApplyContext, sandbox: DesiredSandbox) -> str | None:
+    """/sys/fs/cgroup inside: the sandbox's own cgroup on v2 when it has a cgroup namespace,
+    writable (delegated, see _start) for a booted init, read-only otherwise."""
+    if ctx.cgroups.version != 2 or not sandbox.unit.namespaces.cgroup:
+        return None
+    return "rw" if sandbox.unit.sandbox.boot else "ro"
 
 
 def _private_data_dirs(ctx: ApplyContext, sandbox: DesiredSandbox, layers: str) -> None:

@@ -227,6 +227,12 @@ class V1Driver:
                     common.write(f"{child}/{file}", common.read(f"{parent}/{file}").strip())
             parent = child
 
+    def delegate(self, rel: str, uid: int, gid: int) -> list[str]:
+        """Not on v1: systemd inside would need its own `name=systemd` hierarchy (nspawn mounts
+        one); sandman gives none yet."""
+        del rel, uid, gid
+        return ["cgroup v1: no cgroup tree is delegated to the sandbox (a booted systemd needs v2)"]
+
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
         """Deny every device, then allow the listed ones: a process of the sandbox cannot use a
         device node it finds or makes, whatever its capabilities."""
@@ -237,6 +243,10 @@ class V1Driver:
         for rule in allowed:
             common.write(f"{directory}/devices.allow", rule)
         return []
+
+    def join_entering(self, rel: str, pid: int) -> None:
+        """As join: v1 has no rule against processes beside child cgroups."""
+        self.join(rel, pid)
 
     def join(self, rel: str, pid: int) -> None:
         for directory in self._dirs(rel):

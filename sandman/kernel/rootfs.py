@@ -67,6 +67,10 @@ class RootfsPlan:
     own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
     own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
     own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
+    # cgroup2 at /sys/fs/cgroup, rooted at the sandbox's own cgroup by its cgroup namespace:
+    # "ro" (its limits and usage to read, as docker and podman show them), "rw" (a delegated
+    # tree, for a booted systemd), None (cgroup v1, or the host's cgroup namespace: nothing).
+    cgroup2: str | None = None
     shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
 
 
@@ -326,6 +330,14 @@ def _mount_sys(plan: RootfsPlan) -> None:
             sc.mount("sysfs", f"/proc/self/fd/{fd}", "sysfs", flags)
         else:
             _bind("/sys", fd, read_only=True)
+    if plan.cgroup2 is not None:
+        # Mounted from inside the sandbox's cgroup and user namespaces: the kernel roots the
+        # view at the cgroup the namespace was made in, the sandbox's, never the host's root.
+        # MS_RDONLY makes this mount read-only, not the hierarchy (as runc mounts it).
+        flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+        flags |= sc.MS_RDONLY if plan.cgroup2 == "ro" else 0
+        with _target(".", "/sys/fs/cgroup") as fd:
+            sc.mount("cgroup2", f"/proc/self/fd/{fd}", "cgroup2", flags)
     if os.path.isdir("sys/firmware"):
         # Firmware tables (ACPI, DMI, EFI variables) say much about the host and nothing the
         # sandbox needs.
