@@ -87,6 +87,7 @@ def extract(
             checker.start_layer(f"{source}: layer {number} of {len(image.layers)}")
             report(f"layer {number} of {len(image.layers)}: {layer.name}")
             _apply_layer(blobs, layer, checker, problem)
+        checker.set_xattrs()
         tarball.report_skipped(checker, report)
     report(f"applied {len(image.layers)} layer(s), {checker.count} entries, from {source}")
     config = _config_of(image.config, f"{source} {image.ref}".strip())

@@ -30,6 +30,10 @@ from sandman.errors import ImageError
 # What a damaged or foreign file raises while being read as a (compressed) tar archive.
 DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 _SHOWN = 5  # skipped device nodes named in the note
+# GNU tar and bsdtar write a file's extended attributes as pax records of this prefix.
+_XATTR_PAX = "SCHILY.xattr."
+_XATTRS_KEPT = frozenset({"security.capability"})  # file capabilities (ping's cap_net_raw)
+_USER_XATTRS = "user."
 # A default far above any root file system (a Debian with a desktop is under 10G and 300,000
 # files), yet a bound: `image import --max-size` and `--max-files` raise it.
 DEFAULT_MAX_SIZE = 64 * 1024**3
@@ -57,6 +61,7 @@ def extract(
     try:
         with tarfile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
             write_members(tar, checker)
+        checker.set_xattrs()
     except DAMAGED as exc:
         raise ImageError(
             name, path, f"{archive} is not a readable tar archive (plain, .gz, .xz, .bz2): {exc}"
@@ -80,6 +85,9 @@ def write_members(tar: tarfile.TarFile, checker: MemberChecker) -> None:
 
 
 def report_skipped(checker: MemberChecker, report: Callable[[str], None]) -> None:
+    if checker.xattrs_dropped:
+        dropped = ", ".join(sorted(checker.xattrs_dropped)[:_SHOWN])
+        report(f"dropped extended attributes a sandbox has no use for: {dropped}")
     if checker.skipped:
         shown = ", ".join(checker.skipped[:_SHOWN]) + (
             ", …" if len(checker.skipped) > _SHOWN else ""
@@ -161,6 +169,10 @@ class MemberChecker:
         self.skipped: list[str] = []
         self.count = 0
         self.size = 0
+        # Extended attributes by member path, set once every member is written (tarfile sets
+        # none): the last member of a path wins, as its file does.
+        self.xattrs: dict[str, dict[str, bytes]] = {}
+        self.xattrs_dropped: set[str] = set()
 
     def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         # A generator: extractall writes each member before asking for the next, so each check
@@ -182,8 +194,46 @@ class MemberChecker:
             member.linkname = self._hardlink_target(member)
         self._clear(member, os.path.join(self.dest, *parts))
         member.name = "/".join(parts) or "."
+        self._note_xattrs(member)
         self.count += 1
         return True
+
+    def _note_xattrs(self, member: tarfile.TarInfo) -> None:
+        """Keep the member's pax SCHILY.xattr records that a root file system needs (file
+        capabilities, user attributes); others (SELinux labels, trusted.*, ACLs of the machine
+        that made the archive) are dropped and counted."""
+        found = {}
+        for key, value in member.pax_headers.items():
+            if not key.startswith(_XATTR_PAX):
+                continue
+            name = key[len(_XATTR_PAX) :]
+            if name in _XATTRS_KEPT or name.startswith(_USER_XATTRS):
+                found[name] = value.encode("utf-8", "surrogateescape")
+            else:
+                self.xattrs_dropped.add(name)
+        if found and not member.issym():
+            self.xattrs[member.name] = found
+        else:
+            self.xattrs.pop(member.name, None)
+
+    def set_xattrs(self) -> None:
+        """Set the kept attributes on what the members wrote (never through a symlink)."""
+        for name, attributes in self.xattrs.items():
+            path = os.path.join(self.dest, name)
+            for key, value in attributes.items():
+                try:
+                    os.setxattr(path, key, value, follow_symlinks=False)
+                except FileNotFoundError:
+                    break  # a later layer's whiteout removed it
+                except OSError as exc:
+                    self._refuse_xattr(name, key, exc)
+
+    def _refuse_xattr(self, name: str, key: str, exc: OSError) -> NoReturn:
+        raise ImageError(
+            self.name,
+            self.path,
+            f"{self.archive}: cannot set {key} on {name!r} ({exc.strerror}); nothing imported",
+        )
 
     def _charge(self, member: tarfile.TarInfo) -> None:
         """Count the member against the bounds before it is written: a regular file writes its
