@@ -32,7 +32,10 @@ DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 _SHOWN = 5  # skipped device nodes named in the note
 # GNU tar and bsdtar write a file's extended attributes as pax records of this prefix.
 _XATTR_PAX = "SCHILY.xattr."
-_XATTRS_KEPT = frozenset({"security.capability"})  # file capabilities (ping's cap_net_raw)
+# File capabilities (ping's cap_net_raw) and POSIX ACLs (journald's on /var/log/journal).
+_XATTRS_KEPT = frozenset(
+    {"security.capability", "system.posix_acl_access", "system.posix_acl_default"}
+)
 _USER_XATTRS = "user."
 # A default far above any root file system (a Debian with a desktop is under 10G and 300,000
 # files), yet a bound: `image import --max-size` and `--max-files` raise it.
@@ -200,8 +203,8 @@ class MemberChecker:
 
     def _note_xattrs(self, member: tarfile.TarInfo) -> None:
         """Keep the member's pax SCHILY.xattr records that a root file system needs (file
-        capabilities, user attributes); others (SELinux labels, trusted.*, ACLs of the machine
-        that made the archive) are dropped and counted."""
+        capabilities, ACLs, user attributes); others (SELinux labels of the machine that made
+        the archive, trusted.*) are dropped and named."""
         found = {}
         for key, value in member.pax_headers.items():
             if not key.startswith(_XATTR_PAX):
