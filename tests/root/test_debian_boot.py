@@ -37,6 +37,7 @@ V2 = detect_mode("/sys/fs/cgroup") == "v2"
 # Keyed by what makes it: other packages, another image.
 KEY = hashlib.sha256(",".join(bootstrap.BOOT_PACKAGES).encode()).hexdigest()[:8]
 IMAGE = f"debian-{bootstrap.DEFAULT_SUITE}-{KEY}"
+REPO = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 10 * WAIT  # far more than systemd's shutdown takes: a stop that uses it fails
 
 
@@ -55,21 +56,11 @@ def debian_tree() -> Path:
 
 
 def booted_debian(sm: Sandman, tree: Path) -> None:
+    """The shipped example unit (units/debian/), with a stop_timeout for an emulated guest."""
     shutil.copytree(tree, sm.image_dir / "debian", symlinks=True, copy_function=os.link)
-    sm.write(
-        "os",
-        f"""[sandbox]
-boot = true
-stop_timeout = "{STOP_TIMEOUT:.0f}s"
-
-[rootfs]
-image = "debian"
-
-[idmap]
-uid = [{{ inside = 0, outside = 2000000, count = 65536 }}]
-gid = [{{ inside = 0, outside = 2000000, count = 65536 }}]
-""",
-    )
+    shipped = (REPO / "units/debian/os.sandbox.toml").read_text()
+    assert 'stop_timeout = "30s"' in shipped
+    sm.write("os", shipped.replace('"30s"', f'"{STOP_TIMEOUT:.0f}s"'))
 
 
 def test_debian_boots_to_running_and_stops_by_its_own_shutdown(
