@@ -1,5 +1,5 @@
-"""/etc/hosts and /etc/resolv.conf of the sandboxes on a network: written under each one's runtime
-dir, bound read-only into it, rewritten in place when the network's members change."""
+"""/etc/hosts and /etc/resolv.conf of the sandboxes: written under each one's runtime dir, bound
+read-only into it; on a network, rewritten in place when the network's members change."""
 
 from __future__ import annotations
 
@@ -21,6 +21,46 @@ def name_files(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:
     write_in_place(files["/etc/hosts"], hosts_text(ctx, sandbox))
     write_in_place(files["/etc/resolv.conf"], resolv_text())
     return files
+
+
+def offline_files(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:
+    """/etc/hosts (and, sharing the host's network, /etc/resolv.conf) for a sandbox on no
+    network, as nspawn's --resolv-conf=auto gives one: its own name resolves (an image made by
+    mmdebstrap has no /etc/hosts), and a sandbox in the host's network namespace uses the host's
+    resolvers, loopback ones too (a resolver listening there is as reachable as from the host).
+    A sandbox in a network namespace of its own reaches no resolver: its image's file stays.
+    A target the unit mounts something on itself is left to that mount."""
+    taken = {mount.target for mount in sandbox.unit.mount}
+    runtime = ctx.runtime_dir(sandbox.name)
+    os.makedirs(runtime, mode=0o755, exist_ok=True)
+    host_network = not sandbox.unit.namespaces.net
+    texts = {"/etc/hosts": _own_hosts_text(sandbox.hostname, host_network)}
+    if host_network:
+        texts["/etc/resolv.conf"] = _host_file("/etc/resolv.conf")
+    files = {}
+    for target, text in texts.items():
+        if target not in taken:
+            files[target] = os.path.join(runtime, os.path.basename(target))
+            write_in_place(files[target], text)
+    return files
+
+
+def _own_hosts_text(hostname: str, host_network: bool) -> str:
+    """localhost, the sandbox's own name on 127.0.1.1 (Debian's convention for a machine without
+    a fixed address), and in the host's network the host's own entries after them."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines.append(f"127.0.1.1\t{hostname}")
+    if host_network:
+        lines += ["# the host's /etc/hosts", *_host_file("/etc/hosts").splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _host_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:

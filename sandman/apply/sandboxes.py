@@ -299,6 +299,9 @@ def _rootfs_plan(
     if sandbox.unit.network is not None:
         for target, host_file in name_files.name_files(ctx, sandbox).items():
             mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
+    else:
+        for target, host_file in name_files.offline_files(ctx, sandbox).items():
+            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="sandbox"))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
         mode=rootfs.mode,
