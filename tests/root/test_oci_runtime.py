@@ -257,3 +257,66 @@ def test_features_and_version(oci: Runtime) -> None:
     assert features["ociVersionMin"] and features["ociVersionMax"]
     assert "pid" in features["linux"]["namespaces"]
     assert "sandman-oci" in oci("--version").stdout
+
+
+def _process_file(tmp_path: Path, name: str, args: list[str], **extra: object) -> str:
+    process = {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**process, **extra}))
+    return str(path)
+
+
+def test_exec_foreground_detached_and_with_a_terminal(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("e1", ["sleep", "1000"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e1")
+    init = int((tmp_path / "pid").read_text())
+    oci("start", "e1")
+    # Foreground: the runtime exits with the process's status; the process ran inside.
+    script = "cat /proc/1/cmdline; echo; hostname; exit 5"
+    process = _process_file(tmp_path, "fg", ["sh", "-c", script])
+    done = oci(
+        "exec", "--process", process, "--pid-file", str(tmp_path / "fg.pid"), "e1", check=False
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout.splitlines() == ["sleep\x001000\x00", "ocitest"]
+    assert int((tmp_path / "fg.pid").read_text()) > 0
+    # Detached: the runtime returns; the process is reparented to this subreaper.
+    process = _process_file(tmp_path, "bg", ["sh", "-c", "exit 6"])
+    oci("exec", "--detach", "--process", process, "--pid-file", str(tmp_path / "bg.pid"), "e1")
+    assert _wait_exit(int((tmp_path / "bg.pid").read_text())) == 6
+    # A terminal: the master comes over the console socket, from the container's devpts.
+    process = _process_file(tmp_path, "tty", ["sh", "-c", "tty; echo in-exec-tty"], terminal=True)
+    path = str(tmp_path / "exec.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        pid_file = str(tmp_path / "tty.pid")
+        options = ("--detach", "--tty", "--console-socket", path, "--pid-file", pid_file)
+        oci("exec", *options, "--process", process, "e1")
+        connection, _ = listener.accept()
+        with connection:
+            data, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+    assert len(fds) == 1 and data.startswith(b"/dev/pts/")
+    try:
+        assert os.fstat(fds[0]).st_dev != os.stat("/dev/pts/ptmx").st_dev
+        output = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fds[0], 1024):
+                output += chunk
+        assert b"in-exec-tty" in output and data in output
+    finally:
+        os.close(fds[0])
+    assert _wait_exit(int(Path(pid_file).read_text())) == 0
+    oci("delete", "--force", "e1")
+    assert _wait_exit(init) == -signal.SIGKILL
+
+
+def test_exec_into_a_stopped_container_is_refused(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("e2", ["true"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e2")
+    oci("start", "e2")
+    assert _wait_exit(int((tmp_path / "pid").read_text())) == 0
+    process = _process_file(tmp_path, "p", ["true"])
+    done = oci("exec", "--process", process, "e2", check=False)
+    assert done.returncode != 0 and "container not running" in done.stderr
+    oci("delete", "e2")
