@@ -32,13 +32,30 @@ def limits(resources: Mapping[str, Any]) -> CgroupLimits:
     )
 
 
+# What every container may use whatever its config says, as runc and crun allow them: the
+# devices the kernel layer binds into /dev (null, zero, full, random, urandom, tty), the console,
+# ptmx and the ptys of the container's own devpts.
+DEFAULT_DEVICES = (
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+)
+
+
 def device_rules(resources: Mapping[str, Any]) -> list[str] | None:
     """The allowed devices as `c 1:3 rwm` rules when the config denies all first (what engines
-    write); None when it gives no device rules (the cgroup's devices stay as they are)."""
+    write), the default devices always among them; None when it gives no device rules (the
+    cgroup's devices stay as they are)."""
     entries = resources.get("devices")
     if not entries:
         return None
-    allowed: list[str] = []
+    allowed: list[str] = list(DEFAULT_DEVICES)
     for entry in entries:
         kind = entry.get("type") or "a"
         major = "*" if entry.get("major") in (None, -1) else str(entry["major"])
@@ -47,5 +64,5 @@ def device_rules(resources: Mapping[str, Any]) -> list[str] | None:
         if entry.get("allow"):
             allowed.append(rule)
         elif kind == "a":
-            allowed.clear()  # deny all: what came before is void
+            allowed = list(DEFAULT_DEVICES)  # deny all: what came before is void
     return allowed
