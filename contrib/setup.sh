@@ -34,6 +34,12 @@ if [ -n "$extras" ]; then
         for package in podman runc skopeo umoci; do
             dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
         done
+        # The OCI runtime tests (tests/root/test_oci_*.py) drive sandman-oci with podman and
+        # containerd, build the runtime-tools validation suite with Go and run it with yath,
+        # on busybox-static bundles; runc is the reference the bench compares with.
+        for package in containerd golang-go libtest2-harness-perl busybox-static; do
+            dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+        done
     fi
 fi
 if [ -n "$missing$vm_missing" ]; then

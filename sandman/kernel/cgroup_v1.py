@@ -290,6 +290,24 @@ class V1Driver:
 
         return common.kill_loop(dirs, timeout, strike)
 
+    def freeze(self, rel: str, frozen: bool, timeout: float = 5.0) -> None:
+        """Freeze (or thaw) rel's subtree and wait until the freezer says it is done."""
+        directory = self._dir("freezer", rel)
+        if directory is None:
+            raise FileNotFoundError(2, "the freezer controller is not mounted", self.root)
+        state, wanted = f"{directory}/freezer.state", "FROZEN" if frozen else "THAWED"
+        common.write(state, wanted)
+        if not common.wait_until(
+            lambda: common.read(state).strip() == wanted, time.monotonic() + timeout
+        ):
+            raise TimeoutError(110, f"the cgroup did not become {wanted}", state)
+
+    def is_frozen(self, rel: str) -> bool:
+        directory = self._dir("freezer", rel)
+        if directory is None:
+            return False
+        return common.read(f"{directory}/freezer.state").strip() == "FROZEN"
+
     def remove(self, rel: str, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
         for directory in self._dirs(rel):

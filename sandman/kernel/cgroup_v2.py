@@ -239,6 +239,16 @@ class V2Driver:
 
         return common.kill_loop([top], timeout, strike)
 
+    def freeze(self, rel: str, frozen: bool, timeout: float = 5.0) -> None:
+        """Freeze (or thaw) rel's subtree (cgroup.freeze) and wait until cgroup.events says so."""
+        top = self._existing(rel)
+        common.write(f"{top}/cgroup.freeze", "1" if frozen else "0")
+        if not common.wait_until(lambda: _frozen(top) == frozen, time.monotonic() + timeout):
+            raise TimeoutError(110, "the cgroup did not change its frozen state", top)
+
+    def is_frozen(self, rel: str) -> bool:
+        return _frozen(self._dir(rel))
+
     def remove(self, rel: str, timeout: float = 2.0) -> None:
         common.rmdir_tree(self._dir(rel), time.monotonic() + timeout)
 

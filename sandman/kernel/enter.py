@@ -81,6 +81,15 @@ class Stdio:
     fds: tuple[int, int, int]
     pty_socket: int | None = None
     winsize: bytes | None = None
+    # The OCI runtime's way (sandman-oci exec): the master goes to `pty_socket` as the console
+    # socket protocol says (the pty's name and the fd in one message), not sandman's own.
+    oci_console: bool = False
+    # A pipe's write end: the command's host PID is written there once it is forked.
+    pid_pipe: int | None = None
+    # Detached (OCI `exec --detach`): the command does not die with the client and nothing
+    # relays to it; the entering child exits once it is forked, so the command is reparented to
+    # the client's subreaper (conmon, the containerd shim), which waits for it.
+    detached: bool = False
 
 
 def start_inside(spec: EnterSpec, stdio: Stdio) -> int:
@@ -124,21 +133,24 @@ def _entering_child(
     try:
         for target, fd in enumerate(stdio.fds):
             os.dup2(fd, target)
-        sc.close_fds_except([fd for fd, _ in namespaces] + ([channel] if channel else []))
+        keep = [fd for fd, _ in namespaces] + ([channel] if channel else [])
+        sc.close_fds_except(keep + ([stdio.pid_pipe] if stdio.pid_pipe is not None else []))
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # before the first setns, until the command's exec
-        _die_with(client)
+        if not stdio.detached:
+            _die_with(client)
         if spec.join_cgroup is not None:
             spec.join_cgroup(os.getpid())
         for fd, flag in namespaces:
             sc.setns(fd, flag)
             os.close(fd)
         _confine(spec)
-        _die_with(client)  # a change of ids clears the parent-death signal
+        if not stdio.detached:
+            _die_with(client)  # a change of ids clears the parent-death signal
         if channel is not None:
-            _take_pty(channel, stdio.winsize)
+            _take_pty(channel, stdio.winsize, stdio.oci_console)
             os.close(channel)
             channel = None
-        code = _run_command(spec, tty=stdio.pty_socket is not None)
+        code = _run_command(spec, stdio)
     except OSError as exc:
         _say(channel, f"sandman exec: {exc}")
     finally:
@@ -159,14 +171,14 @@ def _confine(spec: EnterSpec) -> None:
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
 
 
-def _take_pty(sock: int, winsize: bytes | None) -> None:
+def _take_pty(sock: int, winsize: bytes | None, oci_console: bool) -> None:
     try:
         master, slave = pty.open_inside(winsize)
     except OSError as exc:
         message = f"cannot open the sandbox's terminal: {exc.strerror}"
         raise OSError(exc.errno, message, exc.filename) from exc
     try:
-        pty.send_master(sock, master)
+        (pty.send_console if oci_console else pty.send_master)(sock, master)
     finally:
         os.close(master)
     for target in (0, 1, 2):
@@ -174,13 +186,18 @@ def _take_pty(sock: int, winsize: bytes | None) -> None:
     os.close(slave)
 
 
-def _run_command(spec: EnterSpec, tty: bool) -> int:
+def _run_command(spec: EnterSpec, stdio: Stdio) -> int:
     """Fork the command's process into the sandbox's pid namespace; relay signals to it until
-    it ends, and return its exit code."""
+    it ends, and return its exit code (detached: return at once)."""
     me = os.getpid()
     child = os.fork()
     if child == 0:
-        _exec_command(spec, me, tty)
+        _exec_command(spec, None if stdio.detached else me, stdio.pty_socket is not None)
+    if stdio.pid_pipe is not None:
+        os.write(stdio.pid_pipe, f"{child}\n".encode())
+        os.close(stdio.pid_pipe)
+    if stdio.detached:
+        return 0
     # The command's stdio is its own now: the client sees EOF when the command (and whatever it
     # left running) closes them, not when this process does.
     for fd in (0, 1, 2):
@@ -200,13 +217,16 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _exec_command(spec: EnterSpec, parent: int, tty: bool) -> None:
+def _exec_command(spec: EnterSpec, parent: int | None, tty: bool) -> None:
+    """PARENT: the entering child it dies with; None when detached."""
     try:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The parent sits outside the sandbox's pid namespace: 0 here, unless the sandbox shares
-        # the host's. Anything else means it died before the prctl, and the child was reparented.
-        if os.getppid() not in (0, parent):
-            os._exit(128 + signal.SIGKILL)
+        if parent is not None:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            # The parent sits outside the sandbox's pid namespace: 0 here, unless the sandbox
+            # shares the host's. Anything else means it died before the prctl and the child
+            # was reparented.
+            if os.getppid() not in (0, parent):
+                os._exit(128 + signal.SIGKILL)
         sc.close_fds_except(())
         os.setsid()  # never the caller's session: no terminal of the host is ever its own
         if tty:

@@ -49,6 +49,14 @@ def send_master(sock: int, master: int) -> None:
         socket.send_fds(channel, [b"m"], [master])
 
 
+def send_console(sock: int, master: int) -> None:
+    """The OCI console socket protocol (runc's utils.SendFile): ONE message, the pty's name as
+    data and the master as its only SCM_RIGHTS fd."""
+    number = struct.unpack("I", fcntl.ioctl(master, sc.TIOCGPTN, b"\0" * 4))[0]
+    with socket.socket(fileno=os.dup(sock)) as channel:
+        socket.send_fds(channel, [f"/dev/pts/{number}".encode()], [master])
+
+
 def send_error(sock: int, message: str) -> None:
     with socket.socket(fileno=os.dup(sock)) as channel:
         channel.sendall(b"e" + message.encode(errors="replace"))

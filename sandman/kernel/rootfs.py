@@ -72,6 +72,11 @@ class RootfsPlan:
     # tree, for a booted systemd), None (cgroup v1, or the host's cgroup namespace: nothing).
     cgroup2: str | None = None
     shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
+    # Paths inside the root hidden (a file under /dev/null, a directory under an empty read-only
+    # tmpfs) or made read-only after every mount, when they exist (the OCI maskedPaths and
+    # readonlyPaths); a missing one is skipped, as runc does.
+    masked: tuple[str, ...] = ()
+    read_only_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,6 +299,34 @@ def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
         if mount.type in ("tmpfs", "proc"):
             with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
                 _mount_virtual(".", mount)
+    for path in plan.read_only_paths:
+        with _step("readonlyPaths", f"making `{path}` read-only"):
+            _restrict(path, mask=False)
+    for path in plan.masked:
+        with _step("maskedPaths", f"masking `{path}`"):
+            _restrict(path, mask=True)
+
+
+def _restrict(path: str, mask: bool) -> None:
+    """Mask or make read-only `path`, resolved inside the root (the working directory) without
+    leaving it; a path that does not exist is left alone."""
+    root_fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = sc.openat2(root_fd, path.lstrip("/") or ".", _PATH_FLAGS, 0, _IN_ROOT)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(root_fd)
+    try:
+        is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+        if not mask:
+            _bind(f"/proc/self/fd/{fd}", fd, read_only=True)
+        elif is_dir:
+            _empty_read_only(fd)
+        else:
+            _bind("/dev/null", fd, read_only=True)
+    finally:
+        os.close(fd)
 
 
 def _mount_proc(plan: RootfsPlan) -> None:

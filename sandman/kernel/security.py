@@ -52,13 +52,14 @@ class Confinement(NamedTuple):
     environment: Mapping[str, str] = {}
     setup_inside: Steps = ()  # before the switch to the user: seccomp, bounding set
     finish_inside: Steps = ()  # after it: capability sets, no_new_privs
+    groups: tuple[int, ...] = ()  # supplementary groups (an OCI process's additionalGids)
 
     def take(self) -> None:
         """In the process to confine, root of the sandbox's namespaces still: the working
         directory, the steps before the user, the user, the steps after."""
         for setup in self.setup_inside:
             setup()
-        os.setgroups([])
+        os.setgroups(list(self.groups))
         os.setresgid(self.gid, self.gid, self.gid)
         os.setresuid(self.uid, self.uid, self.uid)
         for finish in self.finish_inside:

@@ -49,16 +49,18 @@ import fcntl
 import gc
 import json
 import os
+import resource as resource_limits
 import select
 import signal
 import socket
 import struct
+import termios
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sandman.kernel import loginstances, rootfs
+from sandman.kernel import loginstances, pty, rootfs
 from sandman.kernel import syscalls as sc
 from sandman.kernel.rootfs import RootfsPlan
 
@@ -87,7 +89,9 @@ class SpawnSpec:
     confinement: Confinement
     namespaces: int  # CLONE_NEW* flags, CLONE_NEWNS always among them
     rootfs: RootfsPlan
-    log_path: str
+    # The log file the init's stdout and stderr go to (its stdin is /dev/null); None: the init
+    # keeps the caller's fds 0, 1 and 2 (the OCI runtime passes its client's stdio through).
+    log_path: str | None
     hostname: str | None = None
     idmap: IdMapping | None = None
     time_offsets: tuple[int, int] | None = None  # monotonic, boottime, in nanoseconds
@@ -103,6 +107,20 @@ class SpawnSpec:
     inside_root: Callable[[], None] | None = None
     # Seconds without a report from the children before the create is given up (see above).
     timeout: float = 60.0
+    # A FIFO the init opens for writing once it is ready, just before exec: the open blocks until
+    # someone opens it for reading (the OCI `start`), as runc's exec.fifo. The create returns
+    # while the init waits there (its report pipe is closed first). See _wait_at_gate.
+    exec_gate: str | None = None
+    # A connected AF_UNIX socket (kept through the forks): the init makes a pty in its own devpts,
+    # sends the master there (one SCM_RIGHTS message) and takes the slave as its terminal.
+    console_socket: int | None = None
+    # setrlimit(2) triples (resource, soft, hard), set in the init before it takes its user.
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+    # The init's environment exactly, without the HOSTNAME the init otherwise adds.
+    exact_environment: bool = False
+    # Existing namespaces to join instead of making new ones: (CLONE_NEW* flag, path of the
+    # namespace file, e.g. /run/netns/NAME or /proc/PID/ns/net), opened on the host side.
+    join_namespaces: tuple[tuple[int, str], ...] = ()
     # Tests only: the children sleep this long at the named step (see STEPS), to force an order.
     pauses: Mapping[str, float] = field(default_factory=dict)
 
@@ -169,11 +187,14 @@ def start(spec: SpawnSpec) -> Started:
     concurrent joins share grace periods. finish() or abandon() must follow."""
     # A new file per start, the earlier ones rotated (loginstances.py); never through a symlink
     # or into another file's hard link (logfile.py).
-    log_fd = loginstances.start_instance(spec.log_path, spec.name)
+    log_fd = -1
+    if spec.log_path is not None:
+        log_fd = loginstances.start_instance(spec.log_path, spec.name)
     try:
         return _fork_first(spec, log_fd)
     finally:
-        os.close(log_fd)
+        if log_fd >= 0:
+            os.close(log_fd)
 
 
 def finish(started: Started) -> int:
@@ -446,7 +467,7 @@ def _first_child(
         # The collector stays off: a garbage socket of apply's, finalized here, would close
         # whatever fd now has its number.
         gc.disable()
-        sc.close_fds_except((log_fd, report, go_read))
+        sc.close_fds_except((log_fd, report, go_read, _console_fd(spec)))
         if spec.join_cgroup is not None or born_in_cgroup:
             # Reported on both ways in, so that a pause at this step (SANDMAN_FAULT_PAUSE)
             # holds the child at the same point of the protocol whichever way it took.
@@ -458,21 +479,25 @@ def _first_child(
         if spec.idmap is not None:
             _step(spec, report, "userns")
             userns = make_user_namespace(spec.idmap)
+        joined = [
+            (os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for flag, path in spec.join_namespaces
+        ]
         _step(spec, report, "rootfs")
         os.setsid()
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.mount_host_side(spec.rootfs, userns)
         _step(spec, report, "namespaces")
-        _enter_namespaces(spec, userns)
+        _enter_namespaces(spec, userns, joined)
         if userns is not None:
             os.close(userns)
         # In the new mount namespace, and still with the host's uid, which owns the state dir.
         stage = rootfs.open_stage(spec.rootfs)
+        gate = _open_gate(spec.exec_gate)
         _become_namespace_root(spec, userns is not None)
         _step(spec, report, "fork")
         init = os.fork()
         if init == 0:
-            _init_child(spec, stage, log_fd, report, go_read)
+            _init_child(spec, _InitFds(stage, log_fd, report, go_read, gate))
         _report(report, pid=init)
         status = 0
     except BaseException as exc:
@@ -481,7 +506,10 @@ def _first_child(
         os._exit(status)
 
 
-def _enter_namespaces(spec: SpawnSpec, userns: int | None) -> None:
+def _enter_namespaces(spec: SpawnSpec, userns: int | None, joined: list[tuple[int, int]]) -> None:
+    for fd, flag in joined:
+        sc.setns(fd, flag)
+        os.close(fd)
     others = spec.namespaces & ~sc.CLONE_NEWNS
     if userns is None:
         sc.unshare(others)
@@ -510,9 +538,34 @@ def _timespec(nanoseconds: int) -> str:
     return f"{seconds} {rest}"
 
 
-def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: int) -> None:
+@dataclass(frozen=True)
+class _InitFds:
+    """The fds the init-to-be holds: the staged root, the log (-1 without), the report pipe, the
+    go pipe (-1 without), the exec gate (an O_PATH fd of the FIFO, -1 without)."""
+
+    stage: int
+    log: int
+    report: int
+    go: int
+    gate: int
+
+
+def _console_fd(spec: SpawnSpec) -> int:
+    return -1 if spec.console_socket is None else spec.console_socket
+
+
+def _open_gate(path: str | None) -> int:
+    """An O_PATH fd of the exec gate FIFO, taken on the host side (inside, the path is out of
+    reach after pivot_root); the init reopens it through /proc/self/fd for writing."""
+    if path is None:
+        return -1
+    return os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
+    stage, log_fd, report, go_read = fds.stage, fds.log, fds.report, fds.go
     try:
-        sc.close_fds_except((stage, log_fd, report, go_read))
+        sc.close_fds_except((stage, log_fd, report, go_read, fds.gate, _console_fd(spec)))
         _step(spec, report, "inside")
         if spec.namespaces & sc.CLONE_NEWNET:
             allow_ping()  # through the host's /proc, before the sandbox's read-only one
@@ -526,13 +579,21 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: 
         _step(spec, report, "identity")
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
+        if spec.console_socket is not None:
+            _take_console(spec.console_socket)
         _enter_working_directory(spec.confinement.working_directory)
+        for resource, soft, hard in spec.rlimits:
+            _set_rlimit(resource, soft, hard)
         spec.confinement.take()
-        _set_stdio(log_fd)
+        if log_fd >= 0:
+            _set_stdio(log_fd)
         # Waiting here holds only stdio (/dev/null and the log), report and go.
         if go_read >= 0 and os.read(go_read, 1) != b"1":
             raise SpawnError("network", "apply could not prepare the sandbox; the init stops")
         _step(spec, report, "exec")
+        if fds.gate >= 0:
+            _wait_at_gate(spec, fds.gate, report)
+            report = 2  # the caller is gone: an exec failure goes to stderr
         # Everything above 2 closes at exec; the report pipe stays open until then.
         sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), _environment(spec))
@@ -545,6 +606,76 @@ def _init_child(spec: SpawnSpec, stage: int, log_fd: int, report: int, go_read: 
             )
         _report_error(report, exc)
     os._exit(127)
+
+
+def _wait_at_gate(spec: SpawnSpec, gate: int, report: int) -> None:
+    """Close the report pipe (the caller reads EOF: the init is ready) and block until the gate
+    FIFO is opened for reading, then say so with one byte. Checked first: the command exists,
+    so that a missing one fails the create, not the start."""
+    _check_command(spec)
+    # The init of a pid namespace ignores every signal it has no handler for, even from the
+    # host, but SIGKILL: a `kill TERM` of a created container must still end it, as it ends
+    # runc's waiting init. These handlers last until the exec resets them.
+    for signum in _ENDING_SIGNALS:
+        signal.signal(signum, _exit_on_signal)
+    os.close(report)
+    fd = os.open(f"/proc/self/fd/{gate}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(gate)
+
+
+_ENDING_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
+
+
+def _check_command(spec: SpawnSpec) -> None:
+    program = spec.command[0]
+    if "/" in program:
+        candidates = [program]
+    else:
+        path = _environment(spec).get("PATH", os.defpath)
+        candidates = [os.path.join(d or ".", program) for d in path.split(":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return
+    raise SpawnError(
+        "process.args", f"{program!r}: executable file not found in $PATH", errno.ENOENT
+    )
+
+
+def _take_console(sock: int) -> None:
+    """A pty of the sandbox's own devpts becomes the init's terminal and stdio; its master goes
+    to the console socket, then the socket is closed."""
+    master, slave = pty.open_inside(None)
+    pty.send_console(sock, master)
+    os.close(master)
+    os.close(sock)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+
+
+def _set_rlimit(resource: int, soft: int, hard: int) -> None:
+    try:
+        resource_limits.setrlimit(resource, (soft, hard))
+    except OSError as exc:
+        raise SpawnError(
+            "process.rlimits", f"cannot set rlimit {resource} to {soft}:{hard}", exc.errno or 0
+        ) from exc
 
 
 def loopback_up() -> None:
@@ -597,4 +728,6 @@ def _set_stdio(log_fd: int) -> None:
 
 
 def _environment(spec: SpawnSpec) -> dict[str, str]:
+    if spec.exact_environment:
+        return dict(spec.confinement.environment)
     return {"HOSTNAME": spec.hostname or spec.name, **spec.confinement.environment}

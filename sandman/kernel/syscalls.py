@@ -123,6 +123,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # until then: its open fails with EIO), and open it without a path lookup (4.13)
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
+TIOCGPTN = 0x80045430  # <asm-generic/ioctls.h> _IOR('T', 0x30, unsigned int)
 
 # <linux/memfd.h>: an executable memfd, asked for explicitly where vm.memfd_noexec exists (6.3)
 MFD_EXEC = 0x0010

@@ -1,0 +1,3 @@
+from sandman.oci.main import entry
+
+entry()

@@ -1,0 +1,68 @@
+"""The container's cgroup: linux.cgroupsPath (or `sandman-oci/ID`) through kernel/cgroup.py's
+drivers, v1 or v2, with linux.resources' memory and pids limits and device rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, driver_for
+
+
+def path_of(config: Mapping[str, Any], container_id: str) -> str:
+    """The cgroup relative to the root. The systemd form `slice:prefix:name` (--systemd-cgroup)
+    becomes `slice/prefix-name.scope`, made directly in the trees: sandman-oci asks no manager."""
+    raw = str(config.get("linux", {}).get("cgroupsPath") or f"sandman-oci/{container_id}")
+    if raw.count(":") == 2 and not raw.startswith("/"):
+        slice_name, prefix, name = raw.split(":")
+        raw = f"{slice_name or 'system.slice'}/{prefix}-{name}.scope"
+    return raw.strip("/")
+
+
+def driver(rel: str) -> CgroupDriver:
+    return driver_for(rel.split("/", maxsplit=1)[0])
+
+
+def limits(resources: Mapping[str, Any]) -> CgroupLimits:
+    memory = (resources.get("memory") or {}).get("limit")
+    pids = (resources.get("pids") or {}).get("limit")
+    return CgroupLimits(
+        memory_max=int(memory) if memory and int(memory) > 0 else None,
+        pids_max=int(pids) if pids and int(pids) > 0 else None,
+    )
+
+
+# What every container may use whatever its config says, as runc and crun allow them: the
+# devices the kernel layer binds into /dev (null, zero, full, random, urandom, tty), the console,
+# ptmx and the ptys of the container's own devpts.
+DEFAULT_DEVICES = (
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+)
+
+
+def device_rules(resources: Mapping[str, Any]) -> list[str] | None:
+    """The allowed devices as `c 1:3 rwm` rules when the config denies all first (what engines
+    write), the default devices always among them; None when it gives no device rules (the
+    cgroup's devices stay as they are)."""
+    entries = resources.get("devices")
+    if not entries:
+        return None
+    allowed: list[str] = list(DEFAULT_DEVICES)
+    for entry in entries:
+        kind = entry.get("type") or "a"
+        major = "*" if entry.get("major") in (None, -1) else str(entry["major"])
+        minor = "*" if entry.get("minor") in (None, -1) else str(entry["minor"])
+        rule = f"{kind} {major}:{minor} {entry.get('access') or 'rwm'}"
+        if entry.get("allow"):
+            allowed.append(rule)
+        elif kind == "a":
+            allowed = list(DEFAULT_DEVICES)  # deny all: what came before is void
+    return allowed

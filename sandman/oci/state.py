@@ -1,0 +1,105 @@
+"""The state store under --root: one 0700 directory per container id, holding `state.json`
+(written atomically), `exec.fifo` (the gate the init waits at until `start`), the empty `rootfs`
+stage directory, and `lock` (flock, held by each verb that changes the container).
+
+The root is root's alone (0700): the state and the FIFO say where a container's root is and let
+anyone who opens the FIFO start it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from sandman.atomic_json import write_atomically
+from sandman.oci.errors import OciError, not_found
+
+DEFAULT_ROOT = "/run/sandman-oci"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+
+
+@dataclass
+class Stored:
+    """What `create` records and the other verbs read."""
+
+    id: str
+    pid: int
+    pid_start: int  # the init's start time in clock ticks (/proc/PID/stat): a reused PID differs
+    bundle: str
+    created: str  # RFC 3339 with nanoseconds
+    cgroup: str | None = None  # relative to the cgroup root; None: the caller's cgroup is kept
+    annotations: dict[str, str] = field(default_factory=dict)
+    hooks: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    started: bool = False
+
+
+def check_id(container_id: str) -> str:
+    if not _ID.match(container_id):
+        raise OciError(
+            f"invalid container id {container_id!r}: use letters, digits and _ . + - "
+            "(not first), at most 1024 characters"
+        )
+    return container_id
+
+
+class Store:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def directory(self, container_id: str) -> str:
+        return os.path.join(self.root, check_id(container_id))
+
+    def make(self, container_id: str) -> str:
+        """The container's new directory; an error if the id is taken."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        directory = self.directory(container_id)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            raise OciError(f"container {container_id!r} already exists") from None
+        return directory
+
+    def load(self, container_id: str) -> Stored:
+        path = os.path.join(self.directory(container_id), "state.json")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            raise not_found(container_id) from None
+        return Stored(**data)
+
+    def save(self, stored: Stored) -> None:
+        write_atomically(os.path.join(self.directory(stored.id), "state.json"), asdict(stored))
+
+    def remove(self, container_id: str) -> None:
+        directory = self.directory(container_id)
+        stage = os.path.join(directory, "rootfs")
+        with contextlib.suppress(OSError):
+            os.rmdir(stage)  # an empty dir: the root was mounted in the init's namespace only
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+
+    @contextlib.contextmanager
+    def locked(self, container_id: str) -> Iterator[None]:
+        path = os.path.join(self.directory(container_id), "lock")
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            raise not_found(container_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,322 @@
+"""sandman-oci against the real kernel, as root: the runc command line's lifecycle (create,
+start, state, kill, delete, run, ps, pause, resume), checked from outside (what /proc and the
+cgroup trees show) and from inside (what the container's process prints).
+
+The test process is a child subreaper, as conmon and containerd's shim are: the init, orphaned
+by the runtime, is reparented to it, which is what lets the tests wait for its exit status.
+Every container's cgroup sits under a prefix of the test's own, and the fixture fails the test
+on any cgroup, process or state dir left behind."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oci_bundles import Runtime, make_rootfs
+
+pytestmark = pytest.mark.root
+
+PR_SET_CHILD_SUBREAPER = 36
+WAIT = 30.0  # a guard against hanging, never an assertion about speed
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _subreaper() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _cgroup_dirs(prefix: str) -> list[Path]:
+    """Every directory named by `prefix` in any hierarchy (v1 controllers, the v2 tree)."""
+    found = []
+    for top in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()]:
+        if (top / prefix).exists():
+            found.append(top / prefix)
+    return found
+
+
+@pytest.fixture(scope="session")
+def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_rootfs(tmp_path_factory.mktemp("oci-busybox") / "rootfs")
+
+
+@pytest.fixture
+def oci(tmp_path: Path, busybox_root: Path) -> Iterator[Runtime]:
+    _subreaper()
+    prefix = f"sandman-oci-test-{uuid.uuid4().hex[:10]}"
+    runtime = Runtime(tmp_path / "state", busybox_root, tmp_path, prefix, [])
+    yield runtime
+    leftovers = []
+    for container_id in runtime.ids:
+        state = runtime("state", container_id, check=False)
+        if state.returncode == 0:
+            leftovers.append(f"container {container_id} ({json.loads(state.stdout)['status']})")
+            runtime("delete", "--force", container_id, check=False)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    for directory in _cgroup_dirs(prefix):
+        # The prefix is the containers' parent (an engine's /machine): the test's to remove.
+        for child in sorted(directory.rglob("*"), reverse=True):
+            if child.is_dir():
+                leftovers.append(f"cgroup {child}")
+                child.rmdir()
+        directory.rmdir()
+    if runtime.root.exists() and os.listdir(runtime.root):
+        leftovers.append(f"state {os.listdir(runtime.root)}")
+    assert not leftovers, f"left behind: {leftovers}"
+
+
+def _wait_exit(pid: int) -> int:
+    """The exit status of a container's init, reparented to this subreaper."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        import select
+
+        assert select.select([pidfd], [], [], WAIT)[0], f"init {pid} did not exit"
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _ns(pid: int | str, name: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{name}")
+
+
+def test_create_waits_then_start_runs_and_delete_cleans(oci: Runtime, tmp_path: Path) -> None:
+    script = "echo started; cat /proc/self/cgroup; hostname; echo $OCI_TEST; exit 3"
+    bundle = oci.bundle("c1", ["sh", "-c", script])
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        oci(
+            "create",
+            "--bundle",
+            str(bundle),
+            "--pid-file",
+            str(tmp_path / "pid"),
+            "c1",
+            stdout=stdout,
+        )
+    pid = int((tmp_path / "pid").read_text())
+    # Created: the init exists, in its own namespaces and cgroup, not yet running the command.
+    assert oci.state("c1")["status"] == "created"
+    assert oci.state("c1")["pid"] == pid
+    assert os.stat(f"/proc/{pid}").st_uid == 0
+    # The runtime is gone and never was the init's parent: it was reparented to us.
+    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    for name in ("pid", "mnt", "net", "uts", "ipc"):
+        assert _ns(pid, name) != _ns("self", name), name
+    assert f"/{oci.cgroup_prefix}/c1" in Path(f"/proc/{pid}/cgroup").read_text()
+    assert out.read_text() == ""  # held at the gate: nothing of the container ran
+    oci("start", "c1")
+    assert _wait_exit(pid) == 3
+    lines = out.read_text().splitlines()
+    assert lines[0] == "started"
+    assert lines[-2:] == ["ocitest", "1"]
+    assert oci.state("c1")["status"] == "stopped"
+    oci("delete", "c1")
+    assert "does not exist" in oci("state", "c1", check=False).stderr
+    assert not _cgroup_dirs(f"{oci.cgroup_prefix}/c1")
+
+
+def test_kill_by_name_and_number_and_errors(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("k1", ["sleep", "1000"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "k1")
+    pid = int((tmp_path / "pid").read_text())
+    oci("start", "k1")
+    assert oci.state("k1")["status"] == "running"
+    assert json.loads(oci("ps", "--format", "json", "k1").stdout) == [pid]
+    refused = oci("delete", "k1", check=False)
+    assert refused.returncode != 0 and "not stopped" in refused.stderr
+    oci("kill", "k1", "KILL")
+    assert _wait_exit(pid) == -signal.SIGKILL
+    stopped = oci("kill", "k1", "9", check=False)
+    assert stopped.returncode != 0 and "container not running" in stopped.stderr
+    oci("delete", "k1")
+    missing = oci("kill", "k1", "TERM", check=False)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    assert oci("delete", "--force", "k1").returncode == 0
+
+
+def test_kill_all_and_signal_of_a_created_container(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("k2", ["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "k2")
+    pid = int((tmp_path / "pid").read_text())
+    oci("kill", "k2", "SIGTERM")  # a created container's init is waiting: TERM ends it
+    assert _wait_exit(pid) != 0
+    assert oci.state("k2")["status"] == "stopped"
+    oci("delete", "k2")
+    bundle = oci.bundle("k3", ["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid3"), "k3")
+    pid = int((tmp_path / "pid3").read_text())
+    oci("start", "k3")
+    oci("kill", "--all", "k3", "KILL")
+    assert _wait_exit(pid) == -signal.SIGKILL
+    oci("delete", "k3")
+
+
+def test_pause_and_resume_freeze_the_cgroup(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("p1", ["sleep", "1000"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "p1")
+    pid = int((tmp_path / "pid").read_text())
+    oci("start", "p1")
+    oci("pause", "p1")
+    assert oci.state("p1")["status"] == "paused"
+    freezer = [d for d in _cgroup_dirs(f"{oci.cgroup_prefix}/p1") if "freezer" in str(d)]
+    if freezer:
+        assert (freezer[0] / "freezer.state").read_text().strip() == "FROZEN"
+    again = oci("pause", "p1", check=False)
+    assert again.returncode != 0
+    oci("resume", "p1")
+    assert oci.state("p1")["status"] == "running"
+    oci("delete", "--force", "p1")
+    assert _wait_exit(pid) == -signal.SIGKILL
+
+
+def test_run_waits_and_passes_the_exit_code(oci: Runtime) -> None:
+    bundle = oci.bundle("r1", ["sh", "-c", "echo ran; exit 7"])
+    done = oci("run", "-b", str(bundle), "r1", check=False)
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "ran\n"
+    assert "does not exist" in oci("state", "r1", check=False).stderr
+
+
+def test_missing_command_fails_the_create(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("m1", ["no-such-program"])
+    log = tmp_path / "log.json"
+    done = oci(
+        "--log", str(log), "--log-format", "json", "create", "-b", str(bundle), "m1", check=False
+    )
+    assert done.returncode != 0
+    assert "executable file not found" in done.stderr
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "executable file not found" in entry["msg"]
+    assert "does not exist" in oci("state", "m1", check=False).stderr
+
+
+def test_console_socket_gets_a_pty_master_of_the_containers_devpts(
+    oci: Runtime, tmp_path: Path
+) -> None:
+    bundle = oci.bundle("t1", ["sh", "-c", "tty; echo on-the-pty"], terminal=True)
+    path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        oci(
+            "create",
+            "-b",
+            str(bundle),
+            "--console-socket",
+            path,
+            "--pid-file",
+            str(tmp_path / "pid"),
+            "t1",
+        )
+        connection, _ = listener.accept()
+        with connection:
+            fds = array.array("i")
+            data, ancillary, _, _ = connection.recvmsg(4096, socket.CMSG_SPACE(4 * fds.itemsize))
+            assert len(ancillary) == 1
+            fds.frombytes(
+                ancillary[0][2][: len(ancillary[0][2]) - len(ancillary[0][2]) % fds.itemsize]
+            )
+            assert len(fds) == 1
+            assert connection.recv(1) == b""  # one message, then the runtime closed it
+    master = fds[0]
+    try:
+        assert data.decode().startswith("/dev/pts/")
+        # The container's own devpts instance, not the host's.
+        assert os.fstat(master).st_dev != os.stat("/dev/pts/ptmx").st_dev
+        pid = int((tmp_path / "pid").read_text())
+        oci("start", "t1")
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once the slave's last holder is gone
+            while chunk := os.read(master, 1024):
+                output += chunk
+        assert b"on-the-pty" in output
+        assert data.decode().encode() in output  # `tty` names the pty it was given
+        assert _wait_exit(pid) == 0
+    finally:
+        os.close(master)
+    oci("delete", "t1")
+
+
+def test_features_and_version(oci: Runtime) -> None:
+    features = json.loads(oci("features").stdout)
+    assert features["ociVersionMin"] and features["ociVersionMax"]
+    assert "pid" in features["linux"]["namespaces"]
+    assert "sandman-oci" in oci("--version").stdout
+
+
+def _process_file(tmp_path: Path, name: str, args: list[str], **extra: object) -> str:
+    process = {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**process, **extra}))
+    return str(path)
+
+
+def test_exec_foreground_detached_and_with_a_terminal(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("e1", ["sleep", "1000"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e1")
+    init = int((tmp_path / "pid").read_text())
+    oci("start", "e1")
+    # Foreground: the runtime exits with the process's status; the process ran inside.
+    script = "cat /proc/1/cmdline; echo; hostname; exit 5"
+    process = _process_file(tmp_path, "fg", ["sh", "-c", script])
+    done = oci(
+        "exec", "--process", process, "--pid-file", str(tmp_path / "fg.pid"), "e1", check=False
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout.splitlines() == ["sleep\x001000\x00", "ocitest"]
+    assert int((tmp_path / "fg.pid").read_text()) > 0
+    # Detached: the runtime returns; the process is reparented to this subreaper.
+    process = _process_file(tmp_path, "bg", ["sh", "-c", "exit 6"])
+    oci("exec", "--detach", "--process", process, "--pid-file", str(tmp_path / "bg.pid"), "e1")
+    assert _wait_exit(int((tmp_path / "bg.pid").read_text())) == 6
+    # A terminal: the master comes over the console socket, from the container's devpts.
+    process = _process_file(tmp_path, "tty", ["sh", "-c", "tty; echo in-exec-tty"], terminal=True)
+    path = str(tmp_path / "exec.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        pid_file = str(tmp_path / "tty.pid")
+        options = ("--detach", "--tty", "--console-socket", path, "--pid-file", pid_file)
+        oci("exec", *options, "--process", process, "e1")
+        connection, _ = listener.accept()
+        with connection:
+            data, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+    assert len(fds) == 1 and data.startswith(b"/dev/pts/")
+    try:
+        assert os.fstat(fds[0]).st_dev != os.stat("/dev/pts/ptmx").st_dev
+        output = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fds[0], 1024):
+                output += chunk
+        assert b"in-exec-tty" in output and data in output
+    finally:
+        os.close(fds[0])
+    assert _wait_exit(int(Path(pid_file).read_text())) == 0
+    oci("delete", "--force", "e1")
+    assert _wait_exit(init) == -signal.SIGKILL
+
+
+def test_exec_into_a_stopped_container_is_refused(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("e2", ["true"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e2")
+    oci("start", "e2")
+    assert _wait_exit(int((tmp_path / "pid").read_text())) == 0
+    process = _process_file(tmp_path, "p", ["true"])
+    done = oci("exec", "--process", process, "e2", check=False)
+    assert done.returncode != 0 and "container not running" in done.stderr
+    oci("delete", "e2")
