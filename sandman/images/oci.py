@@ -348,7 +348,9 @@ def _apply_layer(blobs: _Blobs, layer: _Layer, checker: LayerChecker, problem: _
             raise problem(f"layer {layer.name} is zstd-compressed, which sandman cannot read yet")
         plain = _Hashing(gzip.GzipFile(fileobj=stored) if head[:2] == b"\x1f\x8b" else stored)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", tarinfo=tarball.BoundedInfo) as tar:
+            with tarball.ExtractingTarFile.open(
+                fileobj=plain, mode="r|", tarinfo=tarball.BoundedInfo
+            ) as tar:
                 tarball.write_members(tar, checker)
             _drain(plain, layer, problem)
             _drain(stored, layer, problem)

@@ -20,7 +20,7 @@ import pytest
 from sandman.errors import ImageError
 from sandman.images import config as image_configs
 from sandman.images import oci, store
-from sandman.images.tarball import Bounds
+from sandman.images.tarball import Bounds, ExtractingTarFile, MemberChecker, budget_of
 
 # (name, kind, content): kind "file", "dir", "link" (symlink, content its target), "hard"
 # (hard link, content its target), "chr" (a character device)
@@ -384,3 +384,120 @@ def test_a_named_user_is_looked_up_in_the_image_and_never_through_a_symlink(
     (root / "etc/passwd").unlink()
     (root / "etc/passwd").symlink_to(host)
     assert oci.numeric_user(str(root), "nginx") == "nginx"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # tarfile makes `a` for `a/secret`, then a symlink would replace it
+        [("a/secret", "dir", ""), ("a", "link", "HOST")],
+        # a whiteout of `a` (no member of the layer) would take `a/secret` with it
+        [("a/secret", "dir", ""), (".wh.a", "file", ""), ("a", "link", "HOST")],
+        # so would the opaque marker of `o`, `o/a` being no member of the layer
+        [
+            ("o", "dir", ""),
+            ("o/a/secret", "dir", ""),
+            ("o/.wh..wh..opq", "file", ""),
+            ("o/a", "link", "HOST"),
+        ],
+    ],
+)
+def test_a_layer_cannot_swap_its_own_directory_for_a_symlink(
+    tmp_path: Path, entries: list[Entry]
+) -> None:
+    """tarfile sets a directory's mode and owner once the layer is written, through its path:
+    were `a` a symlink to the host by then, the host's `secret` would get the layer's mode."""
+    host = tmp_path / "host"
+    (host / "secret").mkdir(parents=True)
+    (host / "secret").chmod(0o700)
+    entries = [
+        (name, kind, str(host) if target == "HOST" else target) for name, kind, target in entries
+    ]
+    images = tmp_path / "images"
+    source = Layout([layer([("o", "dir", ""), ("o/a", "dir", "")]), layer(entries)])
+    with pytest.raises(ImageError, match="would replace a directory holding files of its own"):
+        store.import_image(str(images), "app", source.archive(tmp_path / "o.tar"))
+    assert (host / "secret").stat().st_mode & 0o777 == 0o700
+    assert imported_nothing(images)
+
+
+def test_a_whiteout_of_a_directory_holding_the_layers_files_hides_only_the_lower_ones(
+    tmp_path: Path,
+) -> None:
+    second = layer(
+        [
+            ("opt/old/sub/c", "file", "c"),  # opt/old and opt/old/sub: no members of their own
+            ("opt/.wh.old", "file", ""),
+            ("etc/.wh.motd", "file", ""),
+        ]
+    )
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", Layout([BASE, second]).archive(tmp_path / "o.tar"))
+    found = tree(images / "app")
+    assert {k: v for k, v in found.items() if k.startswith("opt/")} == {
+        "opt/old": "dir",
+        "opt/old/sub": "dir",
+        "opt/old/sub/c": "c",
+    }
+    assert "etc/motd" not in found and found["etc/keep"] == "kept"
+
+
+def test_a_multi_arch_index_gives_the_hosts_image(tmp_path: Path) -> None:
+    ours = Layout([layer([("mine", "file", "host's arch")])])
+    other = Layout([layer([("other", "file", "another arch")])])
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    inner: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {**other.index["manifests"][0], "platform": {"os": "linux", "architecture": "s390x"}},
+            {**ours.index["manifests"][0], "platform": {"os": "linux", "architecture": machine}},
+        ],
+    }
+    ours.blobs.update(other.blobs)
+    descriptor = ours.add(json.dumps(inner).encode())
+    descriptor["mediaType"] = inner["mediaType"]
+    ours.index["manifests"] = [descriptor]
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", ours.archive(tmp_path / "o.tar"))
+    assert tree(images / "app") == {"mine": "host's arch"}
+    inner["manifests"] = inner["manifests"][:1]
+    ours.index["manifests"] = [ours.add(json.dumps(inner).encode())]
+    with pytest.raises(ImageError, match=f"has no image for linux/{machine}"):
+        store.import_image(str(images), "app2", ours.archive(tmp_path / "o2.tar"))
+    assert imported_nothing(images, "app2")
+
+
+@pytest.mark.parametrize("form", ["oci", "docker"])
+def test_a_gzipped_image_archive_is_told_by_its_content(tmp_path: Path, form: str) -> None:
+    plain = tmp_path / "plain.tar"
+    if form == "docker":
+        docker_archive(plain, [BASE, TOP])
+    else:
+        Layout([BASE, TOP]).archive(plain)
+    packed = tmp_path / "image.bin"  # no suffix to go by
+    packed.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    assert oci.is_image_archive(str(packed))
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", str(packed))
+    assert tree(images / "app") == EXPECTED
+
+
+def test_no_directory_gets_its_mode_or_owner_through_a_symlink(tmp_path: Path) -> None:
+    """The second guard against the attack above, should a checker ever miss a way to it."""
+    (tmp_path / "host/secret").mkdir(parents=True)
+    (tmp_path / "host/secret").chmod(0o700)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a").symlink_to(tmp_path / "host")
+    checker = MemberChecker("app", str(dest), "o.tar", str(dest), budget_of(str(dest), None))
+    member = tarfile.TarInfo("a/secret")
+    member.type, member.mode = tarfile.DIRTYPE, 0o777
+    with ExtractingTarFile(fileobj=io.BytesIO(), mode="w") as tar:
+        tar.checker = checker
+        for set_it in (tar.chmod, tar.utime):
+            with pytest.raises(ImageError, match="through the symlink a"):
+                set_it(member, str(dest / "a/secret"))
+        with pytest.raises(ImageError, match="through the symlink a"):
+            tar.chown(member, str(dest / "a/secret"), True)
+    assert (tmp_path / "host/secret").stat().st_mode & 0o777 == 0o700
