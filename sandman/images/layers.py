@@ -65,7 +65,7 @@ class LayerChecker(MemberChecker):
         if replaced and not member.isdir() and rel in self.holding:
             self._refuse(member, "would replace a directory holding files of its own layer")
         if replaced and not member.isdir() and rel not in self.written:
-            shutil.rmtree(target)
+            self._remove(rel.split(os.sep))
             return
         super()._clear(member, target)
 
@@ -74,7 +74,7 @@ class LayerChecker(MemberChecker):
             self._refuse(member, "is a whiteout of no file")
         path = "/".join(parts)
         if path not in self.holding and path not in self.written:
-            _remove(os.path.join(self.dest, *parts))
+            self._remove(parts)
         elif _is_dir(os.path.join(self.dest, *parts)):
             self._prune(parts)  # what lower layers put there goes; this layer's own stays
 
@@ -86,6 +86,15 @@ class LayerChecker(MemberChecker):
             self._refuse(member, "makes opaque what is not a directory")
         self._prune(parts)
 
+    def _remove(self, parts: list[str]) -> None:
+        """Remove what PARTS names, with all it holds, and forget the extended attributes
+        noted for it: set at the end, they would go wherever the path leads by then (a symlink
+        a later layer put in its place, to a host file)."""
+        _remove(os.path.join(self.dest, *parts))
+        path = "/".join(parts)
+        for name in [n for n in self.xattrs if n == path or n.startswith(path + "/")]:
+            del self.xattrs[name]
+
     def _prune(self, parts: list[str]) -> None:
         """Remove what the layers below put under PARTS; keep this layer's own, pruned too."""
         directory = os.path.join(self.dest, *parts)
@@ -94,7 +103,7 @@ class LayerChecker(MemberChecker):
         for name, is_dir in found:
             path = "/".join([*parts, name])
             if path not in self.written and path not in self.holding:
-                _remove(os.path.join(directory, name))
+                self._remove([*parts, name])
             elif is_dir:
                 self._prune([*parts, name])
 

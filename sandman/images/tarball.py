@@ -258,6 +258,7 @@ class MemberChecker:
         """Set the kept attributes on what the members wrote (never through a symlink)."""
         for name, attributes in self.xattrs.items():
             path = os.path.join(self.dest, name)
+            self._no_symlink_above(name)
             for key, value in attributes.items():
                 try:
                     os.setxattr(path, key, value, follow_symlinks=False)
@@ -265,6 +266,20 @@ class MemberChecker:
                     break  # a later layer's whiteout removed it
                 except OSError as exc:
                     self._refuse_xattr(name, key, exc)
+
+    def _no_symlink_above(self, name: str) -> None:
+        """Refuse to set NAME's attributes through a symlink in its path (a layer's removals
+        forget the attributes of what they remove: this is a second guard)."""
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            if os.path.islink(os.path.join(self.dest, *parts[:depth])):
+                where = "/".join(parts[:depth])
+                raise ImageError(
+                    self.name,
+                    self.path,
+                    f"{self.archive}: would set the extended attributes of {name!r} through the "
+                    f"symlink {where}; nothing imported",
+                )
 
     def _refuse_xattr(self, name: str, key: str, exc: OSError) -> NoReturn:
         raise ImageError(

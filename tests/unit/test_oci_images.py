@@ -501,3 +501,63 @@ def test_no_directory_gets_its_mode_or_owner_through_a_symlink(tmp_path: Path) -
         with pytest.raises(ImageError, match="through the symlink a"):
             tar.chown(member, str(dest / "a/secret"), True)
     assert (tmp_path / "host/secret").stat().st_mode & 0o777 == 0o700
+
+
+PaxEntry = tuple[str, str, str, dict[str, str]]
+
+
+def pax_layer(entries: Sequence[PaxEntry]) -> bytes:
+    """A layer whose members carry pax records (kinds "file", "dir", "link" as in layer())."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, content, pax in entries:
+            info = tarfile.TarInfo(name)
+            info.pax_headers = pax
+            if kind == "file":
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content.encode()))
+                continue
+            info.type = tarfile.DIRTYPE if kind == "dir" else tarfile.SYMTYPE
+            info.linkname = content
+            tar.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        [(".wh.x", "file", "", {}), ("x", "link", "HOST", {})],  # a whiteout, then the symlink
+        [("x", "link", "HOST", {})],  # the symlink replaces the lower layer's directory
+        [("x/.wh..wh..opq", "file", "", {})],  # opaque: x/f goes, x stays
+    ],
+)
+def test_the_extended_attributes_of_a_removed_file_are_never_set_through_what_replaced_it(
+    tmp_path: Path, second: list[PaxEntry]
+) -> None:
+    """The attributes are set once every layer is written: a lower layer's `x/f` with a file
+    capability, `x` then a symlink to the host's bin, would give the host's `f` the capability."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "f").write_text("host's")
+    xattr = {"SCHILY.xattr.user.planted": "by the image"}
+    first = pax_layer([("x", "dir", "", {}), ("x/f", "file", "image's", xattr)])
+    second = [(n, kind, str(host) if to == "HOST" else to, pax) for n, kind, to, pax in second]
+    images = tmp_path / "images"
+    source = Layout([first, pax_layer(second)]).archive(tmp_path / "o.tar")
+    store.import_image(str(images), "app", source)
+    assert os.listxattr(host / "f") == []
+    assert not os.path.exists(images / "app/x/f") or os.path.islink(images / "app/x")
+
+
+def test_no_extended_attribute_is_set_through_a_symlink(tmp_path: Path) -> None:
+    """The second guard, should a removal ever leave a file's attributes noted."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host/f").write_text("host's")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "x").symlink_to(tmp_path / "host")
+    checker = MemberChecker("app", str(dest), "o.tar", str(dest), budget_of(str(dest), None))
+    checker.xattrs["x/f"] = {"user.planted": b"by the image"}
+    with pytest.raises(ImageError, match="attributes of 'x/f' through the symlink x"):
+        checker.set_xattrs()
+    assert os.listxattr(tmp_path / "host/f") == []
