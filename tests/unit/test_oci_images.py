@@ -300,6 +300,8 @@ def test_a_manifest_swapped_under_the_index_is_refused(tmp_path: Path) -> None:
         ([("escape/passwd", "file", "owned")], "through the symlink escape"),
         ([("escape/.wh.passwd", "file", "")], "through the symlink escape"),
         ([("escape/.wh..wh..opq", "file", "")], "through the symlink escape"),
+        ([("h", "hard", "escape/passwd")], "through the symlink escape"),
+        ([("h", "hard", "escape")], "not a file earlier in the archive"),
         ([("etc/.wh...", "file", "")], "`..`|whiteout of no file"),
         ([("../.wh.outside", "file", "")], "`..`"),
     ],
