@@ -563,3 +563,27 @@ def test_no_extended_attribute_is_set_through_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="attributes of 'x/f' through the symlink x"):
         checker.set_xattrs()
     assert os.listxattr(tmp_path / "host/f") == []
+
+
+def test_an_archive_of_too_many_members_is_refused_before_its_index_fills_memory(
+    tmp_path: Path,
+) -> None:
+    files = Layout([BASE]).files()
+    files.update({f"pad/{n}": b"" for n in range(10_001)})
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="more than 10000 members, which no image archive has"):
+        store.import_image(str(images), "app", write_tar(tmp_path / "o.tar", files))
+    assert imported_nothing(images)
+
+
+def test_an_archive_with_a_huge_extended_header_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "o.tar"
+    write_tar(path, Layout([BASE]).files())
+    with tarfile.open(path, "a", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("pad")
+        info.pax_headers = {"comment": "x" * (17 * 1024**2)}
+        tar.addfile(info, io.BytesIO())
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="not a readable tar archive: an extended header of 17M"):
+        store.import_image(str(images), "app", str(path))
+    assert imported_nothing(images)
