@@ -23,9 +23,12 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from sandman.errors import ImageError
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath as AnyPath
 
 # What a damaged or foreign file raises while being read as a (compressed) tar archive.
 DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
@@ -62,7 +65,7 @@ def extract(
     """Extract ARCHIVE (plain, .gz, .xz or .bz2) into DEST for image NAME at PATH."""
     checker = MemberChecker(name, path, archive, dest, budget_of(dest, bounds))
     try:
-        with tarfile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
+        with ExtractingTarFile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
             write_members(tar, checker)
         checker.set_xattrs()
     except DAMAGED as exc:
@@ -77,8 +80,9 @@ def budget_of(dest: str, bounds: Bounds | None) -> _Budget:
     return _Budget.of(dest, bounds or Bounds())
 
 
-def write_members(tar: tarfile.TarFile, checker: MemberChecker) -> None:
+def write_members(tar: ExtractingTarFile, checker: MemberChecker) -> None:
     """Write TAR's members into the checker's DEST, each admitted by it first."""
+    tar.checker = checker
     # Where tarfile has filters, "fully_trusted" keeps modes as they are (the checks are ours);
     # without it, Python 3.14 would apply the "data" filter.
     options: dict[str, Any] = {"numeric_owner": True}
@@ -116,6 +120,37 @@ class BoundedInfo(tarfile.TarInfo):
             )
         result: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
         return result
+
+
+class ExtractingTarFile(tarfile.TarFile):
+    """A TarFile that sets no directory's owner, mode or times through a symlink. tarfile sets
+    them once every member is written, through the directory's path, following symlinks: the
+    checker keeps symlinks out of that path (no member replaces a directory holding members
+    written after it); this refuses the import should one ever be there all the same."""
+
+    checker: MemberChecker | None = None
+
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath, numeric_owner: bool) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().chown(tarinfo, targetpath, numeric_owner)
+
+    def chmod(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().chmod(tarinfo, targetpath)
+
+    def utime(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().utime(tarinfo, targetpath)
+
+    def _no_symlink_to(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        if self.checker is None or not tarinfo.isdir():
+            return  # a file's are set as it is written, just after the checks
+        rel = os.path.relpath(os.fsdecode(targetpath), self.checker.dest)
+        parts = [part for part in rel.split(os.sep) if part not in ("", ".")]
+        for depth in range(1, len(parts) + 1):
+            if os.path.islink(os.path.join(self.checker.dest, *parts[:depth])):
+                where = "/".join(parts[:depth])
+                self.checker.refuse(tarinfo, f"would have its mode set through the symlink {where}")
 
 
 class _Budget(NamedTuple):
@@ -223,6 +258,7 @@ class MemberChecker:
         """Set the kept attributes on what the members wrote (never through a symlink)."""
         for name, attributes in self.xattrs.items():
             path = os.path.join(self.dest, name)
+            self._no_symlink_above(name)
             for key, value in attributes.items():
                 try:
                     os.setxattr(path, key, value, follow_symlinks=False)
@@ -230,6 +266,20 @@ class MemberChecker:
                     break  # a later layer's whiteout removed it
                 except OSError as exc:
                     self._refuse_xattr(name, key, exc)
+
+    def _no_symlink_above(self, name: str) -> None:
+        """Refuse to set NAME's attributes through a symlink in its path (a layer's removals
+        forget the attributes of what they remove: this is a second guard)."""
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            if os.path.islink(os.path.join(self.dest, *parts[:depth])):
+                where = "/".join(parts[:depth])
+                raise ImageError(
+                    self.name,
+                    self.path,
+                    f"{self.archive}: would set the extended attributes of {name!r} through the "
+                    f"symlink {where}; nothing imported",
+                )
 
     def _refuse_xattr(self, name: str, key: str, exc: OSError) -> NoReturn:
         raise ImageError(
@@ -298,6 +348,10 @@ class MemberChecker:
                 self._refuse(member, "would replace a directory of an earlier member")
             return
         os.unlink(target)
+
+    def refuse(self, member: tarfile.TarInfo, why: str) -> NoReturn:
+        """Refuse the import at MEMBER, saying WHY."""
+        self._refuse(member, why)
 
     def _refuse(self, member: tarfile.TarInfo, why: str) -> NoReturn:
         raise ImageError(
