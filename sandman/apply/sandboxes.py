@@ -296,9 +296,9 @@ def _rootfs_plan(
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
     mounts = [*boot.mounts(sandbox), *_mounts(sandbox, runtime)]
-    if sandbox.unit.network is not None:
-        for target, host_file in name_files.name_files(ctx, sandbox).items():
-            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
+    key = "network" if sandbox.unit.network is not None else "sandbox.boot"
+    for target, host_file in name_files.name_files(ctx, sandbox).items():
+        mounts.append(Mount("bind", target, source=host_file, read_only=True, key=key))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
         mode=rootfs.mode,
