@@ -296,12 +296,9 @@ def _rootfs_plan(
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
     mounts = [*boot.mounts(sandbox), *_mounts(sandbox, runtime)]
-    if sandbox.unit.network is not None:
-        for target, host_file in name_files.name_files(ctx, sandbox).items():
-            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
-    else:
-        for target, host_file in name_files.offline_files(ctx, sandbox).items():
-            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="sandbox"))
+    key = "network" if sandbox.unit.network is not None else "sandbox.boot"
+    for target, host_file in name_files.name_files(ctx, sandbox).items():
+        mounts.append(Mount("bind", target, source=host_file, read_only=True, key=key))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
         mode=rootfs.mode,
@@ -316,6 +313,7 @@ def _rootfs_plan(
         own_ipc=ns.ipc,
         shm_size=sandbox.unit.resources.shm_bytes(),
         cgroup2=_cgroup_view(ctx, sandbox),
+        cgroup_named=_cgroup_named(ctx, sandbox),
     )
 
 
@@ -325,6 +323,14 @@ def _cgroup_view(ctx: ApplyContext, sandbox: DesiredSandbox) -> str | None:
     if ctx.cgroups.version != 2 or not sandbox.unit.namespaces.cgroup:
         return None
     return "rw" if sandbox.unit.sandbox.boot else "ro"
+
+
+def _cgroup_named(ctx: ApplyContext, sandbox: DesiredSandbox) -> tuple[str, ...]:
+    """/sys/fs/cgroup inside on a v1 or hybrid host: for a booted init with a cgroup namespace,
+    the named hierarchies its cgroup is delegated in (see _start); nothing otherwise."""
+    if ctx.cgroups.version != 1 or not sandbox.unit.namespaces.cgroup:
+        return ()
+    return ctx.cgroups.named if sandbox.unit.sandbox.boot else ()
 
 
 def _private_data_dirs(ctx: ApplyContext, sandbox: DesiredSandbox, layers: str) -> None:

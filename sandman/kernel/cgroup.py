@@ -101,6 +101,9 @@ class CgroupDriver(Protocol):
     root: str
     base: str
     version: Literal[1, 2]
+    # v1: the hierarchies without controllers where the sandbox has its cgroup too and a booted
+    # init gets it delegated (`systemd`, a hybrid host's `unified`), mounted inside for it
+    named: tuple[str, ...]
 
     def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
         """`("sandman", "services"), "web"` -> `BASE/services/web`; `()` -> the base."""

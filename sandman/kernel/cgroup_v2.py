@@ -131,6 +131,7 @@ class V2Driver:
     systemd delegated to the service. Every `rel` argument must be `base` or below it."""
 
     version: Literal[1, 2] = 2
+    named: tuple[str, ...] = ()  # v2 is one hierarchy: none beside it
 
     def __init__(self, root: str = "/sys/fs/cgroup", base: str = common.DEFAULT_BASE) -> None:
         self.root = os.path.normpath(root)
