@@ -20,6 +20,7 @@ import pytest
 
 from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
+from sandman.kernel import cgroup_v1 as cg_v1
 from sandman.kernel.cgroup_common import LimitError, quota_warning
 from sandman.units import model
 from sandman.units.model import Limits
@@ -830,3 +831,26 @@ def test_v2_refuses_a_memory_limit_below_what_the_cgroup_keeps_using(tmp_path: P
     (leaf / "memory.current").write_text(str(100 * MiB))
     assert driver.set_limits("sandman/web", LIMITS) == []
     assert text(leaf / "memory.max") == str(256 * MiB)
+
+
+def test_v1_the_named_hierarchies_hold_the_cgroup_and_are_what_is_delegated(
+    tmp_path: Path,
+) -> None:
+    """name=systemd and unified get the sandbox's cgroup too; delegate chowns there alone, the
+    controllers' cgroups (with the limits) staying root's. Unprivileged: chown to one's own ids."""
+    v1_tree(tmp_path)
+    for name, files in cg_v1.DELEGATED_FILES.items():
+        tree(tmp_path, {f"{name}/sandman/web/{file}": "" for file in files})
+    driver = cg.V1Driver(str(tmp_path))
+    assert driver.named == ("systemd", "unified")
+    assert str(tmp_path / "systemd" / "sandman/web") in driver.locations("sandman/web")
+    assert str(tmp_path / "unified" / "sandman/web") in driver.locations("sandman/web")
+    assert driver.delegate("sandman/web", os.getuid(), os.getgid()) == []
+
+
+def test_v1_without_name_systemd_nothing_is_delegated_and_apply_is_told(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    driver = cg.V1Driver(str(tmp_path))
+    assert driver.named == ()
+    (warning,) = driver.delegate("sandman/web", os.getuid(), os.getgid())
+    assert "no name=systemd hierarchy" in warning
