@@ -287,10 +287,12 @@ def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
             os.close(tree)
     with _step("namespaces.pid", "mounting /proc"):
         _mount_proc(plan)
-    with _step("namespaces.net", "mounting /sys"):
-        _mount_sys(plan)
+    # /dev before /sys: the order of the OCI runtimes' default mounts, which an OCI runtime's
+    # validation checks in /proc/self/mountinfo.
     with _step("rootfs", "building /dev"):
         _mount_dev(plan)
+    with _step("namespaces.net", "mounting /sys"):
+        _mount_sys(plan)
     for mount in plan.mounts:
         if mount.type in ("tmpfs", "proc"):
             with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
@@ -390,7 +392,8 @@ def _mount_dev(plan: RootfsPlan) -> None:
     with _target(dev, "shm") as fd:
         size = f",size={plan.shm_size}" if plan.shm_size else ""
         options = f"mode=1777{size}"
-        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+        # Named "shm", as every container runtime names it (and tools look for).
+        sc.mount("shm", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
     if plan.own_ipc:
         with _target(dev, "mqueue") as fd:
             sc.mount(

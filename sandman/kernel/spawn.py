@@ -584,6 +584,10 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         _enter_working_directory(spec.confinement.working_directory)
         for resource, soft, hard in spec.rlimits:
             _set_rlimit(resource, soft, hard)
+        # Everything above 2 closes at exec; the report pipe stays open until then. Marked
+        # before the seccomp filter is loaded: a filter may refuse close_range (an OCI config's
+        # allowlist written before Linux 5.9 does).
+        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         spec.confinement.take()
         if log_fd >= 0:
             _set_stdio(log_fd)
@@ -594,8 +598,6 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         if fds.gate >= 0:
             _wait_at_gate(spec, fds.gate, report)
             report = 2  # the caller is gone: an exec failure goes to stderr
-        # Everything above 2 closes at exec; the report pipe stays open until then.
-        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), _environment(spec))
     except BaseException as exc:
         if isinstance(exc, FileNotFoundError) and exc.filename is None:

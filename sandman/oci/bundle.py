@@ -181,23 +181,27 @@ def _size(text: str) -> int:
 def confinement(process: Config, config: Config) -> security.Confinement:
     user = process.get("user") or {}
     caps = process.get("capabilities") or {}
-    bounding = _known(caps.get("bounding") or ())
-    permitted = _known(caps.get("permitted") or ())
+    sets = security.CapabilitySets(
+        **{name: _known(caps.get(name) or ()) for name in security.CapabilitySets._fields}
+    )
     nnp = bool(process.get("noNewPrivileges"))
+    uid = int(user.get("uid", 0))
     before: list[Callable[[], None]] = []
     load = seccomp_loader(config.get("linux", {}).get("seccomp"))
     if load is not None:
         before.append(load)
-    before.append(lambda: security.drop_bounding(bounding))
+    before.append(lambda: security.drop_bounding(sets.bounding))
+    if uid != 0:
+        before.append(security.keep_capabilities)
     env = dict(_env_pair(item) for item in process.get("env") or ())
     env.setdefault("PATH", security.DEFAULT_PATH)
     return security.Confinement(
-        uid=int(user.get("uid", 0)),
+        uid=uid,
         gid=int(user.get("gid", 0)),
         working_directory=str(process.get("cwd") or "/"),
         environment=env,
         setup_inside=tuple(before),
-        finish_inside=(lambda: security.limit_sets(permitted, nnp),),
+        finish_inside=(lambda: security.set_exact(sets, nnp),),
         groups=tuple(int(g) for g in user.get("additionalGids") or ()),
     )
 
