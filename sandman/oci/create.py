@@ -42,7 +42,6 @@ def create(
             )
             if pid_file:
                 _write_pid_file(pid_file, stored.pid)
-            hooks.run("prestart", stored.hooks, lifecycle.state_json(stored, directory))
             hooks.run("createRuntime", stored.hooks, lifecycle.state_json(stored, directory))
     except BaseException:
         _undo(store, container_id, stored, cgroups.path_of(config, container_id))

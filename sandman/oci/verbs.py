@@ -20,10 +20,27 @@ def start(store: Store, container_id: str) -> None:
         current = lifecycle.status(stored, directory)
         if current != "created":
             raise OciError(f"cannot start a container that is {current}: {container_id!r}")
+        # Prestart hooks run at `start`, before the process (the runtime-tools suite holds
+        # runtimes to that; createRuntime hooks ran at `create`).
+        try:
+            hooks.run("prestart", stored.hooks, lifecycle.state_json(stored, directory))
+        except OciError:
+            _stop(stored)  # a failed prestart hook stops the container (runtime-spec lifecycle)
+            raise
         _open_gate(os.path.join(directory, "exec.fifo"), stored)
         stored.started = True
         store.save(stored)
     hooks.run("poststart", stored.hooks, lifecycle.state_json(stored, directory), fatal=False)
+
+
+def _stop(stored: Stored) -> None:
+    with contextlib.suppress(OSError):
+        pidfd = sc.pidfd_open(stored.pid)
+        try:
+            if lifecycle.start_time(stored.pid) == stored.pid_start:
+                sc.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
 
 
 def _open_gate(path: str, stored: Stored) -> None:
