@@ -63,7 +63,7 @@ def _create(store: Store, request: _Request) -> Stored:
     directory, console_socket = request.directory, request.console_socket
     process = config["process"]
     namespaces = oci_bundle.namespaces(config)
-    idmap = oci_bundle.id_mapping(config)
+    idmap = oci_bundle.id_mapping(config, namespaces.flags)
     owner = oci_bundle.host_root_ids(idmap)
     gate = os.path.join(directory, "exec.fifo")
     os.mkfifo(gate, 0o622)
@@ -95,7 +95,8 @@ def _create(store: Store, request: _Request) -> Stored:
             name=container_id,
             command=oci_bundle.command(process),
             confinement=oci_bundle.confinement(process, config),
-            namespaces=namespaces.flags,
+            # spawn makes the user namespace itself, from the id map, before the others.
+            namespaces=namespaces.flags & ~sc.CLONE_NEWUSER,
             rootfs=oci_bundle.rootfs_plan(config, bundle, stage, namespaces.flags, owner),
             log_path=None,
             hostname=config.get("hostname") if namespaces.flags & sc.CLONE_NEWUTS else None,
@@ -107,6 +108,7 @@ def _create(store: Store, request: _Request) -> Stored:
             rlimits=oci_bundle.rlimits(process),
             exact_environment=True,
             join_namespaces=namespaces.joined,
+            oom_score_adj=process.get("oomScoreAdj"),
         )
         pid = spawn.spawn(spec)
     except spawn.SpawnError as exc:
