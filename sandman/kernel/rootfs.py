@@ -436,6 +436,8 @@ def _make_device(device: Device) -> None:
         mode = _DEVICE_KINDS[device.kind] | (device.mode & 0o7777)
         os.mknod(name, mode, os.makedev(device.major, device.minor), dir_fd=parent_fd)
         os.chown(name, device.uid, device.gid, dir_fd=parent_fd, follow_symlinks=False)
+        # The mode exactly, whatever the umask: the node was just made, no symlink is there.
+        os.chmod(name, device.mode & 0o7777, dir_fd=parent_fd)
 
 
 def _mount_virtual(stage: str, mount: Mount) -> None:

@@ -86,7 +86,7 @@ def _create(store: Store, request: _Request) -> Stored:
     driver = cgroups.driver(cgroup)
     driver.create(cgroup)
     driver.set_limits(cgroup, cgroups.limits(resources))
-    rules = cgroups.device_rules(resources)
+    rules = cgroups.device_rules(resources, config.get("linux", {}).get("devices"))
     if rules is not None:
         driver.restrict_devices(cgroup, rules)
     console = _connect(console_socket) if console_socket else None
@@ -149,6 +149,7 @@ def _undo(store: Store, container_id: str, stored: Stored | None, cgroup: str) -
         if driver.exists(cgroup):
             driver.kill(cgroup)
             driver.remove(cgroup)
+        cgroups.remove_default_parent(driver, cgroup)
     store.remove(container_id)
 
 

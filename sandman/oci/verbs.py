@@ -14,6 +14,7 @@ from sandman.oci.state import Store, Stored
 
 
 def start(store: Store, container_id: str) -> None:
+    failed: OciError | None = None
     with store.locked(container_id):
         stored = store.load(container_id)
         directory = store.directory(container_id)
@@ -24,23 +25,18 @@ def start(store: Store, container_id: str) -> None:
         # runtimes to that; createRuntime hooks ran at `create`).
         try:
             hooks.run("prestart", stored.hooks, lifecycle.state_json(stored, directory))
-        except OciError:
-            _stop(stored)  # a failed prestart hook stops the container (runtime-spec lifecycle)
-            raise
-        _open_gate(os.path.join(directory, "exec.fifo"), stored)
-        stored.started = True
-        store.save(stored)
+        except OciError as exc:
+            failed = exc
+        else:
+            _open_gate(os.path.join(directory, "exec.fifo"), stored)
+            stored.started = True
+            store.save(stored)
+    if failed is not None:
+        # A failed prestart hook stops the container and the lifecycle goes on to its end
+        # (runtime-spec): nothing of it stays, the poststop hooks run.
+        delete(store, container_id, force=True)
+        raise failed
     hooks.run("poststart", stored.hooks, lifecycle.state_json(stored, directory), fatal=False)
-
-
-def _stop(stored: Stored) -> None:
-    with contextlib.suppress(OSError):
-        pidfd = sc.pidfd_open(stored.pid)
-        try:
-            if lifecycle.start_time(stored.pid) == stored.pid_start:
-                sc.pidfd_send_signal(pidfd, signal.SIGKILL)
-        finally:
-            os.close(pidfd)
 
 
 def _open_gate(path: str, stored: Stored) -> None:
@@ -118,6 +114,7 @@ def delete(store: Store, container_id: str, force: bool) -> None:
             if driver.exists(stored.cgroup):
                 driver.kill(stored.cgroup)
                 driver.remove(stored.cgroup)
+            cgroups.remove_default_parent(driver, stored.cgroup)
         elif lifecycle.alive(stored):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stored.pid, signal.SIGKILL)
