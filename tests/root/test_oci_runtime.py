@@ -320,3 +320,39 @@ def test_exec_into_a_stopped_container_is_refused(oci: Runtime, tmp_path: Path) 
     done = oci("exec", "--process", process, "e2", check=False)
     assert done.returncode != 0 and "container not running" in done.stderr
     oci("delete", "e2")
+
+
+def test_an_images_symlinks_never_lead_a_mount_or_mask_onto_the_host(
+    oci: Runtime, tmp_path: Path
+) -> None:
+    """The root file system is untrusted: an absolute symlink in it that names a host directory
+    is resolved inside the root for mount targets, masked and read-only paths alike."""
+    host = tmp_path / "host-side"
+    (host / "kept").mkdir(parents=True)
+    script = "ls -d /escape/sub /escape/masked; touch /escape/kept/written && echo wrote"
+    bundle = oci.bundle("s1", ["sh", "-c", script])
+    rootfs = bundle / "rootfs"
+    (rootfs / "escape").symlink_to(host)  # absolute: the host's path, if followed from outside
+    (rootfs / str(host).lstrip("/")).mkdir(parents=True)
+    (rootfs / str(host).lstrip("/") / "kept").mkdir()
+    config = json.loads((bundle / "config.json").read_text())
+    config["mounts"].append({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs"})
+    config["linux"]["maskedPaths"] = ["/escape/masked", "/escape/kept"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        pid_file = str(tmp_path / "pid")
+        oci("create", "-b", str(bundle), "--pid-file", pid_file, "s1", stdout=stdout)
+    pid = int(Path(pid_file).read_text())
+    oci("start", "s1")
+    _wait_exit(pid)
+    # Outside: nothing was made, mounted or written on the host's side of the link.
+    assert sorted(os.listdir(host)) == ["kept"]
+    assert os.listdir(host / "kept") == []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        assert str(host) not in handle.read()
+    # Inside: the tmpfs landed in the root's own copy of that path, and the mask held there.
+    assert "/escape/sub" in out.read_text()
+    assert "wrote" not in out.read_text()
+    oci("delete", "s1")
+    assert os.stat(oci.root).st_mode & 0o777 == 0o700
