@@ -54,7 +54,15 @@ def bundle(work: Path, name: str) -> Path:
     return root.parent
 
 
+def _quiet(command: list[str]) -> None:
+    """Run a runtime with stdio of its own: a container's init keeps what it is given, and this
+    script's stdout may be a pipe someone reads to its end."""
+    devnull = subprocess.DEVNULL
+    subprocess.run(command, check=True, stdin=devnull, stdout=devnull, stderr=devnull)
+
+
 def lifecycle(runtime: list[str], state_root: Path, bundle_dir: Path) -> Callable[[], float]:
+
     def once() -> float:
         base = [*runtime, "--root", str(state_root)]
         began = time.perf_counter()
@@ -63,7 +71,7 @@ def lifecycle(runtime: list[str], state_root: Path, bundle_dir: Path) -> Callabl
             ["start", "c"],
             ["delete", "--force", "c"],
         ):
-            subprocess.run([*base, *args], check=True, stdout=subprocess.DEVNULL)
+            _quiet([*base, *args])
         return time.perf_counter() - began
 
     return once
@@ -77,7 +85,7 @@ def state_call(runtime: list[str], state_root: Path, bundle_dir: Path) -> Callab
         subprocess.run([*base, "state", "s"], check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - began
 
-    subprocess.run([*base, "create", "--bundle", str(bundle_dir), "s"], check=True)
+    _quiet([*base, "create", "--bundle", str(bundle_dir), "s"])
     return once
 
 
@@ -151,7 +159,8 @@ def _clean(work: Path, ours: list[str]) -> None:
         if not root.is_dir() or root.name.startswith("bundle-"):
             continue
         for ident in os.listdir(root):
-            for runtime in (ours, ["runc"], ["crun"]):
+            present = [[tool] for tool in ("runc", "crun") if shutil.which(tool)]
+            for runtime in (ours, *present):
                 command = [*runtime, "--root", str(root), "delete", "--force", ident]
                 subprocess.run(command, check=False, capture_output=True)
     for top in Path("/sys/fs/cgroup").iterdir():
