@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -53,6 +54,19 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Device:
+    """A device node made in the sandbox (an OCI config's linux.devices): `kind` c, b or p."""
+
+    path: str
+    kind: str
+    major: int = 0
+    minor: int = 0
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
 class RootfsPlan:
     """Where the sandbox's root is staged and what is mounted into it."""
 
@@ -81,6 +95,7 @@ class RootfsPlan:
     # readonlyPaths); a missing one is skipped, as runc does.
     masked: tuple[str, ...] = ()
     read_only_paths: tuple[str, ...] = ()
+    devices: tuple[Device, ...] = ()  # made after /dev, each path resolved inside the root
 
 
 @dataclass(frozen=True)
@@ -295,10 +310,12 @@ def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
             os.close(tree)
     with _step("namespaces.pid", "mounting /proc"):
         _mount_proc(plan)
-    with _step("namespaces.net", "mounting /sys"):
-        _mount_sys(plan)
+    # /dev before /sys: the order of the OCI runtimes' default mounts, which an OCI runtime's
+    # validation checks in /proc/self/mountinfo.
     with _step("rootfs", "building /dev"):
         _mount_dev(plan)
+    with _step("namespaces.net", "mounting /sys"):
+        _mount_sys(plan)
     for mount in plan.mounts:
         if mount.type in ("tmpfs", "proc"):
             with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
@@ -433,7 +450,8 @@ def _mount_dev(plan: RootfsPlan) -> None:
     with _target(dev, "shm") as fd:
         size = f",size={plan.shm_size}" if plan.shm_size else ""
         options = f"mode=1777{size}"
-        sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+        # Named "shm", as every container runtime names it (and tools look for).
+        sc.mount("shm", f"/proc/self/fd/{fd}", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
     if plan.own_ipc:
         with _target(dev, "mqueue") as fd:
             sc.mount(
@@ -441,6 +459,28 @@ def _mount_dev(plan: RootfsPlan) -> None:
             )
     for name, points_to in _DEV_LINKS.items():
         os.symlink(points_to, os.path.join(dev, name))
+    for device in plan.devices:
+        with _step("linux.devices", f"making the device `{device.path}`"):
+            _make_device(device)
+
+
+_DEVICE_KINDS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def _make_device(device: Device) -> None:
+    """mknod in the root (the working directory), its parent resolved inside it; a node already
+    there (one of the defaults) is replaced only when it is not a directory."""
+    parent, _, name = device.path.strip("/").rpartition("/")
+    if not name or name in (".", ".."):
+        raise OSError(22, "not a device path", device.path)
+    with _target(".", "/" + parent) as parent_fd:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(name, dir_fd=parent_fd)
+        mode = _DEVICE_KINDS[device.kind] | (device.mode & 0o7777)
+        os.mknod(name, mode, os.makedev(device.major, device.minor), dir_fd=parent_fd)
+        os.chown(name, device.uid, device.gid, dir_fd=parent_fd, follow_symlinks=False)
+        # The mode exactly, whatever the umask: the node was just made, no symlink is there.
+        os.chmod(name, device.mode & 0o7777, dir_fd=parent_fd)
 
 
 def _mount_virtual(stage: str, mount: Mount) -> None:

@@ -34,6 +34,36 @@ def limit_sets(capabilities: Iterable[str], no_new_privileges: bool) -> None:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
 
+class CapabilitySets(NamedTuple):
+    """The five sets of an OCI process, by name; `bounding` is dropped to before the user."""
+
+    bounding: tuple[str, ...] = ()
+    effective: tuple[str, ...] = ()
+    permitted: tuple[str, ...] = ()
+    inheritable: tuple[str, ...] = ()
+    ambient: tuple[str, ...] = ()
+
+
+def keep_capabilities() -> None:
+    """Keep the permitted set across the switch to a user other than root (PR_SET_KEEPCAPS), so
+    that set_exact can give that user the sets it is meant to hold."""
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+
+
+def set_exact(sets: CapabilitySets, no_new_privileges: bool) -> None:
+    """Effective, permitted and inheritable exactly as given (within what the process still
+    holds), then the ambient ones raised (each must be permitted and inheritable), then
+    no_new_privs. After the switch to the process's user."""
+    sc.capset(
+        sc.cap_mask(sets.effective), sc.cap_mask(sets.permitted), sc.cap_mask(sets.inheritable)
+    )
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    for name in sets.ambient:
+        sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, CAPABILITIES[name])
+    if no_new_privileges:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
 Steps = tuple[Callable[[], None], ...]
 
 # What every process of a sandbox finds in its environment unless its unit says otherwise.

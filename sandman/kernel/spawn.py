@@ -121,6 +121,8 @@ class SpawnSpec:
     # Existing namespaces to join instead of making new ones: (CLONE_NEW* flag, path of the
     # namespace file, e.g. /run/netns/NAME or /proc/PID/ns/net), opened on the host side.
     join_namespaces: tuple[tuple[int, str], ...] = ()
+    # The init's /proc/self/oom_score_adj (-1000..1000); None leaves the inherited one.
+    oom_score_adj: int | None = None
     # Tests only: the children sleep this long at the named step (see STEPS), to force an order.
     pauses: Mapping[str, float] = field(default_factory=dict)
 
@@ -566,6 +568,8 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
     stage, log_fd, report, go_read = fds.stage, fds.log, fds.report, fds.go
     try:
         sc.close_fds_except((stage, log_fd, report, go_read, fds.gate, _console_fd(spec)))
+        if spec.oom_score_adj is not None:
+            _write_oom_score_adj(spec.oom_score_adj)
         _step(spec, report, "inside")
         if spec.namespaces & sc.CLONE_NEWNET:
             allow_ping()  # through the host's /proc, before the sandbox's read-only one
@@ -584,6 +588,10 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         _enter_working_directory(spec.confinement.working_directory)
         for resource, soft, hard in spec.rlimits:
             _set_rlimit(resource, soft, hard)
+        # Everything above 2 closes at exec; the report pipe stays open until then. Marked
+        # before the seccomp filter is loaded: a filter may refuse close_range (an OCI config's
+        # allowlist written before Linux 5.9 does).
+        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         spec.confinement.take()
         if log_fd >= 0:
             _set_stdio(log_fd)
@@ -594,8 +602,6 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         if fds.gate >= 0:
             _wait_at_gate(spec, fds.gate, report)
             report = 2  # the caller is gone: an exec failure goes to stderr
-        # Everything above 2 closes at exec; the report pipe stays open until then.
-        sc.close_range(3, sc.FD_LAST, sc.CLOSE_RANGE_CLOEXEC)
         os.execvpe(spec.command[0], list(spec.command), _environment(spec))
     except BaseException as exc:
         if isinstance(exc, FileNotFoundError) and exc.filename is None:
@@ -667,6 +673,16 @@ def _take_console(sock: int) -> None:
     for target in (0, 1, 2):
         os.dup2(slave, target)
     os.close(slave)
+
+
+def _write_oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as handle:
+            handle.write(str(value))
+    except OSError as exc:
+        raise SpawnError(
+            "process.oomScoreAdj", "cannot set the OOM score adjustment", exc.errno or 0
+        ) from exc
 
 
 def _set_rlimit(resource: int, soft: int, hard: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from sandman.capabilities import CAPABILITIES
 from sandman.kernel import security
 from sandman.kernel import syscalls as sc
-from sandman.kernel.rootfs import Mount, RootfsPlan
+from sandman.kernel.rootfs import Device, Mount, RootfsPlan
 from sandman.kernel.spawn import IdMapping
 from sandman.oci.errors import OciError
 from sandman.oci.seccomp import loader as seccomp_loader
@@ -88,11 +88,23 @@ def namespaces(config: Config) -> Namespaces:
     return Namespaces(flags, tuple(joined))
 
 
-def id_mapping(config: Config) -> IdMapping | None:
+# A user namespace asked for without mappings maps every id to itself: a namespace of its own,
+# whose root is still the host's root for files (what runc gives such a config).
+IDENTITY = IdMapping(uid=((0, 0, 2**32 - 1),), gid=((0, 0, 2**32 - 1),))
+
+
+def id_mapping(config: Config, flags: int) -> IdMapping | None:
+    """The id map of the container's user namespace; None without one."""
     linux = config.get("linux", {})
     uids, gids = linux.get("uidMappings") or [], linux.get("gidMappings") or []
-    if not uids and not gids:
+    if not flags & sc.CLONE_NEWUSER:
+        if uids or gids:
+            raise OciError(
+                "linux.uidMappings: id mappings need a user namespace in linux.namespaces"
+            )
         return None
+    if not uids and not gids:
+        return IDENTITY
 
     def ranges(entries: list[dict[str, int]]) -> tuple[tuple[int, int, int], ...]:
         return tuple((int(e["containerID"]), int(e["hostID"]), int(e["size"])) for e in entries)
@@ -134,7 +146,28 @@ def rootfs_plan(
         own_ipc=bool(flags & sc.CLONE_NEWIPC),
         masked=masked,
         read_only_paths=read_only,
+        devices=tuple(_devices(config)),
     )
+
+
+def _devices(config: Config) -> list[Device]:
+    devices = []
+    for index, entry in enumerate(config.get("linux", {}).get("devices") or []):
+        kind = str(entry.get("type", "c"))
+        if kind not in ("c", "u", "b", "p"):
+            raise OciError(f"linux.devices[{index}]: unknown device type {kind!r}")
+        devices.append(
+            Device(
+                path="/" + os.path.normpath(str(entry["path"])).lstrip("/"),
+                kind=kind,
+                major=int(entry.get("major") or 0),
+                minor=int(entry.get("minor") or 0),
+                mode=int(entry.get("fileMode", 0o666)),
+                uid=int(entry.get("uid") or 0),
+                gid=int(entry.get("gid") or 0),
+            )
+        )
+    return devices
 
 
 def _mounts(config: Config, bundle: str) -> list[Mount]:
@@ -181,23 +214,27 @@ def _size(text: str) -> int:
 def confinement(process: Config, config: Config) -> security.Confinement:
     user = process.get("user") or {}
     caps = process.get("capabilities") or {}
-    bounding = _known(caps.get("bounding") or ())
-    permitted = _known(caps.get("permitted") or ())
+    sets = security.CapabilitySets(
+        **{name: _known(caps.get(name) or ()) for name in security.CapabilitySets._fields}
+    )
     nnp = bool(process.get("noNewPrivileges"))
+    uid = int(user.get("uid", 0))
     before: list[Callable[[], None]] = []
     load = seccomp_loader(config.get("linux", {}).get("seccomp"))
     if load is not None:
         before.append(load)
-    before.append(lambda: security.drop_bounding(bounding))
+    before.append(lambda: security.drop_bounding(sets.bounding))
+    if uid != 0:
+        before.append(security.keep_capabilities)
     env = dict(_env_pair(item) for item in process.get("env") or ())
     env.setdefault("PATH", security.DEFAULT_PATH)
     return security.Confinement(
-        uid=int(user.get("uid", 0)),
+        uid=uid,
         gid=int(user.get("gid", 0)),
         working_directory=str(process.get("cwd") or "/"),
         environment=env,
         setup_inside=tuple(before),
-        finish_inside=(lambda: security.limit_sets(permitted, nnp),),
+        finish_inside=(lambda: security.set_exact(sets, nnp),),
         groups=tuple(int(g) for g in user.get("additionalGids") or ()),
     )
 

@@ -3,6 +3,8 @@ drivers, v1 or v2, with linux.resources' memory and pids limits and device rules
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,11 +14,23 @@ from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, driver_for
 def path_of(config: Mapping[str, Any], container_id: str) -> str:
     """The cgroup relative to the root. The systemd form `slice:prefix:name` (--systemd-cgroup)
     becomes `slice/prefix-name.scope`, made directly in the trees: sandman-oci asks no manager."""
-    raw = str(config.get("linux", {}).get("cgroupsPath") or f"sandman-oci/{container_id}")
+    raw = str(config.get("linux", {}).get("cgroupsPath") or f"{DEFAULT_PARENT}/{container_id}")
     if raw.count(":") == 2 and not raw.startswith("/"):
         slice_name, prefix, name = raw.split(":")
         raw = f"{slice_name or 'system.slice'}/{prefix}-{name}.scope"
     return raw.strip("/")
+
+
+DEFAULT_PARENT = "sandman-oci"
+
+
+def remove_default_parent(driver: CgroupDriver, rel: str) -> None:
+    """The parent made for configs without a cgroupsPath goes with its last container (an
+    rmdir, which the kernel refuses while another container's cgroup is below it)."""
+    if rel.startswith(f"{DEFAULT_PARENT}/"):
+        for location in driver.locations(DEFAULT_PARENT):
+            with contextlib.suppress(OSError):
+                os.rmdir(location)
 
 
 def driver(rel: str) -> CgroupDriver:
@@ -48,7 +62,7 @@ DEFAULT_DEVICES = (
 )
 
 
-def device_rules(resources: Mapping[str, Any]) -> list[str] | None:
+def device_rules(resources: Mapping[str, Any], devices: Any = ()) -> list[str] | None:
     """The allowed devices as `c 1:3 rwm` rules when the config denies all first (what engines
     write), the default devices always among them; None when it gives no device rules (the
     cgroup's devices stay as they are)."""
@@ -65,4 +79,10 @@ def device_rules(resources: Mapping[str, Any]) -> list[str] | None:
             allowed.append(rule)
         elif kind == "a":
             allowed = list(DEFAULT_DEVICES)  # deny all: what came before is void
+    # The devices the config makes (linux.devices) may be used, as runc allows them.
+    for device in devices or ():
+        kind = "c" if device.get("type") == "u" else device.get("type", "c")
+        if kind == "p":
+            continue  # a FIFO is no device to the cgroup
+        allowed.append(f"{kind} {device.get('major', 0)}:{device.get('minor', 0)} rwm")
     return allowed

@@ -42,7 +42,6 @@ def create(
             )
             if pid_file:
                 _write_pid_file(pid_file, stored.pid)
-            hooks.run("prestart", stored.hooks, lifecycle.state_json(stored, directory))
             hooks.run("createRuntime", stored.hooks, lifecycle.state_json(stored, directory))
     except BaseException:
         _undo(store, container_id, stored, cgroups.path_of(config, container_id))
@@ -64,7 +63,7 @@ def _create(store: Store, request: _Request) -> Stored:
     directory, console_socket = request.directory, request.console_socket
     process = config["process"]
     namespaces = oci_bundle.namespaces(config)
-    idmap = oci_bundle.id_mapping(config)
+    idmap = oci_bundle.id_mapping(config, namespaces.flags)
     owner = oci_bundle.host_root_ids(idmap)
     gate = os.path.join(directory, "exec.fifo")
     os.mkfifo(gate, 0o622)
@@ -87,7 +86,7 @@ def _create(store: Store, request: _Request) -> Stored:
     driver = cgroups.driver(cgroup)
     driver.create(cgroup)
     driver.set_limits(cgroup, cgroups.limits(resources))
-    rules = cgroups.device_rules(resources)
+    rules = cgroups.device_rules(resources, config.get("linux", {}).get("devices"))
     if rules is not None:
         driver.restrict_devices(cgroup, rules)
     console = _connect(console_socket) if console_socket else None
@@ -96,7 +95,8 @@ def _create(store: Store, request: _Request) -> Stored:
             name=container_id,
             command=oci_bundle.command(process),
             confinement=oci_bundle.confinement(process, config),
-            namespaces=namespaces.flags,
+            # spawn makes the user namespace itself, from the id map, before the others.
+            namespaces=namespaces.flags & ~sc.CLONE_NEWUSER,
             rootfs=oci_bundle.rootfs_plan(config, bundle, stage, namespaces.flags, owner),
             log_path=None,
             hostname=config.get("hostname") if namespaces.flags & sc.CLONE_NEWUTS else None,
@@ -108,6 +108,7 @@ def _create(store: Store, request: _Request) -> Stored:
             rlimits=oci_bundle.rlimits(process),
             exact_environment=True,
             join_namespaces=namespaces.joined,
+            oom_score_adj=process.get("oomScoreAdj"),
         )
         pid = spawn.spawn(spec)
     except spawn.SpawnError as exc:
@@ -148,6 +149,7 @@ def _undo(store: Store, container_id: str, stored: Stored | None, cgroup: str) -
         if driver.exists(cgroup):
             driver.kill(cgroup)
             driver.remove(cgroup)
+        cgroups.remove_default_parent(driver, cgroup)
     store.remove(container_id)
 
 

@@ -7,30 +7,51 @@ import os
 import select
 import signal
 
-from sandman.kernel import syscalls as sc
-from sandman.oci import cgroups, hooks, lifecycle
+from sandman.oci import cgroups, lifecycle
 from sandman.oci.errors import OciError, not_running
 from sandman.oci.state import Store, Stored
 
 
 def start(store: Store, container_id: str) -> None:
+    failed: OciError | None = None
     with store.locked(container_id):
         stored = store.load(container_id)
         directory = store.directory(container_id)
         current = lifecycle.status(stored, directory)
         if current != "created":
             raise OciError(f"cannot start a container that is {current}: {container_id!r}")
-        _open_gate(os.path.join(directory, "exec.fifo"), stored)
-        stored.started = True
-        store.save(stored)
-    hooks.run("poststart", stored.hooks, lifecycle.state_json(stored, directory), fatal=False)
+        # Prestart hooks run at `start`, before the process (the runtime-tools suite holds
+        # runtimes to that; createRuntime hooks ran at `create`).
+        try:
+            _hooks("prestart", stored, lifecycle.state_json(stored, directory))
+        except OciError as exc:
+            failed = exc
+        else:
+            _open_gate(os.path.join(directory, "exec.fifo"), stored)
+            stored.started = True
+            store.save(stored)
+    if failed is not None:
+        # A failed prestart hook stops the container and the lifecycle goes on to its end
+        # (runtime-spec): nothing of it stays, the poststop hooks run.
+        delete(store, container_id, force=True)
+        raise failed
+    _hooks("poststart", stored, lifecycle.state_json(stored, directory), fatal=False)
+
+
+def _hooks(stage: str, stored: Stored, state: dict[str, object], fatal: bool = True) -> None:
+    """The hooks of STAGE; the hook runner (subprocess) is imported only when there are some:
+    engines call the runtime several times per container, each a new process."""
+    if stored.hooks.get(stage):
+        from sandman.oci import hooks
+
+        hooks.run(stage, stored.hooks, state, fatal)
 
 
 def _open_gate(path: str, stored: Stored) -> None:
     """Open the FIFO for reading: the init's open for writing returns, it writes one byte and
     execs. The init's exit while we wait (a kill) ends the wait as well."""
     fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    pidfd = sc.pidfd_open(stored.pid)
+    pidfd = os.pidfd_open(stored.pid)
     try:
         while True:
             ready, _, _ = select.select([fifo, pidfd], [], [])
@@ -71,11 +92,11 @@ def kill(store: Store, container_id: str, signum: int, every: bool) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
         return
-    pidfd = sc.pidfd_open(stored.pid)
+    pidfd = os.pidfd_open(stored.pid)
     try:
         if lifecycle.start_time(stored.pid) != stored.pid_start:
             raise not_running(container_id)
-        sc.pidfd_send_signal(pidfd, signum)
+        signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         raise not_running(container_id) from None
     finally:
@@ -101,13 +122,14 @@ def delete(store: Store, container_id: str, force: bool) -> None:
             if driver.exists(stored.cgroup):
                 driver.kill(stored.cgroup)
                 driver.remove(stored.cgroup)
+            cgroups.remove_default_parent(driver, stored.cgroup)
         elif lifecycle.alive(stored):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stored.pid, signal.SIGKILL)
         final = lifecycle.state_json(stored, directory)
         store.remove(container_id)
     final["status"] = "stopped"
-    hooks.run("poststop", stored.hooks, final, fatal=False)
+    _hooks("poststop", stored, final, fatal=False)
 
 
 def ps(store: Store, container_id: str) -> list[int]:

@@ -29,11 +29,13 @@ WAIT = 30.0  # a guard against hanging, never an assertion about speed
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _subreaper() -> None:
+def _subreaper(on: bool = True) -> None:
+    """Make the test process a child subreaper, or (off) end that: left on, every orphan of the
+    later tests (a sandbox's init, whose spawner exits) would become pytest's unreaped child."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
 
 
 def _cgroup_dirs(prefix: str) -> list[Path]:
@@ -65,6 +67,7 @@ def oci(tmp_path: Path, busybox_root: Path) -> Iterator[Runtime]:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
+    _subreaper(on=False)
     for directory in _cgroup_dirs(prefix):
         # The prefix is the containers' parent (an engine's /machine): the test's to remove.
         for child in sorted(directory.rglob("*"), reverse=True):
@@ -320,3 +323,39 @@ def test_exec_into_a_stopped_container_is_refused(oci: Runtime, tmp_path: Path) 
     done = oci("exec", "--process", process, "e2", check=False)
     assert done.returncode != 0 and "container not running" in done.stderr
     oci("delete", "e2")
+
+
+def test_an_images_symlinks_never_lead_a_mount_or_mask_onto_the_host(
+    oci: Runtime, tmp_path: Path
+) -> None:
+    """The root file system is untrusted: an absolute symlink in it that names a host directory
+    is resolved inside the root for mount targets, masked and read-only paths alike."""
+    host = tmp_path / "host-side"
+    (host / "kept").mkdir(parents=True)
+    script = "ls -d /escape/sub /escape/masked; touch /escape/kept/written && echo wrote"
+    bundle = oci.bundle("s1", ["sh", "-c", script])
+    rootfs = bundle / "rootfs"
+    (rootfs / "escape").symlink_to(host)  # absolute: the host's path, if followed from outside
+    (rootfs / str(host).lstrip("/")).mkdir(parents=True)
+    (rootfs / str(host).lstrip("/") / "kept").mkdir()
+    config = json.loads((bundle / "config.json").read_text())
+    config["mounts"].append({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs"})
+    config["linux"]["maskedPaths"] = ["/escape/masked", "/escape/kept"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        pid_file = str(tmp_path / "pid")
+        oci("create", "-b", str(bundle), "--pid-file", pid_file, "s1", stdout=stdout)
+    pid = int(Path(pid_file).read_text())
+    oci("start", "s1")
+    _wait_exit(pid)
+    # Outside: nothing was made, mounted or written on the host's side of the link.
+    assert sorted(os.listdir(host)) == ["kept"]
+    assert os.listdir(host / "kept") == []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        assert str(host) not in handle.read()
+    # Inside: the tmpfs landed in the root's own copy of that path, and the mask held there.
+    assert "/escape/sub" in out.read_text()
+    assert "wrote" not in out.read_text()
+    oci("delete", "s1")
+    assert os.stat(oci.root).st_mode & 0o777 == 0o700

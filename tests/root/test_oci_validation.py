@@ -1,0 +1,116 @@
+"""The OCI runtime-tools validation suite (shared/oci/runtime-tools-408c51e.tar.gz, the newest
+commit Debian's Go builds) against sandman-oci: built in the test, each validation file run
+alone with yath in a private mount namespace (a run leaks its bundles' proc, sys and dev mounts
+into the caller's namespace otherwise).
+
+PASS_WITH_RUNC is shared/oci/README.md's list of the files runc 1.1.5 passes on this machine;
+every one of them must pass with sandman-oci but those in NOT_YET, each with the reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+SUITE = (
+    Path(os.environ.get("SANDMAN_OCI_SHARED", "/work/shared/oci")) / "runtime-tools-408c51e.tar.gz"
+)
+BUILD_LIMIT = 900.0  # guards against hanging, never assertions about speed
+FILE_LIMIT = 300.0
+
+PASS_WITH_RUNC = (
+    "config_updates_without_affect",
+    "create",
+    "default",
+    "delete_only_create_resources",
+    "delete_resources",
+    "hooks",
+    "hostname",
+    "kill",
+    "kill_no_effect",
+    "linux_cgroups_cpus",
+    "linux_cgroups_pids",
+    "linux_cgroups_relative_cpus",
+    "linux_cgroups_relative_pids",
+    "linux_devices",
+    "linux_masked_paths",
+    "linux_ns_itype",
+    "linux_ns_nopath",
+    "linux_ns_path",
+    "linux_ns_path_type",
+    "linux_readonly_paths",
+    "linux_sysctl",
+    "linux_uid_mappings",
+    "mounts",
+    "poststart",
+    "poststart_fail",
+    "poststop",
+    "poststop_fail",
+    "prestart",
+    "prestart_fail",
+    "process",
+    "process_oom_score_adj",
+    "process_user",
+    "root_readonly_true",
+    "state",
+)
+# Not yet passing, and why (the report lists them as work left).
+NOT_YET = {
+    # cpu shares, quota, period, realtime and cpuset: kernel/cgroup has cpu_max and cpu_weight
+    # only, no cpuset or realtime knobs yet.
+    "linux_cgroups_cpus": "cpu and cpuset limits",
+    "linux_cgroups_relative_cpus": "cpu and cpuset limits",
+    # A config without a mount namespace shares the caller's, and one with a path joins it:
+    # sandman's root is always built in a mount namespace of its own.
+    "linux_ns_itype": "sharing the caller's mount namespace",
+    "linux_ns_path": "joining an existing mount namespace",
+    # Bind mounts are made on the host side before the sandbox's own mounts (so they are
+    # locked), which puts them before tmpfs mounts in mountinfo whatever the config's order.
+    "mounts": "the config's order of bind and tmpfs mounts",
+}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for tool in ("go", "yath", "make", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: contrib/setup.sh --test installs it")
+    base = tmp_path_factory.mktemp("runtime-tools")
+    with tarfile.open(SUITE) as archive:
+        archive.extractall(base, filter="data")
+    tree = base / "runtime-tools"
+    env = {**os.environ, "GOFLAGS": "-mod=vendor", "GOCACHE": str(base / "gocache")}
+    subprocess.run(
+        ["make", "runtimetest", "tool", "validation-executables"],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=BUILD_LIMIT,
+    )
+    return tree
+
+
+@pytest.mark.parametrize("name", PASS_WITH_RUNC)
+def test_validation_file_runc_passes_passes(suite: Path, name: str) -> None:
+    if name in NOT_YET:
+        pytest.xfail(NOT_YET[name])
+    runtime = Path(sys.executable).with_name("sandman-oci")
+    command = ["unshare", "-m", "--propagation", "private", "yath", "test", "-j1", "--no-color"]
+    done = subprocess.run(
+        [*command, f"validation/{name}/{name}.t"],
+        cwd=suite,
+        env={**os.environ, "RUNTIME": str(runtime)},
+        capture_output=True,
+        text=True,
+        timeout=FILE_LIMIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
