@@ -1,6 +1,9 @@
 """/etc/hosts and /etc/resolv.conf of sandboxes on no network: a command's image keeps its own
 files (nothing bound), and a unit's own mount on one of them wins over what sandman would bind
-(a booted sandbox's files: tests/root/test_boot.py; a network's: tests/root/test_networks.py)."""
+(a booted sandbox's files: tests/root/test_boot.py; a network's: tests/root/test_networks.py).
+
+(Named apart from tests/unit/test_name_files.py: the test directories are not packages.)
+"""
 
 from __future__ import annotations
 
