@@ -495,8 +495,8 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
     del exec_remainder
     image = verbs.add_parser(
         "image",
-        help="build, import or remove an image",
-        description="Build, import or remove an image (a directory IMAGE_DIR/NAME).",
+        help="build, import, bootstrap or remove an image",
+        description="Build, import, bootstrap or remove an image (a directory IMAGE_DIR/NAME).",
     )
     # The path options sit on each action, not here: argparse would let the action's defaults
     # overwrite what was given before it.
@@ -558,6 +558,32 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         help="refuse a tarball of more than N members (default 1000000)",
     )
     _json_option(imported, "the image")
+    bootstrap = actions.add_parser(
+        "bootstrap",
+        parents=[paths],
+        help="make a bootable Debian image with mmdebstrap",
+        description="Make image NAME, a Debian tree that `[sandbox] boot = true` can boot: "
+        "mmdebstrap's minbase variant with systemd as /sbin/init (systemd-sysv), dbus and "
+        "the --include packages, from the Debian mirror (mmdebstrap's default, or --mirror), "
+        "imported as a tarball is (ownership and file capabilities kept). Needs mmdebstrap "
+        "(apt-get install mmdebstrap) and the mirror.",
+    )
+    _offers(bootstrap.add_argument("name", metavar="NAME", help="the image's name"), "none")
+    bootstrap.add_argument(
+        "distro", choices=("debian",), metavar="DISTRO", help="the distribution: debian"
+    )
+    bootstrap.add_argument(
+        "--suite", default="bookworm", help="the Debian release (default bookworm)"
+    )
+    bootstrap.add_argument("--mirror", metavar="URL", help="the Debian mirror to install from")
+    bootstrap.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PKG[,PKG]",
+        help="more packages to install (repeatable), e.g. --include nginx,iproute2",
+    )
+    _json_option(bootstrap, "the image")
     remove = actions.add_parser(
         "remove", parents=[paths], help="remove an image", description="Remove image NAME."
     )
@@ -568,7 +594,7 @@ def _image_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: b
         help="remove it even while applied sandboxes run on it (their files go with it)",
     )
     _json_option(remove, "the result")
-    for action in (busybox, imported, remove):
+    for action in (busybox, imported, bootstrap, remove):
         action.set_defaults(module="images")
 
 

@@ -1,5 +1,7 @@
 """/etc/hosts and /etc/resolv.conf of the sandboxes on a network: written under each one's runtime
-dir, bound read-only into it, rewritten in place when the network's members change."""
+dir, bound read-only into it, rewritten in place when the network's members change. A booted
+sandbox without a network gets them too, as nspawn gives a booted container: its own names, and
+the host's resolv.conf where it shares the host's network (nspawn's --resolv-conf=auto)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,47 @@ from sandman.units.desired import DesiredSandbox
 def name_files(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:
     """/etc/hosts and /etc/resolv.conf for the sandbox, written under its runtime dir and bound
     read-only into it. Every sandbox of its network is listed, so they reach each other by name."""
+    # A target the unit mounts something on itself is left to that mount.
+    taken = {mount.target for mount in sandbox.unit.mount}
+    texts = {target: text for target, text in _texts(ctx, sandbox).items() if target not in taken}
+    if not texts:
+        return {}
     runtime = ctx.runtime_dir(sandbox.name)
     os.makedirs(runtime, mode=0o755, exist_ok=True)
-    files = {
-        "/etc/hosts": os.path.join(runtime, "hosts"),
-        "/etc/resolv.conf": os.path.join(runtime, "resolv.conf"),
-    }
-    write_in_place(files["/etc/hosts"], hosts_text(ctx, sandbox))
-    write_in_place(files["/etc/resolv.conf"], resolv_text())
+    files = {}
+    for target, text in texts.items():
+        files[target] = os.path.join(runtime, os.path.basename(target))
+        write_in_place(files[target], text)
     return files
+
+
+def _texts(ctx: ApplyContext, sandbox: DesiredSandbox) -> dict[str, str]:
+    if sandbox.unit.network is not None:
+        return {"/etc/hosts": hosts_text(ctx, sandbox), "/etc/resolv.conf": resolv_text()}
+    if not sandbox.unit.sandbox.boot:
+        return {}  # a command's image keeps its own files
+    texts = {"/etc/hosts": own_hosts_text(sandbox.hostname)}
+    if not sandbox.unit.namespaces.net:
+        # The host's network: its resolvers, loopback ones included, answer the sandbox too. In
+        # a network namespace of its own with no network nothing does: the image's file stays.
+        texts["/etc/resolv.conf"] = host_resolv_text()
+    return texts
+
+
+def own_hosts_text(hostname: str) -> str:
+    """localhost, and the hostname on 127.0.1.1 as Debian's installer writes it."""
+    return (
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+
+
+def host_resolv_text() -> str:
+    """The host's resolv.conf as it is (nspawn's copy-host), or an empty one where it has none."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return "# the host has no /etc/resolv.conf\n"
 
 
 def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:

@@ -141,6 +141,9 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         for warning in ctx.cgroups.restrict_devices(cgroup, ALLOWED_DEVICES):
             ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
+        if sandbox.unit.sandbox.boot:
+            for warning in ctx.cgroups.delegate(cgroup, *plan.owner):
+                ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         faults.step(f"sandbox/{sandbox.name}: limits written")
     _private(sandbox, ctx.paths.log_dir, "log dir (--log-dir)")
     spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
@@ -293,9 +296,9 @@ def _rootfs_plan(
         os.chown(upper, *owner)
     ns = sandbox.unit.namespaces
     mounts = [*boot.mounts(sandbox), *_mounts(sandbox, runtime)]
-    if sandbox.unit.network is not None:
-        for target, host_file in name_files.name_files(ctx, sandbox).items():
-            mounts.append(Mount("bind", target, source=host_file, read_only=True, key="network"))
+    key = "network" if sandbox.unit.network is not None else "sandbox.boot"
+    for target, host_file in name_files.name_files(ctx, sandbox).items():
+        mounts.append(Mount("bind", target, source=host_file, read_only=True, key=key))
     return RootfsPlan(
         stage=os.path.join(runtime, "root"),
         mode=rootfs.mode,
@@ -309,7 +312,25 @@ def _rootfs_plan(
         own_sys=ns.net,
         own_ipc=ns.ipc,
         shm_size=sandbox.unit.resources.shm_bytes(),
+        cgroup2=_cgroup_view(ctx, sandbox),
+        cgroup_named=_cgroup_named(ctx, sandbox),
     )
+
+
+def _cgroup_view(ctx: ApplyContext, sandbox: DesiredSandbox) -> str | None:
+    """/sys/fs/cgroup inside: the sandbox's own cgroup on v2 when it has a cgroup namespace,
+    writable (delegated, see _start) for a booted init, read-only otherwise."""
+    if ctx.cgroups.version != 2 or not sandbox.unit.namespaces.cgroup:
+        return None
+    return "rw" if sandbox.unit.sandbox.boot else "ro"
+
+
+def _cgroup_named(ctx: ApplyContext, sandbox: DesiredSandbox) -> tuple[str, ...]:
+    """/sys/fs/cgroup inside on a v1 or hybrid host: for a booted init with a cgroup namespace,
+    the named hierarchies its cgroup is delegated in (see _start); nothing otherwise."""
+    if ctx.cgroups.version != 1 or not sandbox.unit.namespaces.cgroup:
+        return ()
+    return ctx.cgroups.named if sandbox.unit.sandbox.boot else ()
 
 
 def _private_data_dirs(ctx: ApplyContext, sandbox: DesiredSandbox, layers: str) -> None:

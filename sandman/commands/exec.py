@@ -81,7 +81,7 @@ def _spec(record: Record, tag: str) -> EnterSpec:
         driver = driver_for(cgroup_base(tag))
 
         def join(child: int) -> None:
-            driver.join(cgroup, child)
+            driver.join_entering(cgroup, child)
 
     return EnterSpec(
         pid=runtime.pid,

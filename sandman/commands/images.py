@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
         "list": run_list,
         "busybox": run_busybox,
         "import": run_import,
+        "bootstrap": run_bootstrap,
         "remove": run_remove,
     }[args.action]
     return action(args)
@@ -56,6 +57,21 @@ def run_import(args: argparse.Namespace) -> int:
         _image_dir(args), args.name, args.source, progress=_progress, bounds=bounds, ref=args.ref
     )
     _result(args, image, "imported")
+    return 0
+
+
+def run_bootstrap(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    include = tuple(p for item in args.include for p in item.split(",") if p)
+    image = store.bootstrap_image(
+        _image_dir(args),
+        args.name,
+        suite=args.suite,
+        mirror=args.mirror,
+        include=include,
+        progress=_progress,
+    )
+    _result(args, image, "bootstrapped")
     return 0
 
 

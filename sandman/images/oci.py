@@ -38,6 +38,9 @@ _TRAILER_MAX = 1024**2  # what may follow a layer's end of archive (tar pads to 
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _NAMES = ("oci-layout", "index.json", "manifest.json", "repositories")
 _BLOB_NAME_RE = re.compile(r"^(blobs/|[0-9a-f]{64}(/|\.tar$|\.json$))")
+# An image archive holds a few JSON files and a blob per layer and config (docker save: three
+# files a layer): far fewer than this, which keeps its index in memory small.
+_ARCHIVE_MEMBERS_MAX = 10_000
 _PROBED = 16  # members of a tarball looked at to tell an image archive from a rootfs
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 _INDEX_TYPES = (
@@ -55,7 +58,7 @@ def is_image_archive(source: str) -> bool:
     if os.path.isdir(source):
         return os.path.isfile(os.path.join(source, "oci-layout"))
     try:
-        with tarfile.open(source, "r:*") as tar:
+        with tarfile.open(source, "r:*", tarinfo=tarball.BoundedInfo) as tar:
             for count, member in enumerate(tar):
                 name = _normal(member.name)
                 if name in _NAMES or _BLOB_NAME_RE.match(name):
@@ -87,6 +90,7 @@ def extract(
             checker.start_layer(f"{source}: layer {number} of {len(image.layers)}")
             report(f"layer {number} of {len(image.layers)}: {layer.name}")
             _apply_layer(blobs, layer, checker, problem)
+        checker.set_xattrs()
         tarball.report_skipped(checker, report)
     report(f"applied {len(image.layers)} layer(s), {checker.count} entries, from {source}")
     config = _config_of(image.config, f"{source} {image.ref}".strip())
@@ -192,13 +196,29 @@ def _open_source(source: str, problem: _Problem) -> Iterator[_Blobs]:
             os.close(top)
         return
     with _archive(source, problem) as tar:
-        members = {_normal(m.name): m for m in tar.getmembers()}
+        members = _members(tar, problem)
         yield _Blobs(lambda name: _member(tar, members, name), problem)
+
+
+def _members(tar: tarfile.TarFile, problem: _Problem) -> dict[str, tarfile.TarInfo]:
+    """The archive's members by name, read into memory: bounded in number (an image archive
+    holds its JSON files and one blob per layer and config) and in header size."""
+    members: dict[str, tarfile.TarInfo] = {}
+    try:
+        for member in tar:
+            if len(members) >= _ARCHIVE_MEMBERS_MAX:
+                raise problem(
+                    f"has more than {_ARCHIVE_MEMBERS_MAX} members, which no image archive has"
+                )
+            members[_normal(member.name)] = member
+    except tarball.DAMAGED as exc:
+        raise problem(f"is not a readable tar archive: {exc}") from exc
+    return members
 
 
 def _archive(source: str, problem: _Problem) -> tarfile.TarFile:
     try:
-        return tarfile.open(source, "r:*")
+        return tarfile.open(source, "r:*", tarinfo=tarball.BoundedInfo)
     except tarball.DAMAGED as exc:
         raise problem(f"is not a readable tar archive: {exc}") from exc
 
@@ -347,7 +367,9 @@ def _apply_layer(blobs: _Blobs, layer: _Layer, checker: LayerChecker, problem: _
             raise problem(f"layer {layer.name} is zstd-compressed, which sandman cannot read yet")
         plain = _Hashing(gzip.GzipFile(fileobj=stored) if head[:2] == b"\x1f\x8b" else stored)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", tarinfo=tarball.BoundedInfo) as tar:
+            with tarball.ExtractingTarFile.open(
+                fileobj=plain, mode="r|", tarinfo=tarball.BoundedInfo
+            ) as tar:
                 tarball.write_members(tar, checker)
             _drain(plain, layer, problem)
             _drain(stored, layer, problem)

@@ -229,6 +229,31 @@ def import_image(
     )
 
 
+def bootstrap_image(
+    image_dir: str,
+    name: str,
+    *,
+    suite: str,
+    mirror: str | None = None,
+    include: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    bounds: tarball.Bounds | None = None,
+) -> ImageInfo:
+    """A bootable Debian image made by mmdebstrap (see images/bootstrap.py)."""
+    from sandman.images import bootstrap
+
+    report = progress or _quiet
+    path = image_path(image_dir, name)
+    os.makedirs(image_dir, mode=0o700, exist_ok=True)
+    archive, remove = bootstrap.bootstrap_tar(
+        name, path, image_dir, suite=suite, mirror=mirror, include=include, report=report
+    )
+    try:
+        return import_image(image_dir, name, archive, progress=progress, bounds=bounds)
+    finally:
+        remove()
+
+
 def _inside(path: str, top: str) -> bool:
     real = os.path.realpath(path)
     return real == top or real.startswith(top.rstrip("/") + "/")

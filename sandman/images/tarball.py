@@ -23,13 +23,23 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from sandman.errors import ImageError
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath as AnyPath
 
 # What a damaged or foreign file raises while being read as a (compressed) tar archive.
 DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 _SHOWN = 5  # skipped device nodes named in the note
+# GNU tar and bsdtar write a file's extended attributes as pax records of this prefix.
+_XATTR_PAX = "SCHILY.xattr."
+# File capabilities (ping's cap_net_raw) and POSIX ACLs (journald's on /var/log/journal).
+_XATTRS_KEPT = frozenset(
+    {"security.capability", "system.posix_acl_access", "system.posix_acl_default"}
+)
+_USER_XATTRS = "user."
 # A default far above any root file system (a Debian with a desktop is under 10G and 300,000
 # files), yet a bound: `image import --max-size` and `--max-files` raise it.
 DEFAULT_MAX_SIZE = 64 * 1024**3
@@ -55,8 +65,9 @@ def extract(
     """Extract ARCHIVE (plain, .gz, .xz or .bz2) into DEST for image NAME at PATH."""
     checker = MemberChecker(name, path, archive, dest, budget_of(dest, bounds))
     try:
-        with tarfile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
+        with ExtractingTarFile.open(archive, "r:*", tarinfo=BoundedInfo) as tar:
             write_members(tar, checker)
+        checker.set_xattrs()
     except DAMAGED as exc:
         raise ImageError(
             name, path, f"{archive} is not a readable tar archive (plain, .gz, .xz, .bz2): {exc}"
@@ -69,8 +80,9 @@ def budget_of(dest: str, bounds: Bounds | None) -> _Budget:
     return _Budget.of(dest, bounds or Bounds())
 
 
-def write_members(tar: tarfile.TarFile, checker: MemberChecker) -> None:
+def write_members(tar: ExtractingTarFile, checker: MemberChecker) -> None:
     """Write TAR's members into the checker's DEST, each admitted by it first."""
+    tar.checker = checker
     # Where tarfile has filters, "fully_trusted" keeps modes as they are (the checks are ours);
     # without it, Python 3.14 would apply the "data" filter.
     options: dict[str, Any] = {"numeric_owner": True}
@@ -80,6 +92,9 @@ def write_members(tar: tarfile.TarFile, checker: MemberChecker) -> None:
 
 
 def report_skipped(checker: MemberChecker, report: Callable[[str], None]) -> None:
+    if checker.xattrs_dropped:
+        dropped = ", ".join(sorted(checker.xattrs_dropped)[:_SHOWN])
+        report(f"dropped extended attributes a sandbox has no use for: {dropped}")
     if checker.skipped:
         shown = ", ".join(checker.skipped[:_SHOWN]) + (
             ", …" if len(checker.skipped) > _SHOWN else ""
@@ -105,6 +120,37 @@ class BoundedInfo(tarfile.TarInfo):
             )
         result: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
         return result
+
+
+class ExtractingTarFile(tarfile.TarFile):
+    """A TarFile that sets no directory's owner, mode or times through a symlink. tarfile sets
+    them once every member is written, through the directory's path, following symlinks: the
+    checker keeps symlinks out of that path (no member replaces a directory holding members
+    written after it); this refuses the import should one ever be there all the same."""
+
+    checker: MemberChecker | None = None
+
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath, numeric_owner: bool) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().chown(tarinfo, targetpath, numeric_owner)
+
+    def chmod(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().chmod(tarinfo, targetpath)
+
+    def utime(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        self._no_symlink_to(tarinfo, targetpath)
+        super().utime(tarinfo, targetpath)
+
+    def _no_symlink_to(self, tarinfo: tarfile.TarInfo, targetpath: AnyPath) -> None:
+        if self.checker is None or not tarinfo.isdir():
+            return  # a file's are set as it is written, just after the checks
+        rel = os.path.relpath(os.fsdecode(targetpath), self.checker.dest)
+        parts = [part for part in rel.split(os.sep) if part not in ("", ".")]
+        for depth in range(1, len(parts) + 1):
+            if os.path.islink(os.path.join(self.checker.dest, *parts[:depth])):
+                where = "/".join(parts[:depth])
+                self.checker.refuse(tarinfo, f"would have its mode set through the symlink {where}")
 
 
 class _Budget(NamedTuple):
@@ -161,6 +207,10 @@ class MemberChecker:
         self.skipped: list[str] = []
         self.count = 0
         self.size = 0
+        # Extended attributes by member path, set once every member is written (tarfile sets
+        # none): the last member of a path wins, as its file does.
+        self.xattrs: dict[str, dict[str, bytes]] = {}
+        self.xattrs_dropped: set[str] = set()
 
     def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         # A generator: extractall writes each member before asking for the next, so each check
@@ -182,8 +232,61 @@ class MemberChecker:
             member.linkname = self._hardlink_target(member)
         self._clear(member, os.path.join(self.dest, *parts))
         member.name = "/".join(parts) or "."
+        self._note_xattrs(member)
         self.count += 1
         return True
+
+    def _note_xattrs(self, member: tarfile.TarInfo) -> None:
+        """Keep the member's pax SCHILY.xattr records that a root file system needs (file
+        capabilities, ACLs, user attributes); others (SELinux labels of the machine that made
+        the archive, trusted.*) are dropped and named."""
+        found = {}
+        for key, value in member.pax_headers.items():
+            if not key.startswith(_XATTR_PAX):
+                continue
+            name = key[len(_XATTR_PAX) :]
+            if name in _XATTRS_KEPT or name.startswith(_USER_XATTRS):
+                found[name] = value.encode("utf-8", "surrogateescape")
+            else:
+                self.xattrs_dropped.add(name)
+        if found and not member.issym():
+            self.xattrs[member.name] = found
+        else:
+            self.xattrs.pop(member.name, None)
+
+    def set_xattrs(self) -> None:
+        """Set the kept attributes on what the members wrote (never through a symlink)."""
+        for name, attributes in self.xattrs.items():
+            path = os.path.join(self.dest, name)
+            self._no_symlink_above(name)
+            for key, value in attributes.items():
+                try:
+                    os.setxattr(path, key, value, follow_symlinks=False)
+                except FileNotFoundError:
+                    break  # a later layer's whiteout removed it
+                except OSError as exc:
+                    self._refuse_xattr(name, key, exc)
+
+    def _no_symlink_above(self, name: str) -> None:
+        """Refuse to set NAME's attributes through a symlink in its path (a layer's removals
+        forget the attributes of what they remove: this is a second guard)."""
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            if os.path.islink(os.path.join(self.dest, *parts[:depth])):
+                where = "/".join(parts[:depth])
+                raise ImageError(
+                    self.name,
+                    self.path,
+                    f"{self.archive}: would set the extended attributes of {name!r} through the "
+                    f"symlink {where}; nothing imported",
+                )
+
+    def _refuse_xattr(self, name: str, key: str, exc: OSError) -> NoReturn:
+        raise ImageError(
+            self.name,
+            self.path,
+            f"{self.archive}: cannot set {key} on {name!r} ({exc.strerror}); nothing imported",
+        )
 
     def _charge(self, member: tarfile.TarInfo) -> None:
         """Count the member against the bounds before it is written: a regular file writes its
@@ -245,6 +348,10 @@ class MemberChecker:
                 self._refuse(member, "would replace a directory of an earlier member")
             return
         os.unlink(target)
+
+    def refuse(self, member: tarfile.TarInfo, why: str) -> NoReturn:
+        """Refuse the import at MEMBER, saying WHY."""
+        self._refuse(member, why)
 
     def _refuse(self, member: tarfile.TarInfo, why: str) -> NoReturn:
         raise ImageError(

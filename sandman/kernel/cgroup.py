@@ -101,6 +101,9 @@ class CgroupDriver(Protocol):
     root: str
     base: str
     version: Literal[1, 2]
+    # v1: the hierarchies without controllers where the sandbox has its cgroup too and a booted
+    # init gets it delegated (`systemd`, a hybrid host's `unified`), mounted inside for it
+    named: tuple[str, ...]
 
     def path(self, slice_path: Sequence[str] = (), name: str | None = None) -> str:
         """`("sandman", "services"), "web"` -> `BASE/services/web`; `()` -> the base."""
@@ -111,6 +114,11 @@ class CgroupDriver(Protocol):
         ...
 
     def join(self, rel: str, pid: int) -> None: ...
+
+    def join_entering(self, rel: str, pid: int) -> None:
+        """Join rel as a process entering a running sandbox (`exec`): where a booted init's
+        delegated tree keeps rel from holding processes (v2), a leaf below it instead."""
+        ...
 
     def birth_dir(self, rel: str) -> str | None:
         """The directory a child can be born in (clone3 CLONE_INTO_CGROUP) instead of joining
@@ -139,6 +147,12 @@ class CgroupDriver(Protocol):
 
     def locations(self, rel: str) -> list[str]:
         """The directories of rel in every hierarchy sandman uses, whether they exist or not."""
+        ...
+
+    def delegate(self, rel: str, uid: int, gid: int) -> list[str]:
+        """Give the cgroup to UID:GID as systemd delegates one (the directory and the files its
+        owner manages: making children, moving processes, enabling controllers for them), its
+        limits staying root's; returns warnings where the host cannot (cgroup v1)."""
         ...
 
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:

@@ -36,6 +36,17 @@ from sandman.kernel.cgroup_common import (
 )
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "devices")
+# Hierarchies with no controller that track processes alone: systemd's own (`name=systemd`, at
+# `systemd/`) and a hybrid host's cgroup2 (`unified/`). A sandbox has its cgroup there too (as
+# runc joins every hierarchy of /proc/self/cgroup), so its cgroup namespace is rooted at its own
+# cgroup in them, and a booted systemd makes its tree there (nspawn's legacy and hybrid modes).
+NAMED_HIERARCHIES = ("systemd", "unified")
+# What the owner of a delegated cgroup writes, per named hierarchy (systemd's cg_set_access:
+# its legacy files, and cgroup-v2.rst "Delegation" for cgroup2); the directory itself too.
+DELEGATED_FILES = {
+    "systemd": ("cgroup.procs", "tasks", "cgroup.clone_children"),
+    "unified": ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"),
+}
 SHARES_MIN, SHARES_DEFAULT, SHARES_MAX = 2, 1024, 262_144
 
 
@@ -177,7 +188,11 @@ class V1Driver:
             for c in self.controllers
             if os.path.isdir(os.path.join(self.root, c))
         }
-        self._tops = list(dict.fromkeys(self.hierarchies.values()))
+        self.named = tuple(
+            name for name in NAMED_HIERARCHIES if os.path.isdir(os.path.join(self.root, name))
+        )
+        tops = [*self.hierarchies.values(), *(os.path.join(self.root, n) for n in self.named)]
+        self._tops = list(dict.fromkeys(tops))
         self._page = common.page_size()
         self._files: dict[tuple[str, str], bool] = {}
         self._rels: dict[str, str] = {}
@@ -227,6 +242,23 @@ class V1Driver:
                     common.write(f"{child}/{file}", common.read(f"{parent}/{file}").strip())
             parent = child
 
+    def delegate(self, rel: str, uid: int, gid: int) -> list[str]:
+        """Give rel to UID:GID in the named hierarchies (what systemd inside writes: making
+        children, moving processes), as nspawn does; the controllers' cgroups, with the limits,
+        stay root's. A host with neither named hierarchy has nothing to delegate."""
+        if not self.named:
+            return [
+                f"cgroup v1: no name=systemd hierarchy at {self.root}/systemd: no cgroup tree "
+                "is delegated to the sandbox (a booted systemd needs one)"
+            ]
+        for name in self.named:
+            top = os.path.join(self.root, name, self._checked(rel))
+            common.require_dirs([top])
+            for path in (top, *(os.path.join(top, f) for f in DELEGATED_FILES[name])):
+                if path == top or os.path.exists(path):
+                    os.chown(path, uid, gid, follow_symlinks=False)
+        return []
+
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
         """Deny every device, then allow the listed ones: a process of the sandbox cannot use a
         device node it finds or makes, whatever its capabilities."""
@@ -237,6 +269,10 @@ class V1Driver:
         for rule in allowed:
             common.write(f"{directory}/devices.allow", rule)
         return []
+
+    def join_entering(self, rel: str, pid: int) -> None:
+        """As join: v1 has no rule against processes beside child cgroups."""
+        self.join(rel, pid)
 
     def join(self, rel: str, pid: int) -> None:
         for directory in self._dirs(rel):

@@ -120,11 +120,18 @@ def _memory_current(top: str) -> int:
     return 0 if text is None else int(text)
 
 
+# What the owner of a delegated cgroup may write (the directory itself: making children).
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+# Where `exec` puts what it runs in such a tree: no unit name has a dot, no systemd unit this name.
+ENTERED_LEAF = "sandman.exec"
+
+
 class V2Driver:
     """cgroup v2. `base` is the instance's top cgroup relative to `root` (`sandman`), or a cgroup
     systemd delegated to the service. Every `rel` argument must be `base` or below it."""
 
     version: Literal[1, 2] = 2
+    named: tuple[str, ...] = ()  # v2 is one hierarchy: none beside it
 
     def __init__(self, root: str = "/sys/fs/cgroup", base: str = common.DEFAULT_BASE) -> None:
         self.root = os.path.normpath(root)
@@ -188,6 +195,18 @@ class V2Driver:
     def join(self, rel: str, pid: int) -> None:
         common.write(f"{self._dir(rel)}/cgroup.procs", str(pid))
 
+    def join_entering(self, rel: str, pid: int) -> None:
+        """Join rel, or, where rel may hold no process (EBUSY: a booted init of a delegated
+        tree enabled controllers for its children), a leaf of sandman's own below it."""
+        try:
+            self.join(rel, pid)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            leaf = os.path.join(self._dir(rel), ENTERED_LEAF)
+            os.makedirs(leaf, exist_ok=True)
+            common.write(f"{leaf}/cgroup.procs", str(pid))
+
     def birth_dir(self, rel: str) -> str | None:
         """The cgroup's one directory: a process can be born in it (CLONE_INTO_CGROUP)."""
         return self._dir(rel)
@@ -233,6 +252,14 @@ class V2Driver:
 
     def remove(self, rel: str, timeout: float = 2.0) -> None:
         common.rmdir_tree(self._dir(rel), time.monotonic() + timeout)
+
+    def delegate(self, rel: str, uid: int, gid: int) -> list[str]:
+        """The files the kernel's cgroup-v2 documentation ("Delegation Containment") lists as
+        what a delegatee writes; every limit file stays root's, so the owner cannot raise them."""
+        top = self._existing(rel)
+        for path in (top, *(os.path.join(top, name) for name in DELEGATED_FILES)):
+            os.chown(path, uid, gid, follow_symlinks=False)
+        return []
 
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
         """Attach an eBPF device program to the cgroup that allows only the `allowed` rules and

@@ -81,6 +81,14 @@ class RootfsPlan:
     own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
     own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
     own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
+    # cgroup2 at /sys/fs/cgroup, rooted at the sandbox's own cgroup by its cgroup namespace:
+    # "ro" (its limits and usage to read, as docker and podman show them), "rw" (a delegated
+    # tree, for a booted systemd), None (cgroup v1, or the host's cgroup namespace: nothing).
+    cgroup2: str | None = None
+    # cgroup v1 and hybrid hosts, a booted init: a tmpfs at /sys/fs/cgroup holding these named
+    # hierarchies ("systemd": name=systemd, "unified": cgroup2), each rooted at the sandbox's
+    # cgroup by its cgroup namespace and writable (delegated), as nspawn's legacy and hybrid modes.
+    cgroup_named: tuple[str, ...] = ()
     shm_size: int | None = 64 * 1024**2  # /dev/shm's size in bytes; None: tmpfs's half of RAM
     # Paths inside the root hidden (a file under /dev/null, a directory under an empty read-only
     # tmpfs) or made read-only after every mount, when they exist (the OCI maskedPaths and
@@ -376,11 +384,46 @@ def _mount_sys(plan: RootfsPlan) -> None:
             sc.mount("sysfs", f"/proc/self/fd/{fd}", "sysfs", flags)
         else:
             _bind("/sys", fd, read_only=True)
+    if plan.cgroup2 is not None:
+        # Mounted from inside the sandbox's cgroup and user namespaces: the kernel roots the
+        # view at the cgroup the namespace was made in, the sandbox's, never the host's root.
+        # MS_RDONLY makes this mount read-only, not the hierarchy (as runc mounts it).
+        flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+        flags |= sc.MS_RDONLY if plan.cgroup2 == "ro" else 0
+        with _target(".", "/sys/fs/cgroup") as fd:
+            sc.mount("cgroup2", f"/proc/self/fd/{fd}", "cgroup2", flags)
+    if plan.cgroup_named:
+        _mount_named_cgroups(plan.cgroup_named)
     if os.path.isdir("sys/firmware"):
         # Firmware tables (ACPI, DMI, EFI variables) say much about the host and nothing the
         # sandbox needs.
         with _target(".", "/sys/firmware") as fd:
             _empty_read_only(fd)
+
+
+# name=systemd is a v1 hierarchy without controllers; mounting it again (in the cgroup namespace)
+# shows the same hierarchy, rooted where the namespace was made.
+_NAMED_MOUNTS = {"systemd": ("cgroup", "none,name=systemd"), "unified": ("cgroup2", "")}
+
+
+def _mount_named_cgroups(names: tuple[str, ...]) -> None:
+    """A tmpfs at /sys/fs/cgroup with the named hierarchies in it, then the tmpfs read-only: how
+    systemd recognises a legacy (systemd/ is cgroup) or hybrid (unified/ is cgroup2) host. Done
+    inside the sandbox's user and cgroup namespaces: the kernel roots each at the sandbox's own
+    cgroup, never the host's root, and lets it mount no hierarchy the host does not have."""
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    with _target(".", "/sys/fs/cgroup") as fd:
+        where = f"/proc/self/fd/{fd}"
+        sc.mount("tmpfs", where, "tmpfs", flags, "mode=755,size=4k,nr_inodes=16")
+    with _target(".", "/sys/fs/cgroup") as fd:
+        for name in names:
+            os.mkdir(name, 0o755, dir_fd=fd)
+    for name in names:
+        fstype, options = _NAMED_MOUNTS[name]
+        with _target(".", f"/sys/fs/cgroup/{name}") as fd:
+            sc.mount("cgroup", f"/proc/self/fd/{fd}", fstype, flags, options or None)
+    with _target(".", "/sys/fs/cgroup") as fd:
+        sc.mount("", f"/proc/self/fd/{fd}", "", sc.MS_REMOUNT | sc.MS_RDONLY | flags)
 
 
 def _mount_dev(plan: RootfsPlan) -> None:

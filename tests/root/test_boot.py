@@ -127,6 +127,33 @@ def test_a_booted_init_gets_what_nspawn_gives_and_keeps_its_machine_id(sm: Sandm
     assert sm.gone("os") == []
 
 
+def test_a_booted_sandbox_without_a_network_gets_hosts_and_the_hosts_resolv_conf(
+    sm: Sandman,
+) -> None:
+    """As nspawn's --resolv-conf=auto: on the host's network the host's resolv.conf as it is
+    (its loopback resolvers answer there); in a network namespace of its own with no network,
+    the image's own file stays. /etc/hosts names the sandbox's hostname in both."""
+    image = boot_image(sm, "namebox")
+    (sm.image_dir / image / "etc").mkdir(exist_ok=True)
+    (sm.image_dir / image / "etc/resolv.conf").write_text("# the image's own\n")
+    sm.write("hostnet", booted_unit(image) + "\n[namespaces]\nnet = false\n")
+    sm.write(
+        "alone", booted_unit(image).replace("boot = true\n", 'boot = true\nhostname = "lonely"\n')
+    )
+    sm.apply()
+    host_resolv = Path("/etc/resolv.conf").read_text()
+    assert sm.exec("hostnet", "cat", "/etc/resolv.conf").out == host_resolv
+    assert "127.0.1.1\thostnet\n" in sm.exec("hostnet", "cat", "/etc/hosts").out
+    assert sm.exec("alone", "cat", "/etc/resolv.conf").out == "# the image's own\n"
+    assert "127.0.1.1\tlonely\n" in sm.exec("alone", "cat", "/etc/hosts").out
+    # Bound read-only: the sandbox's root cannot rewrite them for the others or the host.
+    refused = sm.sh("hostnet", "echo x > /etc/resolv.conf", expect=None)
+    assert refused.code != 0
+    assert Path("/etc/resolv.conf").read_text() == host_resolv
+    sm.destroy("hostnet", "alone")
+    assert sm.gone("hostnet") == [] and sm.gone("alone") == []
+
+
 def test_a_machine_id_the_image_sets_is_kept_and_an_uninitialized_one_is_set(sm: Sandman) -> None:
     kept = boot_image(sm, "withid", "0123456789abcdef0123456789abcdef\n")
     unset = boot_image(sm, "firstboot", "uninitialized\n")

@@ -105,3 +105,32 @@ def test_busybox_image_shell_works_chrooted(busybox_image: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["/bin/busybox", "42", "root", "/usr/bin/env"]
+
+
+def test_tarball_import_keeps_file_capabilities_and_user_xattrs(tmp_path: Path) -> None:
+    """What mmdebstrap and GNU tar write as pax SCHILY.xattr records: ping's cap_net_raw comes
+    through (a root file system needs it), a label of the machine that made it does not."""
+    import struct
+
+    cap_net_raw = struct.pack("<5I", 0x02000000 | 1, 1 << 13, 0, 0, 0)  # VFS_CAP_REVISION_2
+    ping = _owned("bin/ping", 0, 0, 0o755)
+    ping.pax_headers = {
+        "SCHILY.xattr.security.capability": cap_net_raw.decode("utf-8", "surrogateescape"),
+        "SCHILY.xattr.user.origin": "debian",
+        "SCHILY.xattr.security.selinux": "system_u:object_r:ping_exec_t:s0",
+    }
+    link = tarfile.TarInfo("bin/ping6")
+    link.type, link.linkname = tarfile.SYMTYPE, "ping"
+    link.pax_headers = {"SCHILY.xattr.user.origin": "debian"}
+    with tarfile.open(tmp_path / "caps.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(ping, io.BytesIO(b"x"))
+        tar.addfile(link)
+    notes: list[str] = []
+    image = store.import_image(
+        str(tmp_path / "i"), "caps", str(tmp_path / "caps.tar"), progress=notes.append
+    )
+    ping_path = os.path.join(image.path, "bin/ping")
+    assert os.getxattr(ping_path, "security.capability") == cap_net_raw
+    assert os.getxattr(ping_path, "user.origin") == b"debian"
+    assert "security.selinux" not in os.listxattr(ping_path)
+    assert any("dropped extended attributes" in n and "security.selinux" in n for n in notes)

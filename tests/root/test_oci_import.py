@@ -1,10 +1,13 @@
 """Container images made and saved by podman imported by `sandman image import`: the same tree as
 `umoci unpack` of the same image (names, modes, owners, link targets, contents), and a sandbox
 on it sees the second layer's whiteouts. podman runs on a private storage root and runroot, with
-no network, as the shared OCI notes say; umoci and skopeo are only the reference here."""
+no network, as the shared OCI notes say; umoci and skopeo are only the reference here. Its
+storage driver is overlay: its layer diffs write a directory removed and made anew as an opaque
+directory (`.wh..wh..opq`), where vfs writes a whiteout of each old file instead."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -31,8 +34,8 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]
 cgroup_manager = "cgroupfs"
 """
-# The second layer: a whiteout (/etc/motd), a directory removed and made anew (/opt/old:
-# podman writes whiteouts of its old files), a new file, and the config a sandbox runs.
+# The second layer: a whiteout (/etc/motd), a directory removed and made anew (/opt/old: an
+# opaque directory in the layer), a new file, and the config a sandbox runs.
 CONTAINERFILE = """FROM localhost/sandman-test-base:latest
 RUN rm /etc/motd && rm -rf /opt/old && mkdir /opt/old && echo new > /opt/old/g && echo hi > /hello
 ENV GREETING=hello
@@ -57,7 +60,7 @@ class Podman:
             "--runroot",
             self.runroot,
             "--storage-driver",
-            "vfs",
+            "overlay",
             *args,
         ]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env, check=False)
@@ -65,9 +68,13 @@ class Podman:
         return done.stdout
 
 
-@pytest.fixture
-def saved(tmp_path: Path, busybox_image: Path) -> Iterator[dict[str, Path]]:
-    """The two-layer image saved as an OCI archive and as a docker archive."""
+@pytest.fixture(scope="module")
+def saved(
+    tmp_path_factory: pytest.TempPathFactory, busybox_image: Path
+) -> Iterator[dict[str, Path]]:
+    """The two-layer image saved as an OCI archive and as a docker archive, built once for the
+    module (the tests only read the archives)."""
+    tmp_path = tmp_path_factory.mktemp("podman")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: apt-get install {' '.join(missing)}")
@@ -98,6 +105,29 @@ def saved(tmp_path: Path, busybox_image: Path) -> Iterator[dict[str, Path]]:
     podman("system", "reset", "--force")
     if os.path.isdir(podman.runroot):  # podman system reset removes it, at times
         shutil.rmtree(podman.runroot)
+
+
+def top_layer_names(archive: Path) -> list[str]:
+    """The member names of the last layer of the OCI archive ARCHIVE."""
+    with tarfile.open(archive) as outer:
+
+        def blob(digest: str) -> bytes:
+            member = outer.extractfile(f"blobs/sha256/{digest.split(':')[1]}")
+            assert member is not None
+            return member.read()
+
+        index = json.loads(outer.extractfile("index.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        assert len(manifest["layers"]) == 2
+        top = blob(manifest["layers"][-1]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(top)) as layer:
+        return [os.path.normpath(name) for name in layer.getnames()]
+
+
+def test_the_saved_image_has_a_whiteout_and_an_opaque_directory(saved: dict[str, Path]) -> None:
+    names = top_layer_names(saved["oci"])
+    assert "etc/.wh.motd" in names and "opt/old/.wh..wh..opq" in names
+    assert "opt/old/.wh.f" not in names
 
 
 def unpacked_by_umoci(archive: Path, top: Path) -> Path:

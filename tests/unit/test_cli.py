@@ -42,6 +42,12 @@ def test_validate_shipped_units(capsys: pytest.CaptureFixture[str]) -> None:
     }
 
 
+def test_validate_shipped_debian_boot_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    units = str(REPO / "units" / "debian")
+    assert main(["validate", units]) == 0
+    assert capsys.readouterr().out == f"{units}: 1 sandbox, 0 networks, 0 slices: valid\n"
+
+
 def test_unknown_verb_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])

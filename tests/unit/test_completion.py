@@ -88,7 +88,7 @@ def test_bash_offers_every_verb(stub: pathlib.Path) -> None:
     verbs = sorted(verb.path[0] for verb in command_line().subcommands)
     assert bash(stub, "") == verbs
     assert bash(stub, "ap") == ["apply"]
-    assert bash(stub, "image", "") == ["busybox", "import", "remove"]
+    assert bash(stub, "image", "") == ["bootstrap", "busybox", "import", "remove"]
 
 
 @pytest.mark.parametrize("command", commands(), ids=lambda c: c.name)
@@ -201,7 +201,7 @@ def test_zsh_script_is_valid(stub: pathlib.Path) -> None:
 def test_zsh_offers_verbs_options_choices_and_files(stub: pathlib.Path) -> None:
     verbs = sorted(verb.path[0] for verb in command_line().subcommands)
     assert zsh(stub, "sandman ") == verbs
-    assert zsh(stub, "sandman image ") == ["busybox", "import", "remove"]
+    assert zsh(stub, "sandman image ") == ["bootstrap", "busybox", "import", "remove"]
     (apply,) = [c for c in commands() if c.path == ("apply",)]
     assert zsh(stub, "sandman apply -") == flags(apply)
     assert zsh(stub, "sandman daemon --on-stop ") == ["keep", "stop"]

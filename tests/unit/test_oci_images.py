@@ -20,7 +20,7 @@ import pytest
 from sandman.errors import ImageError
 from sandman.images import config as image_configs
 from sandman.images import oci, store
-from sandman.images.tarball import Bounds
+from sandman.images.tarball import Bounds, ExtractingTarFile, MemberChecker, budget_of
 
 # (name, kind, content): kind "file", "dir", "link" (symlink, content its target), "hard"
 # (hard link, content its target), "chr" (a character device)
@@ -300,6 +300,8 @@ def test_a_manifest_swapped_under_the_index_is_refused(tmp_path: Path) -> None:
         ([("escape/passwd", "file", "owned")], "through the symlink escape"),
         ([("escape/.wh.passwd", "file", "")], "through the symlink escape"),
         ([("escape/.wh..wh..opq", "file", "")], "through the symlink escape"),
+        ([("h", "hard", "escape/passwd")], "through the symlink escape"),
+        ([("h", "hard", "escape")], "not a file earlier in the archive"),
         ([("etc/.wh...", "file", "")], "`..`|whiteout of no file"),
         ([("../.wh.outside", "file", "")], "`..`"),
     ],
@@ -384,3 +386,204 @@ def test_a_named_user_is_looked_up_in_the_image_and_never_through_a_symlink(
     (root / "etc/passwd").unlink()
     (root / "etc/passwd").symlink_to(host)
     assert oci.numeric_user(str(root), "nginx") == "nginx"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # tarfile makes `a` for `a/secret`, then a symlink would replace it
+        [("a/secret", "dir", ""), ("a", "link", "HOST")],
+        # a whiteout of `a` (no member of the layer) would take `a/secret` with it
+        [("a/secret", "dir", ""), (".wh.a", "file", ""), ("a", "link", "HOST")],
+        # so would the opaque marker of `o`, `o/a` being no member of the layer
+        [
+            ("o", "dir", ""),
+            ("o/a/secret", "dir", ""),
+            ("o/.wh..wh..opq", "file", ""),
+            ("o/a", "link", "HOST"),
+        ],
+    ],
+)
+def test_a_layer_cannot_swap_its_own_directory_for_a_symlink(
+    tmp_path: Path, entries: list[Entry]
+) -> None:
+    """tarfile sets a directory's mode and owner once the layer is written, through its path:
+    were `a` a symlink to the host by then, the host's `secret` would get the layer's mode."""
+    host = tmp_path / "host"
+    (host / "secret").mkdir(parents=True)
+    (host / "secret").chmod(0o700)
+    entries = [
+        (name, kind, str(host) if target == "HOST" else target) for name, kind, target in entries
+    ]
+    images = tmp_path / "images"
+    source = Layout([layer([("o", "dir", ""), ("o/a", "dir", "")]), layer(entries)])
+    with pytest.raises(ImageError, match="would replace a directory holding files of its own"):
+        store.import_image(str(images), "app", source.archive(tmp_path / "o.tar"))
+    assert (host / "secret").stat().st_mode & 0o777 == 0o700
+    assert imported_nothing(images)
+
+
+def test_a_whiteout_of_a_directory_holding_the_layers_files_hides_only_the_lower_ones(
+    tmp_path: Path,
+) -> None:
+    second = layer(
+        [
+            ("opt/old/sub/c", "file", "c"),  # opt/old and opt/old/sub: no members of their own
+            ("opt/.wh.old", "file", ""),
+            ("etc/.wh.motd", "file", ""),
+        ]
+    )
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", Layout([BASE, second]).archive(tmp_path / "o.tar"))
+    found = tree(images / "app")
+    assert {k: v for k, v in found.items() if k.startswith("opt/")} == {
+        "opt/old": "dir",
+        "opt/old/sub": "dir",
+        "opt/old/sub/c": "c",
+    }
+    assert "etc/motd" not in found and found["etc/keep"] == "kept"
+
+
+def test_a_multi_arch_index_gives_the_hosts_image(tmp_path: Path) -> None:
+    ours = Layout([layer([("mine", "file", "host's arch")])])
+    other = Layout([layer([("other", "file", "another arch")])])
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    inner: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {**other.index["manifests"][0], "platform": {"os": "linux", "architecture": "s390x"}},
+            {**ours.index["manifests"][0], "platform": {"os": "linux", "architecture": machine}},
+        ],
+    }
+    ours.blobs.update(other.blobs)
+    descriptor = ours.add(json.dumps(inner).encode())
+    descriptor["mediaType"] = inner["mediaType"]
+    ours.index["manifests"] = [descriptor]
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", ours.archive(tmp_path / "o.tar"))
+    assert tree(images / "app") == {"mine": "host's arch"}
+    inner["manifests"] = inner["manifests"][:1]
+    ours.index["manifests"] = [ours.add(json.dumps(inner).encode())]
+    with pytest.raises(ImageError, match=f"has no image for linux/{machine}"):
+        store.import_image(str(images), "app2", ours.archive(tmp_path / "o2.tar"))
+    assert imported_nothing(images, "app2")
+
+
+@pytest.mark.parametrize("form", ["oci", "docker"])
+def test_a_gzipped_image_archive_is_told_by_its_content(tmp_path: Path, form: str) -> None:
+    plain = tmp_path / "plain.tar"
+    if form == "docker":
+        docker_archive(plain, [BASE, TOP])
+    else:
+        Layout([BASE, TOP]).archive(plain)
+    packed = tmp_path / "image.bin"  # no suffix to go by
+    packed.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    assert oci.is_image_archive(str(packed))
+    images = tmp_path / "images"
+    store.import_image(str(images), "app", str(packed))
+    assert tree(images / "app") == EXPECTED
+
+
+def test_no_directory_gets_its_mode_or_owner_through_a_symlink(tmp_path: Path) -> None:
+    """The second guard against the attack above, should a checker ever miss a way to it."""
+    (tmp_path / "host/secret").mkdir(parents=True)
+    (tmp_path / "host/secret").chmod(0o700)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a").symlink_to(tmp_path / "host")
+    checker = MemberChecker("app", str(dest), "o.tar", str(dest), budget_of(str(dest), None))
+    member = tarfile.TarInfo("a/secret")
+    member.type, member.mode = tarfile.DIRTYPE, 0o777
+    with ExtractingTarFile(fileobj=io.BytesIO(), mode="w") as tar:
+        tar.checker = checker
+        for set_it in (tar.chmod, tar.utime):
+            with pytest.raises(ImageError, match="through the symlink a"):
+                set_it(member, str(dest / "a/secret"))
+        with pytest.raises(ImageError, match="through the symlink a"):
+            tar.chown(member, str(dest / "a/secret"), True)
+    assert (tmp_path / "host/secret").stat().st_mode & 0o777 == 0o700
+
+
+PaxEntry = tuple[str, str, str, dict[str, str]]
+
+
+def pax_layer(entries: Sequence[PaxEntry]) -> bytes:
+    """A layer whose members carry pax records (kinds "file", "dir", "link" as in layer())."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, content, pax in entries:
+            info = tarfile.TarInfo(name)
+            info.pax_headers = pax
+            if kind == "file":
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content.encode()))
+                continue
+            info.type = tarfile.DIRTYPE if kind == "dir" else tarfile.SYMTYPE
+            info.linkname = content
+            tar.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        [(".wh.x", "file", "", {}), ("x", "link", "HOST", {})],  # a whiteout, then the symlink
+        [("x", "link", "HOST", {})],  # the symlink replaces the lower layer's directory
+        [("x/.wh..wh..opq", "file", "", {})],  # opaque: x/f goes, x stays
+    ],
+)
+def test_the_extended_attributes_of_a_removed_file_are_never_set_through_what_replaced_it(
+    tmp_path: Path, second: list[PaxEntry]
+) -> None:
+    """The attributes are set once every layer is written: a lower layer's `x/f` with a file
+    capability, `x` then a symlink to the host's bin, would give the host's `f` the capability."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "f").write_text("host's")
+    xattr = {"SCHILY.xattr.user.planted": "by the image"}
+    first = pax_layer([("x", "dir", "", {}), ("x/f", "file", "image's", xattr)])
+    second = [(n, kind, str(host) if to == "HOST" else to, pax) for n, kind, to, pax in second]
+    images = tmp_path / "images"
+    source = Layout([first, pax_layer(second)]).archive(tmp_path / "o.tar")
+    store.import_image(str(images), "app", source)
+    assert os.listxattr(host / "f") == []
+    assert not os.path.exists(images / "app/x/f") or os.path.islink(images / "app/x")
+
+
+def test_no_extended_attribute_is_set_through_a_symlink(tmp_path: Path) -> None:
+    """The second guard, should a removal ever leave a file's attributes noted."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host/f").write_text("host's")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "x").symlink_to(tmp_path / "host")
+    checker = MemberChecker("app", str(dest), "o.tar", str(dest), budget_of(str(dest), None))
+    checker.xattrs["x/f"] = {"user.planted": b"by the image"}
+    with pytest.raises(ImageError, match="attributes of 'x/f' through the symlink x"):
+        checker.set_xattrs()
+    assert os.listxattr(tmp_path / "host/f") == []
+
+
+def test_an_archive_of_too_many_members_is_refused_before_its_index_fills_memory(
+    tmp_path: Path,
+) -> None:
+    files = Layout([BASE]).files()
+    files.update({f"pad/{n}": b"" for n in range(10_001)})
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="more than 10000 members, which no image archive has"):
+        store.import_image(str(images), "app", write_tar(tmp_path / "o.tar", files))
+    assert imported_nothing(images)
+
+
+def test_an_archive_with_a_huge_extended_header_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "o.tar"
+    write_tar(path, Layout([BASE]).files())
+    with tarfile.open(path, "a", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("pad")
+        info.pax_headers = {"comment": "x" * (17 * 1024**2)}
+        tar.addfile(info, io.BytesIO())
+    images = tmp_path / "images"
+    with pytest.raises(ImageError, match="not a readable tar archive: an extended header of 17M"):
+        store.import_image(str(images), "app", str(path))
+    assert imported_nothing(images)

@@ -29,7 +29,7 @@ def test_schema_is_valid_json_schema(kind: str) -> None:
 
 
 def _shipped_units() -> list[pathlib.Path]:
-    return sorted((REPO / "units").glob("*.toml"))
+    return sorted((REPO / "units").rglob("*.toml"))  # units/debian/ too
 
 
 @pytest.mark.parametrize("path", _shipped_units(), ids=lambda p: p.name)
@@ -58,7 +58,7 @@ def test_schema_verb_without_kind_prints_one_schema_for_any_unit(
     combined = json.loads(capsys.readouterr().out)
     assert combined == unit_schema()
     jsonschema.Draft202012Validator.check_schema(combined)
-    for path in sorted((REPO / "units").glob("*.toml")):
+    for path in sorted((REPO / "units").rglob("*.toml")):
         jsonschema.validate(tomllib.loads(path.read_text()), combined)
     for wrong in (
         {"sandbox": {"comand": ["x"]}},

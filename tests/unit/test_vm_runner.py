@@ -375,3 +375,23 @@ def test_a_test_list_may_name_a_node_id_but_not_a_missing_file(tmp_path: Path) -
     listing.write_text("tests/test_b.py::test_x  # why\n")
     with pytest.raises(vm_build.HostNotReadyError, match=r"test_b\.py"):
         vm_cli.job_of(vm_cli.parse_args(["--tests", str(listing)]), tmp_path)
+
+
+def test_copies_go_in_at_their_own_paths_and_the_tests_take_the_test_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    cache = tmp_path / "cache"
+    (cache / "images" / "deb").mkdir(parents=True)
+    (cache / "images" / "deb" / "hostname").write_text("deb\n")
+    monkeypatch.setattr(vm_cli, "TEST_CACHE", cache)
+    assert vm_cli.copies_of([], with_test_cache=True) == (cache,)
+    assert vm_cli.copies_of([], with_test_cache=False) == ()
+    assert vm_cli.copies_of([cache], with_test_cache=True) == (cache,)
+    vm_cli.write_input(tmp_path / "input.tar", repo, recipe.Job("true", {}), (cache,))
+    with tarfile.open(tmp_path / "input.tar") as archive:
+        names = set(archive.getnames())
+    inside = str(cache).lstrip("/")
+    assert {f"{inside}/images/deb/hostname", "var/lib/sandman-vm/job.json"} <= names

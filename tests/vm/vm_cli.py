@@ -34,6 +34,8 @@ from vm_build import (
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_TESTS = Path(__file__).resolve().parent / "guest-tests.txt"
+# Where root tests keep what they build from packages once (tests/root/test_debian_boot.py).
+TEST_CACHE = Path(os.environ.get("SANDMAN_TEST_CACHE", "/var/cache/sandman-test"))
 # Seconds from qemu's start to the command's (measured emulated, beside another guest: 45 s with
 # our init, 2 min with systemd).
 BOOT_TIMEOUT = {"init": {"kvm": 60.0, "tcg": 300.0}, "systemd": {"kvm": 120.0, "tcg": 600.0}}
@@ -68,6 +70,7 @@ class Options:
     cpus: int
     memory_mib: int
     results_mib: int
+    copies: tuple[Path, ...] = ()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,6 +98,15 @@ def parser() -> argparse.ArgumentParser:
         help="boot systemd as PID 1 (the command runs from a service after multi-user.target)",
     )
     add("--env", action="append", default=[], metavar="NAME=VALUE", help="for the command")
+    add(
+        "--copy",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="a host file or directory to copy to the same path in the guest (repeatable); "
+        f"--tests copies {TEST_CACHE} where it exists",
+    )
     add("--out", type=Path, metavar="DIR", help="copy console.log and boot-N/ results to DIR")
     add("--keep", action="store_true", help="keep the run's disks (the overlay) in its run dir")
     add("--quiet", action="store_true", help="do not stream the guest's console")
@@ -139,7 +151,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         cpus=args.cpus,
         memory_mib=args.memory_mib,
         results_mib=args.results_mib,
+        copies=copies_of(args.copy, with_test_cache=args.tests is not None),
     )
+
+
+def copies_of(asked: Sequence[Path], *, with_test_cache: bool) -> tuple[Path, ...]:
+    """The absolute paths to copy in: those asked, and for the root tests the host's test
+    cache (images the host suite built from packages, which the guest, offline, cannot)."""
+    found = [path.absolute() for path in asked]
+    if with_test_cache and TEST_CACHE.is_dir() and TEST_CACHE not in found:
+        found.append(TEST_CACHE)
+    return tuple(found)
 
 
 def job_of(options: Options, repo: Path) -> recipe.Job:
@@ -205,7 +227,7 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
     mode: recipe.Mode = "systemd" if options.systemd else "init"
     size = f"{options.cpus} CPUs, {options.memory_mib} MiB"
     say(f"run {run_dir}: {mode} mode, {accel} ({why}), {size}")
-    write_input(run_dir / "input.tar", REPO, job_for(job, accel))
+    write_input(run_dir / "input.tar", REPO, job_for(job, accel), options.copies)
     vm_boot.create_overlay(image.root, run_dir / "overlay.qcow2")
     deadline = time.monotonic() + options.timeout
     number, retried = 1, False
@@ -222,7 +244,7 @@ def boots(options: Options, job: recipe.Job, image: Image, run_dir: Path) -> int
             say(f"booting boot {number} once more ({again}): the guest never started the command")
             accel, retried = again, True
             if number == 1:  # from the start: the image, the job for that accelerator
-                write_input(run_dir / "input.tar", REPO, job_for(job, accel))
+                write_input(run_dir / "input.tar", REPO, job_for(job, accel), options.copies)
                 vm_boot.create_overlay(image.root, run_dir / "overlay.qcow2")
             continue
         code = exit_code(outcome)
@@ -347,8 +369,9 @@ def checkout_listing(repo: Path) -> list[str]:
     return [f for f in listed if (repo / f).is_symlink() or (repo / f).is_file()]
 
 
-def write_input(path: Path, repo: Path, job: recipe.Job) -> None:
-    """The input disk: the checkout under CHECKOUT_IN_GUEST and the job, owned by root."""
+def write_input(path: Path, repo: Path, job: recipe.Job, copies: Sequence[Path] = ()) -> None:
+    """The input disk: the checkout under CHECKOUT_IN_GUEST and the job, owned by root; and
+    COPIES at their own paths, as they are (owners and modes kept)."""
 
     def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -359,6 +382,8 @@ def write_input(path: Path, repo: Path, job: recipe.Job) -> None:
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
         for name in checkout_listing(repo):
             archive.add(repo / name, arcname=f"{prefix}/{name}", recursive=False, filter=as_root)
+        for copy in copies:
+            archive.add(copy, arcname=str(copy).lstrip("/"))
         data = job.to_json().encode()
         info = as_root(tarfile.TarInfo(recipe.JOB_IN_GUEST.lstrip("/")))
         info.size, info.mtime = len(data), int(time.time())
