@@ -44,6 +44,13 @@ JOB_TIMEOUT = 60.0
 POLL = 2.0  # seconds without the job's signal before systemd is asked about the job
 # PID 1 busy booting an emulated guest took more than jeepney's 2 s to authenticate us.
 CONNECT_TIMEOUT = 30.0
+# Seconds without an answer before the connection is nudged with a Ping (see _Bus.call).
+NUDGE = 1.0
+_PEER = DBusAddress(
+    "/org/freedesktop/systemd1",
+    bus_name="org.freedesktop.systemd1",
+    interface="org.freedesktop.DBus.Peer",
+)
 # The private socket is absent (no systemd, or not root) or refused: only then the system bus.
 _NO_PRIVATE_SOCKET = (FileNotFoundError, ConnectionRefusedError, PermissionError)
 
@@ -160,12 +167,11 @@ class _Bus:
 
     def call(self, message: Message) -> tuple[Any, list[Message]]:
         """Send a method call; its reply's body, and the signals that came before it."""
-        serial = next(self.connection.outgoing_serial)
-        self.connection.sock.sendall(message.serialise(serial=serial))
+        serial = self._send(message)
         signals = []
         deadline = time.monotonic() + JOB_TIMEOUT
         while True:
-            reply = self._receive(deadline, message.header.fields.get(HeaderFields.member))
+            reply = self._answer(deadline, message.header.fields.get(HeaderFields.member))
             if reply.header.fields.get(HeaderFields.reply_serial) == serial:
                 break
             if reply.header.message_type is MessageType.signal:
@@ -176,6 +182,29 @@ class _Bus:
             error = _NoObjectError if name in _NO_OBJECT else SystemdError
             raise error(f"systemd refused: {name}: {text}")
         return reply.body, signals
+
+    def _send(self, message: Message) -> int:
+        serial = int(next(self.connection.outgoing_serial))
+        self.connection.sock.sendall(message.serialise(serial=serial))
+        return serial
+
+    def _answer(self, deadline: float, waiting_for: str) -> Message:
+        """The next message, nudging a silent PID 1 with a Ping each NUDGE seconds.
+
+        systemd's sd-bus, serving a new private connection, can leave a first call that came
+        in the same read as the authentication's BEGIN unread in its buffer until more bytes
+        arrive (seen in the guest at boot: Subscribe unanswered for 60 s, a new connection
+        answered at once). A Ping is such bytes; its reply is skipped like any other."""
+        while True:
+            window = min(deadline, time.monotonic() + NUDGE)
+            try:
+                return self.connection._receive(window)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise SystemdError(
+                        f"systemd did not answer {waiting_for} on {self.where} in {JOB_TIMEOUT:g} s"
+                    ) from None
+            self._send(new_method_call(_PEER, "Ping"))
 
     def get(self, path: str, interface: str, name: str) -> tuple[Any, list[Message]]:
         """A property of an object of systemd's, and the signals met before the answer."""

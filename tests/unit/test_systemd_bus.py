@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,51 @@ def test_an_unanswered_call_is_named(fake: Callable[..., FakeSystemd]) -> None:
         systemd.SystemdError, match=r"did not answer StartTransientUnit on .*private in 2 s"
     ):
         systemd.start_scope("x.scope", [42], [])
+
+
+class LazySystemd(FakeSystemd):
+    """As sd-bus serving a new private connection can be: a call that came in the same read as
+    the authentication's BEGIN waits in its buffer until more bytes arrive."""
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            time.sleep(0.3)  # slow to read: BEGIN and the first call arrive together
+            held = self._authenticate(connection)
+            parser = Parser()
+            serial = 100
+            while data := connection.recv(4096):
+                parser.add_data(held + data)
+                held = b""
+                while (message := parser.get_next_message()) is not None:
+                    self.calls.append(message)
+                    for answer in self.behaviour(message):
+                        serial += 1
+                        connection.sendall(answer.serialise(serial=serial))
+
+    @staticmethod
+    def _authenticate(connection: socket.socket) -> bytes:
+        received = b""
+        while b"\r\n" not in received:
+            received += connection.recv(256)
+        connection.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+        time.sleep(0.3)
+        while b"BEGIN\r\n" not in received:
+            received += connection.recv(256)
+        return received.split(b"BEGIN\r\n", 1)[1]
+
+
+def test_a_first_call_left_unread_behind_begin_is_nudged_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "JOB_TIMEOUT", 3.0)
+    monkeypatch.setattr(systemd, "POLL", 0.3)
+    monkeypatch.setattr(systemd, "NUDGE", 0.2)
+    monkeypatch.setattr(systemd, "PRIVATE_SOCKET", str(tmp_path / "private"))
+    server = LazySystemd(tmp_path / "private", answering(job_removed("done")))
+    try:
+        systemd.start_scope("x.scope", [42], [])
+    finally:
+        server.listener.close()
+    names = [member(m) for m in server.calls]
+    assert names[0] == "Subscribe" and "Ping" in names and "StartTransientUnit" in names
