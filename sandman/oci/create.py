@@ -9,13 +9,13 @@ import contextlib
 import datetime
 import os
 import signal
-import socket
 from dataclasses import dataclass
 
 from sandman.kernel import spawn
 from sandman.kernel import syscalls as sc
 from sandman.oci import bundle as oci_bundle
 from sandman.oci import cgroups, hooks, lifecycle
+from sandman.oci.client_files import connect_console, write_pid_file
 from sandman.oci.errors import OciError
 from sandman.oci.state import Store, Stored, check_id
 
@@ -41,7 +41,7 @@ def create(
                 store, _Request(container_id, bundle, config, directory, console_socket)
             )
             if pid_file:
-                _write_pid_file(pid_file, stored.pid)
+                write_pid_file(pid_file, stored.pid)
             hooks.run("createRuntime", stored.hooks, lifecycle.state_json(stored, directory))
     except BaseException:
         _undo(store, container_id, stored, cgroups.path_of(config, container_id))
@@ -89,7 +89,7 @@ def _create(store: Store, request: _Request) -> Stored:
     rules = cgroups.device_rules(resources, config.get("linux", {}).get("devices"))
     if rules is not None:
         driver.restrict_devices(cgroup, rules)
-    console = _connect(console_socket) if console_socket else None
+    console = connect_console(console_socket) if console_socket else None
     try:
         spec = spawn.SpawnSpec(
             name=container_id,
@@ -120,23 +120,6 @@ def _create(store: Store, request: _Request) -> Stored:
     stored.pid_start = lifecycle.start_time(pid) or 0
     store.save(stored)
     return stored
-
-
-def _connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise OciError(f"--console-socket {path}: cannot connect: {exc.strerror}") from None
-    return sock
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    temporary = f"{path}.sandman-oci.tmp"
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(str(pid))
-    os.replace(temporary, path)
 
 
 def _undo(store: Store, container_id: str, stored: Stored | None, cgroup: str) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 from sandman.kernel import enter
 from sandman.oci import bundle as oci_bundle
 from sandman.oci import cgroups, lifecycle
+from sandman.oci.client_files import connect_console, write_pid_file
 from sandman.oci.errors import OciError, not_running
 from sandman.oci.state import Store
 
@@ -37,7 +37,7 @@ def exec_in(store: Store, args: Mapping[str, Any]) -> int:
         term=_term(process),
         join_cgroup=(lambda pid: cgroups.driver(cgroup).join(cgroup, pid)) if cgroup else None,
     )
-    console = _connect(args["console_socket"]) if tty else None
+    console = connect_console(args["console_socket"]) if tty else None
     pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
     try:
         stdio = enter.Stdio(
@@ -58,7 +58,7 @@ def exec_in(store: Store, args: Mapping[str, Any]) -> int:
         _, status = os.waitpid(child, 0)
         raise OciError(f"exec failed: the entering process exited with {enter.exit_code(status)}")
     if args["pid_file"]:
-        _write(str(args["pid_file"]), line.decode())
+        write_pid_file(str(args["pid_file"]), line.decode())
     _, status = os.waitpid(child, 0)
     return 0 if args["detach"] else enter.exit_code(status)
 
@@ -90,20 +90,3 @@ def _term(process: Mapping[str, Any]) -> str:
         if str(item).startswith("TERM="):
             return str(item)[5:]
     return "xterm" if process.get("terminal") else "dumb"
-
-
-def _connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise OciError(f"--console-socket {path}: cannot connect: {exc.strerror}") from None
-    return sock
-
-
-def _write(path: str, text: str) -> None:
-    temporary = f"{path}.sandman-oci.tmp"
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
