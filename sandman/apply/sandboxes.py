@@ -21,7 +21,7 @@ from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
 from sandman.kernel import syscalls as sc
 from sandman.kernel.cgroup_common import LimitError
-from sandman.kernel.rootfs import Mount, RootfsPlan
+from sandman.kernel.rootfs import DEV_RULES, Mount, RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, Started
 from sandman.kernel.spawn import abandon as spawn_abandon
 from sandman.kernel.spawn import finish as spawn_finish
@@ -32,16 +32,7 @@ from sandman.observe.records import record_of, remove_record, sandbox_declared, 
 from sandman.units.desired import DesiredSandbox
 
 # The nodes of the sandbox's /dev (null, zero, full, random, urandom, tty, ptmx) and its ptys.
-ALLOWED_DEVICES = (
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-)
+ALLOWED_DEVICES = DEV_RULES
 DEFAULT_SPAWN_TIMEOUT = 60.0
 _FLAGS = {
     "pid": sc.CLONE_NEWPID,

@@ -66,6 +66,20 @@ class Device:
     gid: int = 0
 
 
+# The device rules of what _mount_dev gives a sandbox's /dev (null, zero, full, random, urandom,
+# tty, ptmx) and the ptys of its own devpts: what a cgroup's device filter lets it use.
+DEV_RULES = (
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+)
+
+
 @dataclass(frozen=True)
 class RootfsPlan:
     """Where the sandbox's root is staged and what is mounted into it."""

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, driver_for
+from sandman.kernel.rootfs import DEV_RULES
 
 
 def path_of(config: Mapping[str, Any], container_id: str) -> str:
@@ -49,17 +50,7 @@ def limits(resources: Mapping[str, Any]) -> CgroupLimits:
 # What every container may use whatever its config says, as runc and crun allow them: the
 # devices the kernel layer binds into /dev (null, zero, full, random, urandom, tty), the console,
 # ptmx and the ptys of the container's own devpts.
-DEFAULT_DEVICES = (
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-)
+DEFAULT_DEVICES = (*DEV_RULES, "c 5:1 rwm")
 
 
 def device_rules(resources: Mapping[str, Any], devices: Any = ()) -> list[str] | None:
