@@ -19,10 +19,23 @@ import pytest
 
 pytestmark = pytest.mark.root
 
-# The project's shared material sits beside the checkout (../shared/oci); SANDMAN_OCI_SHARED
-# names another place.
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "oci"
-SUITE = Path(os.environ.get("SANDMAN_OCI_SHARED", SHARED)) / "runtime-tools-408c51e.tar.gz"
+TARBALL = "runtime-tools-408c51e.tar.gz"
+
+
+def _suite_tarball() -> Path:
+    """SANDMAN_OCI_SHARED/TARBALL, else the project's shared material: `shared/oci` beside the
+    checkout or beside one of the directories holding it (a clone may sit deeper)."""
+    named = os.environ.get("SANDMAN_OCI_SHARED")
+    if named:
+        return Path(named) / TARBALL
+    checkout = Path(__file__).resolve().parents[2]
+    for directory in checkout.parents:
+        if (directory / "shared" / "oci" / TARBALL).is_file():
+            return directory / "shared" / "oci" / TARBALL
+    return checkout.parent / "shared" / "oci" / TARBALL
+
+
+SUITE = _suite_tarball()
 BUILD_LIMIT = 900.0  # guards against hanging, never assertions about speed
 FILE_LIMIT = 300.0
 
@@ -85,7 +98,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"{tool} is not installed: contrib/setup.sh --test installs it")
     base = tmp_path_factory.mktemp("runtime-tools")
     if not SUITE.is_file():
-        pytest.fail(f"{SUITE} is missing: shared/oci's runtime-tools tarball (SANDMAN_OCI_SHARED)")
+        pytest.fail(
+            f"{SUITE} is missing: the project's shared/oci holds it (beside the checkout, or "
+            "where SANDMAN_OCI_SHARED names)"
+        )
     with tarfile.open(SUITE) as archive:
         archive.extractall(base, filter="data")
     tree = base / "runtime-tools"
