@@ -60,9 +60,13 @@ def config_path(image_dir: str, name: str) -> str:
 
 
 def configs_in(image_dir: str) -> Callable[[str], ImageConfig | None]:
-    """image_config of IMAGE_DIR's images, by name: what the unit loader asks."""
+    """image_config of IMAGE_DIR's images, by name: what the unit loader asks, once per image
+    however many sandboxes run on it (every apply and daemon pass loads the units)."""
+    read: dict[str, ImageConfig | None] = {}
 
     def of(name: str) -> ImageConfig | None:
-        return image_config(image_dir, name)
+        if name not in read:
+            read[name] = image_config(image_dir, name)
+        return read[name]
 
     return of
