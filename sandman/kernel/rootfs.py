@@ -403,6 +403,11 @@ def _mount_sys(plan: RootfsPlan) -> None:
         # view at the cgroup the namespace was made in, the sandbox's, never the host's root.
         # MS_RDONLY makes this mount read-only, not the hierarchy (as runc mounts it).
         flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+        if not plan.own_sys:
+            # The host's /sys came in with its cgroup2 mount, and the kernel refuses (EBUSY) a
+            # file system mounted on the root of a mount of the same one: a small tmpfs between.
+            with _target(".", "/sys/fs/cgroup") as fd:
+                sc.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", flags, "size=4k,nr_inodes=4")
         flags |= sc.MS_RDONLY if plan.cgroup2 == "ro" else 0
         with _target(".", "/sys/fs/cgroup") as fd:
             sc.mount("cgroup2", f"/proc/self/fd/{fd}", "cgroup2", flags)

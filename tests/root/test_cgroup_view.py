@@ -104,6 +104,28 @@ def test_a_sandbox_sees_its_own_cgroup_read_only(sm: Sandman) -> None:
     assert not os.path.exists(os.path.join(own, "mine"))
 
 
+@pytest.mark.parametrize("user", [True, False], ids=["userns", "host-root"])
+def test_a_sandbox_on_the_host_network_sees_its_own_cgroup_too(sm: Sandman, user: bool) -> None:
+    # Without a network namespace the host's /sys is bound in, its cgroup2 mount with it; the
+    # kernel refuses cgroup2 mounted on a cgroup2 mount's root (EBUSY), which once failed this
+    # sandbox's start on every pure v2 host.
+    table = f"[namespaces]\nnet = false\nuser = {str(user).lower()}\ncgroup = true\n"
+    sm.write("hostnet", unit(rest=table))
+    sm.apply()
+    assert sm.exec("hostnet", "cat", "/proc/self/cgroup").out.splitlines()[-1].endswith(":/")
+    mounted = cgroup_mount(sm, "hostnet")
+    if not V2:
+        return  # the host's /sys as it is, cgroup v1 tmpfs included (read-only)
+    assert mounted is not None
+    assert mounted[mounted.index("-") + 1] == "cgroup2"
+    assert "ro" in mounted[5].split(",")
+    (own,) = sm.sandbox_cgroups("hostnet")
+    assert mounted[3] == "/" + os.path.relpath(own, "/sys/fs/cgroup")
+    # From inside: the sandbox's own cgroup files, none of the host's tree beside it.
+    listed = set(sm.exec("hostnet", "ls", "/sys/fs/cgroup").out.split())
+    assert listed == set(os.listdir(own))
+
+
 def test_a_booted_init_gets_its_cgroup_delegated_and_destroy_takes_what_it_made(
     sm: Sandman,
 ) -> None:

@@ -626,6 +626,22 @@ def test_hostname_inside_is_the_declared_one_or_the_name(sm: Sandman) -> None:
     assert os.uname().nodename not in ("inner.example", "plain")
 
 
+def own_cgroup_view(sm: Sandman, name: str) -> bool:
+    """Whether the init's /sys/fs/cgroup is its own cgroup2, read-only and rooted (mountinfo's
+    field 4) at the sandbox's cgroup: what a pure v2 host gives a sandbox with a cgroup namespace.
+    False when nothing is mounted there (v1 and hybrid hosts); anything else fails."""
+    for line in Path(f"/proc/{sm.running_init(name)}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] != "/sys/fs/cgroup":
+            continue
+        assert fields[fields.index("-") + 1] == "cgroup2", line
+        assert "ro" in fields[5].split(","), line
+        (own,) = sm.sandbox_cgroups(name)
+        assert fields[3] == "/" + os.path.relpath(own, "/sys/fs/cgroup"), line
+        return True
+    return False
+
+
 def test_mountinfo_inside_shows_the_declared_mounts_and_no_host_mount(
     sm: Sandman, tmp_path: Path
 ) -> None:
@@ -669,10 +685,15 @@ def test_mountinfo_inside_shows_the_declared_mounts_and_no_host_mount(
         assert inside["/sys/firmware"][1] == "tmpfs", inside["/sys/firmware"]
         assert inside["/sys/firmware"][0].split(",")[0] == "ro"
     others.discard("/sys/firmware")
+    # On cgroup v2 the sandbox's cgroup namespace is mounted over /sys/fs/cgroup: its own cgroup,
+    # read-only (tests/root/test_cgroup_view.py has the rest); the host's tree is not seen.
+    own_cgroup = own_cgroup_view(sm, "mounts")
+    if own_cgroup:
+        others.discard("/sys/fs/cgroup")
     assert others == {"/sys"}, f"host mounts seen inside: {sorted(others - {'/sys'})}"
     host = mount_points(Path("/proc/self/mountinfo").read_text())
     leaked = {p for p in host if p.startswith("/sys/") or p.startswith(str(tmp_path))}
-    assert not leaked & inside.keys()
+    assert not leaked & inside.keys() - ({"/sys/fs/cgroup"} if own_cgroup else set())
     # Targets missing from the image were made in the sandbox's root, never on the host.
     assert not (sm.image_dir / "busybox" / "srv").exists()
     assert not (sm.image_dir / "busybox" / "scratch").exists()
