@@ -75,12 +75,14 @@ def check_v1_delegation(sm: Sandman, log: Path) -> None:
 
 
 def cgroup_mount(sm: Sandman, name: str) -> list[str] | None:
-    """The init's mountinfo line at /sys/fs/cgroup, split; None when nothing is mounted there."""
+    """The init's mountinfo line at /sys/fs/cgroup, split: the last, the one it sees (below it,
+    the host's bound /sys may hold the host's own); None when nothing is mounted there."""
+    found = None
     for line in Path(f"/proc/{sm.running_init(name)}/mountinfo").read_text().splitlines():
         fields = line.split()
         if fields[4] == "/sys/fs/cgroup":
-            return fields
-    return None
+            found = fields
+    return found
 
 
 def test_a_sandbox_sees_its_own_cgroup_read_only(sm: Sandman) -> None:

@@ -630,16 +630,16 @@ def own_cgroup_view(sm: Sandman, name: str) -> bool:
     """Whether the init's /sys/fs/cgroup is its own cgroup2, read-only and rooted (mountinfo's
     field 4) at the sandbox's cgroup: what a pure v2 host gives a sandbox with a cgroup namespace.
     False when nothing is mounted there (v1 and hybrid hosts); anything else fails."""
-    for line in Path(f"/proc/{sm.running_init(name)}/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[4] != "/sys/fs/cgroup":
-            continue
-        assert fields[fields.index("-") + 1] == "cgroup2", line
-        assert "ro" in fields[5].split(","), line
-        (own,) = sm.sandbox_cgroups(name)
-        assert fields[3] == "/" + os.path.relpath(own, "/sys/fs/cgroup"), line
-        return True
-    return False
+    lines = Path(f"/proc/{sm.running_init(name)}/mountinfo").read_text().splitlines()
+    at = [line.split() for line in lines if line.split()[4] == "/sys/fs/cgroup"]
+    if not at:
+        return False
+    fields = at[-1]  # the one on top, which the sandbox sees
+    assert fields[fields.index("-") + 1] == "cgroup2", fields
+    assert "ro" in fields[5].split(","), fields
+    (own,) = sm.sandbox_cgroups(name)
+    assert fields[3] == "/" + os.path.relpath(own, "/sys/fs/cgroup"), fields
+    return True
 
 
 def test_mountinfo_inside_shows_the_declared_mounts_and_no_host_mount(
