@@ -28,23 +28,22 @@ def declared_ranges(sandbox: DesiredSandbox) -> tuple[tuple[Range, ...], tuple[R
 
 
 def allocate(taken: Iterable[tuple[int, int]]) -> int:
-    """The lowest AUTO_SIZE-aligned block from AUTO_FIRST that overlaps no (start, count)."""
-    spans = sorted(taken)
+    """The lowest AUTO_SIZE-aligned block from AUTO_FIRST that overlaps no (start, count).
+
+    One sweep over the spans in order of their start: each one that reaches into the candidate
+    block moves it past the span's end, and the first span that starts beyond the block leaves
+    it free. (Rescanning every span for each candidate made an apply of 1000 sandboxes spend two
+    minutes here: cubic in their number.)"""
     start = AUTO_FIRST
-    while start + AUTO_SIZE <= ID_LIMIT:
-        clash = _overlap(spans, start)
-        if clash is None:
-            return start
-        end = clash[0] + clash[1]
-        start = max(start + AUTO_SIZE, -(-end // AUTO_SIZE) * AUTO_SIZE)
-    raise ValueError("no free range of 65536 host ids is left")
-
-
-def _overlap(spans: list[tuple[int, int]], start: int) -> tuple[int, int] | None:
-    for span_start, count in spans:
-        if span_start < start + AUTO_SIZE and start < span_start + count:
-            return span_start, count
-    return None
+    for span_start, count in sorted(taken):
+        if span_start >= start + AUTO_SIZE:
+            break
+        end = span_start + count
+        if end > start:
+            start = max(start + AUTO_SIZE, -(-end // AUTO_SIZE) * AUTO_SIZE)
+    if start + AUTO_SIZE > ID_LIMIT:
+        raise ValueError("no free range of 65536 host ids is left")
+    return start
 
 
 # A persistent sandbox's automatic range, kept beside its data: its files belong to those ids,
