@@ -34,6 +34,9 @@ class ApplyContext:
     # the rules in it need not go one owner at a time (if the apply stops before, the rules
     # left are orphans, which the next apply removes).
     table_goes: bool = False
+    # The /etc/hosts lines of each network's members, by network: the desired sandboxes do not
+    # change during an apply (name_files.hosts_text).
+    hosts_lines: dict[str | None, list[tuple[str, str]]] = field(default_factory=dict)
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

@@ -58,18 +58,30 @@ def host_resolv_text() -> str:
 
 
 def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     attach_to = sandbox.unit.network.attach if sandbox.unit.network else None
-    for other in sorted(ctx.desired.sandboxes.values(), key=lambda s: s.name):
-        if other.unit.network is None or other.unit.network.attach != attach_to:
-            continue
-        if _stopped(ctx, other.name):  # its name would lead to an address nobody answers on
-            continue
-        names = other.hostname if other.hostname == other.name else f"{other.hostname} {other.name}"
-        for address in (other.address, other.address6):
-            if address is not None:
-                lines.append(f"{address.ip}\t{names}")
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    # A stopped member is left out: its name would lead to an address nobody answers on.
+    lines += [line for name, line in _member_lines(ctx, attach_to) if not _stopped(ctx, name)]
     return "\n".join(lines) + "\n"
+
+
+def _member_lines(ctx: ApplyContext, network: str | None) -> list[tuple[str, str]]:
+    """(sandbox name, hosts line) of every desired sandbox on `network`, made once per apply:
+    each member's file lists all members, and formatting them again for each (a million
+    addresses for 1000 sandboxes) was most of the cost of a big apply."""
+    if network not in ctx.hosts_lines:
+        found = []
+        for other in sorted(ctx.desired.sandboxes.values(), key=lambda s: s.name):
+            if other.unit.network is None or other.unit.network.attach != network:
+                continue
+            names = (
+                other.hostname if other.hostname == other.name else f"{other.hostname} {other.name}"
+            )
+            for address in (other.address, other.address6):
+                if address is not None:
+                    found.append((other.name, f"{address.ip}\t{names}"))
+        ctx.hosts_lines[network] = found
+    return ctx.hosts_lines[network]
 
 
 def _stopped(ctx: ApplyContext, name: str) -> bool:
