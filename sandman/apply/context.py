@@ -37,6 +37,12 @@ class ApplyContext:
     # The /etc/hosts lines of each network's members, by network: the desired sandboxes do not
     # change during an apply (name_files.hosts_text).
     hosts_lines: dict[str | None, list[tuple[str, str]]] = field(default_factory=dict)
+    # Port forwards: the sandboxes whose rules this apply wrote, and whether the table's chains
+    # and base rules are known to be there (networks.update_ports).
+    ports_written: set[str] = field(default_factory=set)
+    # Host id ranges declared or observed at the start (sandboxes._known_ids).
+    known_ids: list[tuple[int, int]] | None = None
+    port_table_ready: bool = False
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:

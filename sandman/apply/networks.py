@@ -131,7 +131,19 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
         sandbox.unit.network.ports,
         bridge=network.bridge,
         address6=sandbox.address6.ip if sandbox.address6 else None,
+        none_yet=ctx.port_table_ready and _had_no_ports(ctx, sandbox.name),
     )
+    ctx.ports_written.add(sandbox.name)
+    ctx.port_table_ready = ctx.port_table_ready or bool(sandbox.unit.network.ports)
+
+
+def _had_no_ports(ctx: ApplyContext, name: str) -> bool:
+    """Whether the table held no port forward of `name` when observed, and this apply wrote
+    none since: its rules can then be added without reading the table first."""
+    from sandman.kernel.net_facts import PORT
+
+    owners = ctx.actual.rule_owners
+    return owners is not None and (PORT, name) not in owners and name not in ctx.ports_written
 
 
 def detach(ctx: ApplyContext, record: Record) -> None:

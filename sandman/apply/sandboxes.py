@@ -259,16 +259,25 @@ def _kept_range(ctx: ApplyContext, sandbox: DesiredSandbox) -> int | None:
 def _taken_ids(ctx: ApplyContext, name: str) -> list[tuple[int, int]]:
     """Every host id range in use, or pinned by persistent data, but sandbox `name`'s own."""
     persistent_root = os.path.dirname(ctx.persistent_dir(name))
-    taken = list(ctx.reserved_ids) + ids.pinned_ranges(persistent_root, name)
-    for other in ctx.desired.sandboxes.values():
-        declared = ids.declared_ranges(other)
-        if declared:
-            taken += [(outside, count) for _, outside, count in (*declared[0], *declared[1])]
-    for record in ctx.records.values():
-        mapping = record.runtime.idmap
-        if mapping is not None:
-            taken += [(outside, count) for _, outside, count in (*mapping.uid, *mapping.gid)]
-    return taken
+    return ctx.reserved_ids + ids.pinned_ranges(persistent_root, name) + _known_ids(ctx)
+
+
+def _known_ids(ctx: ApplyContext) -> list[tuple[int, int]]:
+    """The ranges the units declare and those of the sandboxes observed, gathered once per
+    apply (again for each sandbox, they made 1000 creates quadratic). What this apply hands
+    out is in ctx.reserved_ids; a range freed during the apply stays taken until the next."""
+    if ctx.known_ids is None:
+        taken = []
+        for other in ctx.desired.sandboxes.values():
+            declared = ids.declared_ranges(other)
+            if declared:
+                taken += [(outside, count) for _, outside, count in (*declared[0], *declared[1])]
+        for record in ctx.actual.records.values():
+            mapping = record.runtime.idmap
+            if mapping is not None:
+                taken += [(outside, count) for _, outside, count in (*mapping.uid, *mapping.gid)]
+        ctx.known_ids = taken
+    return ctx.known_ids
 
 
 def _rootfs_plan(

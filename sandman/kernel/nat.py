@@ -116,15 +116,22 @@ def ensure_ports(
     *,
     bridge: str,
     address6: IPv6Address | None = None,
+    none_yet: bool = False,
 ) -> None:
     """The sandbox's port forwards are exactly `ports`: DNAT to `address` (or `address6` for an
     IPv6 `host_address`; without one, both), from other hosts and from the host itself.
+
+    `none_yet`: the caller knows the sandbox has no rule and the table its chains and base
+    rules; the rules are then added without a dump of the table (one for each of 1000 new
+    sandboxes was most of their creation). Where the table says otherwise (a chain is missing),
+    the full reconcile follows.
 
     A forward on 127.0.0.1 (or on every address) needs route_localnet on the sandbox's `bridge`,
     turned on here after the table's guard exists; it stays on while the bridge lives.
     """
     desired = tuple(r for pf in ports for r in _forward_rules(sandbox_name, address, address6, pf))
-    _reconcile(table_name(tag), PORT, sandbox_name, desired)
+    if not (none_yet and _add(table_name(tag), desired)):
+        _reconcile(table_name(tag), PORT, sandbox_name, desired)
     if any(nft_rules.loopback_reachable(pf.host_address) for pf in ports):
         sysctl.ensure(sysctl.route_localnet(bridge), "1")
 
@@ -179,6 +186,17 @@ def _reconcile(table: str, kind: str, owner: str, desired: tuple[Rule, ...]) -> 
                 raise
 
 
+def _add(table: str, rules: tuple[Rule, ...]) -> bool:
+    """Add `rules` in one transaction; False where a chain or the table is missing."""
+    if not rules:
+        return True
+    try:
+        netlink.batch([nft_rules.new_rule(table, r) for r in rules], f"inet {table}")
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _rules_of(payloads: list[bytes], kind: str, owner: str) -> list[RuleFact]:
     """The rules of the inet table whose comment names `kind` and `owner`. Only the payloads
     holding the comment's bytes are parsed: parsing every rule of the table for each sandbox
@@ -197,7 +215,8 @@ def _base_requests(table: str, payloads: list[bytes]) -> list[netlink.Request]:
         for r in nft_rules.base_rules()
         if (r.chain, r.comment) not in present
     ]
-    if all(_has_chain(payloads, c.name) for c in CHAINS):
+    rules = b"".join(payloads)
+    if all(_has_chain(rules, c.name) for c in CHAINS):
         return base
     return [nft_rules.new_table(table), *(nft_rules.new_chain(table, c) for c in CHAINS), *base]
 
@@ -208,8 +227,7 @@ def _rules_of_kind(payloads: list[bytes], kind: str) -> list[RuleFact]:
     return [f for f in facts if (f.family, f.kind) == (NFPROTO_INET, kind)]
 
 
-def _has_chain(payloads: list[bytes], chain: str) -> bool:
+def _has_chain(rules: bytes, chain: str) -> bool:
     """Whether a rule is in `chain`: its NFTA_RULE_CHAIN attribute, header and name, is in the
-    rule's bytes (found by one search of each payload, none decoded)."""
-    attribute = netlink.nla(NFTA_RULE_CHAIN, netlink.asciiz(chain))
-    return any(attribute in p for p in payloads)
+    rules' bytes (one search, nothing decoded)."""
+    return netlink.nla(NFTA_RULE_CHAIN, netlink.asciiz(chain)) in rules

@@ -190,6 +190,10 @@ class ActualState(NamedTuple):
     records: dict[ObjectKey, Record]
     drift: dict[ObjectKey, tuple[Drift, ...]]
     orphans: tuple[Orphan, ...] = ()
+    # The (kind, owner) of every nf_tables rule of the instance seen, when the rules were read:
+    # apply writes a new sandbox's port forwards without reading the table again when it had
+    # none (a dump of the whole table for each made 1000 creates quadratic).
+    rule_owners: frozenset[tuple[str, str]] | None = None
 
     @classmethod
     def empty(cls) -> ActualState:

@@ -49,7 +49,8 @@ def gather(
     left: tuple[Orphan, ...] = ()
     if orphans:
         left = find_orphans(state_dir, tag, records.values(), cgroups, links)
-    return ActualState(records=records, drift=drift, orphans=left)
+    owners = frozenset(links.owned) if links is not None else None
+    return ActualState(records=records, drift=drift, orphans=left, rule_owners=owners)
 
 
 def _on_network(record: Record) -> bool:
