@@ -174,7 +174,7 @@ class Names:
                 raise BenchError(f"{tool} is missing: bench/run installs it")
         session.cleanup.restore_at_end("/proc/sys/net/ipv4/ip_forward")
         self.session, self.prefix = session, f"nsb{secrets.token_hex(2)}"
-        self.sandman_net, self.script_net = _free_subnets(2)
+        self.sandman_net, self.script_net = free_subnets(2)
         session.cleanup.add(f"the script's objects ({self.prefix}*)", self.remove_leftovers)
 
     def write(self, ports: int, bodies: dict[str, str], **more: str) -> dict[str, str]:
@@ -220,8 +220,9 @@ def _quiet(*argv: str) -> None:
     subprocess.run(argv, env=clean_env(), capture_output=True, check=False)
 
 
-def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
-    """Random 10.2xx.X.0/24 that overlap no IPv4 address or route of the host, in any table."""
+def free_subnets(count: int, prefixlen: int = 24) -> list[ipaddress.IPv4Network]:
+    """Random 10.2xx.X.0/PREFIXLEN (24 or shorter) that overlap no IPv4 address or route of the
+    host, in any table."""
     used = []
     for argv in (("ip", "-4", "-o", "addr", "show"), ("ip", "-4", "route", "show", "table", "all")):
         output = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
@@ -230,10 +231,12 @@ def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
                 used.append(ipaddress.IPv4Network(token, strict=False))
     picked: list[ipaddress.IPv4Network] = []
     rng = random.SystemRandom()
+    step = 1 << (24 - prefixlen)
     for _ in range(1000):
-        net = ipaddress.IPv4Network(f"10.{rng.randint(201, 254)}.{rng.randint(0, 255)}.0/24")
+        third = rng.randrange(0, 256, step)
+        net = ipaddress.IPv4Network(f"10.{rng.randint(201, 254)}.{third}.0/{prefixlen}")
         if not any(net.overlaps(other) for other in (*used, *picked)):
             picked.append(net)
             if len(picked) == count:
                 return picked
-    raise BenchError("no free 10.2xx.X.0/24 subnet on this host")
+    raise BenchError(f"no free 10.2xx.X.0/{prefixlen} subnet on this host")

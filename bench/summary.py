@@ -35,7 +35,8 @@ EXPECTED = (
     ("daemon_rss", "daemon"), ("daemon_new_unit", "daemon"), ("teardown_100_net", "scale"),
     ("net_teardown", "netscale"), ("imports_status", "scale"), ("imports_validate", "scale"),
     ("validate", "load"), ("spawn_path_bind", "spawn_path"), ("status_cli", "status"),
-    ("net_dumps", "netscale"), ("imports_other", "scale"),
+    ("net_dumps", "netscale"), ("imports_other", "scale"), ("linear_apply", "linear"),
+    ("linear_status", "linear"), ("linear_noop_apply", "linear"), ("linear_destroy", "linear"),
 )  # fmt: skip
 HEADERS = ["figure", "sandman median (min-max)", "peers (median)", "ratio", "target", "verdict"]
 PEERS = ("crun --version", "runc --version", "lxc-execute --version", "bwrap --version",
