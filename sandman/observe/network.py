@@ -59,7 +59,7 @@ class NetworkFacts(NamedTuple):
         from sandman.kernel import nft_filter
         from sandman.kernel.net_facts import FORWARD
 
-        wanted = nft_filter.forward_rules(name, bridge)
+        wanted = [(r.chain, r.comment) for r in nft_filter.forward_rules(name, bridge)]
         yield from self._exactly("network.forward", FORWARD, name, wanted, "forward policy rules")
 
     def _source_filter(self, record: Record) -> Iterator[Drift]:
@@ -74,16 +74,16 @@ class NetworkFacts(NamedTuple):
             return
         six = IPv6Interface(sandbox.address6).ip if sandbox.address6 else None
         source = source_filter.source_of(sandbox.veth, IPv4Interface(sandbox.address).ip, six)
-        wanted = nft_filter.source_rules(record.name, source)
+        wanted = nft_filter.source_rule_names(record.name, source)
         yield from self._exactly(
             "network.filter", ANTISPOOF, record.name, wanted, "source filter rules"
         )
 
     def _exactly(
-        self, what: str, kind: str, owner: str, wanted: Iterable[Any], rules: str
+        self, what: str, kind: str, owner: str, wanted: Iterable[tuple[str, str]], rules: str
     ) -> Iterator[Drift]:
-        """Drift unless `owner`'s rules of `kind` are exactly `wanted` (by chain and comment)."""
-        want = {(r.chain, r.comment) for r in wanted}
+        """Drift unless `owner`'s rules of `kind` are exactly `wanted`, (chain, comment) pairs."""
+        want = set(wanted)
         have = {(r.chain, r.comment) for r in self.owned.get((kind, owner), ())}
         if have != want:
             found = f"{len(want - have)} missing, {len(have - want)} not declared"

@@ -404,3 +404,16 @@ def test_forward_drops_are_the_ip_forward_chains_of_other_tables_that_drop() -> 
     ]
     found = forward_drops(chains, "sandman_sm")
     assert [c.where for c in found] == ["ip filter chain FORWARD"]
+
+
+@pytest.mark.parametrize("address6", [None, "fd00::5"])
+def test_source_rule_names_are_those_of_the_rules_in_their_order(address6: str | None) -> None:
+    # Observe compares the names alone; they must be exactly what source_rules writes.
+    from ipaddress import IPv4Address, IPv6Address
+
+    from sandman.kernel import nft_filter
+
+    six = IPv6Address(address6) if address6 else None
+    source = nft_filter.Source("vethx", "02:11:22:33:44:55", IPv4Address("10.1.2.3"), six)
+    rules = nft_filter.source_rules("box", source)
+    assert nft_filter.source_rule_names("box", source) == [(r.chain, r.comment) for r in rules]
