@@ -504,7 +504,20 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """fork(), with the child born in the cgroup v2 directory open at `cgroup_fd`:
     clone3(CLONE_INTO_CGROUP, Linux 5.7), so that no instruction of the child runs outside it.
     Returns 0 in the child and the child's PID in the parent, as os.fork; when the kernel
-    refuses, raises OSError("clone3: ...") and no child exists.
+    refuses, raises OSError("clone3: ...") and no child exists. See _clone3_fork."""
+    cgroup = _uint(cgroup_fd, "cgroup_fd")
+    return _clone3_fork(CLONE_INTO_CGROUP, cgroup, f"CLONE_INTO_CGROUP, cgroup fd {cgroup_fd}")
+
+
+def fork_into_namespaces(flags: int) -> int:
+    """fork(), with the child born in new namespaces, `flags` (CLONE_NEW*; with CLONE_NEWUSER
+    every other one is owned by the new user namespace, and with CLONE_NEWPID the child is its
+    PID 1). Returns as os.fork; raises OSError("clone3: ...") when refused. See _clone3_fork."""
+    return _clone3_fork(flags, 0, f"namespaces {flags:#x}")
+
+
+def _clone3_fork(flags: int, cgroup: int, what: str) -> int:
+    """clone3 as fork.
 
     The interpreter is kept sane exactly as os.fork keeps it: PyOS_BeforeFork (the at-fork
     `before` hooks, the import lock), then PyOS_AfterFork_Child (one thread, a new GIL, the
@@ -515,9 +528,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """
     if "clone3" not in _NR:
         raise _error(errno.ENOSYS, "clone3", f"no syscall number for {os.uname().machine}")
-    args = CloneArgs(
-        flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=_uint(cgroup_fd, "cgroup_fd")
-    )
+    args = CloneArgs(flags=flags, exit_signal=signal.SIGCHLD, cgroup=cgroup)
     number, size = ctypes.c_long(_NR["clone3"]), ctypes.c_size_t(ctypes.sizeof(args))
     before, parent, child = (
         ctypes.pythonapi.PyOS_BeforeFork,
@@ -541,7 +552,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
         if collecting:
             gc.enable()
     if pid < 0:
-        raise _error(err, "clone3", f"CLONE_INTO_CGROUP, cgroup fd {cgroup_fd}")
+        raise _error(err, "clone3", what)
     return pid
 
 
