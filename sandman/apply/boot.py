@@ -7,7 +7,9 @@ and the files the init finds once in its root (kernel/boot_files.py). Its enviro
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from sandman import booting
 from sandman.apply.context import ApplyContext
@@ -17,6 +19,9 @@ from sandman.kernel.rootfs import Mount
 from sandman.kernel.spawn import SpawnError
 from sandman.observe.preflight import boot_init
 from sandman.units.desired import DesiredSandbox
+
+if TYPE_CHECKING:
+    from sandman.kernel.console import Keeper
 
 KEY = "sandbox.boot"
 
@@ -59,3 +64,21 @@ def _write_files(machine_id: str) -> None:
     except OSError as exc:
         message = f"cannot write the files a booted init reads: {exc.strerror}"
         raise SpawnError(KEY, message, exc.errno or 0, exc.filename) from exc
+
+
+def start_console(ctx: ApplyContext, sandbox: DesiredSandbox, runtime: str) -> Keeper | None:
+    """For a booted sandbox, its console keeper (kernel/console.py), started before the init:
+    it takes the log file of this start, which the console's output goes to."""
+    if not sandbox.unit.sandbox.boot:
+        return None
+    from sandman.kernel import console, loginstances
+
+    path = os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log")
+    log = loginstances.start_instance(path, sandbox.name)
+    try:
+        return console.start_keeper(runtime, log)
+    except OSError as exc:
+        message = f"cannot start the console keeper: {exc.strerror or exc}"
+        raise SpawnError(KEY, message, exc.errno or 0) from exc
+    finally:
+        os.close(log)

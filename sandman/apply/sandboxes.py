@@ -21,6 +21,7 @@ from sandman.apply.limits import cgroup_limits
 from sandman.errors import ApplyError
 from sandman.kernel import syscalls as sc
 from sandman.kernel.cgroup_common import LimitError
+from sandman.kernel.console import Keeper
 from sandman.kernel.rootfs import DEV_RULES, Mount, RootfsPlan
 from sandman.kernel.spawn import IdMapping, SpawnError, SpawnSpec, Started
 from sandman.kernel.spawn import abandon as spawn_abandon
@@ -137,11 +138,17 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
                 ctx.progress.note(f"sandbox/{sandbox.name}: {warning}")
         faults.step(f"sandbox/{sandbox.name}: limits written")
     _private(sandbox, ctx.paths.log_dir, "log dir (--log-dir)")
-    spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup)
+    with unit_key(sandbox, boot.KEY, "starting the console keeper"):
+        keeper = boot.start_console(ctx, sandbox, runtime)
+    if keeper is not None:
+        undo.push(keeper.stop)
+    spec = _spawn_spec(ctx, sandbox, plan, idmap, cgroup, keeper=keeper)
     if sandbox.unit.network is not None:
         undo.push(lambda: networks.detach_sandbox(ctx, sandbox.name))
     with unit_key(sandbox, "sandbox.command", "starting the init"):
         started = spawn_start(spec)
+    if keeper is not None:
+        keeper.release_init_end()  # the first child has its copy
     pending = [started]  # finish() takes it over; until then, abandon it on a failure
 
     def abandon() -> None:
@@ -149,7 +156,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
             spawn_abandon(pending.pop())
 
     undo.push(abandon)
-    return _Started(started, pending, plan, idmap, cgroup, runtime)
+    return _Started(started, pending, plan, idmap, cgroup, runtime, keeper)
 
 
 @dataclass
@@ -162,12 +169,15 @@ class _Started:
     idmap: IdMapping | None
     cgroup: str
     runtime: str
+    keeper: Keeper | None = None
 
 
 def _finish(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo, started: _Started) -> Record:
     with unit_key(sandbox, "sandbox.command", "starting the init"):
         pid = spawn_finish(started.pending.pop())
     undo.push(lambda: _kill(pid))
+    if started.keeper is not None:
+        started.keeper.tell_init(pid)
     faults.step(f"sandbox/{sandbox.name}: init started")
     record = _record(
         ctx,
@@ -409,6 +419,8 @@ def _spawn_spec(
     plan: RootfsPlan,
     idmap: IdMapping | None,
     cgroup: str,
+    *,
+    keeper: Keeper | None = None,
 ) -> SpawnSpec:
     unit = sandbox.unit
     flags = sc.CLONE_NEWNS
@@ -425,7 +437,10 @@ def _spawn_spec(
         confinement=confinement_of(sandbox_declared(sandbox.canonical())),
         namespaces=flags,
         rootfs=plan,
-        log_path=os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
+        # A booted init's stdio is its console, whose keeper writes the log.
+        log_path=None if keeper else os.path.join(ctx.paths.log_dir, f"{sandbox.name}.log"),
+        console_socket=keeper.init_end if keeper else None,
+        console_on_dev=keeper is not None,
         hostname=sandbox.hostname if unit.namespaces.uts else None,
         idmap=idmap,
         time_offsets=time_offsets,

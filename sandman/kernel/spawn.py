@@ -122,6 +122,9 @@ class SpawnSpec:
     # A connected AF_UNIX socket (kept through the forks): the init makes a pty in its own devpts,
     # sends the master there (one SCM_RIGHTS message) and takes the slave as its terminal.
     console_socket: int | None = None
+    # With console_socket: the pty's slave is also bound on /dev/console (a booted init's
+    # console, whose master the console keeper holds: kernel/console.py).
+    console_on_dev: bool = False
     # setrlimit(2) triples (resource, soft, hard), set in the init before it takes its user.
     rlimits: tuple[tuple[int, int, int], ...] = ()
     # The init's environment exactly, without the HOSTNAME the init otherwise adds.
@@ -672,7 +675,7 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         if spec.hostname is not None:
             sc.sethostname(spec.hostname)
         if spec.console_socket is not None:
-            _take_console(spec.console_socket)
+            _take_console(spec.console_socket, spec.console_on_dev)
         _enter_working_directory(spec.confinement.working_directory)
         for resource, soft, hard in spec.rlimits:
             _set_rlimit(resource, soft, hard)
@@ -749,10 +752,15 @@ def _check_command(spec: SpawnSpec) -> None:
     )
 
 
-def _take_console(sock: int) -> None:
-    """A pty of the sandbox's own devpts becomes the init's terminal and stdio; its master goes
-    to the console socket, then the socket is closed."""
+def _take_console(sock: int, on_dev: bool) -> None:
+    """A pty of the sandbox's own devpts becomes the init's terminal and stdio, and with
+    `on_dev` its /dev/console (bound on an empty file, as nspawn does); its master goes to the
+    console socket, then the socket is closed."""
     master, slave = pty.open_inside(None)
+    if on_dev:
+        target = os.open("/dev/console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        os.close(target)
+        sc.mount(f"/proc/self/fd/{slave}", "/dev/console", None, sc.MS_BIND)
     pty.send_console(sock, master)
     os.close(master)
     os.close(sock)
