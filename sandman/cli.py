@@ -452,6 +452,22 @@ def _logs_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bo
     logs.set_defaults(module="logs")
 
 
+def _console_verb(verbs: _Verbs, paths: argparse.ArgumentParser, exec_remainder: bool) -> None:
+    del exec_remainder
+    console = verbs.add_parser(
+        "console",
+        parents=[paths],
+        help="attach to a booted sandbox's console",
+        description="Attach the terminal to /dev/console of NAME, a sandbox with `boot = true` "
+        "(its init's console: boot messages, a getty's login prompt). Press Ctrl-] three times "
+        "within a second to detach. With stdin not a terminal, what it reads is typed into the "
+        "console, and it detaches once stdin has ended and the console is quiet for a second. "
+        "One client at a time; root only.",
+    )
+    console.add_argument("name", metavar="NAME", help="the booted sandbox")
+    console.set_defaults(module="console")
+
+
 def _lines_argument(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines; write e.g. 20")
@@ -646,6 +662,7 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
     "exec": _exec_verb,
     "shell": _shell_verb,
     "logs": _logs_verb,
+    "console": _console_verb,
     "top": _top_verb("top"),
     "stats": _top_verb("stats"),
     "daemon": _daemon_verb,

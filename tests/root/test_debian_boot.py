@@ -114,6 +114,17 @@ def test_debian_boots_to_running_and_stops_by_its_own_shutdown(
         assert os.stat(os.path.join(tree, "init.scope")).st_uid == 2000000
         assert os.path.isdir(os.path.join(tree, "system.slice"))
 
+    # Its console (#19): systemd's boot messages in the log, and a getty's login prompt on
+    # /dev/console, reached with `sandman console`.
+    log = (sm.log_dir / "os.log").read_text()
+    assert "Reached target" in log or "Welcome to" in log, log[-2000:]
+    console = subprocess.run(
+        sm.argv("console", "os"), input="\n", capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    record_property("console", console.stdout[-300:])
+    assert console.returncode == 0 and "login:" in console.stdout, console
+
     # stop: SIGRTMIN+3, on which systemd shuts down by itself, long before stop_timeout.
     started = time.monotonic()
     sm.run("stop", "os")
