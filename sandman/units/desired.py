@@ -160,3 +160,48 @@ class Desired:
         if kind == "sandbox":
             return set(self.sandboxes)
         return set(self.networks) if kind == "network" else set(self.slices)
+
+    def canonicals(self) -> Canonicals:
+        """What the planner compares of this state (and what the unit cache keeps)."""
+        return Canonicals(
+            self.tag,
+            sandboxes=_canonical_of(self.sandboxes),
+            networks=_canonical_of(self.networks),
+            slices=_canonical_of(self.slices),
+            warnings=self.warnings,
+        )
+
+
+def _canonical_of(
+    objects: Mapping[str, DesiredSandbox]
+    | Mapping[str, DesiredNetwork]
+    | Mapping[str, DesiredSlice],
+) -> dict[str, Canonical]:
+    return {name: Canonical(item.file, item.canonical()) for name, item in objects.items()}
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """One declared object as the planner compares it: its unit file and canonical form."""
+
+    file: str
+    form: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Canonicals:
+    """The desired state as the planner sees it, each object's canonical form by kind and name:
+    made from a Desired, or read back from the unit cache (units/cache.py) without loading a
+    unit model, so that a no-op apply and a repeated validate need no pydantic."""
+
+    tag: str
+    sandboxes: dict[str, Canonical] = field(default_factory=dict)
+    networks: dict[str, Canonical] = field(default_factory=dict)
+    slices: dict[str, Canonical] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def of_kind(self, kind: str) -> dict[str, Canonical]:
+        return {"sandbox": self.sandboxes, "network": self.networks, "slice": self.slices}[kind]
+
+    def names(self, kind: str) -> set[str]:
+        return set(self.of_kind(kind))

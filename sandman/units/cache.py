@@ -1,0 +1,236 @@
+"""The unit cache: the resolved desired state of a unit directory, kept as its canonical forms
+(units/desired.Canonicals) under the state dir, so that a no-op `apply` and a repeated
+`validate` need not parse, validate (pydantic) and resolve units they resolved before.
+
+A hit must give exactly what loading the units would, so the key hashes everything the result
+depends on, read afresh at every run (never mtimes: an edit that keeps them is still seen):
+the directory as given and every entry of it (names: added, removed and renamed files, and the
+loader's warnings), the bytes of every unit file, the instance tag, the addresses `auto` keeps
+(`sticky`), and the source of the code that resolves (sandman's unit modules and the pydantic
+release). The image configs a resolution read (units/image_defaults.py) are kept in the entry
+with what they said, each read again and compared on a lookup. Only a load without problems
+is stored.
+
+The entry is the state dir's, root's alone: read through an fd (O_NOFOLLOW) only if it and its
+dir are owned by this user and closed to others, so no other local user can plant one; anything
+unreadable, foreign, of another version or key is a miss, never an error. Imports only the
+standard library's light modules: the no-op `apply` passes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+from sandman.images.config import ImageConfig, image_config
+from sandman.units.desired import Canonical, Canonicals, Desired
+
+CACHE_VERSION = 1
+_MAX_UNIT_BYTES = 1024 * 1024  # the loader refuses bigger files: such a directory is not cached
+_MAX_ENTRY_BYTES = 64 * 1024 * 1024
+_KINDS = ("sandbox", "network", "slice")
+# The modules outside sandman/units/ whose code decides what units resolve to.
+_CODE = (
+    "booting.py",
+    "capabilities.py",
+    "digest.py",
+    "errors.py",
+    "signals.py",
+    "syscall_table.py",
+)
+
+Sticky = Mapping[str, tuple[str | None, str | None]]
+
+
+class UnitCache:
+    """The cache entry of one unit directory, as one run (apply, plan or validate) sees it."""
+
+    def __init__(
+        self, state_dir: str, image_dir: str, directory: str, tag: str, sticky: Sticky | None
+    ):
+        self.image_dir = image_dir
+        self.images_read: dict[str, ImageConfig | None] = {}
+        self._dir = os.path.join(state_dir, "cache")
+        slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
+        self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.json"
+        self.key = _key(directory, tag, image_dir, sticky)
+
+    def images(self, name: str) -> ImageConfig | None:
+        """The image config the loader asks for, remembered for the entry (image_defaults)."""
+        if name not in self.images_read:
+            self.images_read[name] = image_config(self.image_dir, name)
+        return self.images_read[name]
+
+    def lookup(self) -> Canonicals | None:
+        if self.key is None or os.geteuid() != 0:
+            return None
+        entry = _read_entry(self._dir, self._name)
+        if entry is None or entry.get("version") != CACHE_VERSION or entry.get("key") != self.key:
+            return None
+        try:
+            images = entry["images"]
+            for name, said in images.items():
+                config = image_config(self.image_dir, name)
+                if (None if config is None else config.to_json()) != said:
+                    return None
+            return _canonicals(entry)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # a damaged entry is a miss
+
+    def store(self, desired: Desired) -> None:
+        """Keep DESIRED (loaded without problems) for the next run; a failure only costs a miss."""
+        if self.key is None or os.geteuid() != 0:
+            return
+        view = desired.canonicals()
+        entry = {
+            "version": CACHE_VERSION,
+            "key": self.key,
+            "images": {
+                name: None if config is None else config.to_json()
+                for name, config in self.images_read.items()
+            },
+            "tag": view.tag,
+            "warnings": list(view.warnings),
+            "objects": {
+                kind: {n: {"file": c.file, "form": c.form} for n, c in view.of_kind(kind).items()}
+                for kind in _KINDS
+            },
+        }
+        # A read-only or full state dir only means the next run loads the units again.
+        with contextlib.suppress(OSError):
+            _write_entry(self._dir, self._name, entry)
+
+
+def _key(directory: str, tag: str, image_dir: str, sticky: Sticky | None) -> str | None:
+    """The hash of the directory's entries and unit files and of what else resolution reads;
+    None if a file cannot be read (the loader then says why, and nothing is cached)."""
+    hashed = hashlib.sha256()
+
+    def add(*parts: str | bytes) -> None:
+        for part in parts:
+            data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+            hashed.update(len(data).to_bytes(8, "little"))
+            hashed.update(data)
+
+    add(str(CACHE_VERSION), _code_hash(), directory, tag, os.path.abspath(image_dir))
+    add(json.dumps(None if sticky is None else sorted(sticky.items())))
+    try:
+        entries = sorted(os.listdir(directory))
+        for entry in entries:
+            add(entry)
+            if entry.endswith(".toml") and not entry.startswith("."):
+                with open(os.path.join(directory, entry), "rb") as handle:
+                    data = handle.read(_MAX_UNIT_BYTES + 1)
+                if len(data) > _MAX_UNIT_BYTES:
+                    return None
+                add(data)
+    except OSError:
+        return None
+    return hashed.hexdigest()
+
+
+@functools.cache
+def _code_hash() -> str:
+    """The source of what turns unit files into canonical forms, and the pydantic release."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    units = os.path.join(package, "units")
+    files = [os.path.join(units, n) for n in sorted(os.listdir(units)) if n.endswith(".py")]
+    files += [os.path.join(package, n) for n in _CODE]
+    files.append(os.path.join(package, "images", "config.py"))
+    hashed = hashlib.sha256(_pydantic_release().encode())
+    for path in files:
+        with open(path, "rb") as handle:
+            hashed.update(hashlib.sha256(handle.read()).digest())
+    return hashed.hexdigest()
+
+
+def _pydantic_release() -> str:
+    """pydantic's version file, read without importing pydantic (pydantic pins pydantic-core)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pydantic")
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _private(info: os.stat_result) -> bool:
+    """Owned by this user and closed to group and others: no one else can have written it."""
+    return info.st_uid == os.geteuid() and not stat.S_IMODE(info.st_mode) & 0o077
+
+
+def _read_entry(directory: str, name: str) -> dict[str, Any] | None:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        dir_fd = os.open(directory, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        if not _private(os.fstat(dir_fd)):
+            return None
+        fd = os.open(name, flags | os.O_NONBLOCK, dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or not _private(info):
+                return None
+            if info.st_size > _MAX_ENTRY_BYTES:
+                return None
+            data = json.loads(handle.read())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(dir_fd)
+
+
+def _write_entry(directory: str, name: str, entry: dict[str, Any]) -> None:
+    """Into a temporary file of this process's own (0600, never through a symlink), renamed over
+    the entry: a reader sees the old entry or the new one. Not fsynced: a torn entry is a miss."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY
+    dir_fd = os.open(directory, flags)
+    try:
+        if not _private(os.fstat(dir_fd)):
+            return  # not ours to write in, and never read
+        temporary = f".{name}.{os.getpid()}.tmp"
+        write = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(temporary, write, 0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(json.dumps(entry, separators=(",", ":")).encode())
+            os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(temporary, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+def _canonicals(entry: Mapping[str, Any]) -> Canonicals:
+    objects = entry["objects"]
+
+    def of(kind: str) -> dict[str, Canonical]:
+        return {
+            str(name): Canonical(str(item["file"]), dict(item["form"]))
+            for name, item in objects[kind].items()
+        }
+
+    return Canonicals(
+        str(entry["tag"]),
+        sandboxes=of("sandbox"),
+        networks=of("network"),
+        slices=of("slice"),
+        warnings=tuple(str(w) for w in entry["warnings"]),
+    )
