@@ -16,7 +16,7 @@ from sandman.commands import validate
 from sandman.images.config import ImageConfig, config_path, configs_in
 from sandman.paths import Paths
 from sandman.units import cache as unit_cache
-from sandman.units.cache import UnitCache
+from sandman.units.cache import Sticky, UnitCache
 from sandman.units.desired import Canonicals
 from sandman.units.read import read_units
 
@@ -46,18 +46,14 @@ def _units(paths: Paths) -> str:
     return os.path.join(os.path.dirname(paths.state_dir), "units")
 
 
-def _fresh(
-    paths: Paths, sticky: dict[str, tuple[str | None, str | None]] | None = None
-) -> Canonicals:
+def _fresh(paths: Paths, sticky: Sticky | None = None) -> Canonicals:
     desired = read_units(
         _units(paths), paths.tag, sticky=sticky, images=configs_in(paths.image_dir)
     )
     return desired.canonicals()
 
 
-def _cache(
-    paths: Paths, sticky: dict[str, tuple[str | None, str | None]] | None = None
-) -> UnitCache:
+def _cache(paths: Paths, sticky: Sticky | None = None) -> UnitCache:
     return UnitCache(paths.state_dir, paths.image_dir, _units(paths), paths.tag, sticky)
 
 
@@ -155,7 +151,7 @@ def test_a_changed_image_config_is_not_missed(paths: Paths) -> None:
 def test_kept_addresses_the_tag_and_the_code_are_in_the_key(
     paths: Paths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sticky = {"app": ("10.9.0.7/24", None)}
+    sticky: Sticky = {"app": ("10.9.0.7/24", None)}
     cache = _cache(paths, sticky)
     cache.store(read_units(_units(paths), paths.tag, sticky=sticky, images=cache.images))
     hit = _cache(paths, sticky).lookup()
