@@ -56,7 +56,8 @@ def desired_state(
 
     sticky = actual.addresses() if actual is not None else None
     images = cache.images if cache is not None else configs_in(paths.image_dir)
-    desired = read_units(directory, paths.tag, sticky=sticky, images=images)
+    snapshot = None if cache is None else cache.snapshot
+    desired = read_units(directory, paths.tag, sticky=sticky, images=images, snapshot=snapshot)
     if cache is not None:
         cache.store(desired)
     return desired

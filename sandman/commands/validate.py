@@ -52,6 +52,6 @@ def _desired(paths: Paths, directory: str) -> Canonicals:
         return cached
     from sandman.units.read import read_units  # pydantic: only when the cache cannot answer
 
-    desired = read_units(directory, paths.tag, images=cache.images)
+    desired = read_units(directory, paths.tag, images=cache.images, snapshot=cache.snapshot)
     cache.store(desired)
     return desired.canonicals()

@@ -27,13 +27,13 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sandman.images.config import ImageConfig, image_config
+from sandman.units import snapshot
 from sandman.units.desired import Canonical, Canonicals, Desired
+from sandman.units.snapshot import Snapshot
 
 CACHE_VERSION = 1
-_MAX_UNIT_BYTES = 1024 * 1024  # the loader refuses bigger files: such a directory is not cached
 _MAX_ENTRY_BYTES = 64 * 1024 * 1024
 _KINDS = ("sandbox", "network", "slice")
 # The modules outside sandman/units/ whose code decides what units resolve to.
@@ -46,6 +46,9 @@ _CODE = (
     "syscall_table.py",
 )
 
+if TYPE_CHECKING:  # the image configs' module loads only when units are loaded
+    from sandman.images.config import ImageConfig
+
 Sticky = Mapping[str, tuple[str | None, str | None]]
 
 
@@ -56,17 +59,28 @@ class UnitCache:
         self, state_dir: str, image_dir: str, directory: str, tag: str, sticky: Sticky | None
     ):
         self.image_dir = image_dir
-        self.images_read: dict[str, ImageConfig | None] = {}
+        self.images_read: dict[str, str | None] = {}  # image name -> its config file's hash
+        self._configs: dict[str, ImageConfig | None] = {}
         self._dir = os.path.join(state_dir, "cache")
         slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
         self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.json"
-        self.key = _key(directory, tag, image_dir, sticky)
+        self.snapshot = snapshot.take(directory)
+        self.key = (
+            None
+            if self.snapshot is None
+            else _key(self.snapshot, directory, tag, image_dir, sticky)
+        )
 
     def images(self, name: str) -> ImageConfig | None:
-        """The image config the loader asks for, remembered for the entry (image_defaults)."""
-        if name not in self.images_read:
-            self.images_read[name] = image_config(self.image_dir, name)
-        return self.images_read[name]
+        """The image config the loader asks for, from the bytes whose hash the entry keeps: an
+        entry holds what the config said when it was read (image_defaults)."""
+        from sandman.images.config import config_of
+
+        if name not in self._configs:
+            data = _config_bytes(self.image_dir, name)
+            self.images_read[name] = _hash_of(data)
+            self._configs[name] = None if data is None else config_of(data)
+        return self._configs[name]
 
     def lookup(self) -> Canonicals | None:
         if self.key is None:
@@ -77,8 +91,7 @@ class UnitCache:
         try:
             images = entry["images"]
             for name, said in images.items():
-                config = image_config(self.image_dir, name)
-                if (None if config is None else config.to_json()) != said:
+                if _hash_of(_config_bytes(self.image_dir, name)) != said:
                     return None
             return _canonicals(entry)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -92,10 +105,7 @@ class UnitCache:
         entry = {
             "version": CACHE_VERSION,
             "key": self.key,
-            "images": {
-                name: None if config is None else config.to_json()
-                for name, config in self.images_read.items()
-            },
+            "images": self.images_read,
             "tag": view.tag,
             "warnings": list(view.warnings),
             "objects": {
@@ -108,9 +118,10 @@ class UnitCache:
             _write_entry(self._dir, self._name, entry)
 
 
-def _key(directory: str, tag: str, image_dir: str, sticky: Sticky | None) -> str | None:
-    """The hash of the directory's entries and unit files and of what else resolution reads;
-    None if a file cannot be read (the loader then says why, and nothing is cached)."""
+def _key(
+    snapshot: Snapshot, directory: str, tag: str, image_dir: str, sticky: Sticky | None
+) -> str:
+    """The hash of the directory's entries and unit files and of what else resolution reads."""
     hashed = hashlib.sha256()
 
     def add(*parts: str | bytes) -> None:
@@ -121,19 +132,25 @@ def _key(directory: str, tag: str, image_dir: str, sticky: Sticky | None) -> str
 
     add(str(CACHE_VERSION), _code_hash(), directory, tag, os.path.abspath(image_dir))
     add(json.dumps(None if sticky is None else sorted(sticky.items())))
+    for entry in snapshot.entries:
+        add(entry)
+        if entry in snapshot.files:
+            add(b"file", snapshot.files[entry])
+    return hashed.hexdigest()
+
+
+def _config_bytes(image_dir: str, name: str) -> bytes | None:
+    """An image's config sidecar as images/config.config_path names it (a test checks that it
+    is the same file); None if there is none or it cannot be read."""
     try:
-        entries = sorted(os.listdir(directory))
-        for entry in entries:
-            add(entry)
-            if entry.endswith(".toml") and not entry.startswith("."):
-                with open(os.path.join(directory, entry), "rb") as handle:
-                    data = handle.read(_MAX_UNIT_BYTES + 1)
-                if len(data) > _MAX_UNIT_BYTES:
-                    return None
-                add(data)
+        with open(os.path.join(os.path.abspath(image_dir), f".{name}.config.json"), "rb") as file:
+            return file.read()
     except OSError:
         return None
-    return hashed.hexdigest()
+
+
+def _hash_of(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 @functools.cache

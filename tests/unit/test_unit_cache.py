@@ -231,3 +231,23 @@ def test_a_repeated_validate_imports_no_pydantic(paths: Paths) -> None:
     again = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[-2:]
     assert first == ["0", "True"]
     assert again == ["0", "False"]
+
+
+def test_an_entry_holds_what_its_key_hashed_even_if_a_file_changes_during_the_load(
+    paths: Paths,
+) -> None:
+    cache = _cache(paths)  # the directory read and hashed here
+    web = os.path.join(_units(paths), "web.sandbox.toml")
+    _edit_keeping_times(web, '"100"', '"300"')  # changed before the loader runs
+    loaded = read_units(_units(paths), paths.tag, images=cache.images, snapshot=cache.snapshot)
+    cache.store(loaded)
+    assert loaded.sandboxes["web"].canonical()["sandbox"]["command"] == ["/bin/sleep", "100"]
+    assert _cache(paths).lookup() is None  # the edited file is another key
+    _edit_keeping_times(web, '"300"', '"100"')  # and back: the entry is right for it
+    assert _cache(paths).lookup() == _fresh(paths)
+
+
+def test_the_cache_reads_the_config_file_the_images_module_names(paths: Paths) -> None:
+    with open(config_path(paths.image_dir, "app"), "rb") as file:
+        assert unit_cache._config_bytes(paths.image_dir, "app") == file.read()
+    assert unit_cache._config_bytes(paths.image_dir, "none") is None
