@@ -27,7 +27,8 @@ from sandman.plan.lifecycle import lifecycle_plan, unknown_names
 from sandman.progress import Progress
 from sandman.units import desired as units
 from sandman.units.cache import UnitCache
-from sandman.units.desired import Canonicals, Desired
+from sandman.units.canonicals import Canonicals
+from sandman.units.desired import Desired
 
 
 def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | None = None) -> Plan:

@@ -9,7 +9,7 @@ from collections import Counter
 from sandman import output
 from sandman.paths import Paths
 from sandman.units.cache import UnitCache
-from sandman.units.desired import Canonicals
+from sandman.units.canonicals import Canonicals
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.plan.actions import DONE, PLANNED, Action, ActionKind, Change, Reason
 from sandman.plan.keys import RECREATE, is_live, live_step, repair_step
-from sandman.units.desired import Canonicals, Desired
+from sandman.units.canonicals import Canonicals
+from sandman.units.desired import Desired
 
 _BUILD_ORDER = ("slice", "network", "sandbox")
 _TARGET_KINDS = ("", "sandbox", "network", "slice")

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandman.units import snapshot
-from sandman.units.desired import Canonical, Canonicals, Desired
+from sandman.units.canonicals import Canonical, Canonicals
 from sandman.units.snapshot import Snapshot
 
 CACHE_VERSION = 1
@@ -46,8 +46,9 @@ _CODE = (
     "syscall_table.py",
 )
 
-if TYPE_CHECKING:  # the image configs' module loads only when units are loaded
+if TYPE_CHECKING:  # these load only when units are loaded
     from sandman.images.config import ImageConfig
+    from sandman.units.desired import Desired
 
 Sticky = Mapping[str, tuple[str | None, str | None]]
 
@@ -169,18 +170,17 @@ def _code_hash() -> str:
 
 
 def _pydantic_release() -> str:
-    """pydantic's version file, read without importing pydantic (pydantic pins pydantic-core)."""
-    import importlib.util
+    """pydantic's version file, found as the import system would find the package (without
+    importing it, or importlib.util: 4 ms of a cached validate); pydantic pins pydantic-core."""
+    import sys
 
-    spec = importlib.util.find_spec("pydantic")
-    if spec is None or not spec.submodule_search_locations:
-        return "none"
-    path = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    except OSError:
-        return "unreadable"
+    for entry in sys.path:
+        try:
+            with open(os.path.join(entry or ".", "pydantic", "version.py"), "rb") as handle:
+                return hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            continue
+    return "none"
 
 
 def _private(info: os.stat_result) -> bool:

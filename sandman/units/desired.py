@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING, Any
 
+from sandman.units.canonicals import Canonical, Canonicals
+
 if TYPE_CHECKING:  # destroy and status use these classes without loading units, or pydantic
     from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
 
@@ -178,30 +180,3 @@ def _canonical_of(
     | Mapping[str, DesiredSlice],
 ) -> dict[str, Canonical]:
     return {name: Canonical(item.file, item.canonical()) for name, item in objects.items()}
-
-
-@dataclass(frozen=True)
-class Canonical:
-    """One declared object as the planner compares it: its unit file and canonical form."""
-
-    file: str
-    form: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Canonicals:
-    """The desired state as the planner sees it, each object's canonical form by kind and name:
-    made from a Desired, or read back from the unit cache (units/cache.py) without loading a
-    unit model, so that a no-op apply and a repeated validate need no pydantic."""
-
-    tag: str
-    sandboxes: dict[str, Canonical] = field(default_factory=dict)
-    networks: dict[str, Canonical] = field(default_factory=dict)
-    slices: dict[str, Canonical] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    def of_kind(self, kind: str) -> dict[str, Canonical]:
-        return {"sandbox": self.sandboxes, "network": self.networks, "slice": self.slices}[kind]
-
-    def names(self, kind: str) -> set[str]:
-        return set(self.of_kind(kind))

@@ -17,7 +17,7 @@ from sandman.images.config import ImageConfig, config_path, configs_in
 from sandman.paths import Paths
 from sandman.units import cache as unit_cache
 from sandman.units.cache import Sticky, UnitCache
-from sandman.units.desired import Canonicals
+from sandman.units.canonicals import Canonicals
 from sandman.units.read import read_units
 
 WEB = '[sandbox]\ncommand = ["/bin/sleep", "100"]\n[rootfs]\nimage = "app"\n'
@@ -251,3 +251,12 @@ def test_the_cache_reads_the_config_file_the_images_module_names(paths: Paths) -
     with open(config_path(paths.image_dir, "app"), "rb") as file:
         assert unit_cache._config_bytes(paths.image_dir, "app") == file.read()
     assert unit_cache._config_bytes(paths.image_dir, "none") is None
+
+
+def test_the_key_names_the_pydantic_that_validates() -> None:
+    import hashlib
+
+    import pydantic.version
+
+    with open(pydantic.version.__file__, "rb") as file:
+        assert unit_cache._pydantic_release() == hashlib.sha256(file.read()).hexdigest()
