@@ -3,9 +3,9 @@ the bare pydantic import (the issue's yardstick), and which modules the load pat
 
 Whole processes, interleaved: `python -c pass` (the floor), `from pydantic import BaseModel`,
 `sandman --help`, `validate DIR` answered from the unit cache (DIR unchanged), `validate DIR`
-loading every unit (no cache: DIR changed) and `plan DIR` against an empty state dir. Then the imports of
-`validate` by package (`python -X importtime`), and whether validate and plan stay off pyroute2
-and sandman.kernel (and `--help` off pydantic).
+loading every unit (no cache: DIR changed) and `plan DIR` against an empty state dir. Then the
+imports of `validate` by package (`python -X importtime`), and whether validate and plan stay
+off pyroute2 and sandman.kernel (and `--help` off pydantic).
 """
 
 from __future__ import annotations
