@@ -24,6 +24,8 @@ def measure(session: Session) -> None:
     units, state = os.path.join(session.workdir, "units"), os.path.join(session.workdir, "state")
     os.mkdir(state)
     sandboxes = generate(units, args.units)
+    session.image()
+    images = session.images
     # validate keeps the units it resolved in the unit cache of its state dir (a run as root, as
     # here): DIR unchanged since the last run is the issue's figure, and a state dir that cannot
     # hold the cache (it does not exist) gives the run of a changed DIR.
@@ -31,7 +33,8 @@ def measure(session: Session) -> None:
         "--help": ("--help",),
         "validate DIR": ("validate", units, "--state-dir", state),
         "validate DIR, changed": ("validate", units, "--state-dir", os.path.join(state, "none")),
-        "plan DIR --state-dir EMPTY": ("plan", units, "--state-dir", state),
+        # plan's preflight wants the units' image: the work dir's, not the host's default dir
+        "plan DIR --state-dir EMPTY": ("plan", units, "--state-dir", state, "--image-dir", images),
     }
     trials = [
         session.command("python -c pass", (py, "-c", "pass")),
