@@ -64,7 +64,8 @@ class UnitCache:
         self._configs: dict[str, ImageConfig | None] = {}
         self._dir = os.path.join(state_dir, "cache")
         slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
-        self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.json"
+        # JSON, but not named `.json`: nothing that reads the state dir's records takes it for one
+        self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.cache"
         self.snapshot = snapshot.take(directory)
         self.key = (
             None
@@ -132,7 +133,10 @@ def _key(
             hashed.update(data)
 
     add(str(CACHE_VERSION), _code_hash(), directory, tag, os.path.abspath(image_dir))
-    add(json.dumps(None if sticky is None else sorted(sticky.items())))
+    # A sandbox kept without addresses resolves as one not kept (addresses.Allocator._keep):
+    # leaving those out, the apply after the one that made sandboxes without a network hits.
+    kept = sorted((name, list(pair)) for name, pair in (sticky or {}).items() if any(pair))
+    add(json.dumps(kept))
     for entry in snapshot.entries:
         add(entry)
         if entry in snapshot.files:

@@ -158,6 +158,7 @@ def test_kept_addresses_the_tag_and_the_code_are_in_the_key(
     assert hit == _fresh(paths, sticky)
     assert hit is not None and hit.sandboxes["app"].form["resolved"]["address"] == "10.9.0.7/24"
     assert _cache(paths, {"app": ("10.9.0.8/24", None)}).lookup() is None
+    assert _cache(paths, {"app": ("10.9.0.7/24", "fd00::7/64")}).lookup() is None
     assert _cache(paths, None).lookup() is None  # validate's entry is not apply's
     other_tag = UnitCache(paths.state_dir, paths.image_dir, _units(paths), "other", sticky)
     assert other_tag.lookup() is None
@@ -260,3 +261,12 @@ def test_the_key_names_the_pydantic_that_validates() -> None:
 
     with open(pydantic.version.__file__, "rb") as file:
         assert unit_cache._pydantic_release() == hashlib.sha256(file.read()).hexdigest()
+
+
+def test_a_sandbox_kept_without_addresses_is_one_not_kept(paths: Paths) -> None:
+    """What `auto` keeps of a sandbox without a network is nothing: the same resolution, the
+    same key, so the apply after the one that made it is a hit."""
+    sticky: Sticky = {"web": (None, None)}
+    cache = _cache(paths, {})
+    cache.store(read_units(_units(paths), paths.tag, sticky={}, images=cache.images))
+    assert _cache(paths, sticky).lookup() == _fresh(paths, sticky) == _fresh(paths, {})
