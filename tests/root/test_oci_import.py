@@ -29,10 +29,13 @@ __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 
 TOOLS = ("podman", "skopeo", "umoci", "runc")
 # podman's defaults fail on this kind of host without CAP_SYS_RESOURCE (its nofile ulimit).
+# runc runs the build's one RUN step: Debian's podman takes crun where it is installed, and crun
+# refuses a hybrid host whose cgroup2 offers any controller (here hugetlb, bound to no v1 tree).
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]
 cgroup_manager = "cgroupfs"
+runtime = "runc"
 """
 # The second layer: a whiteout (/etc/motd), a directory removed and made anew (/opt/old: an
 # opaque directory in the layer), a new file, and the config a sandbox runs.
