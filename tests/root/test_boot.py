@@ -29,7 +29,9 @@ echo "booted as pid $$"
 trap 'echo "halting on SIGRTMIN+3"; exit 0' 37
 while true; do sleep 1 & wait $!; done
 """
-LONG_TIMEOUT = 30
+# A stop that waits stop_timeout out takes at least this long, so a stop well inside it ended by
+# the signal; half of it is the bound, since an emulated guest (tests/vm) is slow: 10 s there.
+LONG_TIMEOUT = 120
 
 
 def boot_image(sm: Sandman, name: str, machine_id: str | None = None) -> str:
@@ -119,7 +121,7 @@ def test_a_booted_init_gets_what_nspawn_gives_and_keeps_its_machine_id(sm: Sandm
     # Stopped by its stop signal, SIGRTMIN+3, on which it ends cleanly, well inside stop_timeout.
     began = time.monotonic()
     assert sm.run("stop", "os").code == 0
-    assert time.monotonic() - began < LONG_TIMEOUT / 3
+    assert time.monotonic() - began < LONG_TIMEOUT / 2
     assert "halting on SIGRTMIN+3" in log.read_text()
     if KERNEL_KEEPS_EXITS:
         assert sm.status_of("os")["exit"]["code"] == 0

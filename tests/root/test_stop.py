@@ -85,8 +85,9 @@ def test_an_init_reading_signals_through_a_signalfd_gets_sigterm(
     assert sm.gone("booted") == []
 
 
-# Far longer than any stop should take: a stop that waits it out, or a kill at its end, fails.
-LONG_TIMEOUT = 30
+# A stop that waits stop_timeout out takes at least this long, so a stop well inside it ended by
+# the signal; half of it is the bound, since an emulated guest (tests/vm) is slow: 10 s there.
+LONG_TIMEOUT = 120
 
 
 def probe_unit(init_dir: Path, *args: str, sandbox: str = "") -> str:
@@ -122,7 +123,7 @@ def test_a_stop_signal_reaches_a_signalfd_init_which_ends_by_it(
     result = sm.run("stop", "halting")
     took = time.monotonic() - began
     assert result.code == 0, result
-    assert took < LONG_TIMEOUT / 3, f"the stop took {took:.1f} s"
+    assert took < LONG_TIMEOUT / 2, f"the stop took {took:.1f} s"
     assert f"got signal {rtmin3}, shutting down" in log.read_text()
     assert procs.start_time(pid) is None  # gone, or a zombie the host's init has yet to reap
     status = sm.status_of("halting")
@@ -151,7 +152,7 @@ def test_an_init_the_signal_does_not_reach_is_killed_at_once(
     result = sm.run("stop", "deaf")
     took = time.monotonic() - began
     assert result.code == 0, result
-    assert took < LONG_TIMEOUT / 3, f"the stop took {took:.1f} s"
+    assert took < LONG_TIMEOUT / 2, f"the stop took {took:.1f} s"
     assert "got signal" not in log.read_text()
     if KERNEL_KEEPS_EXITS:
         assert sm.status_of("deaf")["exit"]["signal"] == "SIGKILL"
