@@ -6,6 +6,7 @@ the sandbox."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import struct
@@ -155,3 +156,24 @@ def test_console_of_a_sandbox_that_does_not_boot_is_refused(sm: Sandman) -> None
     sm.apply()
     result = console(sm, "plain", "")
     assert result.returncode == 2 and "boot = true" in result.stderr, result
+
+
+def test_a_killed_keeper_is_drift_repaired_by_a_recreate(sm: Sandman, talking: str) -> None:
+    """The keeper's PID is in the record (checked against the socket's peer); killed, status and
+    plan show the console as drift and apply makes the sandbox anew with a new keeper."""
+    keeper = keeper_pid(sm, talking)
+    runtime = sm.runtime(talking)
+    assert runtime["keeper_pid"] == keeper and runtime["keeper_start_time"] > 0
+    old = sm.init(talking)
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: not base.alive(keeper, runtime["keeper_start_time"]), "the keeper to die")
+    gone = f"console: expected kept by pid {keeper}, found no keeper"
+    assert sm.status_of(talking)["drift"] == [gone]
+    planned = sm.run("plan", str(sm.units)).out
+    assert f"-/+ sandbox/{talking}: recreate (drift: {gone})" in planned, planned
+    assert "1 recreated" in sm.apply().out
+    new = sm.init(talking)
+    assert new != old and base.alive(*new)
+    assert keeper_pid(sm, talking) == sm.runtime(talking)["keeper_pid"] != keeper
+    assert "got: again" in console(sm, talking, "again\n").stdout
+    assert "No changes" in sm.apply().out
