@@ -177,3 +177,24 @@ def test_a_killed_keeper_is_drift_repaired_by_a_recreate(sm: Sandman, talking: s
     assert keeper_pid(sm, talking) == sm.runtime(talking)["keeper_pid"] != keeper
     assert "got: again" in console(sm, talking, "again\n").stdout
     assert "No changes" in sm.apply().out
+
+
+def test_a_flood_of_escapes_on_the_console_is_drained_and_stays_off_apply_s_terminal(
+    sm: Sandman, talking: str
+) -> None:
+    """The attack from inside: 4 MB of terminal escapes written to /dev/console (far beyond a
+    pty's buffer) finish, since the keeper drains the master with no client attached; the init
+    still answers; the bytes go to the log, never to the output of an apply that starts a
+    booted sandbox."""
+    line = r"printf '\033]0;owned\007\033[2J%1000s\n' x"
+    flood = f"i=0; while [ $i -lt 4096 ]; do {line}; i=$((i+1)); done"
+    sm.sh(talking, f"({flood}) > /dev/console; echo flood-done > /dev/console")
+    wait_for(lambda: "flood-done" in (sm.log_dir / "os.log").read_text(), "the flood logged")
+    assert "got: after" in console(sm, talking, "after\n").stdout
+    sm.destroy(talking)
+    sm.write("os2", (sm.units / "os.sandbox.toml").read_text())
+    sm.remove("os")
+    started = sm.apply()
+    wait_for(lambda: "console says hello" in (sm.log_dir / "os2.log").read_text(), "the greeting")
+    # The greeting is printed while apply runs: its output has neither that nor escapes.
+    assert "\033" not in started.out + started.err and "console says" not in started.out
