@@ -198,3 +198,20 @@ def test_a_flood_of_escapes_on_the_console_is_drained_and_stays_off_apply_s_term
     wait_for(lambda: "console says hello" in (sm.log_dir / "os2.log").read_text(), "the greeting")
     # The greeting is printed while apply runs: its output has neither that nor escapes.
     assert "\033" not in started.out + started.err and "console says" not in started.out
+
+
+def test_the_keeper_holds_the_master_of_the_sandbox_s_console(sm: Sandman, talking: str) -> None:
+    """From outside: one of the keeper's fds is a ptmx of the sandbox's devpts (not the host's)
+    whose pty (fdinfo's tty-index) is the one bound on /dev/console inside."""
+    keeper = keeper_pid(sm, talking)
+    init = sm.running_init(talking)
+    console_rdev = os.stat(f"/proc/{init}/root/dev/console").st_rdev
+    sandbox_devpts = os.stat(f"/proc/{init}/root/dev/pts/ptmx").st_dev
+    masters = []
+    for fd in os.listdir(f"/proc/{keeper}/fd"):
+        info = Path(f"/proc/{keeper}/fdinfo/{fd}").read_text()
+        index = [line.split()[1] for line in info.splitlines() if line.startswith("tty-index:")]
+        if index:
+            masters.append((int(index[0]), os.stat(f"/proc/{keeper}/fd/{fd}").st_dev))
+    assert masters == [(os.minor(console_rdev), sandbox_devpts)], masters
+    assert sandbox_devpts != os.stat("/dev/pts/ptmx").st_dev
