@@ -215,3 +215,14 @@ def test_the_keeper_holds_the_master_of_the_sandbox_s_console(sm: Sandman, talki
             masters.append((int(index[0]), os.stat(f"/proc/{keeper}/fd/{fd}").st_dev))
     assert masters == [(os.minor(console_rdev), sandbox_devpts)], masters
     assert sandbox_devpts != os.stat("/dev/pts/ptmx").st_dev
+
+
+def test_stop_ends_the_keeper_and_start_records_a_new_one(sm: Sandman, talking: str) -> None:
+    keeper = keeper_pid(sm, talking)
+    sm.run("stop", talking)
+    wait_for(lambda: not os.path.exists(f"/proc/{keeper}"), "the keeper to end with the stop")
+    assert "keeper_pid" not in sm.runtime(talking) and not socket_path(sm, talking).exists()
+    sm.run("start", talking)
+    again = keeper_pid(sm, talking)
+    assert again != keeper and sm.runtime(talking)["keeper_pid"] == again
+    assert "got: back" in console(sm, talking, "back\n").stdout
