@@ -34,7 +34,8 @@ EXPECTED = (
     ("noop_apply_validate", "scale"), ("status_100", "scale"), ("memory", "spawn"),
     ("daemon_rss", "daemon"), ("daemon_new_unit", "daemon"), ("teardown_100_net", "scale"),
     ("net_teardown", "netscale"), ("imports_status", "scale"), ("imports_validate", "scale"),
-    ("validate", "load"), ("spawn_path_bind", "spawn_path"), ("status_cli", "status"),
+    ("imports_noop_apply", "scale"), ("validate", "load"), ("validate_changed", "load"),
+    ("spawn_path_bind", "spawn_path"), ("status_cli", "status"),
     ("net_dumps", "netscale"), ("imports_other", "scale"), ("linear_apply", "linear"),
     ("linear_status", "linear"), ("linear_noop_apply", "linear"), ("linear_destroy", "linear"),
 )  # fmt: skip

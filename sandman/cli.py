@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import Any, TypeAlias, cast
 
 from sandman import __version__
 
@@ -29,8 +30,37 @@ _EPILOG = (
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter with the terminal's width found without `shutil`, which argparse
+    imports for it (with bz2, lzma and fnmatch: about 4 ms) at every add_argument, so on every
+    command; the same sources as shutil.get_terminal_size: COLUMNS, the terminal, 80."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2)
+
+
+def _columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns or 80) if stdout else 80
+    except (ValueError, OSError):
+        return 80
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Every parser of the command line, with _Formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def _path_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _ArgumentParser(add_help=False)
     group = common.add_argument_group("paths")
     group.add_argument(
         "--state-dir", metavar="DIR", help="records of what was applied (default /run/sandman)"
@@ -61,8 +91,11 @@ def build_parser(exec_remainder: bool = True, only: str | None = None) -> _Parse
         epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"sandman {__version__}")
-    verbs = parser.add_subparsers(
-        dest="verb", metavar="VERB", required=True, parser_class=argparse.ArgumentParser
+    verbs = cast(
+        "_Verbs",
+        parser.add_subparsers(
+            dest="verb", metavar="VERB", required=True, parser_class=_ArgumentParser
+        ),
     )
     parser.verbs = verbs
     paths = _path_options()
@@ -72,7 +105,7 @@ def build_parser(exec_remainder: bool = True, only: str | None = None) -> _Parse
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(_ArgumentParser):
     """The top-level parser, which knows its verbs' parsers: an argument a verb does not know
     is reported with that verb's usage, not the top-level one."""
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sandman.apply.applier import apply
-from sandman.apply.context import ApplyContext
 from sandman.apply.lock import state_lock
-from sandman.apply.orphans import sweep_cgroups
 from sandman.errors import StateError, UnitError, UsageError
 from sandman.images.config import configs_in
 from sandman.observe.facts import ActualState
@@ -26,25 +23,60 @@ from sandman.plan.diff import Plan, destroy_plan, destroy_problems, plan, target
 from sandman.plan.lifecycle import lifecycle_plan, unknown_names
 from sandman.progress import Progress
 from sandman.units import desired as units
+from sandman.units.cache import UnitCache
+from sandman.units.canonicals import Canonicals
 from sandman.units.desired import Desired
-from sandman.units.read import read_units
 
 
 def preview(paths: Paths, directory: str, *, prune: bool = True, target: str | None = None) -> Plan:
     """What `reconcile` would do now; reads only, takes no lock."""
     actual = gather(paths.state_dir, orphans=prune)
-    desired = desired_state(paths, directory, actual)
+    cache = _cache(paths, directory, actual)
+    unchanged = _cached_no_op(cache, actual, prune, target)
+    if unchanged is not None:
+        return unchanged
+    desired = desired_state(paths, directory, actual, cache)
     result = plan(desired, actual, prune=prune)
     result = targeted(result, desired, target) if target else result
     _preflight(paths, desired, result)
     return result
 
 
-def desired_state(paths: Paths, directory: str, actual: ActualState | None = None) -> Desired:
+def desired_state(
+    paths: Paths,
+    directory: str,
+    actual: ActualState | None = None,
+    cache: UnitCache | None = None,
+) -> Desired:
     """The units of DIRECTORY resolved: addresses kept as ACTUAL has them, and what a sandbox
-    leaves out taken from the config of the container image it runs on."""
+    leaves out taken from the config of the container image it runs on. Kept in CACHE."""
+    from sandman.units.read import read_units  # pydantic: only when the cache cannot answer
+
     sticky = actual.addresses() if actual is not None else None
-    return read_units(directory, paths.tag, sticky=sticky, images=configs_in(paths.image_dir))
+    images = cache.images if cache is not None else configs_in(paths.image_dir)
+    snapshot = None if cache is None else cache.snapshot
+    desired = read_units(directory, paths.tag, sticky=sticky, images=images, snapshot=snapshot)
+    if cache is not None:
+        cache.store(desired)
+    return desired
+
+
+def _cache(paths: Paths, directory: str, actual: ActualState) -> UnitCache:
+    return UnitCache(paths.state_dir, paths.image_dir, directory, paths.tag, actual.addresses())
+
+
+def _cached_no_op(
+    cache: UnitCache, actual: ActualState, prune: bool, target: str | None
+) -> Plan | None:
+    """The empty plan when the unit cache knows the directory and the host matches it; None
+    when the units must be loaded (a miss, or something to do: apply needs the models)."""
+    if target is not None:
+        return None
+    view: Canonicals | None = cache.lookup()
+    if view is None:
+        return None
+    result = plan(view, actual, prune=prune)
+    return None if result.actions else result
 
 
 def _preflight(paths: Paths, desired: Desired, result: Plan) -> None:
@@ -79,7 +111,13 @@ def reconcile(
     after the actions that do not depend on it have run."""
     with state_lock(paths.state_dir, wait=wait, on_wait=on_wait):
         actual = gather(paths.state_dir, orphans=prune)
-        desired = desired_state(paths, directory, actual)
+        cache = _cache(paths, directory, actual)
+        unchanged = _cached_no_op(cache, actual, prune, target)
+        if unchanged is not None:
+            for warning in unchanged.warnings:
+                progress.note(f"warning: {warning}")
+            return unchanged
+        desired = desired_state(paths, directory, actual, cache)
         for warning in desired.warnings:
             progress.note(f"warning: {warning}")
         result = plan(desired, actual, prune=prune)
@@ -87,8 +125,25 @@ def reconcile(
             result = targeted(result, desired, target)
         _preflight(paths, desired, result)
         if result.actions:
-            apply(ApplyContext(paths, desired, actual, progress), result)
+            _carry_out(paths, desired, actual, progress, result)
         return result
+
+
+def _carry_out(
+    paths: Paths, desired: Desired, actual: ActualState, progress: Progress, result: Plan | None
+) -> None:
+    """RESULT's actions (None: only sweep the instance's empty cgroups). The applier, and the
+    kernel modules it drives, are imported here alone: a no-op apply, what a daemon runs most,
+    never loads them (a third of its imports)."""
+    from sandman.apply.applier import apply
+    from sandman.apply.context import ApplyContext
+    from sandman.apply.orphans import sweep_cgroups
+
+    ctx = ApplyContext(paths, desired, actual, progress)
+    if result is None:
+        sweep_cgroups(ctx)
+    else:
+        apply(ctx, result)
 
 
 def destroy(
@@ -110,11 +165,7 @@ def destroy(
         if problems:
             raise UsageError("; ".join(problems))
         result = destroy_plan(actual, wanted)
-        ctx = ApplyContext(paths, Desired(paths.tag), actual, progress)
-        if result.actions:
-            apply(ctx, result)
-        else:
-            sweep_cgroups(ctx)
+        _carry_out(paths, Desired(paths.tag), actual, progress, result if result.actions else None)
         return result
 
 
@@ -144,9 +195,9 @@ def lifecycle(
         if result.actions:
             desired = recorded(paths, actual)
             _preflight(paths, desired, result)
-            apply(ApplyContext(paths, desired, actual, progress), result)
+            _carry_out(paths, desired, actual, progress, result)
         else:  # what a stop cut short after its last record leaves: the empty cgroups
-            sweep_cgroups(ApplyContext(paths, Desired(paths.tag), actual, progress))
+            _carry_out(paths, Desired(paths.tag), actual, progress, None)
         return result
 
 

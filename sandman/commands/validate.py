@@ -7,14 +7,14 @@ import sys
 from collections import Counter
 
 from sandman import output
-from sandman.images.config import configs_in
 from sandman.paths import Paths
-from sandman.units.read import read_units
+from sandman.units.cache import UnitCache
+from sandman.units.canonicals import Canonicals
 
 
 def run(args: argparse.Namespace) -> int:
     paths = Paths.resolve(args.state_dir, args.image_dir, args.log_dir)
-    desired = read_units(args.directory, paths.tag, images=configs_in(paths.image_dir))
+    desired = _desired(paths, args.directory)
     counts = Counter(
         {
             "sandbox": len(desired.sandboxes),
@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
         }
     )
     from_image = {
-        f"sandbox/{name}": [f"sandbox.{key}" for key in sandbox.from_image]
+        f"sandbox/{name}": [f"sandbox.{key}" for key in keys]
         for name, sandbox in sorted(desired.sandboxes.items())
-        if sandbox.from_image
+        if (keys := sandbox.form["resolved"].get("from_image"))
     }
     if args.json:
         report = {"valid": True, "directory": args.directory, "units": dict(counts)}
@@ -41,3 +41,17 @@ def run(args: argparse.Namespace) -> int:
         for name, keys in from_image.items():
             sys.stdout.write(f"{name}: {', '.join(keys)} from its image's config\n")
     return 0
+
+
+def _desired(paths: Paths, directory: str) -> Canonicals:
+    """The units resolved, from the unit cache when nothing they depend on changed since a
+    validate as root last loaded them without a problem (units/cache.py)."""
+    cache = UnitCache(paths.state_dir, paths.image_dir, directory, paths.tag, None)
+    cached = cache.lookup()
+    if cached is not None:
+        return cached
+    from sandman.units.read import read_units  # pydantic: only when the cache cannot answer
+
+    desired = read_units(directory, paths.tag, images=cache.images, snapshot=cache.snapshot)
+    cache.store(desired)
+    return desired.canonicals()

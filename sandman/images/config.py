@@ -47,9 +47,17 @@ def image_config(image_dir: str, name: str) -> ImageConfig | None:
     """What the container image NAME was imported from says a container runs; None for an
     image that is no container image's (or whose config cannot be read)."""
     try:
-        with open(config_path(image_dir, name), encoding="utf-8") as file:
-            return ImageConfig.from_json(json.load(file))
-    except (OSError, ValueError, TypeError, AttributeError):
+        with open(config_path(image_dir, name), "rb") as file:
+            return config_of(file.read())
+    except OSError:
+        return None
+
+
+def config_of(data: bytes) -> ImageConfig | None:
+    """The config a sidecar file's bytes say; None for bytes that say none."""
+    try:
+        return ImageConfig.from_json(json.loads(data))
+    except (ValueError, TypeError, AttributeError):
         return None
 
 

@@ -7,6 +7,7 @@ nested attributes). Registers: NFT_REG_1 (128 bits) holds what is compared, NFT_
 
 from __future__ import annotations
 
+import functools
 import struct
 from ipaddress import IPv4Network, IPv6Network
 
@@ -37,6 +38,11 @@ def value(attribute: int, raw: bytes) -> bytes:
     return nest(attribute, nla(NFTA_DATA_VALUE, raw))
 
 
+# Expressions that recur in every sandbox's rules (the same header fields, the same compares)
+# are encoded once per process: observe encodes each sandbox's expected rules to compare with
+# the dump, and status of 100 sandboxes encoded the same few thousand times. Bounded where a
+# value is a sandbox's own (its MAC, address, chain), so a long-lived daemon does not grow.
+@functools.lru_cache(maxsize=4096)
 def cmp(raw: bytes, op: int = CMP_EQ) -> bytes:
     return expr("cmp", nla(1, be32(REG_1)), nla(2, be32(op)), value(3, raw))  # SREG, OP, DATA
 
@@ -45,6 +51,7 @@ def meta(key: int, raw: bytes, op: int = CMP_EQ) -> list[bytes]:
     return [expr("meta", nla(1, be32(REG_1)), nla(2, be32(key))), cmp(raw, op)]  # DREG, KEY
 
 
+@functools.cache
 def payload(base: int, offset: int, length: int) -> bytes:
     return expr(
         "payload", *(nla(i, be32(v)) for i, v in enumerate((REG_1, base, offset, length), 1))
@@ -97,11 +104,16 @@ def ct_any(key: int, mask: int) -> list[bytes]:
 
 
 def verdict(code: int, chain: str | None = None) -> list[bytes]:
+    return [_verdict(code, chain)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _verdict(code: int, chain: str | None) -> bytes:
     inner = nla(NFTA_VERDICT_CODE, be32(code))
     if chain is not None:
         inner += nla(NFTA_VERDICT_CHAIN, asciiz(chain))
     data = nest(2, nest(NFTA_DATA_VERDICT, inner))  # NFTA_IMMEDIATE_DATA
-    return [expr("immediate", nla(1, be32(REG_VERDICT)), data)]
+    return expr("immediate", nla(1, be32(REG_VERDICT)), data)
 
 
 def drop() -> list[bytes]:

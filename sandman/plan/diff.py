@@ -17,6 +17,7 @@ from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
 from sandman.plan.actions import DONE, PLANNED, Action, ActionKind, Change, Reason
 from sandman.plan.keys import RECREATE, is_live, live_step, repair_step
+from sandman.units.canonicals import Canonicals
 from sandman.units.desired import Desired
 
 _BUILD_ORDER = ("slice", "network", "sandbox")
@@ -45,12 +46,15 @@ class Plan:
         return ", ".join(f"{n} {DONE[kind]}" for kind, n in self.summary().items() if n)
 
 
-def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
+def plan(state: Desired | Canonicals, actual: ActualState, prune: bool = True) -> Plan:
+    """The plan from the canonical forms alone: the same from a Desired and from the unit
+    cache's Canonicals of it."""
+    desired = state.canonicals() if isinstance(state, Desired) else state
     build: list[Action] = []
     for kind in _BUILD_ORDER:
         for name, canonical in _desired_of(desired, kind):
             action = _action_for(kind, name, canonical, actual) or _follow(
-                desired, actual, build, kind, name
+                canonical, build, actual.records.get((kind, name)), kind, name
             )
             if action is not None:
                 build.append(action)
@@ -71,17 +75,18 @@ def plan(desired: Desired, actual: ActualState, prune: bool = True) -> Plan:
     )
 
 
-def _desired_of(desired: Desired, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if kind == "slice":
-        ordered = sorted(desired.slices.values(), key=lambda s: (len(s.path), s.name))
-        for item in ordered:
-            yield item.name, item.canonical()
-    elif kind == "network":
-        for name in sorted(desired.networks):
-            yield name, desired.networks[name].canonical()
+def _desired_of(desired: Canonicals, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    objects = desired.of_kind(kind)
+    if kind == "slice":  # parents first: a slice's path runs from the root slice to it
+        for name in sorted(objects, key=lambda n: (_slice_depth(objects[n].form), n)):
+            yield name, objects[name].form
     else:
-        for name in sorted(desired.sandboxes):
-            yield name, desired.sandboxes[name].canonical()
+        for name in sorted(objects):
+            yield name, objects[name].form
+
+
+def _slice_depth(canonical: dict[str, Any]) -> int:
+    return len(str(canonical["resolved"]["path"]).split("/"))
 
 
 def _action_for(
@@ -129,18 +134,17 @@ def _stopped_action(
 
 
 def _follow(
-    desired: Desired, actual: ActualState, build: list[Action], kind: str, name: str
+    canonical: dict[str, Any], build: list[Action], record: Record | None, kind: str, name: str
 ) -> Action | None:
     """A sandbox whose network is made anew is made anew too: its veth hung on the old bridge.
     A stopped one has no veth, and stays stopped."""
-    record = actual.records.get((kind, name))
     if kind != "sandbox" or (record is not None and record.stopped):
         return None
-    network = desired.sandboxes[name].unit.network
-    if network is None:
+    network = canonical.get("network")
+    if not network:
         return None
     for action in build:
-        if action.object == f"network/{network.attach}" and action.kind == "recreate":
+        if action.object == f"network/{network['attach']}" and action.kind == "recreate":
             return Action(
                 "recreate", kind, name, "cannot_update_in_place", requires_recreate=(action.object,)
             )
@@ -227,7 +231,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _destroys(desired: Desired, actual: ActualState, kind: str) -> Iterator[Action]:
+def _destroys(desired: Canonicals, actual: ActualState, kind: str) -> Iterator[Action]:
     declared = desired.names(kind)
     gone = [r for r in actual.of_kind(kind).values() if r.name not in declared]
     yield from _destroy_in_order(gone, kind, "unit_removed")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING, Any
 
+from sandman.units.canonicals import Canonical, Canonicals
+
 if TYPE_CHECKING:  # destroy and status use these classes without loading units, or pydantic
     from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
 
@@ -160,3 +162,21 @@ class Desired:
         if kind == "sandbox":
             return set(self.sandboxes)
         return set(self.networks) if kind == "network" else set(self.slices)
+
+    def canonicals(self) -> Canonicals:
+        """What the planner compares of this state (and what the unit cache keeps)."""
+        return Canonicals(
+            self.tag,
+            sandboxes=_canonical_of(self.sandboxes),
+            networks=_canonical_of(self.networks),
+            slices=_canonical_of(self.slices),
+            warnings=self.warnings,
+        )
+
+
+def _canonical_of(
+    objects: Mapping[str, DesiredSandbox]
+    | Mapping[str, DesiredNetwork]
+    | Mapping[str, DesiredSlice],
+) -> dict[str, Canonical]:
+    return {name: Canonical(item.file, item.canonical()) for name, item in objects.items()}

@@ -22,12 +22,12 @@ from sandman.units import messages
 from sandman.units.locate import KeyLines, Path, dotted
 from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
 from sandman.units.scalars import INT64_MAX, NAME_MAX, NAME_RE, is_int
+from sandman.units.snapshot import MAX_UNIT_BYTES, Snapshot, is_unit_file
 
 # Only a long run of (hex) digits or underscores can spell an integer beyond 64 bits: documents
 # without one skip the walk.
 _LONG_NUMBER = re.compile(r"[0-9A-Fa-f_]{16,}")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_MAX_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,13 @@ def slice_model(unit: UnitFile) -> SliceUnit:
     return unit.model
 
 
-def read_directory(directory: str) -> UnitSet:
-    """Parse and validate every `NAME.KIND.toml` in `directory` (cross-unit checks come after)."""
+def read_directory(directory: str, snapshot: Snapshot | None = None) -> UnitSet:
+    """Parse and validate every `NAME.KIND.toml` in `directory` (cross-unit checks come after).
+    SNAPSHOT: the directory's entries and unit files' bytes as the unit cache read and hashed
+    them, loaded instead of reading again, so that what a cache entry keys is what it holds."""
     units = UnitSet()
     try:
-        entries = sorted(os.listdir(directory))
+        entries = sorted(os.listdir(directory)) if snapshot is None else list(snapshot.entries)
     except FileNotFoundError:
         raise UnitError(
             [_dir_problem(directory, "does not exist", "give the directory of your units")]
@@ -99,7 +101,7 @@ def read_directory(directory: str) -> UnitSet:
         raise UnitError(
             [_dir_problem(directory, f"cannot be read ({exc.strerror})", "check its permissions")]
         ) from None
-    files = [e for e in entries if e.endswith(".toml") and not e.startswith(".")]
+    files = [e for e in entries if is_unit_file(e)]
     units.warnings += [
         f"{os.path.join(directory, e)}: ignored, unit files end in `.toml` (lower case); "
         f"rename it to {e[: -len('.toml')]}.toml if it is a unit"
@@ -118,7 +120,7 @@ def read_directory(directory: str) -> UnitSet:
             ]
         )
     for entry in files:
-        _read_file(units, directory, entry)
+        _read_file(units, directory, entry, None if snapshot is None else snapshot.files[entry])
     return units
 
 
@@ -135,12 +137,12 @@ def _dir_problem(directory: str, message: str, hint: str) -> UnitProblem:
     return UnitProblem(directory, "", message, None, hint)
 
 
-def _read_file(units: UnitSet, directory: str, entry: str) -> None:
+def _read_file(units: UnitSet, directory: str, entry: str, raw: bytes | None) -> None:
     shown = os.path.join(directory, entry)
     name, kind = _split_name(units, shown, entry)
     if not name:
         return
-    text = _read_text(units, shown)
+    text = _read_text(units, shown, raw)
     if text is None:
         units.broken.add((kind, name))
         return
@@ -215,10 +217,11 @@ def _split_name(units: UnitSet, shown: str, entry: str) -> tuple[str, str]:
     return name, kind
 
 
-def _read_text(units: UnitSet, shown: str) -> str | None:
+def _read_text(units: UnitSet, shown: str, raw: bytes | None) -> str | None:
     try:
-        with open(shown, "rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
+        if raw is None:
+            with open(shown, "rb") as handle:
+                raw = handle.read(MAX_UNIT_BYTES + 1)
     except OSError as exc:
         units.problems.append(
             UnitProblem(
@@ -230,7 +233,7 @@ def _read_text(units: UnitSet, shown: str) -> str | None:
             )
         )
         return None
-    if len(raw) > _MAX_FILE_BYTES:
+    if len(raw) > MAX_UNIT_BYTES:
         units.problems.append(
             UnitProblem(
                 shown,

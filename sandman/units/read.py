@@ -11,14 +11,20 @@ from sandman.units.desired import Desired
 from sandman.units.image_defaults import ImageConfigs
 from sandman.units.load import read_directory
 from sandman.units.resolve import resolve
+from sandman.units.snapshot import Snapshot
 
 
 def read_units(
-    directory: str, tag: str, sticky: Sticky | None = None, images: ImageConfigs | None = None
+    directory: str,
+    tag: str,
+    sticky: Sticky | None = None,
+    images: ImageConfigs | None = None,
+    snapshot: Snapshot | None = None,
 ) -> Desired:
     """Load, validate, cross-check and resolve (a container image's config giving what a
-    sandbox on it leaves out); raises UnitError with every problem found."""
-    units = read_directory(directory)
+    sandbox on it leaves out); raises UnitError with every problem found. SNAPSHOT: the
+    directory as the unit cache read it (units/snapshot.py)."""
+    units = read_directory(directory, snapshot)
     check_each(units)
     desired = resolve(units, tag, sticky, images)
     if units.problems:

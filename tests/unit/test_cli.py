@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -78,6 +79,27 @@ def test_validate_does_not_import_kernel_side() -> None:
         check=True,
     )
     assert result.stdout.splitlines()[-1] == "IMPORTED:"
+
+
+def test_the_command_line_is_built_without_shutil(tmp_path: pathlib.Path) -> None:
+    """argparse imports shutil (bz2, lzma) for the terminal's width: cli._Formatter does not."""
+    code = (
+        "import sys; from sandman.cli import main; main(['status', '--state-dir', sys.argv[1]]);"
+        "print('IMPORTED:' + ','.join(m for m in ('shutil', 'bz2') if m in sys.modules))"
+    )
+    argv = [sys.executable, "-c", code, str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "IMPORTED:"
+
+
+def test_help_wraps_at_the_width_columns_says() -> None:
+    argv = [sys.executable, "-m", "sandman", "status", "--help"]
+    for columns in (50, 200):
+        env = {**os.environ, "COLUMNS": str(columns)}
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
+        widest = max(len(line) for line in out.splitlines())
+        assert widest <= columns - 2
+        assert (widest > 80) == (columns == 200)  # the usage on one line
 
 
 def test_exec_options_may_follow_the_name_and_the_command_keeps_its_dashes() -> None:

@@ -1,0 +1,38 @@
+"""A unit directory read once: its entries and its unit files' bytes. The unit cache hashes it
+and the loader loads it, so an entry of the cache holds what its key says, even when a file
+changes while a run loads it. Standard library only: the no-op `apply` reads through here."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+MAX_UNIT_BYTES = 1024 * 1024  # the loader's limit: a bigger file is refused, never cached
+
+
+class Snapshot(NamedTuple):
+    entries: tuple[str, ...]  # every name in the directory, sorted
+    files: dict[str, bytes]  # NAME.KIND.toml (and any other `.toml` the loader reads) -> bytes
+
+
+def is_unit_file(entry: str) -> bool:
+    """What the loader reads of a directory (units/load.py)."""
+    return entry.endswith(".toml") and not entry.startswith(".")
+
+
+def take(directory: str) -> Snapshot | None:
+    """The directory's entries and unit files; None when one cannot be read or is too big (the
+    loader reads the directory itself then, and says what is wrong)."""
+    try:
+        entries = tuple(sorted(os.listdir(directory)))
+        files = {}
+        for entry in entries:
+            if is_unit_file(entry):
+                with open(os.path.join(directory, entry), "rb") as handle:
+                    data = handle.read(MAX_UNIT_BYTES + 1)
+                if len(data) > MAX_UNIT_BYTES:
+                    return None
+                files[entry] = data
+    except OSError:
+        return None
+    return Snapshot(entries, files)

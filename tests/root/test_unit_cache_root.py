@@ -1,0 +1,85 @@
+"""The unit cache against the real host: a no-op apply answered from it loads no unit model,
+an edit that keeps the file's size and mtime still reaches the sandbox, and an entry another
+user planted is never trusted, even one that would hide an edit (units/cache.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import test_sandboxes as base
+from test_sandboxes import Sandman, sm, unit
+
+pytestmark = pytest.mark.root
+
+busybox_image = base.busybox_image
+__all__ = ["busybox_image", "sm"]  # the fixtures, used by name
+NOBODY = 65534
+
+
+def _apply_imports(sm: Sandman) -> tuple[str, str]:
+    """`sandman apply` under `python -X importtime`: its output and whether pydantic loaded."""
+    argv = sm.argv("apply", str(sm.units))
+    done = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=base.RUN_LIMIT,
+        check=True,
+    )
+    sm.note_records()
+    return done.stdout, "pydantic" if " pydantic" in done.stderr else ""
+
+
+def _entry(sm: Sandman) -> Path:
+    (entry,) = (sm.state_dir / "cache").iterdir()
+    return entry
+
+
+def _edit_keeping_times(path: Path, old: str, new: str) -> None:
+    before = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def test_a_no_op_apply_from_the_cache_and_an_edit_it_cannot_hide(sm: Sandman) -> None:
+    sm.write("cached", unit(command=["sleep", "1001"]))
+    sm.apply()
+    out, imported = _apply_imports(sm)
+    assert "No changes" in out and imported == "", "a no-op apply loaded the unit models"
+    assert _cmdline(sm.running_init("cached"))[-2:] == ["sleep", "1001"]
+
+    _edit_keeping_times(sm.units / "cached.sandbox.toml", '"1001"', '"1002"')
+    out, imported = _apply_imports(sm)
+    assert "No changes" not in out and imported == "pydantic", out
+    assert _cmdline(sm.running_init("cached"))[-2:] == ["sleep", "1002"]  # from outside
+    inside = sm.exec("cached", "cat", "/proc/1/cmdline").out  # and as the sandbox sees it
+    assert inside.split("\0")[:-1][-2:] == ["sleep", "1002"]
+
+
+def test_an_entry_another_user_planted_is_not_trusted(sm: Sandman) -> None:
+    sm.write("planted", unit(command=["sleep", "1001"]))
+    sm.apply()
+    sm.apply()
+    stale = json.loads(_entry(sm).read_text())  # says: sleep 1001, as applied
+    path = sm.units / "planted.sandbox.toml"
+    _edit_keeping_times(path, '"1001"', '"1002"')
+    sm.run("plan", str(sm.units))  # keeps the entry of the edited directory: its key
+    key = json.loads(_entry(sm).read_text())["key"]
+    # The forgery: the edited directory's key over the forms as applied, which, if believed,
+    # would make the edit a no-op. Written by root here, then given to another user.
+    forged = _entry(sm)
+    forged.write_text(json.dumps({**stale, "key": key}))
+    os.chown(forged, NOBODY, NOBODY)
+    out, imported = _apply_imports(sm)
+    assert "No changes" not in out and imported == "pydantic", out
+    assert _cmdline(sm.running_init("planted"))[-2:] == ["sleep", "1002"]
