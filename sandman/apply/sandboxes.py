@@ -187,6 +187,7 @@ def _finish(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo, started: _St
         idmap=started.idmap,
         runtime=started.runtime,
         plan=started.plan,
+        keeper=started.keeper.pid if started.keeper is not None else 0,
     )
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
@@ -473,6 +474,7 @@ def _record(
     idmap: IdMapping | None,
     runtime: str,
     plan: RootfsPlan,
+    keeper: int = 0,
 ) -> Record:
     start = procs.start_time(pid) or 0
     network = sandbox.unit.network
@@ -491,6 +493,8 @@ def _record(
         environment=dict(sandbox.unit.sandbox.environment),
         user=sandbox.unit.sandbox.user,
         bridge=None if network is None else ctx.desired.networks[network.attach].bridge,
+        keeper_pid=keeper,
+        keeper_start_time=(procs.start_time(keeper) or 0) if keeper else 0,
     )
     return record_of("sandbox", sandbox.name, sandbox.canonical(), facts, sandbox.file)
 
@@ -514,6 +518,7 @@ def destroy(
         if runtime.cgroup is not None:
             _remove_cgroup(ctx, runtime.cgroup)
             faults.step(f"sandbox/{record.name}: cgroup removed")
+        _end_keeper(runtime)
         status = ending.status() if ending is not None and learn_end else None
     finally:
         if ending is not None:
@@ -532,6 +537,24 @@ def _remove_cgroup(ctx: ApplyContext, cgroup: str) -> None:
     if ctx.cgroups.exists(cgroup):
         ctx.cgroups.kill(cgroup)
         ctx.cgroups.remove(cgroup)
+
+
+def _end_keeper(runtime: Runtime) -> None:
+    """The console keeper ends with its init by itself; one still there (the init's end not
+    yet seen, or an init that never ended) is ended by the PID recorded: a pidfd opened first,
+    then the start time compared, so a recycled PID is never signalled."""
+    if not runtime.keeper_pid:
+        return
+    try:
+        pidfd = sc.pidfd_open(runtime.keeper_pid)
+    except OSError:
+        return  # gone already
+    try:
+        if procs.is_running(runtime.keeper_pid, runtime.keeper_start_time):
+            with contextlib.suppress(OSError):
+                sc.pidfd_send_signal(pidfd, signal.SIGTERM)
+    finally:
+        os.close(pidfd)
 
 
 def _kill(pid: int) -> None:

@@ -62,6 +62,8 @@ def _ended(runtime: Runtime, stopped: bool) -> Runtime:
     return runtime._replace(
         pid=0,
         start_time=0,
+        keeper_pid=0,
+        keeper_start_time=0,
         namespaces={},
         cgroup=None,
         runtime_dir=None,

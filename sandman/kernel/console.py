@@ -48,6 +48,7 @@ class Keeper:
     pid: int
     init_end: int
     pid_pipe: int
+    ready_pipe: int = -1  # EOF (or a byte) once the keeper listens: `console` then connects
 
     def release_init_end(self) -> None:
         """Once the first child has its copy: the keeper then reads EOF if the init never
@@ -57,8 +58,13 @@ class Keeper:
             self.init_end = -1
 
     def tell_init(self, init_pid: int) -> None:
+        """The init's PID to the keeper; then wait until it listens (its interpreter started
+        while the init was made), so that a `sandman console` right after apply connects."""
         with contextlib.suppress(OSError):
             os.write(self.pid_pipe, f"{init_pid}\n".encode())
+        if self.ready_pipe >= 0:
+            with contextlib.suppress(OSError):
+                select.select([self.ready_pipe], [], [], _HANDOVER_TIMEOUT)
         self.close()
 
     def close(self) -> None:
@@ -66,6 +72,9 @@ class Keeper:
         if self.pid_pipe >= 0:
             os.close(self.pid_pipe)
             self.pid_pipe = -1
+        if self.ready_pipe >= 0:
+            os.close(self.ready_pipe)
+            self.ready_pipe = -1
 
     def stop(self) -> None:
         """Undo: the keeper ends (its pidfd, so a recycled PID is never signalled)."""
@@ -85,10 +94,11 @@ def start_keeper(runtime_dir: str, log_fd: int) -> Keeper:
     master_in, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
     found_read, found_write = os.pipe2(os.O_CLOEXEC)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     try:
         middle = os.fork()
         if middle == 0:
-            _middle(found_write, listener, master_in, pid_read, log_fd)
+            _middle(found_write, listener, master_in, (pid_read, log_fd, ready_write))
         os.waitpid(middle, 0)
         os.close(found_write)
         found_write = -1
@@ -99,15 +109,17 @@ def start_keeper(runtime_dir: str, log_fd: int) -> Keeper:
     except BaseException:
         init_end.close()
         os.close(pid_write)
+        os.close(ready_read)
         raise
     finally:
+        os.close(ready_write)
         listener.close()
         master_in.close()
         os.close(pid_read)
         os.close(found_read)
         if found_write >= 0:
             os.close(found_write)
-    return Keeper(pid, init_end.detach(), pid_write)
+    return Keeper(pid, init_end.detach(), pid_write, ready_read)
 
 
 def _listen(runtime_dir: str) -> socket.socket:
@@ -132,7 +144,7 @@ def _listen(runtime_dir: str) -> socket.socket:
 
 
 def _middle(
-    found: int, listener: socket.socket, master_in: socket.socket, pid_read: int, log_fd: int
+    found: int, listener: socket.socket, master_in: socket.socket, rest: tuple[int, int, int]
 ) -> None:
     """The first fork: a session of its own, the keeper forked from it, its PID sent, gone."""
     status = 1
@@ -140,7 +152,7 @@ def _middle(
         # No collection from here on: a finalized socket of apply's would close an fd whose
         # number is now another's (as in spawn.py's children).
         gc.disable()
-        sc.close_fds_except((listener.fileno(), master_in.fileno(), pid_read, log_fd, found))
+        sc.close_fds_except((listener.fileno(), master_in.fileno(), *rest, found))
         # Nor apply's stdio: whoever reads apply's output would wait for the keeper's end.
         null = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):
@@ -150,7 +162,7 @@ def _middle(
         keeper = os.fork()
         if keeper == 0:
             os.close(found)
-            _exec_keeper(listener.fileno(), master_in.fileno(), pid_read, log_fd)
+            _exec_keeper(listener.fileno(), master_in.fileno(), *rest)
         os.write(found, str(keeper).encode())
         status = 0
     finally:
@@ -171,11 +183,16 @@ def _exec_keeper(*fds: int) -> None:
 
 
 def _keep(argv: list[str]) -> int:
-    """The keeper's process (`python -m sandman.kernel.console LISTENER CHANNEL PIDPIPE LOG`)."""
-    listener_fd, channel_fd, pid_read, log_fd = map(int, argv)
-    for fd in (listener_fd, channel_fd, pid_read, log_fd):
+    """The keeper's process (`python -m sandman.kernel.console LISTENER CHANNEL PIDPIPE LOG
+    READY`)."""
+    listener_fd, channel_fd, pid_read, log_fd, ready = map(int, argv)
+    for fd in (listener_fd, channel_fd, pid_read, log_fd, ready):
         os.set_inheritable(fd, False)
     listener = socket.socket(fileno=listener_fd)
+    # Listening from here, not from apply: a client's SO_PEERCRED then names the keeper. A
+    # client connecting before the master has come waits in the backlog.
+    listener.listen(2)
+    os.close(ready)
     channel = socket.socket(fileno=channel_fd)
     try:
         Serving(listener, channel, pid_read, log_fd).run()
@@ -220,8 +237,6 @@ class Serving:
         # Our own slave: the master never reads as hung up between the init's reopenings.
         self.slave = fcntl.ioctl(master, sc.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         self.init = sc.pidfd_open(init)
-        # Listening from here, not from apply: a client's SO_PEERCRED then names the keeper.
-        listener.listen(2)
         self.poller = select.poll()
         for fd in (self.master, listener.fileno(), self.init):
             self.poller.register(fd, select.POLLIN)

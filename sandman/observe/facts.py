@@ -42,6 +42,9 @@ class Runtime(NamedTuple):
     environment: Mapping[str, str] = _EMPTY
     user: str | None = None
     bridge: str | None = None
+    # A booted sandbox's console keeper (kernel/console.py): a missing one is drift.
+    keeper_pid: int = 0
+    keeper_start_time: int = 0
 
 
 class PortDeclared(NamedTuple):

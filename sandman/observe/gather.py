@@ -65,7 +65,7 @@ def _drift(record: Record, cgroups: CgroupDriver | None) -> list[Drift]:
         if not procs.is_running(pid, record.runtime.start_time):
             return [Drift("init", f"running as pid {pid}", "exited")]
         limits = _limit_drift(record, cgroups, "resources", record.sandbox.resources)
-        return _mount_drift(record, pid) + limits
+        return _keeper_drift(record) + _mount_drift(record, pid) + limits
     if record.kind == "slice":
         return _limit_drift(record, cgroups, "slice", record.slice.limits)
     return []
@@ -81,6 +81,16 @@ def _stop_drift(record: Record) -> list[Drift]:
     if procs.is_running(runtime.pid, runtime.start_time):
         found += f" (its init, pid {runtime.pid}, still runs)"
     return [Drift("stop", "complete", found)]
+
+
+def _keeper_drift(record: Record) -> list[Drift]:
+    """A booted sandbox whose console keeper is gone (killed): nothing reads its console, and
+    `sandman console` has nothing to attach to. Its repair is a recreate: the pty's master went
+    with the keeper and cannot be opened again, and /dev/console inside is bound to that pty."""
+    runtime = record.runtime
+    if not runtime.keeper_pid or procs.is_running(runtime.keeper_pid, runtime.keeper_start_time):
+        return []
+    return [Drift("console", f"kept by pid {runtime.keeper_pid}", "no keeper")]
 
 
 def _mount_drift(record: Record, pid: int) -> list[Drift]:

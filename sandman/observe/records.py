@@ -135,6 +135,8 @@ def runtime_of(data: Mapping[str, Any]) -> Runtime:
         environment={str(k): str(v) for k, v in (data.get("environment") or {}).items()},
         user=_str(data.get("user")),
         bridge=_str(data.get("bridge")),
+        keeper_pid=int(data.get("keeper_pid") or 0),
+        keeper_start_time=int(data.get("keeper_start_time") or 0),
     )
 
 

@@ -6,6 +6,7 @@ the sandbox."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import struct
@@ -155,3 +156,73 @@ def test_console_of_a_sandbox_that_does_not_boot_is_refused(sm: Sandman) -> None
     sm.apply()
     result = console(sm, "plain", "")
     assert result.returncode == 2 and "boot = true" in result.stderr, result
+
+
+def test_a_killed_keeper_is_drift_repaired_by_a_recreate(sm: Sandman, talking: str) -> None:
+    """The keeper's PID is in the record (checked against the socket's peer); killed, status and
+    plan show the console as drift and apply makes the sandbox anew with a new keeper."""
+    keeper = keeper_pid(sm, talking)
+    runtime = sm.runtime(talking)
+    assert runtime["keeper_pid"] == keeper and runtime["keeper_start_time"] > 0
+    old = sm.init(talking)
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: not base.alive(keeper, runtime["keeper_start_time"]), "the keeper to die")
+    gone = f"console: expected kept by pid {keeper}, found no keeper"
+    assert sm.status_of(talking)["drift"] == [gone]
+    planned = sm.run("plan", str(sm.units)).out
+    assert f"-/+ sandbox/{talking}: recreate (drift: {gone})" in planned, planned
+    assert "1 recreated" in sm.apply().out
+    new = sm.init(talking)
+    assert new != old and base.alive(*new)
+    assert keeper_pid(sm, talking) == sm.runtime(talking)["keeper_pid"] != keeper
+    assert "got: again" in console(sm, talking, "again\n").stdout
+    assert "No changes" in sm.apply().out
+
+
+def test_a_flood_of_escapes_on_the_console_is_drained_and_stays_off_apply_s_terminal(
+    sm: Sandman, talking: str
+) -> None:
+    """The attack from inside: 4 MB of terminal escapes written to /dev/console (far beyond a
+    pty's buffer) finish, since the keeper drains the master with no client attached; the init
+    still answers; the bytes go to the log, never to the output of an apply that starts a
+    booted sandbox."""
+    line = r"printf '\033]0;owned\007\033[2J%1000s\n' x"
+    flood = f"i=0; while [ $i -lt 4096 ]; do {line}; i=$((i+1)); done"
+    sm.sh(talking, f"({flood}) > /dev/console; echo flood-done > /dev/console")
+    wait_for(lambda: "flood-done" in (sm.log_dir / "os.log").read_text(), "the flood logged")
+    assert "got: after" in console(sm, talking, "after\n").stdout
+    sm.destroy(talking)
+    sm.write("os2", (sm.units / "os.sandbox.toml").read_text())
+    sm.remove("os")
+    started = sm.apply()
+    wait_for(lambda: "console says hello" in (sm.log_dir / "os2.log").read_text(), "the greeting")
+    # The greeting is printed while apply runs: its output has neither that nor escapes.
+    assert "\033" not in started.out + started.err and "console says" not in started.out
+
+
+def test_the_keeper_holds_the_master_of_the_sandbox_s_console(sm: Sandman, talking: str) -> None:
+    """From outside: one of the keeper's fds is a ptmx of the sandbox's devpts (not the host's)
+    whose pty (fdinfo's tty-index) is the one bound on /dev/console inside."""
+    keeper = keeper_pid(sm, talking)
+    init = sm.running_init(talking)
+    console_rdev = os.stat(f"/proc/{init}/root/dev/console").st_rdev
+    sandbox_devpts = os.stat(f"/proc/{init}/root/dev/pts/ptmx").st_dev
+    masters = []
+    for fd in os.listdir(f"/proc/{keeper}/fd"):
+        info = Path(f"/proc/{keeper}/fdinfo/{fd}").read_text()
+        index = [line.split()[1] for line in info.splitlines() if line.startswith("tty-index:")]
+        if index:
+            masters.append((int(index[0]), os.stat(f"/proc/{keeper}/fd/{fd}").st_dev))
+    assert masters == [(os.minor(console_rdev), sandbox_devpts)], masters
+    assert sandbox_devpts != os.stat("/dev/pts/ptmx").st_dev
+
+
+def test_stop_ends_the_keeper_and_start_records_a_new_one(sm: Sandman, talking: str) -> None:
+    keeper = keeper_pid(sm, talking)
+    sm.run("stop", talking)
+    wait_for(lambda: not os.path.exists(f"/proc/{keeper}"), "the keeper to end with the stop")
+    assert "keeper_pid" not in sm.runtime(talking) and not socket_path(sm, talking).exists()
+    sm.run("start", talking)
+    again = keeper_pid(sm, talking)
+    assert again != keeper and sm.runtime(talking)["keeper_pid"] == again
+    assert "got: back" in console(sm, talking, "back\n").stdout

@@ -137,6 +137,21 @@ def test_a_stopped_record_reads_back_stopped_with_its_file(tmp_path: pathlib.Pat
     assert written["runtime"] == {"auto_ids": 100000, "stopped_at": 1700000001.25}
 
 
+def test_a_booted_sandbox_s_keeper_reads_back_and_an_older_record_has_none(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The console keeper's fields are optional: a record without them (any older one, or a
+    sandbox that does not boot) has no keeper, so no version step is needed for them."""
+    unit = {"sandbox": {"boot": True}}
+    facts = Runtime(pid=42, start_time=7, keeper_pid=41, keeper_start_time=6)
+    write_record(str(tmp_path), record_of("sandbox", "os", unit, facts))
+    (again,) = read_records(str(tmp_path))
+    assert (again.runtime.keeper_pid, again.runtime.keeper_start_time) == (41, 6)
+    write(tmp_path / "old", VERSION_1)
+    (old,) = read_records(str(tmp_path / "old"))
+    assert (old.runtime.keeper_pid, old.runtime.keeper_start_time) == (0, 0)
+
+
 def test_a_newer_record_is_refused_with_what_to_do(tmp_path: pathlib.Path) -> None:
     write(tmp_path, {**VERSION_1, "version": 7})
     with pytest.raises(StateError, match="version 7 record, newer than this sandman reads"):
