@@ -82,32 +82,42 @@ def saved(
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: apt-get install {' '.join(missing)}")
     podman = Podman(tmp_path)
-    rootfs = tmp_path / "base"
-    shutil.copytree(busybox_image, rootfs, symlinks=True)
-    (rootfs / "etc/motd").write_text("goes in layer 2\n")
-    (rootfs / "opt/old").mkdir(parents=True)
-    (rootfs / "opt/old/f").write_text("goes in layer 2\n")
-    (rootfs / "opt/keep").mkdir()
-    with tarfile.open(tmp_path / "base.tar", "w") as tar:
-        tar.add(rootfs, arcname=".")
-    podman(
-        "import",
-        "--change",
-        'CMD ["/bin/sh"]',
-        str(tmp_path / "base.tar"),
-        "localhost/sandman-test-base",
-    )
-    (tmp_path / "Containerfile").write_text(CONTAINERFILE)
-    podman(
-        "build", "--pull=never", "--network=none", "-t", "localhost/sandman-test-two", str(tmp_path)
-    )
-    archives = {"oci": tmp_path / "two-oci.tar", "docker": tmp_path / "two-docker.tar"}
-    for form, path in archives.items():
-        podman("save", "--format", f"{form}-archive", "-o", str(path), "localhost/sandman-test-two")
-    yield archives
-    podman("system", "reset", "--force")
-    if os.path.isdir(podman.runroot):  # podman system reset removes it, at times
-        shutil.rmtree(podman.runroot)
+    try:
+        rootfs = tmp_path / "base"
+        shutil.copytree(busybox_image, rootfs, symlinks=True)
+        (rootfs / "etc/motd").write_text("goes in layer 2\n")
+        (rootfs / "opt/old").mkdir(parents=True)
+        (rootfs / "opt/old/f").write_text("goes in layer 2\n")
+        (rootfs / "opt/keep").mkdir()
+        with tarfile.open(tmp_path / "base.tar", "w") as tar:
+            tar.add(rootfs, arcname=".")
+        podman(
+            "import",
+            "--change",
+            'CMD ["/bin/sh"]',
+            str(tmp_path / "base.tar"),
+            "localhost/sandman-test-base",
+        )
+        (tmp_path / "Containerfile").write_text(CONTAINERFILE)
+        podman(
+            "build",
+            "--pull=never",
+            "--network=none",
+            "-t",
+            "localhost/sandman-test-two",
+            str(tmp_path),
+        )
+        archives = {"oci": tmp_path / "two-oci.tar", "docker": tmp_path / "two-docker.tar"}
+        for form, path in archives.items():
+            podman(
+                "save", "--format", f"{form}-archive", "-o", str(path), "localhost/sandman-test-two"
+            )
+        yield archives
+    finally:
+        # Also after a failed build: podman's overlay driver bind-mounts its store onto itself.
+        podman("system", "reset", "--force")
+        if os.path.isdir(podman.runroot):  # podman system reset removes it, at times
+            shutil.rmtree(podman.runroot)
 
 
 def top_layer_names(archive: Path) -> list[str]:
