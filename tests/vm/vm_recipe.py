@@ -25,6 +25,8 @@ SUITE = "bookworm"
 # on a host: gcc and libc6-dev for the probes, systemd's tools, zsh, groff). udev and dbus are on
 # every systemd host, so the --systemd boots have them too. crun and runc: the peers `bench/run
 # --guest` times sandman against there (crun refuses the host's v1/v2 hybrid; 10 MB together).
+# podman, containerd, skopeo and umoci: the clients of the OCI runtime and image tests
+# (tests/root/test_oci_*.py), so sandman-oci is driven on pure v2 too, where most users run them.
 GUEST_PACKAGES = (
     "linux-image-amd64",
     "systemd",
@@ -46,6 +48,10 @@ GUEST_PACKAGES = (
     "e2fsprogs",
     "crun",
     "runc",
+    "podman",
+    "containerd",
+    "skopeo",
+    "umoci",
 )
 
 # The initrd holds only what finds and mounts the root disk. Debian's default (MODULES=most, every
