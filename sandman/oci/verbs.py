@@ -49,22 +49,43 @@ def _hooks(stage: str, stored: Stored, state: dict[str, object], fatal: bool = T
 
 def _open_gate(path: str, stored: Stored) -> None:
     """Open the FIFO for reading: the init's open for writing returns, it writes one byte and
-    execs. The init's exit while we wait (a kill) ends the wait as well."""
-    fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    pidfd = os.pidfd_open(stored.pid)
+    execs. The init's exit while we wait (a kill) ends the wait as well.
+
+    The pidfd is taken while the init is held at the gate: once the FIFO is open the command
+    may run, exit and be reaped by the engine's shim before a later pidfd_open (ESRCH)."""
+    pidfd = _pidfd_of_held_init(stored)
     try:
-        while True:
-            ready, _, _ = select.select([fifo, pidfd], [], [])
-            if fifo in ready:
-                with contextlib.suppress(BlockingIOError):
-                    if os.read(fifo, 1):
-                        break
-            if pidfd in ready:
-                raise OciError(f"container {stored.id!r} exited before it was started")
+        fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _wait_for_the_gate_byte(fifo, pidfd, stored)
+        finally:
+            os.close(fifo)
     finally:
-        os.close(fifo)
         os.close(pidfd)
         os.unlink(path)
+
+
+def _pidfd_of_held_init(stored: Stored) -> int:
+    gone = OciError(f"container {stored.id!r} exited before it was started")
+    try:
+        pidfd = os.pidfd_open(stored.pid)
+    except ProcessLookupError:
+        raise gone from None
+    if not lifecycle.alive(stored):  # the pid was reused since the status check
+        os.close(pidfd)
+        raise gone
+    return pidfd
+
+
+def _wait_for_the_gate_byte(fifo: int, pidfd: int, stored: Stored) -> None:
+    while True:
+        ready, _, _ = select.select([fifo, pidfd], [], [])
+        if fifo in ready:
+            with contextlib.suppress(BlockingIOError):
+                if os.read(fifo, 1):
+                    return
+        if pidfd in ready:
+            raise OciError(f"container {stored.id!r} exited before it was started")
 
 
 def state(store: Store, container_id: str) -> dict[str, object]:

@@ -187,6 +187,35 @@ def test_pause_and_resume_freeze_the_cgroup(oci: Runtime, tmp_path: Path) -> Non
     assert _wait_exit(pid) == -signal.SIGKILL
 
 
+def test_start_succeeds_when_the_command_exits_and_is_reaped_at_once(
+    oci: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst schedule, forced: the moment `start` opens the gate, the command runs, exits
+    and is reaped by the engine (here the test, its subreaper), before `start` looks at it again.
+    Under containerd, whose shim reaps at once, `start` failed with ESRCH about 1 in 100 runs."""
+    from sandman.oci import verbs
+    from sandman.oci.state import Store
+
+    bundle = oci.bundle("q1", ["true"])
+    oci("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "q1")
+    pid = int((tmp_path / "pid").read_text())
+    real_open = os.open
+    reaped: list[int] = []
+
+    def open_then_reap(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if str(path).endswith("exec.fifo"):
+            reaped.append(_wait_exit(pid))
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_reap)
+    verbs.start(Store(str(oci.root)), "q1")
+    monkeypatch.undo()
+    assert reaped == [0]
+    assert oci.state("q1")["status"] == "stopped"
+    oci("delete", "q1")
+
+
 def test_run_waits_and_passes_the_exit_code(oci: Runtime) -> None:
     bundle = oci.bundle("r1", ["sh", "-c", "echo ran; exit 7"])
     done = oci("run", "-b", str(bundle), "r1", check=False)
