@@ -26,6 +26,7 @@ from sandman.kernel.cgroup_common import (
     PRESSURE_KEYS,
     USAGE_KEYS,
     CgroupLimits,
+    CpuSettings,
     LimitValues,
     Pressure,
     Stall,
@@ -48,7 +49,13 @@ from sandman.kernel.cgroup_v1 import (
     shares_to_weight,
     weight_to_shares,
 )
-from sandman.kernel.cgroup_v2 import V2_CONTROLLERS, V2Driver, format_cpu_max, parse_cpu_max
+from sandman.kernel.cgroup_v2 import (
+    V2_CONTROLLERS,
+    V2Driver,
+    format_cpu_max,
+    oci_shares_to_weight,
+    parse_cpu_max,
+)
 from sandman.kernel.mountinfo import unescape
 
 __all__ = [
@@ -65,6 +72,7 @@ __all__ = [
     "BlkioScale",
     "CgroupDriver",
     "CgroupLimits",
+    "CpuSettings",
     "LimitValues",
     "Mode",
     "Pressure",
@@ -80,6 +88,7 @@ __all__ = [
     "io_weight_to_blkio",
     "mode_from_files",
     "mode_from_mountinfo",
+    "oci_shares_to_weight",
     "parse_cpu_max",
     "parse_pressure",
     "percent_to_quota",
@@ -164,6 +173,11 @@ class CgroupDriver(Protocol):
         """Write all six limits; returns a warning per key asked for that the host cannot honour."""
         ...
 
+    def set_cpu(self, rel: str, cpu: CpuSettings) -> list[str]:
+        """Write an OCI config's CPU settings (shares, CFS quota and period, cpuset); returns
+        a warning per setting the host cannot honour."""
+        ...
+
     def read_limits(self, rel: str) -> LimitValues:
         """The limits in the unit's units; keys whose file the cgroup lacks are left out."""
         ...
@@ -239,10 +253,11 @@ def clear_mode_cache() -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def driver_for(base: str, root: str = DEFAULT_ROOT) -> CgroupDriver:
+def driver_for(base: str, root: str = DEFAULT_ROOT, cpuset: bool = False) -> CgroupDriver:
     """The driver for the cgroups under `base` (an instance's: `placement.cgroup_base(tag)`, its
     own tree or a systemd scope): V2Driver on a pure v2 host, V1Driver otherwise.
-    One per base and process: making one resolves every hierarchy's path."""
+    One per base and process: making one resolves every hierarchy's path. `cpuset`: v1's cpuset
+    hierarchy too (sandman-oci's, as runc joins every hierarchy); v2 enables it when asked."""
     if detect_mode(root) == "v2":
         return V2Driver(root, base)
-    return V1Driver(root, base)
+    return V1Driver(root, base, (*V1_CONTROLLERS, "cpuset") if cpuset else V1_CONTROLLERS)

@@ -40,6 +40,19 @@ class CgroupLimits(NamedTuple):
     io_weight: int | None = None
 
 
+class CpuSettings(NamedTuple):
+    """An OCI config's CPU scheduling (linux.resources.cpu), in the kernel's own units, as the
+    engines compute them for runc: cpu.shares on v1's scale (v2 maps it to cpu.weight), the CFS
+    quota and period in microseconds (a quota of None or <= 0: no quota), and the CPUs and memory
+    nodes of a cpuset as lists (`0-1,3`). None leaves the file as it is."""
+
+    shares: int | None = None
+    quota_us: int | None = None
+    period_us: int | None = None
+    cpus: str | None = None
+    mems: str | None = None
+
+
 LIMIT_KEYS = CgroupLimits._fields
 BYTE_LIMITS = tuple(
     key

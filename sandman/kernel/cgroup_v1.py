@@ -400,6 +400,44 @@ class V1Driver:
         else:
             common.write(path, "-1" if value is None else str(value))
 
+    def set_cpu(self, rel: str, cpu: common.CpuSettings) -> list[str]:
+        """Write the CPU settings given (None leaves a file as it is): cpu.shares, the CFS quota
+        and period, cpuset.cpus and cpuset.mems (a driver made with the cpuset controller).
+        One warning per setting whose controller is not mounted."""
+        common.require_dirs(self._dirs(rel))
+        warnings = []
+        scheduling = (cpu.shares, cpu.quota_us, cpu.period_us)
+        cpu_dir = self._dir("cpu", rel)
+        if cpu_dir is None and any(value is not None for value in scheduling):
+            warnings.append(f"cpu shares, quota and period not applied: {self._unmounted('cpu')}")
+        elif cpu_dir is not None:
+            if cpu.shares is not None:
+                common.write(f"{cpu_dir}/cpu.shares", str(cpu.shares))
+            self._set_cfs(cpu_dir, cpu.quota_us, cpu.period_us)
+        cpuset_dir = self._dir("cpuset", rel)
+        if cpuset_dir is None and (cpu.cpus is not None or cpu.mems is not None):
+            warnings.append(f"cpus and mems not applied: {self._unmounted('cpuset')}")
+        elif cpuset_dir is not None:
+            for file, value in (("cpuset.cpus", cpu.cpus), ("cpuset.mems", cpu.mems)):
+                if value is not None:
+                    common.write(f"{cpuset_dir}/{file}", value)
+        return warnings
+
+    def _set_cfs(self, directory: str, quota: int | None, period: int | None) -> None:
+        quota_path, period_path = f"{directory}/cpu.cfs_quota_us", f"{directory}/cpu.cfs_period_us"
+        if period is not None:
+            if quota is not None:
+                # the kernel checks quota/period at each write: lift the quota, then the period
+                common.write(quota_path, "-1")
+            common.write(period_path, str(period))
+        if quota is not None:
+            common.write(quota_path, str(quota if quota > 0 else -1))
+
+    def _unmounted(self, controller: str) -> str:
+        if controller in self.controllers:
+            return f"the {controller} controller is not mounted at {self.root}/{controller}"
+        return f"this driver was made without the {controller} controller"
+
     def _why_missing(self, key: str, rel: str) -> str:
         controller, file = _FILES[key]
         directory = self._dir(controller, rel)

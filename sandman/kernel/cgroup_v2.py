@@ -54,6 +54,21 @@ def parse_cpu_max(text: str) -> float | None:
     return None if quota == "max" else common.quota_to_percent(int(quota), int(period))
 
 
+def oci_shares_to_weight(shares: int) -> int:
+    """An OCI config's cpu.shares (2..262144) as cpu.weight (1..10000), by the linear map runc
+    uses, since the engines compute shares for runc: 2 -> 1, 1024 -> 39, 262144 -> 10000.
+    sandman's own cpu_weight keys never pass here (see weight_to_shares for theirs)."""
+    shares = min(max(shares, 2), 262144)
+    return 1 + (shares - 2) * 9999 // 262142
+
+
+def _cpu_max_text(quota: int | None, period: int | None) -> str:
+    """cpu.max as runc writes it: `max` for no quota; a period only when one is given (the
+    kernel keeps the current one for `QUOTA` alone)."""
+    text = "max" if quota is None or quota <= 0 else str(quota)
+    return text if period is None else f"{text} {period}"
+
+
 def parse_io_weight(text: str) -> int:
     """io.weight reads `default N` then per-device `MAJ:MIN N` lines; the default is the key's."""
     for line in text.splitlines():
@@ -162,21 +177,23 @@ class V2Driver:
         base itself when the base is a delegated cgroup (`system.slice/sandman.service`): the
         cgroups above a delegated one belong to systemd, which enabled what it delegates.
         """
-        top = self._dir(rel)
-        os.makedirs(top, exist_ok=True)
+        os.makedirs(self._dir(rel), exist_ok=True)
+        return self._enable_down_to(rel, V2_CONTROLLERS)
+
+    def _enable_down_to(self, rel: str, controllers: Sequence[str]) -> list[str]:
         parts = common.check_rel(self.base, rel).split("/")
         base_depth = len(self.base.split("/"))
         first = 0 if base_depth == 1 else base_depth
         warnings = []
         for depth in range(first, len(parts)):
-            warnings += self._enable(os.path.join(self.root, *parts[:depth]))
+            warnings += self._enable(os.path.join(self.root, *parts[:depth]), controllers)
         return warnings
 
-    def _enable(self, directory: str) -> list[str]:
+    def _enable(self, directory: str, controllers: Sequence[str]) -> list[str]:
         available = (common.read_optional(f"{directory}/cgroup.controllers") or "").split()
         control = f"{directory}/cgroup.subtree_control"
         enabled = (common.read_optional(control) or "").split()
-        missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
+        missing = [c for c in controllers if c in available and c not in enabled]
         if not missing:
             return []
         try:
@@ -294,6 +311,28 @@ class V2Driver:
                 common.write(path, to_text(values[key]))
         return warnings
 
+    def set_cpu(self, rel: str, cpu: common.CpuSettings) -> list[str]:
+        """Write the CPU settings given (None leaves a file as it is): cpu.weight from the
+        shares (oci_shares_to_weight), cpu.max, and cpuset.cpus and cpuset.mems once the cpuset
+        controller is enabled down to rel. One warning per setting this cgroup cannot take."""
+        top = self._existing(rel)
+        warnings = []
+        if cpu.shares is not None:
+            warnings += _write_if_present(
+                f"{top}/cpu.weight", str(oci_shares_to_weight(cpu.shares)), "cpu"
+            )
+        if cpu.quota_us is not None or cpu.period_us is not None:
+            warnings += _write_if_present(
+                f"{top}/cpu.max", _cpu_max_text(cpu.quota_us, cpu.period_us), "cpu"
+            )
+        cpuset = (("cpuset.cpus", cpu.cpus), ("cpuset.mems", cpu.mems))
+        if any(value is not None for _, value in cpuset):
+            warnings += self._enable_down_to(rel, ("cpuset",))
+            for file, value in cpuset:
+                if value is not None:
+                    warnings += _write_if_present(f"{top}/{file}", value, "cpuset")
+        return warnings
+
     def read_limits(self, rel: str) -> LimitValues:
         """The limits in the unit's units; a key whose file is missing is left out."""
         top = self._existing(rel)
@@ -362,6 +401,16 @@ def parse_io_stat(text: str) -> Usage:
 def _avg10(stalls: dict[str, common.Stall], kind: str) -> float | None:
     stall = stalls.get(kind)
     return None if stall is None else stall.avg10
+
+
+def _write_if_present(path: str, value: str, controller: str) -> list[str]:
+    if not os.path.exists(path):
+        return [
+            f"{value} not written: {path} is missing (the {controller} controller is not "
+            "available to this cgroup)"
+        ]
+    common.write(path, value)
+    return []
 
 
 def _frozen(top: str) -> bool:

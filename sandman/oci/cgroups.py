@@ -1,5 +1,6 @@
 """The container's cgroup: linux.cgroupsPath (or `sandman-oci/ID`) through kernel/cgroup.py's
-drivers, v1 or v2, with linux.resources' memory and pids limits and device rules."""
+drivers, v1 or v2, with linux.resources' memory and pids limits, CPU settings and device
+rules."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, driver_for
+from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, CpuSettings, driver_for
 from sandman.kernel.rootfs import DEV_RULES
 
 
@@ -35,7 +36,7 @@ def remove_default_parent(driver: CgroupDriver, rel: str) -> None:
 
 
 def driver(rel: str) -> CgroupDriver:
-    return driver_for(rel.split("/", maxsplit=1)[0])
+    return driver_for(rel.split("/", maxsplit=1)[0], cpuset=True)
 
 
 def limits(resources: Mapping[str, Any]) -> CgroupLimits:
@@ -45,6 +46,30 @@ def limits(resources: Mapping[str, Any]) -> CgroupLimits:
         memory_max=int(memory) if memory and int(memory) > 0 else None,
         pids_max=int(pids) if pids and int(pids) > 0 else None,
     )
+
+
+def cpu_settings(resources: Mapping[str, Any]) -> CpuSettings | None:
+    """linux.resources.cpu as runc reads it: a zero or absent value is not set; None when
+    nothing is. Realtime runtime and period are left to the host (CONFIG_RT_GROUP_SCHED is off
+    in the distributions' kernels; runc writes them only when given)."""
+    cpu = resources.get("cpu") or {}
+
+    def number(key: str) -> int | None:
+        value = cpu.get(key)
+        return int(value) if value else None
+
+    def text(key: str) -> str | None:
+        value = cpu.get(key)
+        return str(value) if value else None
+
+    settings = CpuSettings(
+        shares=number("shares"),
+        quota_us=number("quota"),
+        period_us=number("period"),
+        cpus=text("cpus"),
+        mems=text("mems"),
+    )
+    return None if settings == CpuSettings() else settings
 
 
 # What every container may use whatever its config says, as runc and crun allow them: the

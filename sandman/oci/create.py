@@ -9,10 +9,13 @@ import contextlib
 import datetime
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sandman.kernel import spawn
 from sandman.kernel import syscalls as sc
+from sandman.kernel.cgroup import CgroupDriver
 from sandman.oci import bundle as oci_bundle
 from sandman.oci import cgroups, hooks, lifecycle
 from sandman.oci.client_files import connect_console, write_pid_file
@@ -86,6 +89,7 @@ def _create(store: Store, request: _Request) -> Stored:
     driver = cgroups.driver(cgroup)
     driver.create(cgroup)
     driver.set_limits(cgroup, cgroups.limits(resources))
+    _set_cpu(driver, cgroup, resources)
     rules = cgroups.device_rules(resources, config.get("linux", {}).get("devices"))
     if rules is not None:
         driver.restrict_devices(cgroup, rules)
@@ -120,6 +124,20 @@ def _create(store: Store, request: _Request) -> Stored:
     stored.pid_start = lifecycle.start_time(pid) or 0
     store.save(stored)
     return stored
+
+
+def _set_cpu(driver: CgroupDriver, cgroup: str, resources: Mapping[str, Any]) -> None:
+    """A CPU setting the host cannot honour fails the create, as runc's does: an engine that
+    asked for a cpuset must not get a container that runs anywhere."""
+    cpu = cgroups.cpu_settings(resources)
+    if cpu is None:
+        return
+    try:
+        warnings = driver.set_cpu(cgroup, cpu)
+    except OSError as exc:
+        raise OciError(f"linux.resources.cpu: {exc}") from None
+    if warnings:
+        raise OciError("linux.resources.cpu: " + "; ".join(warnings))
 
 
 def _undo(store: Store, container_id: str, stored: Stored | None, cgroup: str) -> None:

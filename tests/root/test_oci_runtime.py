@@ -187,6 +187,52 @@ def test_pause_and_resume_freeze_the_cgroup(oci: Runtime, tmp_path: Path) -> Non
     assert _wait_exit(pid) == -signal.SIGKILL
 
 
+def test_cpu_shares_quota_period_and_cpuset_of_the_config(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("u1", ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
+    config = json.loads((bundle / "config.json").read_text())
+    cpu = {"shares": 512, "quota": 20000, "period": 50000, "cpus": "0", "mems": "0"}
+    config["linux"]["resources"] = {"cpu": cpu}
+    (bundle / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "u1", stdout=stdout)
+    pid = int((tmp_path / "pid").read_text())
+    # From outside: the files the kernel shows, v1's or v2's.
+    rel = f"{oci.cgroup_prefix}/u1"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        top = CGROUP_ROOT / rel
+        assert (top / "cpu.weight").read_text().strip() == "20"  # runc's map of 512 shares
+        assert (top / "cpu.max").read_text().split() == ["20000", "50000"]
+        cpuset = top
+    else:
+        assert (CGROUP_ROOT / "cpu" / rel / "cpu.shares").read_text().strip() == "512"
+        assert (CGROUP_ROOT / "cpu" / rel / "cpu.cfs_quota_us").read_text().strip() == "20000"
+        assert (CGROUP_ROOT / "cpu" / rel / "cpu.cfs_period_us").read_text().strip() == "50000"
+        cpuset = CGROUP_ROOT / "cpuset" / rel
+        assert str(pid) in (cpuset / "cgroup.procs").read_text().split()
+    assert (cpuset / "cpuset.cpus").read_text().strip() == "0"
+    assert (cpuset / "cpuset.mems").read_text().strip() == "0"
+    # From inside: the scheduler lets the process run on CPU 0 only.
+    oci("start", "u1")
+    assert _wait_exit(pid) == 0
+    assert out.read_text().split() == ["Cpus_allowed_list:", "0"]
+    oci("delete", "u1")
+    assert not _cgroup_dirs(rel)
+
+
+def test_a_cpuset_the_host_cannot_give_fails_the_create(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("u2", ["true"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["resources"] = {"cpu": {"cpus": f"{os.cpu_count() or 1}"}}
+    (bundle / "config.json").write_text(json.dumps(config))
+    done = oci("create", "-b", str(bundle), "u2", check=False)
+    assert done.returncode != 0
+    assert "linux.resources.cpu:" in done.stderr and "cpuset.cpus" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "does not exist" in oci("state", "u2", check=False).stderr
+    assert not _cgroup_dirs(f"{oci.cgroup_prefix}/u2")
+
+
 def test_start_succeeds_when_the_command_exits_and_is_reaped_at_once(
     oci: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -854,3 +854,82 @@ def test_v1_without_name_systemd_nothing_is_delegated_and_apply_is_told(tmp_path
     assert driver.named == ()
     (warning,) = driver.delegate("sandman/web", os.getuid(), os.getgid())
     assert "no name=systemd hierarchy" in warning
+
+
+# --- An OCI config's CPU settings (sandman-oci) ------------------------------------------------
+
+OCI_CPU = cg.CpuSettings(shares=2048, quota_us=50000, period_us=500000, cpus="0", mems="0")
+
+
+def test_oci_shares_map_onto_weight_as_runc_maps_them() -> None:
+    assert cg.oci_shares_to_weight(2) == 1
+    assert cg.oci_shares_to_weight(1024) == 39
+    assert cg.oci_shares_to_weight(262144) == 10000
+    assert cg.oci_shares_to_weight(1) == 1  # out of range: clamped, never an invalid weight
+    assert cg.oci_shares_to_weight(10**9) == 10000
+
+
+def test_v1_set_cpu_writes_shares_cfs_and_cpuset(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    tree(
+        tmp_path,
+        {"cpuset/sandman/web/cpuset.cpus": "0-1\n", "cpuset/sandman/web/cpuset.mems": "0\n"},
+    )
+    web = tmp_path / "cpu/sandman/web"
+    (web / "cpu.cfs_quota_us").write_text("20000\n")
+    driver = cg.V1Driver(str(tmp_path), controllers=(*cg.V1_CONTROLLERS, "cpuset"))
+    assert driver.set_cpu("sandman/web", OCI_CPU) == []
+    assert text(web / "cpu.shares") == "2048"
+    assert text(web / "cpu.cfs_period_us") == "500000"
+    assert text(web / "cpu.cfs_quota_us") == "50000"
+    assert text(tmp_path / "cpuset/sandman/web/cpuset.cpus") == "0"
+    assert text(tmp_path / "cpuset/sandman/web/cpuset.mems") == "0"
+
+
+def test_v1_set_cpu_leaves_what_is_not_given(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    web = tmp_path / "cpu/sandman/web"
+    driver = cg.V1Driver(str(tmp_path))
+    assert driver.set_cpu("sandman/web", cg.CpuSettings(period_us=250000)) == []
+    assert text(web / "cpu.cfs_period_us") == "250000"
+    assert text(web / "cpu.cfs_quota_us") == "-1\n"  # untouched
+    assert text(web / "cpu.shares") == "1024\n"
+    # A driver made without cpuset says so rather than dropping the cpus asked for.
+    warnings = driver.set_cpu("sandman/web", cg.CpuSettings(cpus="0"))
+    assert warnings == [
+        "cpus and mems not applied: this driver was made without the cpuset controller"
+    ]
+
+
+def test_v2_set_cpu_writes_weight_max_and_enables_cpuset(tmp_path: Path) -> None:
+    v2_tree(tmp_path, leaf={**V2_LEAF, "cpuset.cpus": "", "cpuset.mems": ""})
+    tree(
+        tmp_path,
+        {
+            "sandman/cgroup.controllers": ALL,
+            "sandman/cgroup.subtree_control": "cpu io memory pids\n",
+        },
+    )
+    driver = cg.V2Driver(str(tmp_path))
+    assert driver.set_cpu("sandman/web", OCI_CPU) == []
+    leaf = tmp_path / "sandman/web"
+    assert text(leaf / "cpu.weight") == "79"  # 1 + (2048 - 2) * 9999 // 262142
+    assert text(leaf / "cpu.max") == "50000 500000"
+    assert text(leaf / "cpuset.cpus") == "0"
+    assert text(leaf / "cpuset.mems") == "0"
+    assert text(tmp_path / "cgroup.subtree_control") == "+cpuset"
+    assert text(tmp_path / "sandman/cgroup.subtree_control") == "+cpuset"
+
+
+def test_v2_set_cpu_writes_cpu_max_as_runc_does(tmp_path: Path) -> None:
+    v2_tree(tmp_path)
+    driver = cg.V2Driver(str(tmp_path))
+    leaf = tmp_path / "sandman/web"
+    driver.set_cpu("sandman/web", cg.CpuSettings(quota_us=30000))
+    assert text(leaf / "cpu.max") == "30000"  # the kernel keeps its period
+    driver.set_cpu("sandman/web", cg.CpuSettings(quota_us=-1, period_us=200000))
+    assert text(leaf / "cpu.max") == "max 200000"
+    assert driver.set_cpu("sandman/web", cg.CpuSettings(cpus="0")) == [
+        f"0 not written: {leaf}/cpuset.cpus is missing (the cpuset controller is not available "
+        "to this cgroup)"
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sandman.kernel.cgroup import CpuSettings
 from sandman.kernel.seccomp_policy import Case, Check, Verdict
 from sandman.oci import bundle, cgroups, logs, verbs
 from sandman.oci.args import parser
@@ -177,3 +178,13 @@ def test_the_json_log_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFi
     line = json.loads(log.read_text())
     assert line["level"] == "error" and line["msg"] == 'container "x" does not exist'
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cpu_settings_read_as_runc_reads_them() -> None:
+    assert cgroups.cpu_settings({}) is None
+    assert cgroups.cpu_settings({"cpu": {"shares": 0, "quota": 0, "cpus": ""}}) is None
+    resources = {
+        "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"}
+    }
+    assert cgroups.cpu_settings(resources) == CpuSettings(1024, 50000, 100000, "0-1", "0")
+    assert cgroups.cpu_settings({"cpu": {"quota": -1}}) == CpuSettings(quota_us=-1)
