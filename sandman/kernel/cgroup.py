@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal, Protocol, TypeAlias
 
 from sandman.kernel.cgroup_common import (
@@ -169,8 +169,16 @@ class CgroupDriver(Protocol):
         warnings where the host has no such control."""
         ...
 
-    def set_limits(self, rel: str, limits: CgroupLimits) -> list[str]:
-        """Write all six limits; returns a warning per key asked for that the host cannot honour."""
+    def set_limits(
+        self, rel: str, limits: CgroupLimits, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Write all six limits, or the keys in `only` (sandman-oci's `update`); returns a
+        warning per key asked for that the host cannot honour."""
+        ...
+
+    def set_swap(self, rel: str, memory_max: int, memory_and_swap: int | None) -> list[str]:
+        """The memory limit with a limit of memory plus swap (None: none), as OCI gives them
+        (sandman-oci's `update`); returns a warning when the host accounts no swap."""
         ...
 
     def set_cpu(self, rel: str, cpu: CpuSettings) -> list[str]:

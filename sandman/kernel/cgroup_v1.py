@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal, NamedTuple
 
 from sandman.kernel import cgroup_common as common
@@ -370,12 +370,16 @@ class V1Driver:
                 self._files[(controller, file)] = known
         return known
 
-    def set_limits(self, rel: str, limits: common.CgroupLimits) -> list[str]:
-        """Write every key (an absent key resets the file to no limit or the default weight).
-        Returns one warning per key asked for that this host cannot honour."""
+    def set_limits(
+        self, rel: str, limits: common.CgroupLimits, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Write every key (an absent key resets the file to no limit or the default weight),
+        or the keys in `only`. Returns one warning per key asked for this host cannot honour."""
         common.require_dirs(self._dirs(rel))
         values = common.limits_dict(limits)
-        warnings = common.quota_warning(_float(values["cpu_max"]))
+        if only is not None:
+            values = {key: value for key, value in values.items() if key in only}
+        warnings = common.quota_warning(_float(values.get("cpu_max")))
         for key, value in values.items():
             path = self._file(key, rel)
             if path is None:
@@ -422,6 +426,27 @@ class V1Driver:
                 if value is not None:
                     common.write(f"{cpuset_dir}/{file}", value)
         return warnings
+
+    def set_swap(self, rel: str, memory_max: int, memory_and_swap: int | None) -> list[str]:
+        """The memory limit with a limit of memory plus swap (None: no swap limit), written in
+        the order the kernel accepts: memory.limit_in_bytes may never exceed
+        memory.memsw.limit_in_bytes, so the memsw limit goes first when it is raised."""
+        directory = self._dir("memory", rel)
+        if directory is None:
+            return [f"swap not applied: {self._unmounted('memory')}"]
+        memsw = f"{directory}/memory.memsw.limit_in_bytes"
+        if not os.path.exists(memsw):
+            return [
+                f"swap not applied: {memsw} is missing (the kernel accounts no swap: swapaccount=1)"
+            ]
+        limit, total = str(memory_max), "-1" if memory_and_swap is None else str(memory_and_swap)
+        current = common.read_int(memsw)
+        raising = memory_and_swap is None or current is None or current < memory_max
+        for path, value in ((memsw, total), (f"{directory}/memory.limit_in_bytes", limit))[
+            :: 1 if raising else -1
+        ]:
+            common.write(path, value)
+        return []
 
     def _set_cfs(self, directory: str, quota: int | None, period: int | None) -> None:
         quota_path, period_path = f"{directory}/cpu.cfs_quota_us", f"{directory}/cpu.cfs_period_us"

@@ -16,7 +16,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 from sandman.kernel import cgroup_common as common
@@ -289,13 +289,17 @@ class V2Driver:
         """The ids of the device programs attached to the cgroup itself: [] is no filter."""
         return device_filter.attached(self._existing(rel))
 
-    def set_limits(self, rel: str, limits: common.CgroupLimits) -> list[str]:
-        """Write every key (an absent key resets the file to no limit or the default weight).
-        Returns one warning per key asked for whose file this cgroup lacks."""
+    def set_limits(
+        self, rel: str, limits: common.CgroupLimits, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Write every key (an absent key resets the file to no limit or the default weight),
+        or the keys in `only`. Returns one warning per key asked for whose file this cgroup
+        lacks."""
         top = self._existing(rel)
         values = common.limits_dict(limits)
-        warnings = common.quota_warning(_float(values["cpu_max"]))
-        for key in LIMIT_KEYS:
+        keys = [key for key in LIMIT_KEYS if only is None or key in only]
+        warnings = common.quota_warning(_float(values["cpu_max"]) if "cpu_max" in keys else None)
+        for key in keys:
             file, controller, to_text, _ = V2_FILES[key]
             path = f"{top}/{file}"
             if not os.path.exists(path):
@@ -331,6 +335,16 @@ class V2Driver:
             for file, value in cpuset:
                 if value is not None:
                     warnings += _write_if_present(f"{top}/{file}", value, "cpuset")
+        return warnings
+
+    def set_swap(self, rel: str, memory_max: int, memory_and_swap: int | None) -> list[str]:
+        """The memory limit with a limit of memory plus swap (None: no swap limit), as v2 keeps
+        them apart: memory.max and memory.swap.max, the swap alone (runc's conversion)."""
+        top = self._existing(rel)
+        swap = "max" if memory_and_swap is None else str(memory_and_swap - memory_max)
+        warnings = _write_if_present(f"{top}/memory.swap.max", swap, "memory")
+        _refuse_below_use(top, memory_max)
+        common.write(f"{top}/memory.max", str(memory_max))
         return warnings
 
     def read_limits(self, rel: str) -> LimitValues:

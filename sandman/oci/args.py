@@ -75,6 +75,22 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("id")
     verb("pause", "freeze every process of the container").add_argument("id")
     verb("resume", "thaw a paused container").add_argument("id")
+    _update_options(verb("update", "change a running container's memory, pids and CPU limits"))
     verb("features", "print what this runtime supports as JSON")
     verb("list", "list the containers (ids and status)")
     return top
+
+
+def _update_options(update: argparse.ArgumentParser) -> None:
+    """runc's `update` flags beside --resources: each sets one value and wins over the file."""
+    update.add_argument(
+        "--resources", "-r", help="a LinuxResources JSON file, or - for the standard input"
+    )
+    update.add_argument("--memory", "-m", type=int, help="memory limit in bytes (-1: none)")
+    update.add_argument("--pids-limit", type=int, help="most tasks (-1: none)")
+    update.add_argument("--cpu-shares", type=int, help="CPU shares (v2: cpu.weight, as runc)")
+    update.add_argument("--cpu-quota", type=int, help="CFS quota in microseconds (-1: none)")
+    update.add_argument("--cpu-period", type=int, help="CFS period in microseconds")
+    update.add_argument("--cpuset-cpus", help="the CPUs it may run on, e.g. 0-1,3")
+    update.add_argument("--cpuset-mems", help="the memory nodes it may use")
+    update.add_argument("id")

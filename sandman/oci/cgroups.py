@@ -48,6 +48,20 @@ def limits(resources: Mapping[str, Any]) -> CgroupLimits:
     )
 
 
+def updated_limits(resources: Mapping[str, Any]) -> tuple[CgroupLimits, set[str]]:
+    """`update`'s memory and pids limits and the keys given (a negative limit: none; zero or
+    absent: unchanged, as runc reads them)."""
+    given: dict[str, int | None] = {}
+    for section, key in (("memory", "memory_max"), ("pids", "pids_max")):
+        value = (resources.get(section) or {}).get("limit")
+        if value:
+            given[key] = int(value) if int(value) > 0 else None
+    return CgroupLimits(**given), set(given)
+
+
+CPU_KEYS = ("shares", "quota", "period", "cpus", "mems")
+
+
 def cpu_settings(resources: Mapping[str, Any]) -> CpuSettings | None:
     """linux.resources.cpu as runc reads it: a zero or absent value is not set; None when
     nothing is. Realtime runtime and period are left to the host (CONFIG_RT_GROUP_SCHED is off

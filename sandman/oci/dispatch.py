@@ -68,6 +68,12 @@ def _pause(store: Store, args: Args) -> int:
     return 0
 
 
+def _update(store: Store, args: Args) -> int:
+    from sandman.oci.update import update
+
+    return update(store, args)
+
+
 def _features(store: Store, args: Args) -> int:
     print(json.dumps(verbs.features(), indent=2))
     return 0
@@ -93,6 +99,7 @@ VERBS: dict[str, Callable[[Store, Args], int]] = {
     "ps": _ps,
     "pause": _pause,
     "resume": _pause,
+    "update": _update,
     "features": _features,
     "list": _list,
 }

@@ -176,3 +176,38 @@ def test_podman_run_with_a_terminal(podman: Podman) -> None:
     done = podman.run("--rm", "-t", IMAGE, "sh", "-c", "tty; exit 9")
     assert done.returncode == 9, done.stderr
     assert done.stdout.startswith("/dev/pts/")
+
+
+def _cgroup_dir(pid: str, controller: str) -> Path:
+    """The init's cgroup directory where `controller`'s files are: v2's one, or v1's hierarchy."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    if PURE_V2:
+        return Path("/sys/fs/cgroup") / lines[0].split(":", 2)[2].lstrip("/")
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            return Path("/sys/fs/cgroup") / names.split(",")[0] / path.lstrip("/")
+    raise AssertionError(f"no {controller} hierarchy in {lines}")
+
+
+def test_podman_update_changes_the_limits_in_place(podman: Podman) -> None:
+    started = podman.run("-d", "--name", "pu1", IMAGE, "sleep", "1000")
+    assert started.returncode == 0, started.stderr
+    pid = podman("inspect", "--format", "{{.State.Pid}}", "pu1").stdout.strip()
+    limits = ("--memory", "64m", "--cpu-quota", "30000", "--cpu-period", "100000")
+    updated = podman("update", *limits, "--cpuset-cpus", "0", "pu1", check=False)
+    assert updated.returncode == 0, updated.stderr
+    # From outside: the kernel's files of the init's cgroup.
+    memory, cpu, cpuset = (_cgroup_dir(pid, c) for c in ("memory", "cpu", "cpuset"))
+    if PURE_V2:
+        assert (memory / "memory.max").read_text().strip() == str(64 << 20)
+        assert (cpu / "cpu.max").read_text().split() == ["30000", "100000"]
+    else:
+        assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "30000"
+    assert (cpuset / "cpuset.cpus").read_text().strip() == "0"
+    # From inside: the scheduler lets its processes run on CPU 0 only.
+    inside = podman("exec", "pu1", "sh", "-c", "grep Cpus_allowed_list /proc/self/status").stdout
+    assert inside.split() == ["Cpus_allowed_list:", "0"]
+    podman("stop", "-t", "0", "pu1")
+    podman("rm", "pu1")

@@ -233,6 +233,44 @@ def test_a_cpuset_the_host_cannot_give_fails_the_create(oci: Runtime, tmp_path: 
     assert not _cgroup_dirs(f"{oci.cgroup_prefix}/u2")
 
 
+def test_update_changes_the_limits_of_a_running_container(oci: Runtime, tmp_path: Path) -> None:
+    bundle = oci.bundle("w1", ["sleep", "1000"])
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "w1")
+    pid = int((tmp_path / "pid").read_text())
+    oci("start", "w1")
+    resources = tmp_path / "resources.json"
+    resources.write_text(json.dumps({"memory": {"limit": 96 << 20}, "pids": {"limit": 8}}))
+    oci("update", "--resources", str(resources), "--cpu-quota", "25000", "w1")
+    rel = f"{oci.cgroup_prefix}/w1"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        top = CGROUP_ROOT / rel
+        assert (top / "memory.max").read_text().strip() == str(96 << 20)
+        assert (top / "pids.max").read_text().strip() == "8"
+        assert (top / "cpu.max").read_text().split()[0] == "25000"
+    else:
+        assert (CGROUP_ROOT / "memory" / rel / "memory.limit_in_bytes").read_text().strip() == str(
+            96 << 20
+        )
+        assert (CGROUP_ROOT / "pids" / rel / "pids.max").read_text().strip() == "8"
+        assert (CGROUP_ROOT / "cpu" / rel / "cpu.cfs_quota_us").read_text().strip() == "25000"
+    # From inside: a process of the container cannot fork past the new pids limit.
+    fork = _process_file(
+        tmp_path, "fork", ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9; do sleep 60 & done"]
+    )
+    forked = oci("exec", "--process", fork, "w1", check=False)
+    assert "can't fork" in forked.stderr or "Resource temporarily unavailable" in forked.stderr
+    # What it cannot change is refused by name, and a stopped container is refused.
+    refused = oci(
+        "update", "--resources", "-", "w1", check=False, input='{"blockIO": {"weight": 10}}'
+    )
+    assert refused.returncode != 0 and "resources.blockIO" in refused.stderr, refused.stderr
+    oci("kill", "w1", "KILL")
+    assert _wait_exit(pid) == -signal.SIGKILL
+    stopped = oci("update", "--memory", str(64 << 20), "w1", check=False)
+    assert stopped.returncode != 0 and "not running" in stopped.stderr, stopped.stderr
+    oci("delete", "w1")
+
+
 def test_start_succeeds_when_the_command_exits_and_is_reaped_at_once(
     oci: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
+from sandman.kernel import cgroup_common as cg_common
 from sandman.kernel import cgroup_v1 as cg_v1
 from sandman.kernel.cgroup_common import LimitError, quota_warning
 from sandman.units import model
@@ -933,3 +934,38 @@ def test_v2_set_cpu_writes_cpu_max_as_runc_does(tmp_path: Path) -> None:
         f"0 not written: {leaf}/cpuset.cpus is missing (the cpuset controller is not available "
         "to this cgroup)"
     ]
+
+
+def test_v1_set_swap_writes_memsw_first_only_when_it_rises(tmp_path: Path) -> None:
+    v1_tree(tmp_path)
+    memory = tmp_path / "memory/sandman/web"
+    (memory / "memory.memsw.limit_in_bytes").write_text(f"{UNLIMITED}\n")
+    written: list[str] = []
+    real_write = cg_common.write
+
+    def record(path: str, value: str) -> None:
+        written.append(f"{Path(path).name}={value}")
+        real_write(path, value)
+
+    driver = cg.V1Driver(str(tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cg_common, "write", record)
+        assert driver.set_swap("sandman/web", 64 * MiB, 128 * MiB) == []  # memsw lowered
+        assert driver.set_swap("sandman/web", 256 * MiB, 512 * MiB) == []  # memsw raised
+    assert written == [
+        f"memory.limit_in_bytes={64 * MiB}",
+        f"memory.memsw.limit_in_bytes={128 * MiB}",
+        f"memory.memsw.limit_in_bytes={512 * MiB}",
+        f"memory.limit_in_bytes={256 * MiB}",
+    ]
+
+
+def test_v2_set_swap_keeps_the_swap_alone(tmp_path: Path) -> None:
+    v2_tree(tmp_path, leaf={**V2_LEAF, "memory.current": "0\n", "memory.swap.max": "max\n"})
+    driver = cg.V2Driver(str(tmp_path))
+    leaf = tmp_path / "sandman/web"
+    assert driver.set_swap("sandman/web", 64 * MiB, 128 * MiB) == []
+    assert text(leaf / "memory.max") == str(64 * MiB)
+    assert text(leaf / "memory.swap.max") == str(64 * MiB)
+    assert driver.set_swap("sandman/web", 64 * MiB, None) == []
+    assert text(leaf / "memory.swap.max") == "max"

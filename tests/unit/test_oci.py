@@ -188,3 +188,30 @@ def test_cpu_settings_read_as_runc_reads_them() -> None:
     }
     assert cgroups.cpu_settings(resources) == CpuSettings(1024, 50000, 100000, "0-1", "0")
     assert cgroups.cpu_settings({"cpu": {"quota": -1}}) == CpuSettings(quota_us=-1)
+
+
+def test_update_reads_flags_over_the_file_and_refuses_what_it_cannot_change() -> None:
+    from sandman.oci import update
+
+    args = parser().parse_args(["update", "--memory", "1000", "--cpuset-cpus", "0", "c1"])
+    merged = update._with_flags({"memory": {"limit": 5}, "pids": {"limit": 3}}, vars(args))
+    assert merged == {"memory": {"limit": 1000}, "pids": {"limit": 3}, "cpu": {"cpus": "0"}}
+    update._refuse_unknown({"memory": {"limit": 1, "swap": 2}, "blockIO": {}, "cpu": {"shares": 0}})
+    with pytest.raises(OciError, match=r"resources\.hugepageLimits cannot be updated"):
+        update._refuse_unknown({"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]})
+    with pytest.raises(OciError, match=r"resources\.memory\.kernel cannot be updated"):
+        update._refuse_unknown({"memory": {"kernel": 5}})
+
+
+def test_update_takes_swap_only_with_a_memory_limit_below_it() -> None:
+    from sandman.oci import update
+
+    assert update._swap({"memory": {"limit": 10}}) is None
+    assert update._swap({"memory": {"limit": 10, "swap": 30}}) == (10, 30)
+    assert update._swap({"memory": {"limit": 10, "swap": -1}}) == (10, None)
+    with pytest.raises(OciError, match=r"needs resources\.memory\.limit"):
+        update._swap({"memory": {"swap": 30}})
+    with pytest.raises(OciError, match=r"below resources\.memory\.limit"):
+        update._swap({"memory": {"limit": 30, "swap": 10}})
+    limits, keys = cgroups.updated_limits({"memory": {"limit": -1}, "pids": {"limit": 7}})
+    assert (limits.memory_max, limits.pids_max, keys) == (None, 7, {"memory_max", "pids_max"})
