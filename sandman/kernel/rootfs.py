@@ -4,7 +4,8 @@ Two phases, run in the two processes of the spawn path:
 - `mount_host_side` (first child, still the host's root user, in a private mount namespace): the
   root itself and the declared bind and overlay mounts, which read host paths with the host's
   rights. Made before the user namespace exists, they end up locked in the sandbox: its root user
-  can neither unmount them nor make a read-only one writable.
+  can neither unmount them nor make a read-only one writable. (A sandbox without a user namespace
+  gains nothing from that lock: an OCI config's binds are then made inside, in its order.)
 - `mount_inside` then `enter_root` (the init-to-be, in every new namespace): /proc, /sys, /dev,
   tmpfs and proc mounts, masks, then pivot_root, so nothing of the host stays reachable.
 
@@ -110,6 +111,11 @@ class RootfsPlan:
     masked: tuple[str, ...] = ()
     read_only_paths: tuple[str, ...] = ()
     devices: tuple[Device, ...] = ()  # made after /dev, each path resolved inside the root
+    # Bind mounts made inside, among the tmpfs and proc mounts in `mounts`' order (an OCI
+    # config's order, which its runtimes keep), rather than first on the host side. Only for a
+    # sandbox without a user namespace: there its root could unmount any mount anyway, so the
+    # lock that making them on the host side gives is worth nothing.
+    binds_in_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,8 @@ def mount_host_side(plan: RootfsPlan, userns: int | None) -> None:
             pass
     for mount in plan.mounts:
         step = f"mounting {mount.type} on `{mount.target}`"
+        if mount.type == "bind" and plan.binds_in_order:
+            continue  # mount_inside makes it, and its target
         if mount.type in ("bind", "overlay"):
             with _step(mount.key, step):
                 _mount_from_host(plan.stage, mount, owner)
@@ -334,6 +342,9 @@ def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
         if mount.type in ("tmpfs", "proc"):
             with _step(mount.key, f"mounting {mount.type} on `{mount.target}`"):
                 _mount_virtual(".", mount)
+        elif mount.type == "bind" and plan.binds_in_order:
+            with _step(mount.key, f"mounting bind on `{mount.target}`"):
+                _mount_from_host(".", mount, _Owner(plan.owner))
     for path in plan.read_only_paths:
         with _step("readonlyPaths", f"making `{path}` read-only"):
             _restrict(path, mask=False)

@@ -147,6 +147,7 @@ def rootfs_plan(
         masked=masked,
         read_only_paths=read_only,
         devices=tuple(_devices(config)),
+        binds_in_order=not flags & sc.CLONE_NEWUSER,
     )
 
 

@@ -445,7 +445,10 @@ def test_an_images_symlinks_never_lead_a_mount_or_mask_onto_the_host(
     is resolved inside the root for mount targets, masked and read-only paths alike."""
     host = tmp_path / "host-side"
     (host / "kept").mkdir(parents=True)
-    script = "ls -d /escape/sub /escape/masked; touch /escape/kept/written && echo wrote"
+    script = (
+        "ls -d /escape/sub /escape/masked /escape/bound/marker;"
+        " touch /escape/kept/written && echo wrote"
+    )
     bundle = oci.bundle("s1", ["sh", "-c", script])
     rootfs = bundle / "rootfs"
     (rootfs / "escape").symlink_to(host)  # absolute: the host's path, if followed from outside
@@ -453,6 +456,12 @@ def test_an_images_symlinks_never_lead_a_mount_or_mask_onto_the_host(
     (rootfs / str(host).lstrip("/") / "kept").mkdir()
     config = json.loads((bundle / "config.json").read_text())
     config["mounts"].append({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs"})
+    # A bind mount too: without a user namespace it is made inside, in the config's order.
+    source = tmp_path / "bind-source"
+    source.mkdir()
+    (source / "marker").touch()
+    bind = {"destination": "/escape/bound", "source": str(source), "options": ["bind"]}
+    config["mounts"].append(bind)
     config["linux"]["maskedPaths"] = ["/escape/masked", "/escape/kept"]
     (bundle / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out"
@@ -469,6 +478,7 @@ def test_an_images_symlinks_never_lead_a_mount_or_mask_onto_the_host(
         assert str(host) not in handle.read()
     # Inside: the tmpfs landed in the root's own copy of that path, and the mask held there.
     assert "/escape/sub" in out.read_text()
+    assert "/escape/bound/marker" in out.read_text()
     assert "wrote" not in out.read_text()
     oci("delete", "s1")
     assert os.stat(oci.root).st_mode & 0o777 == 0o700

@@ -81,9 +81,6 @@ NOT_YET = {
     # sandman's root is always built in a mount namespace of its own.
     "linux_ns_itype": "sharing the caller's mount namespace",
     "linux_ns_path": "joining an existing mount namespace",
-    # Bind mounts are made on the host side before the sandbox's own mounts (so they are
-    # locked), which puts them before tmpfs mounts in mountinfo whatever the config's order.
-    "mounts": "the config's order of bind and tmpfs mounts",
 }
 
 # Files that print two TAP plans (a test function each), which yath refuses as "Too many plans"
