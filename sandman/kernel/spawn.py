@@ -501,7 +501,7 @@ def _first_child(
         _step(spec, report, "rootfs")
         if os.getsid(0) != os.getpid():  # _clone_init, refused, may have made it
             os.setsid()
-        sc.unshare(sc.CLONE_NEWNS)
+        _enter_mount_namespace(joined)
         rootfs.mount_host_side(spec.rootfs, userns)
         _step(spec, report, "namespaces")
         _enter_namespaces(spec, userns, joined)
@@ -597,6 +597,18 @@ def _cloned_init(spec: SpawnSpec, fds: _InitFds, ready: int) -> None:
         _report_error(fds.report, exc)
         os._exit(127)
     _init_child(spec, _InitFds(stage, fds.log, fds.report, fds.go, gate))
+
+
+def _enter_mount_namespace(joined: list[tuple[int, int]]) -> None:
+    """A mount namespace of its own, or the one to join (an OCI config's path; taken out of
+    `joined`): the root is then built and pivoted into in that namespace, as runc does."""
+    for fd, flag in joined:
+        if flag == sc.CLONE_NEWNS:
+            joined.remove((fd, flag))
+            sc.setns(fd, sc.CLONE_NEWNS)
+            os.close(fd)
+            return
+    sc.unshare(sc.CLONE_NEWNS)
 
 
 def _enter_namespaces(spec: SpawnSpec, userns: int | None, joined: list[tuple[int, int]]) -> None:

@@ -78,13 +78,20 @@ def namespaces(config: Config) -> Namespaces:
         if kind not in NAMESPACES:
             raise OciError(f"linux.namespaces: unknown namespace type {kind!r}")
         if entry.get("path"):
-            if kind in ("mount", "user"):
+            if kind == "user":
                 raise OciError(
-                    f"linux.namespaces: joining an existing {kind} namespace is not supported"
+                    "linux.namespaces: joining an existing user namespace is not supported"
                 )
             joined.append((NAMESPACES[kind], str(entry["path"])))
         else:
             flags |= NAMESPACES[kind]
+    if flags & sc.CLONE_NEWUSER and any(flag == sc.CLONE_NEWNS for flag, _ in joined):
+        # The root is built in the joined namespace, which the new user namespace would not own:
+        # its root could not mount /proc there.
+        raise OciError(
+            "linux.namespaces: joining a mount namespace together with a new user namespace is "
+            "not supported"
+        )
     return Namespaces(flags, tuple(joined))
 
 

@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,6 +271,50 @@ def test_update_changes_the_limits_of_a_running_container(oci: Runtime, tmp_path
     stopped = oci("update", "--memory", str(64 << 20), "w1", check=False)
     assert stopped.returncode != 0 and "not running" in stopped.stderr, stopped.stderr
     oci("delete", "w1")
+
+
+def test_a_config_joins_an_existing_mount_namespace(oci: Runtime, tmp_path: Path) -> None:
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "1000"])
+    try:
+        path = f"/proc/{holder.pid}/ns/mnt"
+        for _ in range(1000):  # until unshare has made the namespace and exec'd sleep
+            if os.readlink(path) != _ns("self", "mnt"):
+                break
+            time.sleep(0.01)
+        bundle = oci.bundle("n1", ["sh", "-c", "cat /proc/self/mountinfo | wc -l; echo inside"])
+        config = json.loads((bundle / "config.json").read_text())
+        namespaces = config["linux"]["namespaces"]
+        namespaces[:] = [n for n in namespaces if n["type"] != "mount"]
+        namespaces.append({"type": "mount", "path": path})
+        (bundle / "config.json").write_text(json.dumps(config))
+        out = tmp_path / "out"
+        with out.open("w") as stdout:
+            oci(
+                "create",
+                "-b",
+                str(bundle),
+                "--pid-file",
+                str(tmp_path / "pid"),
+                "n1",
+                stdout=stdout,
+            )
+        pid = int((tmp_path / "pid").read_text())
+        # From outside: the init is in the holder's mount namespace, not a new one.
+        assert _ns(pid, "mnt") == os.readlink(path) != _ns("self", "mnt")
+        oci("start", "n1")
+        assert _wait_exit(pid) == 0
+        assert out.read_text().split()[-1] == "inside"  # its own root, pivoted into there
+        oci("delete", "n1")
+        # A new user namespace could not own the joined one: refused by name, nothing left.
+        namespaces.append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        (bundle / "config.json").write_text(json.dumps(config))
+        refused = oci("create", "-b", str(bundle), "n1", check=False)
+        assert "joining a mount namespace together with a new user namespace" in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_start_succeeds_when_the_command_exits_and_is_reaped_at_once(
