@@ -6,7 +6,6 @@ process is reparented to the client's subreaper."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from sandman.kernel import enter
 from sandman.oci import bundle as oci_bundle
 from sandman.oci import cgroups, lifecycle
-from sandman.oci.client_files import connect_console, write_pid_file
+from sandman.oci.client_files import connect_console, read_json_object, write_pid_file
 from sandman.oci.errors import OciError, not_running
 from sandman.oci.state import Store
 
@@ -65,14 +64,7 @@ def exec_in(store: Store, args: Mapping[str, Any]) -> int:
 
 def _process(args: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     if args["process"]:
-        try:
-            with open(args["process"], encoding="utf-8") as handle:
-                process = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise OciError(f"--process {args['process']}: {exc}") from None
-        if not isinstance(process, dict):
-            raise OciError(f"--process {args['process']}: not a JSON object")
-        return process
+        return read_json_object(str(args["process"]), "--process", "an OCI process")
     process = dict(config["process"])
     command = [c for c in args["command"] if c != "--"]
     if not command:

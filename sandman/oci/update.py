@@ -6,12 +6,11 @@ the object is refused with its name, never ignored."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from sandman.oci import cgroups, lifecycle
+from sandman.oci.client_files import read_json_object
 from sandman.oci.errors import OciError, not_running
 from sandman.oci.state import Store
 
@@ -43,19 +42,7 @@ def update(store: Store, args: Mapping[str, Any]) -> int:
 
 
 def _read(source: str | None) -> dict[str, Any]:
-    if source is None:
-        return {}
-    try:
-        if source == "-":
-            data = json.load(sys.stdin)
-        else:
-            with open(source, encoding="utf-8") as handle:
-                data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise OciError(f"--resources {source}: {exc}") from None
-    if not isinstance(data, dict):
-        raise OciError(f"--resources {source}: not a JSON object (a LinuxResources)")
-    return data
+    return {} if source is None else read_json_object(source, "--resources", "a LinuxResources")
 
 
 def _with_flags(resources: dict[str, Any], args: Mapping[str, Any]) -> dict[str, Any]:

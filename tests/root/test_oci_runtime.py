@@ -95,6 +95,25 @@ def _wait_exit(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _create_capturing(
+    oci: Runtime, bundle: Path, container_id: str, tmp_path: Path
+) -> tuple[int, Path]:
+    """`create` with the container's output to a file: the init's PID and that file."""
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        pid_file = tmp_path / "pid"
+        oci(
+            "create",
+            "--bundle",
+            str(bundle),
+            "--pid-file",
+            str(pid_file),
+            container_id,
+            stdout=stdout,
+        )
+    return int(pid_file.read_text()), out
+
+
 def _ns(pid: int | str, name: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{name}")
 
@@ -102,18 +121,7 @@ def _ns(pid: int | str, name: str) -> str:
 def test_create_waits_then_start_runs_and_delete_cleans(oci: Runtime, tmp_path: Path) -> None:
     script = "echo started; cat /proc/self/cgroup; hostname; echo $OCI_TEST; exit 3"
     bundle = oci.bundle("c1", ["sh", "-c", script])
-    out = tmp_path / "out"
-    with out.open("w") as stdout:
-        oci(
-            "create",
-            "--bundle",
-            str(bundle),
-            "--pid-file",
-            str(tmp_path / "pid"),
-            "c1",
-            stdout=stdout,
-        )
-    pid = int((tmp_path / "pid").read_text())
+    pid, out = _create_capturing(oci, bundle, "c1", tmp_path)
     # Created: the init exists, in its own namespaces and cgroup, not yet running the command.
     assert oci.state("c1")["status"] == "created"
     assert oci.state("c1")["pid"] == pid
@@ -195,10 +203,7 @@ def test_cpu_shares_quota_period_and_cpuset_of_the_config(oci: Runtime, tmp_path
     cpu = {"shares": 512, "quota": 20000, "period": 50000, "cpus": "0", "mems": "0"}
     config["linux"]["resources"] = {"cpu": cpu}
     (bundle / "config.json").write_text(json.dumps(config))
-    out = tmp_path / "out"
-    with out.open("w") as stdout:
-        oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "u1", stdout=stdout)
-    pid = int((tmp_path / "pid").read_text())
+    pid, out = _create_capturing(oci, bundle, "u1", tmp_path)
     # From outside: the files the kernel shows, v1's or v2's.
     rel = f"{oci.cgroup_prefix}/u1"
     if (CGROUP_ROOT / "cgroup.controllers").exists():
@@ -287,18 +292,7 @@ def test_a_config_joins_an_existing_mount_namespace(oci: Runtime, tmp_path: Path
         namespaces[:] = [n for n in namespaces if n["type"] != "mount"]
         namespaces.append({"type": "mount", "path": path})
         (bundle / "config.json").write_text(json.dumps(config))
-        out = tmp_path / "out"
-        with out.open("w") as stdout:
-            oci(
-                "create",
-                "-b",
-                str(bundle),
-                "--pid-file",
-                str(tmp_path / "pid"),
-                "n1",
-                stdout=stdout,
-            )
-        pid = int((tmp_path / "pid").read_text())
+        pid, out = _create_capturing(oci, bundle, "n1", tmp_path)
         # From outside: the init is in the holder's mount namespace, not a new one.
         assert _ns(pid, "mnt") == os.readlink(path) != _ns("self", "mnt")
         oci("start", "n1")
