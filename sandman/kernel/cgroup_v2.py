@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 from sandman.kernel import cgroup_common as common
-from sandman.kernel import device_filter
 from sandman.kernel.cgroup_common import (
     CPU_PERIOD_US,
     LIMIT_KEYS,
@@ -281,12 +280,17 @@ class V2Driver:
     def restrict_devices(self, rel: str, allowed: Sequence[str]) -> list[str]:
         """Attach an eBPF device program to the cgroup that allows only the `allowed` rules and
         refuses every other device (to mknod and to open), whatever the process's capabilities:
-        v2's devices.allow/devices.deny (see device_filter)."""
+        v2's devices.allow/devices.deny (see device_filter, imported here: status and a no-op
+        apply never attach one)."""
+        from sandman.kernel import device_filter
+
         device_filter.attach(self._existing(rel), allowed)
         return []
 
     def device_programs(self, rel: str) -> list[int]:
         """The ids of the device programs attached to the cgroup itself: [] is no filter."""
+        from sandman.kernel import device_filter
+
         return device_filter.attached(self._existing(rel))
 
     def set_limits(

@@ -22,8 +22,8 @@ Two defences, each in the table where the kernel shows it the packets it must ju
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from sandman.kernel.net_facts import ANTISPOOF, FORWARD, rule_comment
 from sandman.kernel.nft_expr import (
@@ -75,8 +75,7 @@ def forward_rules(network: str, bridge: str) -> tuple[Rule, ...]:
     )
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """What a sandbox may send as: the host end of its veth, its MAC and addresses."""
 
     veth: str

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import NamedTuple
 
 from sandman.kernel.net_facts import BASE, NAT, PORT, rule_comment
 from sandman.kernel.netlink import NFGENMSG, Request, asciiz, be32, nest, nla
@@ -59,8 +59,7 @@ LOCALNET = ip_network("127.0.0.0/8")
 LOCALHOST6 = ip_network("::1/128")
 
 
-@dataclass(frozen=True)
-class Chain:
+class Chain(NamedTuple):
     """A base chain of the instance's table: name, type, hook and priority."""
 
     name: str
@@ -83,8 +82,7 @@ CHAINS = (
 )
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One rule: its chain, comment (kind, owner, what) and expressions."""
 
     chain: str
@@ -152,8 +150,7 @@ def _endpoint(address: Address | None, port: int) -> str:
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
-@dataclass(frozen=True)
-class Forward:
+class Forward(NamedTuple):
     """One port forward to one sandbox address: `host_address` None means every local address."""
 
     protocol: str
