@@ -1,6 +1,8 @@
 """sandman-oci beside runc (and crun where it runs): `create` + `start` + `delete --force` of one
 busybox container, whole processes as an engine calls them, interleaved round by round; then
-`state` alone (the call engines make most) and sandman-oci's start-up (its imports).
+`state` alone (the call engines make most) and sandman-oci's start-up (its imports); then, where
+podman is installed, `podman run --rm IMAGE true` with each runtime (issue #21's podman row: its
+own storage, cgroupfs, the busybox root imported as the image).
 
 Standalone (not in bench/run's table): `sudo .venv/bin/python bench/oci_runtime.py [--runs N]`.
 It prints each contender's median, min and max in ms, and sandman-oci's ratio to runc. Reports
@@ -148,9 +150,83 @@ def main() -> int:
             lifecycle_ratio = medians["sandman-oci"] / medians["runc"]
             state_ratio = state_medians["sandman-oci"] / state_medians["runc"]
             print(f"ratio to runc: lifecycle {lifecycle_ratio:.2f}x, state {state_ratio:.2f}x")
+        if shutil.which("podman") and "runc" in contenders:
+            podman_rounds(Podman(work, ours[0], bundles["sandman-oci"] / "rootfs"), args.runs)
     finally:
         _clean(work, ours)
     return 0
+
+
+class Podman:
+    """podman with storage, run root and config of the bench's own; `sandman` names the runtime
+    (with a state root under the work dir), runc is podman's own entry."""
+
+    IMAGE = "localhost/sandman-oci-bench:latest"
+
+    def __init__(self, work: Path, runtime: str, rootfs: Path) -> None:
+        self.work = work / "podman"
+        self.work.mkdir()
+        wrapper = self.work / "sandman-oci"
+        wrapper.write_text(f'#!/bin/sh\nexec {runtime} --root {self.work / "state"} "$@"\n')
+        wrapper.chmod(0o755)
+        conf = self.work / "containers.conf"
+        conf.write_text(
+            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            '[engine]\ncgroup_manager = "cgroupfs"\n'
+            'runtime_supports_json = ["crun", "runc", "sandman"]\n'
+            f'[engine.runtimes]\nsandman = ["{wrapper}"]\n'
+        )
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+        # podman refuses a run root longer than 50 characters
+        self.runroot = Path(tempfile.mkdtemp(prefix="smoci-bench-"))
+        self.base = [
+            "podman", "--root", str(self.work / "root"), "--runroot", str(self.runroot),
+            "--tmpdir", str(self.work / "tmp"), "--cgroup-manager", "cgroupfs",
+        ]  # fmt: skip
+        archive = self.work / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], check=True)
+        self("import", str(archive), self.IMAGE)
+
+    def __call__(self, *args: str) -> None:
+        devnull = subprocess.DEVNULL
+        command = [*self.base, *args]
+        subprocess.run(command, env=self.env, check=True, stdin=devnull, stdout=devnull)
+
+    def run_true(self, runtime: str) -> Callable[[], float]:
+        parent = f"/sandman-oci-bench/podman-{runtime}"
+
+        def once() -> float:
+            began = time.perf_counter()
+            self("run", "--rm", "--runtime", runtime, "--cgroup-parent", parent, self.IMAGE, "true")
+            return time.perf_counter() - began
+
+        return once
+
+    def clean(self) -> None:
+        for args in (("rm", "-a", "-f"), ("rmi", "-a", "-f"), ("system", "reset", "-f")):
+            subprocess.run([*self.base, *args], env=self.env, check=False, capture_output=True)
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            points = [line.split()[4] for line in handle]
+        for point in reversed(points):
+            if point.startswith((str(self.work), str(self.runroot))):
+                subprocess.run(["umount", "-l", point], check=False)
+        shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+def podman_rounds(podman: Podman, runs: int) -> None:
+    try:
+        trials = {name: podman.run_true(name) for name in ("sandman", "runc")}
+        for once in trials.values():
+            once()  # warm: the image's layers, podman's own first-run setup
+        times: dict[str, list[float]] = {name: [] for name in trials}
+        for _ in range(runs):
+            for name, once in trials.items():
+                times[name].append(once())
+        print(f"podman run --rm IMAGE true, {runs} rounds:")
+        medians = {name: report(f"--runtime {name}", values) for name, values in times.items()}
+        print(f"ratio to runc under podman: {medians['sandman'] / medians['runc']:.2f}x")
+    finally:
+        podman.clean()
 
 
 def _clean(work: Path, ours: list[str]) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandman.kernel.cgroup import CgroupDriver, CgroupLimits, CpuSettings, driver_for
-from sandman.kernel.rootfs import DEV_RULES
 
 
 def path_of(config: Mapping[str, Any], container_id: str) -> str:
@@ -86,10 +85,14 @@ def cpu_settings(resources: Mapping[str, Any]) -> CpuSettings | None:
     return None if settings == CpuSettings() else settings
 
 
-# What every container may use whatever its config says, as runc and crun allow them: the
-# devices the kernel layer binds into /dev (null, zero, full, random, urandom, tty), the console,
-# ptmx and the ptys of the container's own devpts.
-DEFAULT_DEVICES = (*DEV_RULES, "c 5:1 rwm")
+def default_devices() -> tuple[str, ...]:
+    """What every container may use whatever its config says, as runc and crun allow them: the
+    devices the kernel layer binds into /dev (null, zero, full, random, urandom, tty), the
+    console, ptmx and the ptys of the container's own devpts. (kernel.rootfs is imported here,
+    by create alone: state, kill and delete need none of it.)"""
+    from sandman.kernel.rootfs import DEV_RULES
+
+    return (*DEV_RULES, "c 5:1 rwm")
 
 
 def device_rules(resources: Mapping[str, Any], devices: Any = ()) -> list[str] | None:
@@ -99,7 +102,7 @@ def device_rules(resources: Mapping[str, Any], devices: Any = ()) -> list[str] |
     entries = resources.get("devices")
     if not entries:
         return None
-    allowed: list[str] = list(DEFAULT_DEVICES)
+    allowed: list[str] = list(default_devices())
     for entry in entries:
         kind = entry.get("type") or "a"
         major = "*" if entry.get("major") in (None, -1) else str(entry["major"])
@@ -108,7 +111,7 @@ def device_rules(resources: Mapping[str, Any], devices: Any = ()) -> list[str] |
         if entry.get("allow"):
             allowed.append(rule)
         elif kind == "a":
-            allowed = list(DEFAULT_DEVICES)  # deny all: what came before is void
+            allowed = list(default_devices())  # deny all: what came before is void
     # The devices the config makes (linux.devices) may be used, as runc allows them.
     for device in devices or ():
         kind = "c" if device.get("type") == "u" else device.get("type", "c")

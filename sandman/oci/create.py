@@ -120,8 +120,7 @@ def _create(store: Store, request: _Request) -> Stored:
     finally:
         if console is not None:
             console.close()
-    stored.pid = pid
-    stored.pid_start = lifecycle.start_time(pid) or 0
+    stored = stored._replace(pid=pid, pid_start=lifecycle.start_time(pid) or 0)
     store.save(stored)
     return stored
 

@@ -51,6 +51,6 @@ def state_json(stored: Stored, directory: str) -> dict[str, object]:
         "bundle": stored.bundle,
         "rootfs": os.path.join(stored.bundle, "rootfs"),
         "created": stored.created,
-        "annotations": stored.annotations,
+        "annotations": dict(stored.annotations),
         "owner": "",
     }

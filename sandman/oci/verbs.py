@@ -28,7 +28,7 @@ def start(store: Store, container_id: str) -> None:
             failed = exc
         else:
             _open_gate(os.path.join(directory, "exec.fifo"), stored)
-            stored.started = True
+            stored = stored._replace(started=True)
             store.save(stored)
     if failed is not None:
         # A failed prestart hook stops the container and the lifecycle goes on to its end
