@@ -10,9 +10,10 @@ from sandman.oci.errors import OciError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sandman.oci.args import parser
+    from sandman.oci.args import parser, verb_of
 
-    options = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    options = parser(verb_of(words)).parse_args(words)
     try:
         return _run(options)
     except OciError as exc:

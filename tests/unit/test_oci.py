@@ -216,3 +216,31 @@ def test_update_takes_swap_only_with_a_memory_limit_below_it() -> None:
         update._swap({"memory": {"limit": 30, "swap": 10}})
     limits, keys = cgroups.updated_limits({"memory": {"limit": -1}, "pids": {"limit": 7}})
     assert (limits.memory_max, limits.pids_max, keys) == (None, 7, {"memory_max", "pids_max"})
+
+
+CLIENT_LINES = [
+    ["--root", "/run/x", "--log", "/l", "--log-format", "json", "create", "--bundle", "b", "c1"],
+    ["--root=/run/x", "start", "c1"],
+    ["--systemd-cgroup", "--root", "/run/x", "kill", "--all", "c1", "9"],
+    ["delete", "--force", "c1"],
+    ["exec", "--process", "p.json", "--detach", "--pid-file", "f", "c1"],
+    ["update", "--resources", "-", "c1"],
+    ["--debug", "state", "c1"],
+]
+
+
+@pytest.mark.parametrize("argv", CLIENT_LINES)
+def test_a_known_verb_builds_its_parser_alone_and_parses_the_same(argv: list[str]) -> None:
+    from sandman.oci.args import verb_of
+
+    verb = verb_of(argv)
+    assert verb is not None and verb in argv
+    assert vars(parser(verb).parse_args(argv)) == vars(parser().parse_args(argv))
+
+
+def test_without_a_known_verb_the_whole_parser_is_built() -> None:
+    from sandman.oci.args import verb_of
+
+    assert verb_of(["--help"]) is None
+    assert verb_of(["--root", "state"]) is None  # `state` is the root's value here
+    assert verb_of(["stat", "c1"]) is None
