@@ -74,12 +74,10 @@ def _apply(cgroup: str, resources: Mapping[str, Any]) -> None:
     limits, keys = cgroups.updated_limits(resources)
     swap = _swap(resources)
     cpu = cgroups.cpu_settings(resources)
+    if swap is not None:
+        keys.discard("memory_max")  # set_swap writes it, in the order the kernel takes the two
     try:
-        if swap is not None:  # the memory limit with it, in the order the kernel takes them
-            keys.discard("memory_max")
-            warnings = driver.set_swap(cgroup, *swap)
-        else:
-            warnings = []
+        warnings = driver.set_swap(cgroup, *swap) if swap is not None else []
         warnings += driver.set_limits(cgroup, limits, only=keys) if keys else []
         if cpu is not None:
             warnings += driver.set_cpu(cgroup, cpu)

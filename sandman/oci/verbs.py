@@ -66,14 +66,13 @@ def _open_gate(path: str, stored: Stored) -> None:
 
 
 def _pidfd_of_held_init(stored: Stored) -> int:
-    gone = OciError(f"container {stored.id!r} exited before it was started")
     try:
         pidfd = os.pidfd_open(stored.pid)
     except ProcessLookupError:
-        raise gone from None
+        raise _exited_before_start(stored) from None
     if not lifecycle.alive(stored):  # the pid was reused since the status check
         os.close(pidfd)
-        raise gone
+        raise _exited_before_start(stored)
     return pidfd
 
 
@@ -85,7 +84,11 @@ def _wait_for_the_gate_byte(fifo: int, pidfd: int, stored: Stored) -> None:
                 if os.read(fifo, 1):
                     return
         if pidfd in ready:
-            raise OciError(f"container {stored.id!r} exited before it was started")
+            raise _exited_before_start(stored)
+
+
+def _exited_before_start(stored: Stored) -> OciError:
+    return OciError(f"container {stored.id!r} exited before it was started")
 
 
 def state(store: Store, container_id: str) -> dict[str, object]:
