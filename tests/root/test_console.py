@@ -5,6 +5,7 @@ the sandbox."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -146,8 +147,10 @@ def test_a_second_client_is_told_and_destroy_ends_the_keeper(sm: Sandman, talkin
 
 def _clients(keeper: int) -> int:
     """Sockets the keeper holds beyond its listener and channel (a connected client adds one)."""
-    fds = os.listdir(f"/proc/{keeper}/fd")
-    links = [os.readlink(f"/proc/{keeper}/fd/{fd}") for fd in fds]
+    links = []
+    for fd in os.listdir(f"/proc/{keeper}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # a connection closed since the listing
+            links.append(os.readlink(f"/proc/{keeper}/fd/{fd}"))
     return sum(link.startswith("socket:") for link in links) - 1
 
 
@@ -209,10 +212,16 @@ def test_the_keeper_holds_the_master_of_the_sandbox_s_console(sm: Sandman, talki
     sandbox_devpts = os.stat(f"/proc/{init}/root/dev/pts/ptmx").st_dev
     masters = []
     for fd in os.listdir(f"/proc/{keeper}/fd"):
-        info = Path(f"/proc/{keeper}/fdinfo/{fd}").read_text()
+        try:
+            info = Path(f"/proc/{keeper}/fdinfo/{fd}").read_text()
+            device = os.stat(f"/proc/{keeper}/fd/{fd}").st_dev
+        except FileNotFoundError:
+            # keeper_pid's own connection: the keeper closes it when the probe hangs up, which
+            # may be after the listing; the master lives as long as the keeper.
+            continue
         index = [line.split()[1] for line in info.splitlines() if line.startswith("tty-index:")]
         if index:
-            masters.append((int(index[0]), os.stat(f"/proc/{keeper}/fd/{fd}").st_dev))
+            masters.append((int(index[0]), device))
     assert masters == [(os.minor(console_rdev), sandbox_devpts)], masters
     assert sandbox_devpts != os.stat("/dev/pts/ptmx").st_dev
 
