@@ -13,13 +13,11 @@ Every mount target is resolved inside the new root with openat2(RESOLVE_IN_ROOT)
 the resulting fd, so a symlink in an image never leads a mount onto the host.
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sandman.kernel import syscalls as sc
 
@@ -38,8 +36,7 @@ _DEV_LINKS = {
 }
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     """One declared mount, as the unit says it (paths absolute, target inside the sandbox)."""
 
     type: str
@@ -54,8 +51,7 @@ class Mount:
     key: str = ""  # the unit key, e.g. "mount[1]", for errors
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A device node made in the sandbox (an OCI config's linux.devices): `kind` c, b or p."""
 
     path: str
@@ -81,8 +77,7 @@ DEV_RULES = (
 )
 
 
-@dataclass(frozen=True)
-class RootfsPlan:
+class RootfsPlan(NamedTuple):
     """Where the sandbox's root is staged and what is mounted into it."""
 
     stage: str  # an empty host directory the root is mounted on, in the sandbox's namespace only
@@ -92,7 +87,7 @@ class RootfsPlan:
     work: str | None = None
     lower: str | None = None  # where an idmapped view of the image is attached, for overlay
     owner: tuple[int, int] = (0, 0)  # host uid and gid of the sandbox's root, for made targets
-    mounts: tuple[Mount, ...] = field(default=())
+    mounts: tuple[Mount, ...] = ()
     own_proc: bool = True  # a pid namespace of its own: a fresh proc instance
     own_sys: bool = True  # a net namespace of its own: a fresh sysfs instance
     own_ipc: bool = True  # an ipc namespace of its own: a fresh mqueue instance
@@ -118,8 +113,7 @@ class RootfsPlan:
     binds_in_order: bool = False
 
 
-@dataclass(frozen=True)
-class _Owner:
+class _Owner(NamedTuple):
     """Who a target made in the root belongs to: `ids`, the host uid and gid of the sandbox's
     root. When the root itself is the idmapped image (`idmapped`: bind and read-only modes with
     a user namespace), a file made there by the host's root would have to be written with an

@@ -48,8 +48,6 @@ nothing for `timeout` seconds has its processes killed and fails, naming the ste
 caller undoes it (its cgroup kill takes whatever was forked) and goes on with the others.
 """
 
-from __future__ import annotations
-
 import codecs
 import contextlib
 import errno
@@ -65,8 +63,8 @@ import struct
 import termios
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 from sandman.kernel import loginstances, pty, rootfs
 from sandman.kernel import syscalls as sc
@@ -80,21 +78,21 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1  # <net/if.h>
 
 
-@dataclass(frozen=True)
-class IdMapping:
+# The value types here are NamedTuples, not dataclasses: sandman-oci's create imports this module
+# on every call, and dataclasses (with inspect) and building eleven classes cost it about 15 ms.
+class IdMapping(NamedTuple):
     """uid_map and gid_map lines: (inside, outside, count)."""
 
     uid: tuple[tuple[int, int, int], ...]
     gid: tuple[tuple[int, int, int], ...]
 
 
-@dataclass(frozen=True)
-class SpawnSpec:
+class SpawnSpec(NamedTuple):
     """Everything the children need, computed before the fork."""
 
     name: str
     command: tuple[str, ...]
-    confinement: Confinement
+    confinement: "Confinement"  # quoted: imported for type checking only
     namespaces: int  # CLONE_NEW* flags, CLONE_NEWNS always among them
     rootfs: RootfsPlan
     # The log file the init's stdout and stderr go to (its stdin is /dev/null); None: the init
@@ -135,7 +133,7 @@ class SpawnSpec:
     # The init's /proc/self/oom_score_adj (-1000..1000); None leaves the inherited one.
     oom_score_adj: int | None = None
     # Tests only: the children sleep this long at the named step (see STEPS), to force an order.
-    pauses: Mapping[str, float] = field(default_factory=dict)
+    pauses: Mapping[str, float] = MappingProxyType({})
 
 
 # The steps the children report, by name: (the unit key the step serves, what it does).
@@ -164,25 +162,47 @@ class SpawnError(OSError):
         return f"{self.strerror}: `{self.filename}`" if self.filename else str(self.strerror)
 
 
-@dataclass
 class Started:
     """A sandbox whose first child is forked: what finish() needs to see it through."""
 
-    first: int
-    report_read: int
-    go_write: int  # -1 without a prepare step, or once closed
-    prepare: Callable[[int], None] | None
-    timeout: float
+    __slots__ = ("first", "go_write", "prepare", "report_read", "timeout")
+
+    def __init__(
+        self,
+        first: int,
+        report_read: int,
+        go_write: int,  # -1 without a prepare step, or once closed
+        prepare: Callable[[int], None] | None,
+        timeout: float,
+    ) -> None:
+        self.first = first
+        self.report_read = report_read
+        self.go_write = go_write
+        self.prepare = prepare
+        self.timeout = timeout
 
 
-@dataclass
 class _Progress:
     """What finish() has heard from the children so far."""
 
-    step: str = "fork"  # the last step reported, a key of STEPS
-    init: int = 0
-    error: dict[str, object] | None = None
-    failed: BaseException | None = None  # the prepare step's error
+    __slots__ = ("error", "failed", "init", "step")
+
+    def __init__(self) -> None:
+        self.step = "fork"  # the last step reported, a key of STEPS
+        self.init = 0
+        self.error: dict[str, object] | None = None
+        self.failed: BaseException | None = None  # the prepare step's error
+
+
+class _InitFds(NamedTuple):
+    """The fds the init-to-be holds: the staged root, the log (-1 without), the report pipe, the
+    go pipe (-1 without), the exec gate (an O_PATH fd of the FIFO, -1 without)."""
+
+    stage: int
+    log: int
+    report: int
+    go: int
+    gate: int
 
 
 class _StalledError(Exception):
@@ -641,18 +661,6 @@ def _become_namespace_root(spec: SpawnSpec, joined_userns: bool) -> None:
 def _timespec(nanoseconds: int) -> str:
     seconds, rest = divmod(nanoseconds, 10**9)
     return f"{seconds} {rest}"
-
-
-@dataclass(frozen=True)
-class _InitFds:
-    """The fds the init-to-be holds: the staged root, the log (-1 without), the report pipe, the
-    go pipe (-1 without), the exec gate (an O_PATH fd of the FIFO, -1 without)."""
-
-    stage: int
-    log: int
-    report: int
-    go: int
-    gate: int
 
 
 def _console_fd(spec: SpawnSpec) -> int:

@@ -4,14 +4,11 @@ cwd, user, capabilities, no_new_privs, rlimits, seccomp). The engine that writes
 trusted (it runs as root); the root file system is not, and the kernel layer resolves every path
 in it without leaving it."""
 
-from __future__ import annotations
-
 import json
 import os
 import resource
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandman.capabilities import CAPABILITIES
 from sandman.kernel import security
@@ -65,8 +62,7 @@ def load(bundle: str) -> Config:
     return config
 
 
-@dataclass(frozen=True)
-class Namespaces:
+class Namespaces(NamedTuple):
     flags: int  # the namespaces to make, CLONE_NEWNS always among them
     joined: tuple[tuple[int, str], ...]  # (flag, path) of existing ones to join
 
