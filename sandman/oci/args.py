@@ -11,10 +11,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from sandman.oci.state import DEFAULT_ROOT
+from sandman.oci import options as table
 
 # Global options that take a value (`--root DIR` or `--root=DIR`): what verb_of skips.
-_VALUED = ("--root", "--log", "--log-format", "--rootless", "--criu")
+_VALUED = tuple(o.flags[0] for o in table.GLOBAL if o.kind != "flag")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the width found as shutil.get_terminal_size finds it ($COLUMNS, then
+    standard output's terminal, else 80): argparse imports shutil (with bz2 and lzma) for that at
+    every parser it builds, help asked for or not."""
+
+    def __init__(self, prog: str) -> None:
+        import os
+
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else 0
+        if not width:
+            try:
+                width = os.get_terminal_size(1).columns
+            except OSError:
+                width = 80
+        super().__init__(prog, width=width - 2)
 
 
 def parser(wanted: str | None = None) -> argparse.ArgumentParser:
@@ -22,12 +40,14 @@ def parser(wanted: str | None = None) -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="sandman-oci",
         description="An OCI runtime (the runc command line) on sandman's kernel layer.",
+        formatter_class=_Formatter,
     )
-    _global_options(top)
+    _add(top, table.GLOBAL)
     verbs = top.add_subparsers(dest="verb", metavar="VERB")
     for name, (text, options) in VERBS.items():
         if wanted in (None, name):
-            options(verbs.add_parser(name, help=text, description=text))
+            sub = verbs.add_parser(name, help=text, description=text, formatter_class=_Formatter)
+            options(sub)
     return top
 
 
@@ -42,48 +62,47 @@ def verb_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _global_options(top: argparse.ArgumentParser) -> None:
-    top.add_argument(
-        "--root", default=DEFAULT_ROOT, help=f"state directory (default {DEFAULT_ROOT})"
-    )
-    top.add_argument("--log", help="write errors to this file as well")
-    top.add_argument("--log-format", default="text", choices=("text", "json"))
-    top.add_argument(
-        "--systemd-cgroup", action="store_true", help="accepted; cgroups are made directly"
-    )
-    top.add_argument("--debug", action="store_true", help="accepted")
-    top.add_argument("--rootless", default=None, help="accepted; sandman-oci runs as root")
-    top.add_argument("--criu", default=None, help="accepted; checkpointing is not supported")
-    top.add_argument("--version", "-v", action="store_true", help="print the version and exit")
+def _add(
+    sub: argparse.ArgumentParser,
+    options: tuple[table.Option, ...],
+    positionals: tuple[table.Positional, ...] = (),
+) -> None:
+    for option in options:
+        if option.kind == "flag":
+            sub.add_argument(
+                *option.flags, dest=option.dest, action="store_true", help=option.help or None
+            )
+            continue
+        kind = int if option.kind == "int" else str
+        sub.add_argument(
+            *option.flags,
+            dest=option.dest,
+            type=kind,
+            default=option.default,
+            choices=option.choices,
+            help=option.help or None,
+        )
+    for positional in positionals:
+        if positional.default is None:
+            sub.add_argument(positional.dest, help=positional.help)
+        else:
+            sub.add_argument(
+                positional.dest, nargs="?", default=positional.default, help=positional.help
+            )
 
 
-def _create_options(sub: argparse.ArgumentParser, run: bool = False) -> None:
-    sub.add_argument("--bundle", "-b", default=".", help="the bundle directory (default .)")
-    sub.add_argument("--pid-file", help="write the init's PID here")
-    sub.add_argument("--console-socket", help="AF_UNIX socket to send the pty master to")
-    sub.add_argument("--no-pivot", action="store_true", help="accepted")
-    sub.add_argument("--no-new-keyring", action="store_true", help="accepted")
-    sub.add_argument("--preserve-fds", type=int, default=0, help="accepted; must be 0")
-    if run:
-        sub.add_argument("--detach", "-d", action="store_true", help="return once started")
-    sub.add_argument("id")
+def _simple(verb: str) -> Callable[[argparse.ArgumentParser], None]:
+    options, positionals = table.SIMPLE_VERBS[verb]
+    return lambda sub: _add(sub, options, positionals)
+
+
+def _run_options(sub: argparse.ArgumentParser) -> None:
+    options, positionals = table.SIMPLE_VERBS["create"]
+    _add(sub, (*options, table.DETACH), positionals)
 
 
 def _id_only(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("id")
-
-
-def _kill_options(kill: argparse.ArgumentParser) -> None:
-    kill.add_argument("--all", "-a", action="store_true", help="every process of the container")
-    kill.add_argument("id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM", help="number or name (default TERM)")
-
-
-def _delete_options(delete: argparse.ArgumentParser) -> None:
-    delete.add_argument(
-        "--force", "-f", action="store_true", help="kill it first; a missing id is fine"
-    )
-    delete.add_argument("id")
+    _add(sub, (), (table.ID,))
 
 
 def _exec_options(exec_: argparse.ArgumentParser) -> None:
@@ -127,15 +146,15 @@ def _no_options(sub: argparse.ArgumentParser) -> None:
 
 Options = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, Options]] = {
-    "create": ("make a container from a bundle, stopped before its process runs", _create_options),
-    "run": (
-        "create and start a container, and wait for it unless --detach",
-        lambda sub: _create_options(sub, run=True),
+    "create": (
+        "make a container from a bundle, stopped before its process runs",
+        _simple("create"),
     ),
-    "start": ("run the process of a created container", _id_only),
-    "state": ("print a container's state as JSON", _id_only),
-    "kill": ("send a signal to the container's init (or all its processes)", _kill_options),
-    "delete": ("remove a stopped container (any, with --force)", _delete_options),
+    "run": ("create and start a container, and wait for it unless --detach", _run_options),
+    "start": ("run the process of a created container", _simple("start")),
+    "state": ("print a container's state as JSON", _simple("state")),
+    "kill": ("send a signal to the container's init (or all its processes)", _simple("kill")),
+    "delete": ("remove a stopped container (any, with --force)", _simple("delete")),
     "exec": ("run a process in a running container", _exec_options),
     "ps": ("list the container's processes", _ps_options),
     "pause": ("freeze every process of the container", _id_only),

@@ -4,34 +4,45 @@ itself fails). No traceback reaches the client: conmon and the shim show the las
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 from sandman.oci.errors import OciError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sandman.oci.args import parser, verb_of
-
     words = sys.argv[1:] if argv is None else argv
-    options = parser(verb_of(words)).parse_args(words)
+    args = _parse(words)
     try:
-        return _run(options)
+        return _run(args)
     except OciError as exc:
-        _error(options, exc.message)
+        _error(args, exc.message)
         return exc.code
     except OSError as exc:
-        _error(options, str(exc))
-        return 255 if options.verb == "exec" else 1
+        _error(args, str(exc))
+        return 255 if args.get("verb") == "exec" else 1
 
 
-def _error(options: object, message: str) -> None:
+def _parse(words: list[str]) -> dict[str, Any]:
+    """The engines' usual lines without argparse; any other (and --help, and errors) by it."""
+    from sandman.oci import fast_args
+
+    args = fast_args.read(words)
+    if args is not None:
+        return args
+    from sandman.oci.args import parser, verb_of
+
+    return vars(parser(verb_of(words)).parse_args(words))
+
+
+def _error(args: dict[str, Any], message: str) -> None:
     from sandman.oci.logs import write_error
 
-    write_error(message, getattr(options, "log", None), getattr(options, "log_format", "text"))
+    write_error(message, args.get("log"), args.get("log_format") or "text")
 
 
-def _run(options: object) -> int:
-    args = vars(options)
+def _run(args: dict[str, Any]) -> int:
     verb = args.get("verb")
     if args.get("version") and verb is None:
         from sandman import __version__
@@ -48,4 +59,14 @@ def _run(options: object) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # Engines start the runtime several times per container, and the interpreter's teardown
+    # (freeing every module's objects, about 3 ms) changes nothing its caller sees: what it
+    # wrote is flushed here and the process leaves. sandman-oci starts no threads and
+    # registers no exit handlers that this would skip.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more reaches the reader anyway
+            code = code or 1
+    os._exit(code)
