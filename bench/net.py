@@ -28,6 +28,7 @@ from harness import Session, Stats, links, main, table, wait_links_gone
 from pyroute2 import IPRoute, NetNS
 
 from sandman.kernel import nat, net, net_dump
+from sandman.kernel.veth import create_veth
 from sandman.units.model import PortForward
 from sandman.units.names import bridge_name, veth_name
 
@@ -86,9 +87,7 @@ def veths_and_ports(calls: Calls, tag: str) -> None:
             address, address6 = GATEWAY.network[i + 2], GATEWAY6.network[i + 2]
             veth, v4 = veth_name(tag, f"s{i}"), IPv4Interface(f"{address}/16")
             v6 = IPv6Interface(f"{address6}/64")
-            net.create_veth(
-                veth, pids[i], bridge, v4, GATEWAY.ip, address6=v6, gateway6=GATEWAY6.ip
-            )
+            create_veth(veth, pids[i], bridge, v4, GATEWAY.ip, address6=v6, gateway6=GATEWAY6.ip)
 
         calls.time("create_veth (create + configure v4 and v6)", create)
         calls.time("remove_link of a veth", lambda i: net.remove_link(veth_name(tag, f"s{i}")))

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from sandman.kernel import nat, net, net_dump, netlink, nft_rules, source_filter
-from sandman.kernel.net import thread_in_netns_of
+from sandman.kernel import nat, net, net_dump, netlink, nft_rules, source_filter, veth
 from sandman.kernel.net_facts import NFPROTO_INET
+from sandman.kernel.netns import thread_in_netns_of
 from sandman.units.names import bridge_name, veth_name
 
 SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
@@ -121,7 +121,7 @@ class Lab:
         self.children.append(child)
         time.sleep(0.2)  # unshare has made the netns before sleep runs
         address = IPv4Interface(f"{GATEWAY.network[number]}/24")
-        net.create_veth(veth_name(self.tag, name), child.pid, self.bridge, address, GATEWAY.ip)
+        veth.create_veth(veth_name(self.tag, name), child.pid, self.bridge, address, GATEWAY.ip)
         self.sandboxes[name] = (child.pid, address)
 
     def filtered(self) -> None:

@@ -95,14 +95,14 @@ def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
     """The sandbox's source filter, then its veth (peer born as eth0 in its netns), addresses,
     routes and port forwards. Idempotent: also the repair of a deleted veth, address or rule.
     The filter comes first: it names the veth, so no frame of the sandbox passes unfiltered."""
-    from sandman.kernel import net, source_filter
+    from sandman.kernel import source_filter, veth
 
     assert sandbox.unit.network is not None and sandbox.veth and sandbox.address
     network = ctx.desired.networks[sandbox.unit.network.attach]
     six = sandbox.address6.ip if sandbox.address6 else None
     source = source_filter.source_of(sandbox.veth, sandbox.address.ip, six)
     source_filter.ensure(ctx.paths.tag, sandbox.name, source)
-    net.create_veth(
+    veth.create_veth(
         sandbox.veth,
         pid,
         network.bridge,

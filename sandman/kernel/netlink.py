@@ -133,7 +133,7 @@ def dump(protocol: int, kind: int, body: bytes, what: str) -> list[bytes]:
 _DUMP_SOCKETS: dict[int, socket.socket] = {}
 
 
-def _process_socket(protocol: int) -> socket.socket:
+def process_socket(protocol: int) -> socket.socket:
     """The process's socket for `protocol`, for dumps and single requests: closing an
     nf_tables socket costs the kernel 1.5 ms, once per sandbox otherwise."""
     sock = _DUMP_SOCKETS.get(protocol)
@@ -154,7 +154,7 @@ _DUMP_SEQUENCE = itertools.count(1)  # dumps and requests share the process's so
 def _dump_once(protocol: int, request: bytes, sequence: int, what: str) -> tuple[list[bytes], bool]:
     """One dump on the process's socket for `protocol`. Replies of an earlier, abandoned dump
     carry another sequence number and are skipped; an exchange cut short drops the socket."""
-    sock = _process_socket(protocol)
+    sock = process_socket(protocol)
     payloads: list[bytes] = []
     interrupted = finished = False
     try:
@@ -182,23 +182,50 @@ def request(
 ) -> None:
     """Send one request asking for an ACK, on the process's socket for `protocol`; OSError with
     the kernel's errno and message if it refuses."""
-    sequence = next(_DUMP_SEQUENCE)
-    sock = _process_socket(protocol)
-    answered = False
+    sock = process_socket(protocol)
     try:
-        sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, body))
-        while True:
-            for reply, reply_flags, number, payload in messages(sock.recv(_READ_SIZE)):
-                if number == sequence and reply == NLMSG_ERROR:
-                    answered = True
-                    code, text = error_of(reply_flags, payload)
-                    if code:
-                        _raise(code, text, what, doing)
-                    return
+        _, code, text = _answer(sock, kind, body, flags)
     except BaseException:
-        if not answered:  # cut short: the answer must not reach the next request
-            _drop_process_socket(protocol)
+        _drop_process_socket(protocol)  # cut short: what is left of the answer goes with it
         raise
+    if code:
+        _raise(code, text, what, doing)
+
+
+def route_socket() -> socket.socket:
+    """A NETLINK_ROUTE socket of the caller's own, in the netns of the calling thread (made
+    while the thread is in a sandbox's netns, it stays there): for `call`."""
+    return _socket(NETLINK_ROUTE)
+
+
+def call(
+    sock: socket.socket, kind: int, body: bytes, what: str, doing: str, *, flags: int = 0
+) -> list[bytes]:
+    """One request asking for an ACK on `sock`: the payloads of the replies before it (a GET's
+    answer), or OSError(errno, "doing: strerror (the kernel's message)", what) if refused."""
+    replies, code, text = _answer(sock, kind, body, flags)
+    if code:
+        _raise(code, text, what, doing)
+    return replies
+
+
+def _answer(
+    sock: socket.socket, kind: int, body: bytes, flags: int
+) -> tuple[list[bytes], int, str]:
+    """Send the request; (the replies before its ACK, errno or 0, the kernel's message). Replies
+    to other requests (an abandoned exchange's) are skipped by their sequence number."""
+    sequence = next(_DUMP_SEQUENCE)
+    sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, body))
+    replies: list[bytes] = []
+    while True:
+        for reply, reply_flags, number, payload in messages(sock.recv(_READ_SIZE)):
+            if number != sequence:
+                continue
+            if reply != NLMSG_ERROR:
+                replies.append(payload)
+                continue
+            code, text = error_of(reply_flags, payload)
+            return replies, code, text
 
 
 def _exchange(

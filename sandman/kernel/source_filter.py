@@ -25,7 +25,7 @@ from sandman.kernel.nft_rules import Rule
 
 
 def source_of(veth: str, address: IPv4Address, address6: IPv6Address | None) -> Source:
-    """What the sandbox behind `veth` may send as: the MAC net.create_veth gives its eth0."""
+    """What the sandbox behind `veth` may send as: the MAC veth.create_veth gives its eth0."""
     return Source(veth, derive_mac(veth, "peer"), address, address6)
 
 

@@ -33,8 +33,9 @@ from pyroute2 import IPRoute
 from pyroute2.nftables.main import NFTables
 
 from sandman.kernel import nat, net, net_dump
-from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import BASE, NAT, PORT, derive_mac
+from sandman.kernel.netns import thread_in_netns_of
+from sandman.kernel.veth import create_veth
 from sandman.units.model import PortForward
 from sandman.units.names import bridge_name, veth_name
 
@@ -130,7 +131,7 @@ class NetEnv:
         v4, v6 = network.gateway.network, network.gateway6.network
         address, address6 = IPv4Interface(f"{v4[host]}/24"), IPv6Interface(f"{v6[host]}/64")
         sandbox = Sandbox(name, veth, self.child(name), address, address6)
-        net.create_veth(veth, sandbox.pid, network.bridge, address, network.gateway.ip,
+        create_veth(veth, sandbox.pid, network.bridge, address, network.gateway.ip,
                         address6=address6, gateway6=network.gateway6.ip)  # fmt: skip
         return sandbox
 
@@ -324,7 +325,7 @@ def test_create_veth_again_keeps_the_pair_and_repairs_it(env: NetEnv) -> None:
     index = net_dump.dump_links(env.tag)[a.veth].ifindex
     with IPRoute() as ipr:
         ipr.link("set", index=index, master=0, state="down")  # drift: off the bridge, down
-    net.create_veth(a.veth, a.pid, lan.bridge, a.address, lan.gateway.ip)
+    create_veth(a.veth, a.pid, lan.bridge, a.address, lan.gateway.ip)
     fact = net_dump.dump_links(env.tag)[a.veth]
     assert (fact.ifindex, fact.up, fact.master) == (
         index,
@@ -333,7 +334,7 @@ def test_create_veth_again_keeps_the_pair_and_repairs_it(env: NetEnv) -> None:
     )
 
     net.remove_link(a.veth)  # drift: the pair is gone
-    net.create_veth(a.veth, a.pid, lan.bridge, a.address, lan.gateway.ip)
+    create_veth(a.veth, a.pid, lan.bridge, a.address, lan.gateway.ip)
     assert a.veth in net_dump.dump_links(env.tag)
     assert fetch(a.address.ip) == f"a {lan.gateway.ip}"
 
@@ -347,7 +348,7 @@ def test_create_veth_replaces_a_stale_host_end(env: NetEnv) -> None:
         ipr.link("add", ifname=veth, kind="veth", peer=other)  # its peer is in the host
     child = env.child("a")
     address = IPv4Interface(f"{lan.gateway.network[2]}/24")
-    net.create_veth(veth, child.pid, lan.bridge, address, lan.gateway.ip)
+    create_veth(veth, child.pid, lan.bridge, address, lan.gateway.ip)
     links = net_dump.dump_links(env.tag)
     assert other not in links and links[veth].peer_netns_id is not None
     assert fetch(address.ip) == f"a {lan.gateway.ip}"
@@ -373,7 +374,7 @@ def test_create_veth_errors_name_what_failed(env: NetEnv) -> None:
     ]
     for pid, bridge, code, filename, message in cases:
         with pytest.raises(OSError, match=message) as caught:
-            net.create_veth(veth, pid, bridge, address, lan.gateway.ip)
+            create_veth(veth, pid, bridge, address, lan.gateway.ip)
         assert (caught.value.errno, caught.value.filename) == (code, filename)
     assert veth not in net_dump.dump_links(env.tag)
 

@@ -31,9 +31,9 @@ from test_networks import WEB, WEB_TEXT, Lab, free_port, http_get, sandbox_unit,
 from test_sandboxes import wait_for
 
 from sandman.kernel import net, netlink, nft_rules
-from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import derive_mac
 from sandman.kernel.netlink import be32, nla
+from sandman.kernel.netns import thread_in_netns_of
 from sandman.kernel.nft_expr import CMP_NEQ, META_IIFNAME, META_OIFNAME, accept, ifname
 
 pytestmark = pytest.mark.root

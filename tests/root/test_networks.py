@@ -48,8 +48,8 @@ from test_net import SYSCTLS, sysctl_lock
 from test_sandboxes import Result, Sandman, alive, cgroup_dirs, unit, wait_for
 
 from sandman.kernel import nat, net_dump, netlink, nft_rules
-from sandman.kernel.net import thread_in_netns_of
 from sandman.kernel.net_facts import ANTISPOOF, FORWARD, NAT, PORT
+from sandman.kernel.netns import thread_in_netns_of
 from sandman.units.names import bridge_name, instance_tag, veth_name
 
 pytestmark = pytest.mark.root

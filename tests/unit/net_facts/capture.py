@@ -21,7 +21,7 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 from typing import Any
 
-from sandman.kernel import nat, net, net_dump
+from sandman.kernel import nat, net, net_dump, veth
 from sandman.kernel.net_facts import IFADDRMSG, link_name
 from sandman.units.model import PortForward
 
@@ -81,7 +81,7 @@ def main() -> None:
         gateway, gateway6 = IPv4Interface("10.231.99.1/24"), IPv6Interface("fd00:231:99::1/64")
         net.ensure_bridge(BRIDGE, gateway, gateway6)
         address, address6 = IPv4Interface("10.231.99.2/24"), IPv6Interface("fd00:231:99::2/64")
-        net.create_veth(VETH, child.pid, BRIDGE, address, gateway.ip, address6=address6,
+        veth.create_veth(VETH, child.pid, BRIDGE, address, gateway.ip, address6=address6,
                         gateway6=gateway6.ip)  # fmt: skip
         nat.ensure_nat(TAG, "lan", IPv4Network("10.231.99.0/24"), True)
         ports = [PortForward(host=48080, sandbox=80, host_address="127.0.0.1"),
