@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,8 @@ from ipaddress import IPv4Interface, IPv6Interface
 from harness import Session, Stats, links, main, table, wait_links_gone
 from pyroute2 import IPRoute, NetNS
 
-from sandman.kernel import nat, net, net_dump
+from sandman.kernel import nat, net, net_dump, netlink
+from sandman.kernel.netns import thread_in_netns
 from sandman.kernel.veth import create_veth
 from sandman.units.model import PortForward
 from sandman.units.names import bridge_name, veth_name
@@ -65,11 +67,17 @@ class Calls:
         self.rows.append([what, str(Stats(tuple(times))), str(len(times))])
 
 
+def _socket_in(fd: int) -> socket.socket:
+    """sandman's way (kernel/veth.py): this thread into the netns for the socket, and back."""
+    with thread_in_netns(fd):
+        return netlink.route_socket()
+
+
 def sockets(calls: Calls) -> None:
     with netns_holders(1) as (pid,):
         path = f"/proc/{pid}/ns/net"
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        calls.time("netns socket: setns there and back", lambda _: net._route_in(fd).close())
+        calls.time("netns socket: setns there and back", lambda _: _socket_in(fd).close())
         calls.time(
             "netns socket: IPRoute(netns=...) (forks)",
             lambda _: IPRoute(netns=path, flags=0).close(),

@@ -20,24 +20,29 @@ import socket
 import struct
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-from sandman.kernel import links, netlink
-from sandman.kernel.net_facts import IFADDRMSG, IFF_UP, IFINFOMSG, Interface, derive_mac, parse_link
+from sandman.kernel import links, netlink, rtnl
+from sandman.kernel.net_facts import Interface, derive_mac
 from sandman.kernel.netns import netns_fd, thread_in_netns
+from sandman.kernel.rtnl import (
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    IFLA_NET_NS_FD,
+    RTM_NEWLINK,
+    u32,
+)
 
 PEER_NAME = "eth0"
 LOOPBACK_INDEX = 1
 
-# <linux/rtnetlink.h>, <linux/netlink.h>
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 18, 20, 24
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+VETH_INFO_PEER = 1  # <linux/veth.h>
+# <linux/rtnetlink.h>
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type
-RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
+RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RTA_OIF, RTA_GATEWAY = 4, 5
-# <linux/if_link.h>, <linux/veth.h>, <linux/if_addr.h>
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 18, 28
-IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
-IFA_F_NODAD = 0x02
 
 
 def create_veth(
@@ -83,21 +88,6 @@ def bridge_index(bridge: str) -> int:
     return index
 
 
-def _host_socket() -> socket.socket:
-    return netlink.process_socket(netlink.NETLINK_ROUTE)
-
-
-def _link_message(index: int, up: bool, *attributes: bytes) -> bytes:
-    flags = IFF_UP if up else 0
-    return IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, IFF_UP if up else 0) + b"".join(
-        attributes
-    )
-
-
-def _mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
 class _Pair:
     """A veth pair under construction: the sandbox's netlink socket, the host end's name."""
 
@@ -124,29 +114,29 @@ class _Pair:
         raise AssertionError("unreachable")
 
     def _create(self, master: int, ns_fd: int, mac: str | None) -> None:
-        peer = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        peer = rtnl.link_message(0, False)
         peer += netlink.nla(IFLA_IFNAME, netlink.asciiz(PEER_NAME))
-        peer += netlink.nla(IFLA_ADDRESS, _mac(mac or derive_mac(self.host_name, "peer")))
-        peer += netlink.nla(IFLA_NET_NS_FD, struct.pack("=I", ns_fd))
+        peer += netlink.nla(IFLA_ADDRESS, rtnl.mac_bytes(mac or derive_mac(self.host_name, "peer")))
+        peer += netlink.nla(IFLA_NET_NS_FD, u32(ns_fd))
         info = netlink.nla(IFLA_INFO_KIND, netlink.asciiz("veth"))
         info += netlink.nla(IFLA_INFO_DATA, netlink.nla(VETH_INFO_PEER, peer))
-        body = _link_message(
+        body = rtnl.link_message(
             0,
             True,
             netlink.nla(IFLA_IFNAME, netlink.asciiz(self.host_name)),
-            netlink.nla(IFLA_ADDRESS, _mac(derive_mac(self.host_name, "host"))),
-            netlink.nla(IFLA_MASTER, struct.pack("=I", master)),
+            netlink.nla(IFLA_ADDRESS, rtnl.mac_bytes(derive_mac(self.host_name, "host"))),
+            netlink.nla(IFLA_MASTER, u32(master)),
             netlink.nla(IFLA_LINKINFO, info),
         )
-        flags = NLM_F_CREATE | NLM_F_EXCL
+        flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
         netlink.call(
-            _host_socket(), RTM_NEWLINK, body, self.host_name, "creating veth", flags=flags
+            rtnl.host_socket(), RTM_NEWLINK, body, self.host_name, "creating veth", flags=flags
         )
 
     def _existing(self) -> tuple[int, int] | None:
         """(host index, peer index) if `host_name` and the sandbox's eth0 are one pair."""
-        host = _get_link(_host_socket(), self.host_name, self.host_name)
-        peer = _get_link(self.inner, PEER_NAME, self.sandbox)
+        host = rtnl.get_link(rtnl.host_socket(), self.host_name, self.host_name)
+        peer = rtnl.get_link(self.inner, PEER_NAME, self.sandbox)
         if host is None and peer is not None:
             raise OSError(errno.EEXIST, "the sandbox already has another eth0", self.sandbox)
         if host is None or peer is None or host.kind != "veth" or peer.kind != "veth":
@@ -156,35 +146,15 @@ class _Pair:
         return host.ifindex, peer.ifindex
 
     def _reattach(self, existing: tuple[int, int], master: int) -> int:
-        body = _link_message(existing[0], True, netlink.nla(IFLA_MASTER, struct.pack("=I", master)))
-        netlink.call(_host_socket(), RTM_NEWLINK, body, self.host_name, "attaching veth")
+        body = rtnl.link_message(existing[0], True, netlink.nla(IFLA_MASTER, u32(master)))
+        netlink.call(rtnl.host_socket(), RTM_NEWLINK, body, self.host_name, "attaching veth")
         return existing[1]
 
     def _peer_index(self) -> int:
-        peer = _get_link(self.inner, PEER_NAME, self.sandbox)
+        peer = rtnl.get_link(self.inner, PEER_NAME, self.sandbox)
         if peer is None:
             raise OSError(errno.ENODEV, "veth peer missing in the sandbox", self.sandbox)
         return peer.ifindex
-
-
-def _get_link(sock: socket.socket, name: str, what: str) -> _Found | None:
-    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    body += netlink.nla(IFLA_IFNAME, netlink.asciiz(name))
-    try:
-        replies = netlink.call(sock, RTM_GETLINK, body, what, "getting link")
-    except OSError as exc:
-        if exc.errno == errno.ENODEV:
-            return None
-        raise
-    fact = parse_link(replies[0])
-    return _Found(fact.ifindex, fact.kind, fact.peer_index)
-
-
-class _Found:
-    __slots__ = ("ifindex", "kind", "peer_index")
-
-    def __init__(self, ifindex: int, kind: str | None, peer_index: int | None) -> None:
-        self.ifindex, self.kind, self.peer_index = ifindex, kind, peer_index
 
 
 def _configure_inside(
@@ -196,28 +166,10 @@ def _configure_inside(
     """lo and eth0 up; each address on eth0 and a default route via its gateway (`replace`: a
     route already there is no error)."""
     for index in (LOOPBACK_INDEX, peer):
-        netlink.call(inner, RTM_NEWLINK, _link_message(index, True), name, "setting link up")
+        rtnl.set_up(inner, index, name)
     for address, gateway in routes:
-        _add_address(inner, peer, address, name)
+        rtnl.add_address(inner, peer, address, name)
         _replace_default_route(inner, peer, address.version, gateway, name)
-
-
-def _add_address(inner: socket.socket, index: int, address: Interface, name: str) -> None:
-    """Add `address` unless the link already holds it (EEXIST); other addresses stay."""
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    raw = address.ip.packed
-    body = IFADDRMSG.pack(family, address.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-    body += netlink.nla(IFA_LOCAL, raw) + netlink.nla(IFA_ADDRESS, raw)
-    if address.version == 6:
-        # sandman hands out unique addresses, so DAD would only hold the address back a second.
-        body += netlink.nla(IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
-    elif address.network.prefixlen < 31:
-        body += netlink.nla(IFA_BROADCAST, address.network.broadcast_address.packed)
-    try:
-        flags = NLM_F_CREATE | NLM_F_EXCL
-        netlink.call(inner, RTM_NEWADDR, body, name, f"adding address {address}", flags=flags)
-    except FileExistsError:
-        pass
 
 
 def _replace_default_route(
@@ -225,10 +177,10 @@ def _replace_default_route(
 ) -> None:
     family = socket.AF_INET6 if version == 6 else socket.AF_INET
     body = RTMSG.pack(
-        family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
+        family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, rtnl.RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
     )
-    body += netlink.nla(RTA_GATEWAY, gateway.packed) + netlink.nla(RTA_OIF, struct.pack("=I", oif))
-    flags = NLM_F_CREATE | NLM_F_REPLACE
+    body += netlink.nla(RTA_GATEWAY, gateway.packed) + netlink.nla(RTA_OIF, u32(oif))
+    flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
     netlink.call(
-        inner, RTM_NEWROUTE, body, name, f"adding default route via {gateway}", flags=flags
+        inner, rtnl.RTM_NEWROUTE, body, name, f"adding default route via {gateway}", flags=flags
     )

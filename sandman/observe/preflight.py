@@ -40,24 +40,27 @@ _TCP_LISTEN, _UDP_BOUND = "0A", "07"  # socket states in /proc/net/{tcp,udp}
 
 def check(paths: Paths, desired: Desired, actions: Sequence[Change]) -> list[UnitProblem]:
     problems: list[UnitProblem] = []
+    ports = _HostPorts()
     for action in actions:
         if action.kind not in _CHANGING:
             continue
         if action.object_kind == "sandbox" and action.name in desired.sandboxes:
             sandbox = desired.sandboxes[action.name]
-            problems += _sandbox(paths, sandbox, action)
+            problems += _sandbox(paths, sandbox, action, ports)
         elif action.object_kind == "network" and action.kind != "update":
             problems += _network(paths, desired.networks[action.name])
     return problems
 
 
-def _sandbox(paths: Paths, sandbox: DesiredSandbox, action: Change) -> list[UnitProblem]:
+def _sandbox(
+    paths: Paths, sandbox: DesiredSandbox, action: Change, ports: _HostPorts
+) -> list[UnitProblem]:
     if action.kind == "update":
-        return list(_ports(sandbox)) if "network.ports" in action.keys else []
+        return list(_ports(sandbox, ports)) if "network.ports" in action.keys else []
     problems = list(_root_and_mounts(paths, sandbox))
     if not problems:
         problems += _command(paths, sandbox)
-    return problems + list(_ports(sandbox))
+    return problems + list(_ports(sandbox, ports))
 
 
 def _problem(unit: DesiredSandbox | DesiredNetwork, key: str, what: str, hint: str) -> UnitProblem:
@@ -180,10 +183,25 @@ def executable_in(root: str, path: str) -> bool:
     return stat.S_ISREG(mode) and bool(mode & 0o111)
 
 
-def _ports(sandbox: DesiredSandbox) -> Iterator[UnitProblem]:
-    if sandbox.unit.network is None:
+class _HostPorts:
+    """The host's bound ports, read from /proc/net once per check, when a sandbox forwards one:
+    about 7 ms for the four tables here, which an apply of a hundred sandboxes with ports paid a
+    hundred times."""
+
+    def __init__(self) -> None:
+        self._bound: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+        self._read = False
+
+    def bound(self) -> list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        if not self._read:
+            self._bound, self._read = _bound_ports(), True
+        return self._bound
+
+
+def _ports(sandbox: DesiredSandbox, ports: _HostPorts) -> Iterator[UnitProblem]:
+    if sandbox.unit.network is None or not sandbox.unit.network.ports:
         return
-    bound = _bound_ports()
+    bound = ports.bound()
     for index, port in enumerate(sandbox.unit.network.ports):
         for protocol, address, number in bound:
             if protocol != port.protocol or number != port.host:

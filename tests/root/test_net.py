@@ -222,13 +222,25 @@ def fetch(address: Any, port: int = SERVE_PORT, from_pid: int | None = None) -> 
         return sock.makefile().read()
 
 
+@contextlib.contextmanager
+def netns_route(pid: int) -> Iterator[Any]:
+    """A pyroute2 IPRoute whose socket lives in the netns of `pid`: what the tests read the
+    inside with, by another library than the one that configured it."""
+    with thread_in_netns_of(pid):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
 def free_port() -> int:
     return random.randrange(40000, 60000)
 
 
 def inside(pid: int) -> dict[str, Any]:
     """The sandbox's links, addresses and default routes, read through a socket in its netns."""
-    with net.netns_route(pid) as ipr:
+    with netns_route(pid) as ipr:
         links = {m.get_attr("IFLA_IFNAME"): m for m in ipr.link("dump")}
         addrs = [
             (m["index"], f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}") for m in ipr.addr("dump")
@@ -496,7 +508,7 @@ def _route_loopback_via_host(sandbox: Sandbox, network: Network) -> None:
     with thread_in_netns_of(sandbox.pid):
         for name in ("all", "eth0"):
             Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1")
-    with net.netns_route(sandbox.pid) as ipr:
+    with netns_route(sandbox.pid) as ipr:
         ipr.addr("del", index=1, address="127.0.0.1", prefixlen=8)
         eth0 = ipr.link("get", ifname="eth0")[0]["index"]
         ipr.route("add", dst="127.0.0.0/8", gateway=str(network.gateway.ip), oif=eth0)

@@ -27,10 +27,11 @@ import pytest
 import test_networks as networks
 import test_sandboxes as base
 from pyroute2 import IPRoute
+from test_net import netns_route
 from test_networks import WEB, WEB_TEXT, Lab, free_port, http_get, sandbox_unit, try_http_get
 from test_sandboxes import wait_for
 
-from sandman.kernel import net, netlink, nft_rules
+from sandman.kernel import netlink, nft_rules
 from sandman.kernel.net_facts import derive_mac
 from sandman.kernel.netlink import be32, nla
 from sandman.kernel.netns import thread_in_netns_of
@@ -99,7 +100,7 @@ def received(sock: socket.socket, pid: int, frame: bytes) -> bytes | None:
 
 def neighbour(address: str, pid: int | None = None) -> str | None:
     """The MAC that the host's (or `pid`'s netns') neighbour table holds for `address`."""
-    with net.netns_route(pid) if pid else IPRoute() as ipr:
+    with netns_route(pid) if pid else IPRoute() as ipr:
         family = socket.AF_INET6 if ip_address(address).version == 6 else socket.AF_INET
         for entry in ipr.neigh("dump", family=family):
             if entry.get_attr("NDA_DST") == address:
@@ -219,7 +220,7 @@ def test_ipv6_a_neighbour_advert_for_another_address_poisons_no_neighbour(lab: L
 
     # The control: c holds a wrong, stale MAC for a; a's advert for itself corrects it.
     learn(str(a6), mine, pids["c"])
-    with net.netns_route(pids["c"]) as ipr:
+    with netns_route(pids["c"]) as ipr:
         ipr.neigh("replace", dst=str(a6), lladdr="02:00:00:00:00:01", ifindex=_eth0(ipr), state=4)
     send(
         pids["a"],
@@ -262,7 +263,7 @@ def _eth0(ipr: Any) -> int:
 
 
 def _gateways6(pid: int) -> set[str]:
-    with net.netns_route(pid) as ipr:
+    with netns_route(pid) as ipr:
         routes = ipr.route("dump", family=socket.AF_INET6)
     return {str(r.get_attr("RTA_GATEWAY")) for r in routes if r.get_attr("RTA_GATEWAY")}
 
