@@ -333,10 +333,14 @@ def test_loopback_reachable(host_address: str | None, reachable: bool) -> None:
     assert nft_rules.loopback_reachable(host_address) is reachable
 
 
-def test_dumps_and_nat_do_not_import_pyroute2() -> None:
-    """observe runs on every plan and status: its dumps must not pay pyroute2's 130 ms import
-    (nor does NAT, which speaks netlink itself)."""
-    modules = "sandman.kernel.net_dump, sandman.kernel.nat"
+def test_no_network_module_imports_pyroute2() -> None:
+    """observe runs on every plan and status: its dumps must not pay pyroute2's 130 ms import;
+    nor do NAT, the bridges, the veths and apply's network steps, which speak netlink themselves
+    (pyroute2 is the tests' alone: only the test extra installs it)."""
+    modules = (
+        "sandman.kernel.net_dump, sandman.kernel.nat, sandman.kernel.net, sandman.kernel.veth, "
+        "sandman.kernel.source_filter, sandman.apply.networks"
+    )
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if 'pyroute2' in m))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
