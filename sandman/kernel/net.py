@@ -16,7 +16,13 @@ import os
 from ipaddress import IPv4Interface, IPv6Interface
 
 from sandman.kernel import links, netlink, rtnl, sysctl
-from sandman.kernel.net_facts import derive_mac
+from sandman.kernel.net_facts import (
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    derive_mac,
+)
 
 
 def ensure_bridge(name: str, gateway: IPv4Interface, gateway6: IPv6Interface | None = None) -> None:
@@ -39,13 +45,13 @@ def ensure_bridge(name: str, gateway: IPv4Interface, gateway6: IPv6Interface | N
 
 def _ensure_bridge_link(name: str) -> int:
     sock = rtnl.host_socket()
-    info = netlink.nla(rtnl.IFLA_INFO_KIND, netlink.asciiz("bridge"))
+    info = netlink.nla(IFLA_INFO_KIND, netlink.asciiz("bridge"))
     body = rtnl.link_message(
         0,
         True,
-        netlink.nla(rtnl.IFLA_IFNAME, netlink.asciiz(name)),
-        netlink.nla(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(derive_mac(name, "bridge"))),
-        netlink.nla(rtnl.IFLA_LINKINFO, info),
+        netlink.nla(IFLA_IFNAME, netlink.asciiz(name)),
+        netlink.nla(IFLA_ADDRESS, rtnl.mac_bytes(derive_mac(name, "bridge"))),
+        netlink.nla(IFLA_LINKINFO, info),
     )
     flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
     with contextlib.suppress(FileExistsError):

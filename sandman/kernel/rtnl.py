@@ -10,15 +10,24 @@ import socket
 import struct
 
 from sandman.kernel import netlink
-from sandman.kernel.net_facts import IFADDRMSG, IFF_UP, IFINFOMSG, Interface, LinkFact, parse_link
+from sandman.kernel.net_facts import (
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_IFNAME,
+    Interface,
+    LinkFact,
+    parse_link,
+)
 
 # <linux/rtnetlink.h>, <linux/netlink.h>
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 18, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-# <linux/if_link.h>, <linux/if_addr.h>
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 18, 28
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
+# <linux/if_link.h>, <linux/if_addr.h> (the attributes observe decodes too are net_facts')
+IFLA_NET_NS_FD, IFLA_INFO_DATA = 28, 2
+IFA_BROADCAST, IFA_FLAGS = 4, 8
 IFA_F_NODAD = 0x02
 RT_SCOPE_UNIVERSE = 0
 

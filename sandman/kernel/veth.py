@@ -21,19 +21,17 @@ import struct
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from sandman.kernel import links, netlink, rtnl
-from sandman.kernel.net_facts import Interface, derive_mac
-from sandman.kernel.netns import netns_fd, thread_in_netns
-from sandman.kernel.rtnl import (
+from sandman.kernel.net_facts import (
     IFLA_ADDRESS,
     IFLA_IFNAME,
-    IFLA_INFO_DATA,
     IFLA_INFO_KIND,
     IFLA_LINKINFO,
     IFLA_MASTER,
-    IFLA_NET_NS_FD,
-    RTM_NEWLINK,
-    u32,
+    Interface,
+    derive_mac,
 )
+from sandman.kernel.netns import netns_fd, thread_in_netns
+from sandman.kernel.rtnl import IFLA_INFO_DATA, IFLA_NET_NS_FD, RTM_NEWLINK, u32
 
 PEER_NAME = "eth0"
 LOOPBACK_INDEX = 1

@@ -114,6 +114,13 @@ def _create_capturing(
     return int(pid_file.read_text()), out
 
 
+def _created(oci: Runtime, tmp_path: Path, name: str, args: list[str]) -> int:
+    """Container `name` running `args`, created (its init waits for `start`): the init's PID."""
+    bundle = oci.bundle(name, args)
+    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), name)
+    return int((tmp_path / "pid").read_text())
+
+
 def _ns(pid: int | str, name: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{name}")
 
@@ -144,9 +151,7 @@ def test_create_waits_then_start_runs_and_delete_cleans(oci: Runtime, tmp_path: 
 
 
 def test_kill_by_name_and_number_and_errors(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("k1", ["sleep", "1000"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "k1")
-    pid = int((tmp_path / "pid").read_text())
+    pid = _created(oci, tmp_path, "k1", ["sleep", "1000"])
     oci("start", "k1")
     assert oci.state("k1")["status"] == "running"
     assert json.loads(oci("ps", "--format", "json", "k1").stdout) == [pid]
@@ -163,9 +168,7 @@ def test_kill_by_name_and_number_and_errors(oci: Runtime, tmp_path: Path) -> Non
 
 
 def test_kill_all_and_signal_of_a_created_container(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("k2", ["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "k2")
-    pid = int((tmp_path / "pid").read_text())
+    pid = _created(oci, tmp_path, "k2", ["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
     oci("kill", "k2", "SIGTERM")  # a created container's init is waiting: TERM ends it
     assert _wait_exit(pid) != 0
     assert oci.state("k2")["status"] == "stopped"
@@ -180,9 +183,7 @@ def test_kill_all_and_signal_of_a_created_container(oci: Runtime, tmp_path: Path
 
 
 def test_pause_and_resume_freeze_the_cgroup(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("p1", ["sleep", "1000"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "p1")
-    pid = int((tmp_path / "pid").read_text())
+    pid = _created(oci, tmp_path, "p1", ["sleep", "1000"])
     oci("start", "p1")
     oci("pause", "p1")
     assert oci.state("p1")["status"] == "paused"
@@ -241,9 +242,7 @@ def test_a_cpuset_the_host_cannot_give_fails_the_create(oci: Runtime, tmp_path: 
 
 
 def test_update_changes_the_limits_of_a_running_container(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("w1", ["sleep", "1000"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "w1")
-    pid = int((tmp_path / "pid").read_text())
+    pid = _created(oci, tmp_path, "w1", ["sleep", "1000"])
     oci("start", "w1")
     resources = tmp_path / "resources.json"
     resources.write_text(json.dumps({"memory": {"limit": 96 << 20}, "pids": {"limit": 8}}))
@@ -423,9 +422,7 @@ def _process_file(tmp_path: Path, name: str, args: list[str], **extra: object) -
 
 
 def test_exec_foreground_detached_and_with_a_terminal(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("e1", ["sleep", "1000"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e1")
-    init = int((tmp_path / "pid").read_text())
+    init = _created(oci, tmp_path, "e1", ["sleep", "1000"])
     oci("start", "e1")
     # Foreground: the runtime exits with the process's status; the process ran inside.
     script = "cat /proc/1/cmdline; echo; hostname; exit 5"
@@ -468,10 +465,9 @@ def test_exec_foreground_detached_and_with_a_terminal(oci: Runtime, tmp_path: Pa
 
 
 def test_exec_into_a_stopped_container_is_refused(oci: Runtime, tmp_path: Path) -> None:
-    bundle = oci.bundle("e2", ["true"])
-    oci("create", "-b", str(bundle), "--pid-file", str(tmp_path / "pid"), "e2")
+    pid = _created(oci, tmp_path, "e2", ["true"])
     oci("start", "e2")
-    assert _wait_exit(int((tmp_path / "pid").read_text())) == 0
+    assert _wait_exit(pid) == 0
     process = _process_file(tmp_path, "p", ["true"])
     done = oci("exec", "--process", process, "e2", check=False)
     assert done.returncode != 0 and "container not running" in done.stderr
