@@ -395,7 +395,13 @@ def _prepare(started: Started, pid: int) -> BaseException | None:
         if isinstance(exc, OSError) and not isinstance(exc, SpawnError):
             return SpawnError("network", exc.strerror or str(exc), exc.errno or 0, exc.filename)
         return exc
-    os.write(started.go_write, b"1")
+    try:
+        os.write(started.go_write, b"1")
+    except BrokenPipeError:
+        # The init is gone already: it failed in its own set-up (a working directory missing)
+        # while apply prepared. Its error is on its way down the report pipe and is the one
+        # _outcome reports; this stands only if none comes.
+        return SpawnError("", "the sandbox's init exited before it was told to start")
     return None
 
 
