@@ -21,7 +21,7 @@ import shutil
 from harness import Session, Trial, emit, main, peer_of
 from peers import bwrap_true
 
-LIMIT = 1.5
+LIMIT = 3.0  # issue #21 (the earlier target was 1.5x)
 BIND = "sandman, bind rootfs, no seccomp/caps"
 ID_BASE = 1_000_000_000  # the floor's map; sandman's worker uses the range after it
 UNSHARE = (

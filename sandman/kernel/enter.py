@@ -95,13 +95,14 @@ class Stdio:
 def start_inside(spec: EnterSpec, stdio: Stdio) -> int:
     """Fork the entering child; its PID. It exits with the command's exit code."""
     namespaces = _open_namespaces(spec.pid)
+    root = -1 if any(f == sc.CLONE_NEWNS for _, f in namespaces) else _open_chroot(spec.pid)
     client = os.getpid()
     try:
         child = os.fork()
         if child == 0:
-            _entering_child(spec, stdio, namespaces, client)
+            _entering_child(spec, stdio, namespaces, client, root)
     finally:
-        for fd, _ in namespaces:
+        for fd in [fd for fd, _ in namespaces] + ([root] if root >= 0 else []):
             os.close(fd)
     return child
 
@@ -125,15 +126,27 @@ def _open_namespaces(pid: int) -> list[tuple[int, int]]:
     return opened
 
 
+def _open_chroot(pid: int) -> int:
+    """The init's root when it shares our mount namespace yet not our root (an OCI config
+    without a mount namespace: its root is a chroot in the caller's), as an fd; else -1. The
+    command is chrooted there as the init was; nothing else places it in the sandbox's files."""
+    theirs = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    found, ours = os.fstat(theirs), os.stat("/")
+    if (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino):
+        os.close(theirs)
+        return -1
+    return theirs
+
+
 def _entering_child(
-    spec: EnterSpec, stdio: Stdio, namespaces: list[tuple[int, int]], client: int
+    spec: EnterSpec, stdio: Stdio, namespaces: list[tuple[int, int]], client: int, root: int
 ) -> None:
     code = 126
     channel = stdio.pty_socket  # where errors go until the pty is made (fd 2 is /dev/null)
     try:
         for target, fd in enumerate(stdio.fds):
             os.dup2(fd, target)
-        keep = [fd for fd, _ in namespaces] + ([channel] if channel else [])
+        keep = [fd for fd, _ in namespaces] + ([channel] if channel else []) + [root]
         sc.close_fds_except(keep + ([stdio.pid_pipe] if stdio.pid_pipe is not None else []))
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # before the first setns, until the command's exec
         if not stdio.detached:
@@ -143,6 +156,10 @@ def _entering_child(
         for fd, flag in namespaces:
             sc.setns(fd, flag)
             os.close(fd)
+        if root >= 0:
+            os.fchdir(root)
+            os.chroot(".")
+            os.close(root)
         _confine(spec)
         if not stdio.detached:
             _die_with(client)  # a change of ids clears the parent-death signal

@@ -111,6 +111,10 @@ class RootfsPlan(NamedTuple):
     # sandbox without a user namespace: there its root could unmount any mount anyway, so the
     # lock that making them on the host side gives is worth nothing.
     binds_in_order: bool = False
+    # A mount namespace of the sandbox's own. False only for an OCI config that lists none: the
+    # root is then built in the caller's namespace, on `stage`, and entered by chroot (runc's
+    # way); the caller's propagation is left as it is, and the runtime's delete unmounts it.
+    own_mounts: bool = True
 
 
 class _Owner(NamedTuple):
@@ -148,7 +152,8 @@ def mount_host_side(plan: RootfsPlan, userns: int | None) -> None:
     image is seen through an idmapped mount: files the host's root owns appear owned by the
     sandbox's root, which can then use its image like any root its own."""
     with _step("rootfs", f"mounting the root file system from `{plan.source}`"):
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        if plan.own_mounts:
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         _mount_root(plan, userns)
     # Targets are made now, with the host's rights: inside, the sandbox's root may not own the
     # image's directories (they belong to ids its user namespace does not map).
@@ -315,15 +320,7 @@ def mount_inside(plan: RootfsPlan, stage_fd: int) -> None:
     """Run as the init-to-be, inside every new namespace: the root becomes the working directory
     and every path below is relative to it."""
     with _step("rootfs", "attaching the root in the sandbox's mount namespace"):
-        # Mounts made before the user namespace are locked in it, and pivot_root refuses a locked
-        # new root: a copy attached here is the sandbox's own (what lies below stays locked).
-        tree = sc.open_tree(stage_fd, "", sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE | sc.AT_EMPTY_PATH)
-        try:
-            flags = sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH
-            sc.move_mount(tree, "", stage_fd, "", flags)
-            os.fchdir(tree)
-        finally:
-            os.close(tree)
+        _attach_stage(plan, stage_fd)
     with _step("namespaces.pid", "mounting /proc"):
         _mount_proc(plan)
     # /dev before /sys: the order of the OCI runtimes' default mounts, which an OCI runtime's
@@ -520,9 +517,30 @@ def _mount_virtual(stage: str, mount: Mount) -> None:
         )
 
 
-def enter_root() -> None:
+def _attach_stage(plan: RootfsPlan, stage_fd: int) -> None:
+    if not plan.own_mounts:
+        os.fchdir(stage_fd)  # the caller's namespace: nothing is locked, nothing to copy
+        return
+    # Mounts made before the user namespace are locked in it, and pivot_root refuses a locked
+    # new root: a copy attached here is the sandbox's own (what lies below stays locked).
+    tree = sc.open_tree(stage_fd, "", sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE | sc.AT_EMPTY_PATH)
+    try:
+        flags = sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH
+        sc.move_mount(tree, "", stage_fd, "", flags)
+        os.fchdir(tree)
+    finally:
+        os.close(tree)
+
+
+def enter_root(plan: RootfsPlan) -> None:
     """pivot_root into the working directory (the root, see mount_inside) and let go of the old
-    root, so no host path stays reachable."""
+    root, so no host path stays reachable. In the caller's mount namespace (`own_mounts` off)
+    chroot instead: a pivot_root there would move the root of every process of the host."""
+    if not plan.own_mounts:
+        with _step("rootfs", "chroot into the root file system"):
+            os.chroot(".")
+            os.chdir("/")
+        return
     with _step("rootfs", "pivot_root into the root file system"):
         # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
         # the sandbox's tree, with no directory needed for the old root.

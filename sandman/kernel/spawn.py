@@ -527,7 +527,7 @@ def _first_child(
         _step(spec, report, "rootfs")
         if os.getsid(0) != os.getpid():  # _clone_init, refused, may have made it
             os.setsid()
-        _enter_mount_namespace(joined)
+        _enter_mount_namespace(joined, spec.rootfs.own_mounts)
         rootfs.mount_host_side(spec.rootfs, userns)
         _step(spec, report, "namespaces")
         _enter_namespaces(spec, userns, joined)
@@ -625,16 +625,19 @@ def _cloned_init(spec: SpawnSpec, fds: _InitFds, ready: int) -> None:
     _init_child(spec, _InitFds(stage, fds.log, fds.report, fds.go, gate))
 
 
-def _enter_mount_namespace(joined: list[tuple[int, int]]) -> None:
+def _enter_mount_namespace(joined: list[tuple[int, int]], own: bool) -> None:
     """A mount namespace of its own, or the one to join (an OCI config's path; taken out of
-    `joined`): the root is then built and pivoted into in that namespace, as runc does."""
+    `joined`): the root is then built and pivoted into in that namespace, as runc does. Neither
+    (`own` off, an OCI config without one): the caller's, where the root is built and chrooted
+    into."""
     for fd, flag in joined:
         if flag == sc.CLONE_NEWNS:
             joined.remove((fd, flag))
             sc.setns(fd, sc.CLONE_NEWNS)
             os.close(fd)
             return
-    sc.unshare(sc.CLONE_NEWNS)
+    if own:
+        sc.unshare(sc.CLONE_NEWNS)
 
 
 def _enter_namespaces(spec: SpawnSpec, userns: int | None, joined: list[tuple[int, int]]) -> None:
@@ -691,7 +694,7 @@ def _init_child(spec: SpawnSpec, fds: _InitFds) -> None:
         if spec.namespaces & sc.CLONE_NEWNET:
             allow_ping()  # through the host's /proc, before the sandbox's read-only one
         rootfs.mount_inside(spec.rootfs, stage)
-        rootfs.enter_root()
+        rootfs.enter_root(spec.rootfs)
         os.close(stage)
         if spec.inside_root is not None:
             spec.inside_root()

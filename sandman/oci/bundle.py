@@ -63,12 +63,17 @@ def load(bundle: str) -> Config:
 
 
 class Namespaces(NamedTuple):
-    flags: int  # the namespaces to make, CLONE_NEWNS always among them
+    flags: int  # the namespaces to make
     joined: tuple[tuple[int, str], ...]  # (flag, path) of existing ones to join
+
+    @property
+    def shares_mounts(self) -> bool:
+        """No mount namespace made nor joined: the container lives in the caller's."""
+        return not self.flags & sc.CLONE_NEWNS and all(f != sc.CLONE_NEWNS for f, _ in self.joined)
 
 
 def namespaces(config: Config) -> Namespaces:
-    flags, joined = sc.CLONE_NEWNS, []
+    flags, joined = 0, []
     for entry in config.get("linux", {}).get("namespaces") or []:
         kind = entry.get("type")
         if kind not in NAMESPACES:
@@ -81,14 +86,20 @@ def namespaces(config: Config) -> Namespaces:
             joined.append((NAMESPACES[kind], str(entry["path"])))
         else:
             flags |= NAMESPACES[kind]
-    if flags & sc.CLONE_NEWUSER and any(flag == sc.CLONE_NEWNS for flag, _ in joined):
-        # The root is built in the joined namespace, which the new user namespace would not own:
-        # its root could not mount /proc there.
+    found = Namespaces(flags, tuple(joined))
+    if flags & sc.CLONE_NEWUSER and not flags & sc.CLONE_NEWNS:
+        # The root is built in a mount namespace the new user namespace would not own (a joined
+        # one, or the caller's): its root could not mount /proc there.
+        if not found.shares_mounts:
+            raise OciError(
+                "linux.namespaces: joining a mount namespace together with a new user namespace "
+                "is not supported"
+            )
         raise OciError(
-            "linux.namespaces: joining a mount namespace together with a new user namespace is "
-            "not supported"
+            "linux.namespaces: a new user namespace needs a new mount namespace too: add "
+            '{"type": "mount"}'
         )
-    return Namespaces(flags, tuple(joined))
+    return found
 
 
 # A user namespace asked for without mappings maps every id to itself: a namespace of its own,
@@ -130,8 +141,9 @@ def host_root_ids(idmap: IdMapping | None) -> tuple[int, int]:
 
 
 def rootfs_plan(
-    config: Config, bundle: str, stage: str, flags: int, owner: tuple[int, int]
+    config: Config, bundle: str, stage: str, namespaces: Namespaces, owner: tuple[int, int]
 ) -> RootfsPlan:
+    flags = namespaces.flags
     root = config.get("root") or {}
     source = os.path.join(bundle, root.get("path") or "rootfs")
     if not os.path.isdir(source):
@@ -151,6 +163,7 @@ def rootfs_plan(
         read_only_paths=read_only,
         devices=tuple(_devices(config)),
         binds_in_order=not flags & sc.CLONE_NEWUSER,
+        own_mounts=not namespaces.shares_mounts,
     )
 
 

@@ -97,7 +97,7 @@ def _create(store: Store, request: _Request) -> Stored:
             confinement=oci_bundle.confinement(process, config),
             # spawn makes the user namespace itself, from the id map, before the others.
             namespaces=namespaces.flags & ~sc.CLONE_NEWUSER,
-            rootfs=oci_bundle.rootfs_plan(config, bundle, stage, namespaces.flags, owner),
+            rootfs=oci_bundle.rootfs_plan(config, bundle, stage, namespaces, owner),
             log_path=None,
             hostname=config.get("hostname") if namespaces.flags & sc.CLONE_NEWUTS else None,
             idmap=idmap,

@@ -8,6 +8,7 @@ anyone who opens the FIFO start it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -78,10 +79,17 @@ class Store:
         write_atomically(os.path.join(self.directory(stored.id), "state.json"), _plain(stored))
 
     def remove(self, container_id: str) -> None:
+        """The container's directory, once its stage holds nothing: an OciError, and the
+        directory left, if the root mounted on it cannot be let go (the walk that removes the
+        directory would otherwise go down into the bundle's files and delete them)."""
         directory = self.directory(container_id)
         stage = os.path.join(directory, "rootfs")
-        with contextlib.suppress(OSError):
-            os.rmdir(stage)  # an empty dir: the root was mounted in the init's namespace only
+        try:
+            os.rmdir(stage)  # empty: the root was mounted in the init's namespace only
+        except FileNotFoundError:
+            pass
+        except OSError:
+            _release_stage(stage)  # mounted in the caller's namespace (a config without one)
         import shutil  # here: its bz2 and lzma imports cost every other verb 3 ms
 
         shutil.rmtree(directory, ignore_errors=True)
@@ -112,3 +120,29 @@ def _plain(stored: Stored) -> dict[str, object]:
     data: dict[str, object] = stored._asdict()
     data["annotations"], data["hooks"] = dict(stored.annotations), dict(stored.hooks)
     return data
+
+
+def _release_stage(stage: str) -> None:
+    """Detach the root mounted on `stage` and every mount below it (a config without a mount
+    namespace had them made in the caller's), then remove the directory."""
+    from sandman.kernel import syscalls as sc  # here: ctypes is for this rare case alone
+
+    for _ in range(_MOUNTS_STACKED):
+        try:
+            sc.umount2(stage, sc.MNT_DETACH | sc.UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: no mount is left there
+                raise OciError(f"{stage}: cannot unmount the container's root: {exc}") from None
+            break
+    try:
+        os.rmdir(stage)
+    except OSError as exc:
+        raise OciError(
+            f"{stage}: the container's root stage is not empty once unmounted ({exc.strerror}); "
+            "its directory is left for you to look at"
+        ) from None
+
+
+# How many mounts may lie on top of each other on the stage: the root, and a bind of it that a
+# process with the mount rights of the caller's namespace may have added.
+_MOUNTS_STACKED = 16

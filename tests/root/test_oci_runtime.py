@@ -310,6 +310,57 @@ def test_a_config_joins_an_existing_mount_namespace(oci: Runtime, tmp_path: Path
         holder.wait()
 
 
+def _mounts_under(directory: Path) -> list[str]:
+    """The mount points of this mount namespace at or below `directory`."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    points = [line.split()[4] for line in lines]
+    return [p for p in points if p == str(directory) or p.startswith(f"{directory}/")]
+
+
+def test_a_config_without_a_mount_namespace_shares_the_callers(
+    oci: Runtime, tmp_path: Path
+) -> None:
+    """No mount namespace in the config: the container lives in the caller's, as runc gives it,
+    its root built there on the state dir's stage and chrooted into; exec lands in that root;
+    delete unmounts all of it, and the bundle's files, below those mounts, stay whole."""
+    script = "cat /marker; echo $$; exec sleep 1000"
+    bundle = oci.bundle("m1", ["sh", "-c", script])
+    (bundle / "rootfs" / "marker").write_text("in-the-bundle\n")
+    config = json.loads((bundle / "config.json").read_text())
+    namespaces = config["linux"]["namespaces"]
+    namespaces[:] = [n for n in namespaces if n["type"] != "mount"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    pid, out = _create_capturing(oci, bundle, "m1", tmp_path)
+    # From outside: the caller's mount namespace, the others its own; its root is the bundle's.
+    assert _ns(pid, "mnt") == _ns("self", "mnt")
+    assert _ns(pid, "pid") != _ns("self", "pid") and _ns(pid, "net") != _ns("self", "net")
+    assert Path(f"/proc/{pid}/root/marker").read_text() == "in-the-bundle\n"
+    mounted = _mounts_under(oci.root)
+    assert any(p.endswith("/m1/rootfs/proc") for p in mounted), mounted
+    oci("start", "m1")
+    deadline = time.monotonic() + WAIT
+    while len(out.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # From inside: its own files, and PID 1 of its own pid namespace.
+    assert out.read_text().split() == ["in-the-bundle", "1"]
+    process = _process_file(tmp_path, "look", ["sh", "-c", "cat /marker; ls /"])
+    seen = oci("exec", "--process", process, "m1")
+    assert seen.stdout.splitlines()[0] == "in-the-bundle"
+    assert "marker" in seen.stdout.split() and "usr" not in seen.stdout.split()
+    oci("delete", "--force", "m1")
+    assert _wait_exit(pid) == -signal.SIGKILL
+    assert _mounts_under(oci.root) == []
+    assert (bundle / "rootfs" / "marker").read_text() == "in-the-bundle\n"
+    assert (bundle / "rootfs" / "bin" / "busybox").is_file()
+    # A new user namespace could not own the caller's mount namespace: refused, nothing left.
+    namespaces.append({"type": "user"})
+    (bundle / "config.json").write_text(json.dumps(config))
+    refused = oci("create", "-b", str(bundle), "m1", check=False)
+    assert refused.returncode != 0
+    assert "a new user namespace needs a new mount namespace too" in refused.stderr
+    assert _mounts_under(oci.root) == []
+
+
 def test_start_succeeds_when_the_command_exits_and_is_reaped_at_once(
     oci: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

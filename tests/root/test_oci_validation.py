@@ -4,7 +4,7 @@ alone with yath in a private mount namespace (a run leaks its bundles' proc, sys
 into the caller's namespace otherwise).
 
 PASS_WITH_RUNC is shared/oci/README.md's list of the files runc 1.1.5 passes on this machine;
-every one of them must pass with sandman-oci but those in NOT_YET, each with the reason."""
+every one of them must pass with sandman-oci."""
 
 from __future__ import annotations
 
@@ -75,14 +75,6 @@ PASS_WITH_RUNC = (
     "root_readonly_true",
     "state",
 )
-# Not yet passing, and why (the report lists them as work left).
-NOT_YET = {
-    # A config without a mount namespace shares the caller's: runc then mounts the container's
-    # /proc, /sys, /dev and binds in the caller's namespace and confines it by chroot alone.
-    # sandman-oci builds the root in a mount namespace of its own whatever the config says.
-    "linux_ns_itype": "sharing the caller's mount namespace",
-}
-
 # Files that print two TAP plans (a test function each), which yath refuses as "Too many plans"
 # whatever the runtime (runc too); run alone, as the README of shared/oci counts runc's passes,
 # and judged on their TAP: every plan's assertions present and none `not ok` (their exit code is
@@ -116,17 +108,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-# A file not passing yet still runs, as a strict xfail: one that starts passing fails the run
-# until it leaves NOT_YET.
-CASES = [
-    pytest.param(name, marks=pytest.mark.xfail(reason=NOT_YET[name], strict=True))
-    if name in NOT_YET
-    else name
-    for name in PASS_WITH_RUNC
-]
-
-
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", PASS_WITH_RUNC)
 def test_validation_file_runc_passes_passes(suite: Path, name: str) -> None:
     runtime = Path(sys.executable).with_name("sandman-oci")
     command = ["unshare", "-m", "--propagation", "private"]
