@@ -15,7 +15,7 @@ from sandman.oci import bundle, cgroups, logs, verbs
 from sandman.oci.args import parser
 from sandman.oci.errors import OciError
 from sandman.oci.seccomp import translate
-from sandman.oci.state import check_id
+from sandman.oci.state import Store, check_id
 
 
 def test_global_options_before_the_verb_in_both_forms() -> None:
@@ -244,3 +244,25 @@ def test_without_a_known_verb_the_whole_parser_is_built() -> None:
     assert verb_of(["--help"]) is None
     assert verb_of(["--root", "state"]) is None  # `state` is the root's value here
     assert verb_of(["stat", "c1"]) is None
+
+
+def test_a_stage_that_still_holds_files_is_never_walked_into(tmp_path: Path) -> None:
+    """delete's removal of a container's directory stops at a stage it cannot empty by
+    unmounting (a root that stayed mounted): removing the directory would go down into the
+    bundle's own files and delete them."""
+    store = Store(str(tmp_path / "root"))
+    directory = Path(store.make("c1"))
+    (directory / "rootfs" / "bin").mkdir(parents=True)
+    (directory / "rootfs" / "bin" / "sh").write_text("the bundle's file")
+    with pytest.raises(OciError, match="root"):
+        store.remove("c1")
+    assert (directory / "rootfs" / "bin" / "sh").read_text() == "the bundle's file"
+
+
+def test_an_empty_stage_goes_with_the_container(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "root"))
+    directory = Path(store.make("c1"))
+    (directory / "rootfs").mkdir()
+    (directory / "state.json").write_text("{}")
+    store.remove("c1")
+    assert not directory.exists()
