@@ -22,7 +22,7 @@ from sandman.units import messages
 from sandman.units.locate import KeyLines, Path, dotted
 from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
 from sandman.units.scalars import INT64_MAX, NAME_MAX, NAME_RE, is_int
-from sandman.units.snapshot import MAX_UNIT_BYTES, Snapshot, is_unit_file
+from sandman.units.snapshot import MAX_UNIT_BYTES, Snapshot, is_unit_file, read_bounded
 
 # Only a long run of (hex) digits or underscores can spell an integer beyond 64 bits: documents
 # without one skip the walk.
@@ -221,7 +221,7 @@ def _read_text(units: UnitSet, shown: str, raw: bytes | None) -> str | None:
     try:
         if raw is None:
             with open(shown, "rb") as handle:
-                raw = handle.read(MAX_UNIT_BYTES + 1)
+                raw = read_bounded(handle)
     except OSError as exc:
         units.problems.append(
             UnitProblem(
