@@ -37,16 +37,36 @@ class ApplyContext:
     # The /etc/hosts lines of each network's members, by network: the desired sandboxes do not
     # change during an apply (name_files.hosts_text).
     hosts_lines: dict[str | None, list[tuple[str, str]]] = field(default_factory=dict)
+    # The /etc/hosts text of each network, by the sandboxes stopped when it was made: every
+    # member's file is the same text, made once (per member, filtering every member's lines
+    # made 1000 creates quadratic).
+    hosts_texts: dict[tuple[str | None, frozenset[str]], str] = field(default_factory=dict)
+    # The sandboxes stopped when the apply began and those it stops (stops.py): the only ones
+    # whose record can say stopped (a create or a start records a running one; an update keeps
+    # the old record's word), so the hosts files look at these, not at every record.
+    stop_candidates: set[str] = field(default_factory=set)
     # Port forwards: the sandboxes whose rules this apply wrote, and whether the table's chains
     # and base rules are known to be there (networks.update_ports).
     ports_written: set[str] = field(default_factory=set)
+    # The sandboxes whose source filter this apply wrote (networks.attach).
+    filters_written: set[str] = field(default_factory=set)
     # Host id ranges declared or observed at the start (sandboxes._known_ids).
     known_ids: list[tuple[int, int]] | None = None
+    # Every automatic block below it is taken (the last one this apply handed out ends there):
+    # nothing this apply takes is given back before it ends, so the next search starts here.
+    lowest_auto_ids: int = 0
+    # Automatic ranges this apply gave back to their sandboxes (records', pinned), and the ranges
+    # pinned beside persistent data when it began (sandboxes._spans_above_handed_out).
+    kept_ids: list[tuple[int, int]] = field(default_factory=list)
+    pinned_ids: list[tuple[int, int]] | None = None
     port_table_ready: bool = False
     _cgroups: CgroupDriver | None = None
 
     def __post_init__(self) -> None:
         self.records.update(self.actual.records)
+        self.stop_candidates.update(
+            name for (kind, name), r in self.records.items() if kind == "sandbox" and r.stopped
+        )
 
     @property
     def cgroups(self) -> CgroupDriver:

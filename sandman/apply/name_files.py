@@ -59,10 +59,14 @@ def host_resolv_text() -> str:
 
 def hosts_text(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
     attach_to = sandbox.unit.network.attach if sandbox.unit.network else None
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     # A stopped member is left out: its name would lead to an address nobody answers on.
-    lines += [line for name, line in _member_lines(ctx, attach_to) if not _stopped(ctx, name)]
-    return "\n".join(lines) + "\n"
+    stopped = frozenset(name for name in ctx.stop_candidates if _stopped(ctx, name))
+    key = (attach_to, stopped)
+    if key not in ctx.hosts_texts:
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        lines += [line for name, line in _member_lines(ctx, attach_to) if name not in stopped]
+        ctx.hosts_texts[key] = "\n".join(lines) + "\n"
+    return ctx.hosts_texts[key]
 
 
 def _member_lines(ctx: ApplyContext, network: str | None) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sandman.apply import faults
 from sandman.apply.context import ApplyContext
-from sandman.kernel.net_facts import FORWARD
+from sandman.kernel.net_facts import ANTISPOOF, FORWARD, PORT
 from sandman.observe.facts import Record, Runtime
 from sandman.observe.records import record_of, remove_record, write_record
 from sandman.units.desired import DesiredNetwork, DesiredSandbox
@@ -101,7 +101,9 @@ def attach(ctx: ApplyContext, sandbox: DesiredSandbox, pid: int) -> None:
     network = ctx.desired.networks[sandbox.unit.network.attach]
     six = sandbox.address6.ip if sandbox.address6 else None
     source = source_filter.source_of(sandbox.veth, sandbox.address.ip, six)
-    source_filter.ensure(ctx.paths.tag, sandbox.name, source)
+    none_yet = _observed_without(ctx, ANTISPOOF, sandbox.name, ctx.filters_written)
+    source_filter.ensure(ctx.paths.tag, sandbox.name, source, none_yet=none_yet)
+    ctx.filters_written.add(sandbox.name)
     veth.create_veth(
         sandbox.veth,
         pid,
@@ -131,19 +133,19 @@ def update_ports(ctx: ApplyContext, sandbox: DesiredSandbox) -> None:
         sandbox.unit.network.ports,
         bridge=network.bridge,
         address6=sandbox.address6.ip if sandbox.address6 else None,
-        none_yet=ctx.port_table_ready and _had_no_ports(ctx, sandbox.name),
+        none_yet=ctx.port_table_ready
+        and _observed_without(ctx, PORT, sandbox.name, ctx.ports_written),
     )
     ctx.ports_written.add(sandbox.name)
     ctx.port_table_ready = ctx.port_table_ready or bool(sandbox.unit.network.ports)
 
 
-def _had_no_ports(ctx: ApplyContext, name: str) -> bool:
-    """Whether the table held no port forward of `name` when observed, and this apply wrote
-    none since: its rules can then be added without reading the table first."""
-    from sandman.kernel.net_facts import PORT
-
+def _observed_without(ctx: ApplyContext, kind: str, name: str, written: set[str]) -> bool:
+    """Whether the tables held no rule of `kind` ("port", "antispoof") of sandbox `name` when
+    observed, and this apply wrote none since (`written`): its rules can then be added without
+    reading the table first."""
     owners = ctx.actual.rule_owners
-    return owners is not None and (PORT, name) not in owners and name not in ctx.ports_written
+    return owners is not None and (kind, name) not in owners and name not in written
 
 
 def detach(ctx: ApplyContext, record: Record) -> None:

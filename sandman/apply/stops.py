@@ -76,4 +76,5 @@ def _ended(runtime: Runtime, stopped: bool) -> Runtime:
 def _write(ctx: ApplyContext, record: Record) -> Record:
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
+    ctx.stop_candidates.add(record.name)
     return record

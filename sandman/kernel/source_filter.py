@@ -29,9 +29,17 @@ def source_of(veth: str, address: IPv4Address, address6: IPv6Address | None) -> 
     return Source(veth, derive_mac(veth, "peer"), address, address6)
 
 
-def ensure(tag: str, sandbox: str, source: Source) -> None:
-    """The sandbox's frames are filtered as `source` says, and by nothing older."""
-    _sync(table_name(tag), sandbox, nft_filter.source_rules(sandbox, source))
+def ensure(tag: str, sandbox: str, source: Source, *, none_yet: bool = False) -> None:
+    """The sandbox's frames are filtered as `source` says, and by nothing older.
+
+    `none_yet`: the caller knows the table holds no rule of the sandbox (observed without any,
+    none written since): its rules are then added in one batch without the dumps that find its
+    old ones (the base chain's holds a jump per sandbox: creating N sandboxes read N² rules)."""
+    table, desired = table_name(tag), nft_filter.source_rules(sandbox, source)
+    if none_yet:
+        netlink.batch(_requests(table, sandbox, [], desired), f"bridge {table}")
+        return
+    _sync(table, sandbox, desired)
 
 
 def remove(tag: str, sandbox: str) -> None:

@@ -47,3 +47,20 @@ def test_a_long_span_from_below_pushes_past_its_end() -> None:
 def test_no_room_is_an_error() -> None:
     with pytest.raises(ValueError, match="no free range"):
         allocate([(0, ID_LIMIT)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(span, max_size=20), st.integers(min_value=1, max_value=12))
+def test_starting_at_the_last_answer_gives_what_a_whole_sweep_gives(
+    taken: list[tuple[int, int]], count: int
+) -> None:
+    """An apply hands out blocks one after the other and gives none back: each search may start
+    where the last answer ended, and finds what a sweep from the first block finds."""
+    whole, hinted, lowest = list(taken), list(taken), AUTO_FIRST
+    for _ in range(count):
+        expected = allocate(whole)
+        found = allocate(hinted, lowest=lowest)
+        assert found == expected
+        whole.append((expected, AUTO_SIZE))
+        hinted.append((found, AUTO_SIZE))
+        lowest = found + AUTO_SIZE
