@@ -153,13 +153,14 @@ def _receive(sock: socket.socket) -> bytes:
     such buffer, shrunk in place by mremap, as a mapping of its own, and the few replies kept
     (a page each) left apply of 1000 sandboxes with 1000 mappings more, which every later fork
     of apply copies (0.5 to 2 ms a fork)."""
-    size = sock.recv_into(_PEEKED, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+    size = sock.recv_into(_PEEKED, len(_PEEKED), socket.MSG_PEEK | socket.MSG_TRUNC)
     return sock.recv(size)
 
 
-# What a peek reads into: only the datagram's length is wanted (one byte, as an empty buffer
-# makes Python answer 0 without asking the kernel). Its content is never read.
-_PEEKED = bytearray(1)
+# What a peek reads into; only the datagram's length is wanted and its content is never read
+# (threads may share it). 32 KiB, not one byte: the kernel sizes the next replies of a dump by
+# the largest read it has seen, up to 32 KiB, and smaller ones made a dump four times the reads.
+_PEEKED = bytearray(32768)
 
 
 _DUMP_SEQUENCE = itertools.count(1)  # dumps and requests share the process's sockets
