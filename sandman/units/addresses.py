@@ -33,7 +33,7 @@ class _Pool:
     # Every address below it is taken: addresses are only taken while units are resolved, so
     # each search goes on from where the last one ended (from the start for each, 1000 "auto"
     # sandboxes made 500,000 lookups).
-    _searched: int = 0
+    _searched: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.taken[int(self.gateway.ip)] = _GATEWAY
