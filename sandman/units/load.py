@@ -19,8 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from sandman.errors import UnitError, UnitProblem
 from sandman.units import messages
+from sandman.units.constants import KINDS
 from sandman.units.locate import KeyLines, Path, dotted
-from sandman.units.model import KINDS, MODELS, NetworkUnit, SandboxUnit, SliceUnit
+from sandman.units.model import MODELS, NetworkUnit, SandboxUnit, SliceUnit
 from sandman.units.scalars import INT64_MAX, NAME_MAX, NAME_RE, is_int
 from sandman.units.snapshot import MAX_UNIT_BYTES, Snapshot, is_unit_file, read_bounded
 

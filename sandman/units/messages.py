@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from sandman.units.constants import KINDS
 from sandman.units.locate import Path
-from sandman.units.model import KINDS
 from sandman.units.scalars import type_name
 
 _EXPECTED = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import typing
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,8 +24,11 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from sandman.capabilities import CAPABILITIES, PRESETS
-from sandman.syscall_table import NAMES as SYSCALL_NAMES
-from sandman.units import scalars
+from sandman.units import parsers, scalars
+from sandman.units.constants import (
+    DEFAULT_PIDS_MAX,
+    ROOT_SLICE,
+)
 from sandman.units.scalars import ID_MAX
 from sandman.units.values import (
     AbsolutePath,
@@ -36,29 +40,6 @@ from sandman.units.values import (
     UnitName,
 )
 
-KINDS = ("sandbox", "network", "slice")
-# The slice every slice path starts from; its cgroup is the instance's base (the kernel's
-# driver takes slice paths below it, and never needs this name).
-ROOT_SLICE = "sandman"
-# What a sandbox gets when its unit says nothing (README, `NAME.sandbox.toml`).
-# 4096 processes and threads: far above what a service runs, yet a fork bomb stops at an eighth
-# of the kernel's default pid_max (32768), so a few runaway sandboxes cannot take the host's
-# last PIDs. podman used 4096 (now 2048); nspawn's 16384 is sized for booting a whole OS.
-DEFAULT_PIDS_MAX = 4096
-# /dev/shm as Docker makes it: 64M, where a bare tmpfs would take half of the host's RAM.
-DEFAULT_SHM_SIZE = 64 * 1024**2
-# The least each limit may be, of a sandbox or a slice (checks.py refuses less, saying why).
-# Memory: starting a busybox sandbox takes about 3 MiB of its cgroup (the first child, a fork of
-# apply, is charged for the pages it touches; kernel memory counts too), and under that the start
-# fails; a live update below what a sandbox uses is refused (EBUSY, v1) or OOM-kills it (v2).
-# 6 MiB is twice that, and the floor of Docker and podman ("Minimum memory limit allowed is
-# 6MB"), so a limit that works there works here. memory_high below it throttles the start.
-MEMORY_MIN = 6 * 1024**2
-# Tasks: sandman's first child and the init are both in the cgroup while the init is forked.
-PIDS_MIN = 2
-# CPU: the kernel refuses a CFS quota under 1 ms per period (kernel/cgroup_common.py's
-# CPU_QUOTA_MIN_US, not imported: validate stays off the kernel side), 1% of the 100 ms period.
-CPU_MAX_MIN = 1.0
 # TOML arrays arrive as lists; the models hold tuples (immutable) but keep their items strict.
 LAX = Strict(False)
 
@@ -67,314 +48,78 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _parse_string(value: Any, pattern_name: str, check: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{scalars.type_name(value)} is not {pattern_name}; write a string")
-    result: str = check(value)
-    return result
-
-
-def _hostname(value: Any) -> str:
-    def check(text: str) -> str:
-        if len(text) > 64 or not scalars.HOSTNAME_RE.fullmatch(text):
-            raise ValueError(
-                f"{text!r} is not a valid hostname; use letters, digits, '-' and '.', at most 64 "
-                "characters"
-            )
-        return text
-
-    return _parse_string(value, "a hostname", check)
-
-
-def _image(value: Any) -> str:
-    def check(text: str) -> str:
-        if not scalars.IMAGE_RE.fullmatch(text) or len(text) > 64:
-            raise ValueError(
-                f"{text!r} is not an image name; use lowercase letters, digits, '.', '_' and '-' "
-                "(an image is a directory under the image dir; for any other directory use `path`)"
-            )
-        return text
-
-    return _parse_string(value, "an image name", check)
-
-
-def _user(value: Any) -> str:
-    def check(text: str) -> str:
-        parts = text.split(":")
-        # isascii: str.isdigit() also takes "²" and "٣", which int() or the kernel refuse.
-        numeric = all(p.isascii() and p.isdigit() for p in parts)
-        if len(parts) > 2 or not numeric or not all(int(p) <= ID_MAX for p in parts):
-            raise ValueError(
-                f'{text!r} is not a user; write "UID:GID" with numbers, e.g. "1000:1000"'
-            )
-        uid = parts[0]
-        gid = parts[1] if len(parts) == 2 else parts[0]
-        return f"{int(uid)}:{int(gid)}"
-
-    return _parse_string(value, "a user", check)
-
-
-def _ifname(value: Any) -> str:
-    def check(text: str) -> str:
-        if len(text) > scalars.IFNAME_MAX and scalars.IFNAME_RE.fullmatch(text):
-            raise ValueError(
-                f"{text!r} is {len(text)} characters long; the kernel takes interface names of "
-                f"at most {scalars.IFNAME_MAX}"
-            )
-        if len(text) > scalars.IFNAME_MAX or not scalars.IFNAME_RE.fullmatch(text):
-            raise ValueError(
-                f"{text!r} is not a valid interface name; use at most {scalars.IFNAME_MAX} "
-                "letters, digits, '-', '_' or '.'"
-            )
-        return text
-
-    return _parse_string(value, "an interface name", check)
-
-
-def _env_name(value: Any) -> str:
-    def check(text: str) -> str:
-        if not scalars.ENV_NAME_RE.fullmatch(text):
-            raise ValueError(
-                f"{text!r} is not an environment variable name; use letters, digits and '_', "
-                "not starting with a digit"
-            )
-        return text
-
-    return _parse_string(value, "a variable name", check)
-
-
-def _no_nul(value: Any) -> Any:
-    if isinstance(value, str) and "\0" in value:
-        raise ValueError(
-            "the string holds a NUL byte, which no command line or environment can carry"
-        )
-    return value
-
-
-def _ip_parser(kind: type, auto: bool, what: str, example: str) -> Any:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(
-                f"{scalars.type_name(value)} is not {what}; write a string, e.g. {example!r}"
-            )
-        if auto and value == "auto":
-            return value
-        try:
-            kind(value)
-            # Kept as written: "10.88.0.10" without a prefix takes its network's prefix later.
-            return value.strip()
-        except ValueError as exc:
-            choices = f'{example!r} or "auto"' if auto else repr(example)
-            raise ValueError(f"{value!r} is not {what} ({exc}); write e.g. {choices}") from None
-
-    return parse
-
-
-def _subnet_parser(kind: type, example: str, other_key: str) -> Any:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"{scalars.type_name(value)} is not a subnet; write e.g. {example!r}")
-        try:
-            return str(kind(value, strict=True))
-        except ValueError as exc:
-            try:
-                fixed = kind(value, strict=False)
-            except ValueError:
-                _other_family(value, kind, example, other_key)
-                raise ValueError(
-                    f"{value!r} is not a subnet ({exc}); write e.g. {example!r}"
-                ) from None
-            raise ValueError(
-                f"{value!r} has host bits set; write the network address, {str(fixed)!r}"
-            ) from None
-
-    return parse
-
-
-def _other_family(value: str, kind: type, example: str, other_key: str) -> None:
-    """A subnet of the other IP version is a key mix-up, not a typo: say where it belongs."""
-    try:
-        version = ipaddress.ip_network(value, strict=False).version
-    except ValueError:
-        return
-    if version != kind(example).version:
-        raise ValueError(
-            f"{value!r} is an IPv{version} subnet; write an IPv{kind(example).version} one here, "
-            f"e.g. {example!r}, and IPv{version} in {other_key}"
-        )
-
-
-def _file_mode(value: Any) -> int:
-    if scalars.is_int(value) and 0 <= value <= 0o7777:
-        return int(value)
-    if (
-        isinstance(value, str)
-        and value.isdigit()
-        and set(value) <= set("01234567")
-        and len(value) <= 4
-    ):
-        return int(value, 8)
-    shown = repr(value) if isinstance(value, str) or scalars.is_int(value) else None
-    raise ValueError(
-        f"{shown or scalars.type_name(value)} is not a file mode; write octal digits, e.g. "
-        '"1777" or 0o755'
-    )
-
-
-def _capabilities(value: Any) -> str | tuple[str, ...]:
-    if isinstance(value, str):
-        if value in PRESETS:
-            return value
-        raise ValueError(
-            f'{value!r} is not a capability set; write "default", "os" or a list such as '
-            '["CAP_NET_BIND_SERVICE"]'
-        )
-    if not isinstance(value, list):
-        raise ValueError(
-            f'{scalars.type_name(value)} is not a capability set; write "default", "os" or a list'
-        )
-    # Every unknown item at once: fixing one typo per run would take a run per typo.
-    unknown = [item for item in value if not isinstance(item, str) or item not in CAPABILITIES]
-    if unknown:
-        raise ValueError(_unknown_capabilities(unknown))
-    return tuple(sorted(set(value), key=CAPABILITIES.__getitem__))
-
-
-def _unknown_capabilities(items: list[Any]) -> str:
-    shown = ", ".join(repr(i) if isinstance(i, str) else scalars.type_name(i) for i in items)
-    what = "is not a Linux capability" if len(items) == 1 else "are not Linux capabilities"
-    guesses = [(i, g) for i in items if (g := _nearest_capability(i))]
-    if len(items) == 1 and guesses:
-        hint = f"did you mean {guesses[0][1]!r}?"
-    elif guesses:
-        hint = "did you mean " + ", ".join(f"{g!r} for {i!r}" for i, g in guesses) + "?"
-    else:
-        hint = "names look like 'CAP_NET_BIND_SERVICE'"
-    return f"{shown} {what}; {hint}"
-
-
-def _nearest_capability(item: object) -> str | None:
-    import difflib
-
-    if not isinstance(item, str):
-        return None
-    guess = item.upper()
-    guess = guess if guess.startswith("CAP_") else f"CAP_{guess}"
-    if guess in CAPABILITIES:
-        return guess
-    close = difflib.get_close_matches(guess, CAPABILITIES, n=1)
-    return close[0] if close else None
-
-
-def _syscall_names(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ValueError(
-            f"{scalars.type_name(value)} is not a list of system calls; write e.g. "
-            '["io_uring_setup"]'
-        )
-    # Every unknown name at once, as for capabilities.
-    unknown = [item for item in value if not isinstance(item, str) or item not in SYSCALL_NAMES]
-    if unknown:
-        raise ValueError(_unknown_syscalls(unknown))
-    return tuple(sorted(set(value)))  # in any order, once: a reordered list changes nothing
-
-
-def _unknown_syscalls(items: list[Any]) -> str:
-    import difflib
-
-    shown = ", ".join(repr(i) if isinstance(i, str) else scalars.type_name(i) for i in items)
-    what = "is not a system call" if len(items) == 1 else "are not system calls"
-    guesses = [
-        (i, close[0])
-        for i in items
-        if isinstance(i, str) and (close := difflib.get_close_matches(i, SYSCALL_NAMES, 1, 0.75))
-    ]
-    if len(items) == 1 and guesses:
-        hint = f"did you mean {guesses[0][1]!r}?"
-    elif guesses:
-        hint = "did you mean " + ", ".join(f"{g!r} for {i!r}" for i, g in guesses) + "?"
-    else:
-        hint = "names are those of syscalls(2), e.g. 'io_uring_setup'"
-    return f"{shown} {what} of x86_64 or aarch64 Linux; {hint}"
-
-
-def _count_or_max(value: Any) -> Any:
-    """A limit count, or "max" (no limit), held as None as the cgroup drivers take it."""
-    if value == "max":
-        return None
-    if isinstance(value, str):
-        raise ValueError(f'{value!r} is not a count; write an integer, e.g. 512, or "max"')
-    return value
-
-
-def _size_or_max(value: Any) -> int | str:
-    if value == "max":
-        return "max"
-    try:
-        size = scalars.parse_size(value)
-    except ValueError as exc:
-        raise ValueError(f'{exc}, or "max"') from None
-    if size == 0:
-        raise ValueError('0 bytes is no room at all; write a size, e.g. "64M", or "max"')
-    return size
-
-
 _STR_SCHEMA = {"type": "string"}
-Hostname = Annotated[str, BeforeValidator(_hostname), WithJsonSchema(_STR_SCHEMA)]
+Hostname = Annotated[str, BeforeValidator(parsers.hostname), WithJsonSchema(_STR_SCHEMA)]
 ImageName = Annotated[
     str,
-    BeforeValidator(_image),
+    BeforeValidator(parsers.image),
     WithJsonSchema({"type": "string", "pattern": scalars.IMAGE_RE.pattern}),
 ]
 UserSpec = Annotated[
-    str, BeforeValidator(_user), WithJsonSchema({"type": "string", "pattern": r"^\d+(:\d+)?$"})
+    str,
+    BeforeValidator(parsers.user),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(:\d+)?$"}),
 ]
 IfName = Annotated[
     str,
-    BeforeValidator(_ifname),
+    BeforeValidator(parsers.ifname),
     WithJsonSchema({"type": "string", "maxLength": scalars.IFNAME_MAX}),
 ]
-EnvName = Annotated[str, BeforeValidator(_env_name)]
-PlainText = Annotated[str, BeforeValidator(_no_nul)]
+EnvName = Annotated[str, BeforeValidator(parsers.env_name)]
+PlainText = Annotated[str, BeforeValidator(parsers.no_nul)]
 Address4 = Annotated[
     str,
-    BeforeValidator(_ip_parser(ipaddress.IPv4Interface, True, "an IPv4 address", "10.88.0.10/24")),
+    BeforeValidator(
+        partial(
+            parsers.ip_address, ipaddress.IPv4Interface, True, "an IPv4 address", "10.88.0.10/24"
+        )
+    ),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Address6 = Annotated[
     str,
-    BeforeValidator(_ip_parser(ipaddress.IPv6Interface, True, "an IPv6 address", "fd00:88::10/64")),
+    BeforeValidator(
+        partial(
+            parsers.ip_address, ipaddress.IPv6Interface, True, "an IPv6 address", "fd00:88::10/64"
+        )
+    ),
     WithJsonSchema(_STR_SCHEMA),
 ]
 HostAddress = Annotated[
     str,
-    BeforeValidator(_ip_parser(ipaddress.ip_address, False, "an IP address", "127.0.0.1")),
+    BeforeValidator(
+        partial(parsers.ip_address, ipaddress.ip_address, False, "an IP address", "127.0.0.1")
+    ),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Gateway4 = Annotated[
     str,
-    BeforeValidator(_ip_parser(ipaddress.IPv4Address, False, "an IPv4 address", "10.88.0.1")),
+    BeforeValidator(
+        partial(parsers.ip_address, ipaddress.IPv4Address, False, "an IPv4 address", "10.88.0.1")
+    ),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Gateway6 = Annotated[
     str,
-    BeforeValidator(_ip_parser(ipaddress.IPv6Address, False, "an IPv6 address", "fd00:88::1")),
+    BeforeValidator(
+        partial(parsers.ip_address, ipaddress.IPv6Address, False, "an IPv6 address", "fd00:88::1")
+    ),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Subnet4 = Annotated[
     str,
-    BeforeValidator(_subnet_parser(ipaddress.IPv4Network, "10.88.0.0/24", "subnet6")),
+    BeforeValidator(partial(parsers.subnet, ipaddress.IPv4Network, "10.88.0.0/24", "subnet6")),
     WithJsonSchema(_STR_SCHEMA),
 ]
 Subnet6 = Annotated[
     str,
-    BeforeValidator(_subnet_parser(ipaddress.IPv6Network, "fd00:88::/64", "subnet")),
+    BeforeValidator(partial(parsers.subnet, ipaddress.IPv6Network, "fd00:88::/64", "subnet")),
     WithJsonSchema(_STR_SCHEMA),
 ]
 FileMode = Annotated[
     int,
-    BeforeValidator(_file_mode),
-    PlainSerializer(lambda m: f"{m:04o}", return_type=str),
+    BeforeValidator(parsers.file_mode),
+    PlainSerializer(parsers.file_mode_text, return_type=str),
     WithJsonSchema(
         {
             "anyOf": [
@@ -386,7 +131,7 @@ FileMode = Annotated[
 ]
 Capabilities = Annotated[
     str | tuple[str, ...],
-    BeforeValidator(_capabilities),
+    BeforeValidator(parsers.capabilities),
     WithJsonSchema(
         {
             "anyOf": [
@@ -398,17 +143,17 @@ Capabilities = Annotated[
 ]
 SyscallNames = Annotated[
     tuple[str, ...],
-    BeforeValidator(_syscall_names),
+    BeforeValidator(parsers.syscall_names),
     WithJsonSchema({"type": "array", "items": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"}}),
 ]
 PidsMax = Annotated[
     Annotated[int, Field(ge=1)] | None,
-    BeforeValidator(_count_or_max),
+    BeforeValidator(parsers.count_or_max),
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "max"}]}),
 ]
 ShmSize = Annotated[
     int | Literal["max"] | None,
-    BeforeValidator(_size_or_max),
+    BeforeValidator(parsers.size_or_max),
     WithJsonSchema(
         {
             "anyOf": [
@@ -447,9 +192,7 @@ class Resources(Limits):
 
     def shm_bytes(self) -> int | None:
         """The /dev/shm tmpfs size in bytes; None: the kernel's default (half of RAM)."""
-        if self.shm_size is None:
-            return DEFAULT_SHM_SIZE
-        return None if self.shm_size == "max" else self.shm_size
+        return parsers.shm_bytes(self.shm_size)
 
 
 class SandboxSection(Section):
@@ -568,19 +311,7 @@ class SandboxUnit(Section):
     @model_validator(mode="before")
     @classmethod
     def _boot_defaults(cls, data: Any) -> Any:
-        """What a booted sandbox gets where its unit says nothing, set as if written, so that
-        the canonical unit, the plan and the record all show it (see BOOT_DEFAULTS)."""
-        if not isinstance(data, dict) or not isinstance(data.get("sandbox"), dict):
-            return data
-        if data["sandbox"].get("boot") is not True:
-            return data
-        filled = {**data, "sandbox": {**data["sandbox"]}}
-        for (table, key), value in BOOT_DEFAULTS.items():
-            section = filled.get(table, {})
-            if not isinstance(section, dict):
-                continue  # the model refuses it, naming the key
-            filled[table] = {key: value, **section}
-        return filled
+        return parsers.boot_defaults(data)
 
     sandbox: SandboxSection
     rootfs: Rootfs = Rootfs(image="busybox")
@@ -617,15 +348,6 @@ class SliceUnit(Section):
 
     slice: SliceSection
 
-
-# The keys whose default differs when `sandbox.boot` is true, and that default: systemd-nspawn's
-# capability set and a seccomp profile systemd lives with ("os"), and systemd's halt request as
-# the stop signal, which it answers by a clean shutdown.
-BOOT_DEFAULTS: dict[tuple[str, str], str] = {
-    ("security", "capabilities"): "os",
-    ("security", "seccomp"): "os",
-    ("sandbox", "stop_signal"): "SIGRTMIN+3",
-}
 
 UnitModel = SandboxUnit | NetworkUnit | SliceUnit
 MODELS: dict[str, type[SandboxUnit] | type[NetworkUnit] | type[SliceUnit]] = {

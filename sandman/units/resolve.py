@@ -16,10 +16,11 @@ from ipaddress import (
 from sandman import booting
 from sandman.units import names
 from sandman.units.addresses import Allocator, Interface, Slot, Sticky
+from sandman.units.constants import ROOT_SLICE
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox, DesiredSlice
 from sandman.units.image_defaults import ImageConfigs, with_defaults
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
-from sandman.units.model import ROOT_SLICE, SandboxUnit
+from sandman.units.model import SandboxUnit
 
 Network = IPv4Network | IPv6Network
 

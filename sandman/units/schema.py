@@ -7,7 +7,8 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from sandman.units.model import KINDS, MODELS
+from sandman.units.constants import KINDS
+from sandman.units.model import MODELS
 
 
 class _TomlSchema(GenerateJsonSchema):

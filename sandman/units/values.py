@@ -5,34 +5,20 @@ The parsers themselves are in scalars.py, free of pydantic; their names are re-e
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from sandman.units import parsers
 from sandman.units.scalars import (
     NAME_MAX,
     NAME_RE,
     format_duration_ns,
     parse_absolute_path,
-    parse_duration_ns,
     parse_name,
     parse_percent,
     parse_signal,
-    parse_size,
 )
-
-
-def _size_from_input(value: Any) -> int:
-    return parse_size(value)
-
-
-def _duration_from_input(value: Any) -> int:
-    return parse_duration_ns(value)
-
-
-def _signed_duration_from_input(value: Any) -> int:
-    return parse_duration_ns(value, signed=True)
-
 
 _SIZE_SCHEMA = {
     "anyOf": [
@@ -53,24 +39,23 @@ _SIGNED_DURATION_SCHEMA = {
 }
 
 # Sizes are held as bytes and durations as nanoseconds; the record and `plan --json` show them so.
-Size = Annotated[int, BeforeValidator(_size_from_input), WithJsonSchema(_SIZE_SCHEMA)]
+Size = Annotated[int, BeforeValidator(parsers.size), WithJsonSchema(_SIZE_SCHEMA)]
 Duration = Annotated[
     int,
-    BeforeValidator(_duration_from_input),
+    BeforeValidator(parsers.duration),
     PlainSerializer(format_duration_ns, return_type=str),
     WithJsonSchema(_DURATION_SCHEMA),
 ]
 SignedDuration = Annotated[
     int,
-    BeforeValidator(_signed_duration_from_input),
+    BeforeValidator(parsers.signed_duration),
     PlainSerializer(format_duration_ns, return_type=str),
     WithJsonSchema(_SIGNED_DURATION_SCHEMA),
 ]
 CpuPercent = Annotated[
     float,
     BeforeValidator(parse_percent),
-    # 15 significant digits: what a float keeps of the decimal written; ":g" kept only 6.
-    PlainSerializer(lambda p: f"{p:.15g}%", return_type=str),
+    PlainSerializer(parsers.percent_text, return_type=str),
     WithJsonSchema(
         {
             "type": "string",

@@ -23,7 +23,7 @@ from sandman.kernel import cgroup as cg
 from sandman.kernel import cgroup_common as cg_common
 from sandman.kernel import cgroup_v1 as cg_v1
 from sandman.kernel.cgroup_common import LimitError, quota_warning
-from sandman.units import model
+from sandman.units import constants, model
 from sandman.units.model import Limits
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -435,12 +435,12 @@ def test_v2_cpu_max_below_the_kernel_minimum_warns(tmp_path: Path) -> None:
 
 
 def test_the_units_cpu_floor_is_the_kernels_smallest_quota() -> None:
-    """validate refuses less than model.CPU_MAX_MIN (it cannot import the kernel side): that
+    """validate refuses less than constants.CPU_MAX_MIN (it cannot import the kernel side): that
     floor is the smallest quota, which set_limits writes as given, without a warning. Below
     it, only a record of an older sandman reaches the warning above."""
-    assert cg.percent_to_quota(model.CPU_MAX_MIN) == cg.CPU_QUOTA_MIN_US
-    assert quota_warning(model.CPU_MAX_MIN) == []
-    assert quota_warning(model.CPU_MAX_MIN * 0.99) != []
+    assert cg.percent_to_quota(constants.CPU_MAX_MIN) == cg.CPU_QUOTA_MIN_US
+    assert quota_warning(constants.CPU_MAX_MIN) == []
+    assert quota_warning(constants.CPU_MAX_MIN * 0.99) != []
 
 
 def test_v2_usage_parses_sample_files(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from sandman.observe.facts import ActualState
 from sandman.observe.records import record_of
 from sandman.plan.diff import plan
 from sandman.plan.keys import is_live
-from sandman.units.model import DEFAULT_PIDS_MAX, DEFAULT_SHM_SIZE, SandboxUnit, SliceUnit
+from sandman.units.constants import DEFAULT_PIDS_MAX, DEFAULT_SHM_SIZE
+from sandman.units.model import SandboxUnit, SliceUnit
 from sandman.units.read import read_units
 
 TAG = "smt"

@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from sandman.plan.keys import is_live
-from sandman.units.model import KINDS, MODELS
+from sandman.units.constants import KINDS
+from sandman.units.model import MODELS
 
 README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
 _ROW = re.compile(r"^\| `([^`]+)` \|[^|]*\|[^|]*\| (live|recreate) \|", re.MULTILINE)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from sandman.cli import main
-from sandman.units.model import KINDS
+from sandman.units.constants import KINDS
 from sandman.units.schema import schema_for, unit_schema
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
