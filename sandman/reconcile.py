@@ -9,6 +9,7 @@ this module strings the layers together; each layer stays ignorant of the others
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,8 +51,11 @@ def desired_state(
 ) -> Desired:
     """The units of DIRECTORY resolved: addresses kept as ACTUAL has them, and what a sandbox
     leaves out taken from the config of the container image it runs on. Kept in CACHE."""
-    from sandman.units.read import read_units  # pydantic: only when the cache cannot answer
+    from sandman.units import compiled
+    from sandman.units.read import read_units  # only when the cache cannot answer
 
+    # The validators' schemas are kept beside the unit cache (compiled.py).
+    compiled.keep_in(os.path.join(paths.state_dir, "cache") if cache is None else cache.directory)
     sticky = actual.addresses() if actual is not None else None
     images = cache.images if cache is not None else configs_in(paths.image_dir)
     snapshot = None if cache is None else cache.snapshot

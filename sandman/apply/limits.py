@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sandman.kernel.cgroup_common import LIMIT_KEYS, CgroupLimits
 
 if TYPE_CHECKING:
-    from sandman.units.model import Limits
+    from sandman.units.plain import Limits
 
 
 def cgroup_limits(limits: Limits) -> CgroupLimits:

@@ -215,7 +215,7 @@ def _rootfs_source(ctx: ApplyContext, sandbox: DesiredSandbox) -> str:
 
 
 def _check_mount_sources(sandbox: DesiredSandbox) -> None:
-    from sandman.units.model import BindMount, OverlayMount  # pydantic: only where units are
+    from sandman.units.plain import BindMount, OverlayMount  # only where units are
 
     for index, mount in enumerate(sandbox.unit.mount):
         paths = [mount.source] if isinstance(mount, BindMount) else []
@@ -397,7 +397,7 @@ def _outside(ranges: tuple[tuple[int, int, int], ...], inside: int) -> int:
 
 
 def _mounts(sandbox: DesiredSandbox, runtime: str) -> Iterator[Mount]:
-    from sandman.units.model import BindMount, ProcMount, TmpfsMount  # see above
+    from sandman.units.plain import BindMount, ProcMount, TmpfsMount  # see above
 
     for index, mount in enumerate(sandbox.unit.mount):
         key = f"mount[{index}]"

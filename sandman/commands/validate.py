@@ -50,8 +50,10 @@ def _desired(paths: Paths, directory: str) -> Canonicals:
     cached = cache.lookup()
     if cached is not None:
         return cached
-    from sandman.units.read import read_units  # pydantic: only when the cache cannot answer
+    from sandman.units import compiled
+    from sandman.units.read import read_units  # only when the cache cannot answer
 
+    compiled.keep_in(cache.directory)
     desired = read_units(directory, paths.tag, images=cache.images, snapshot=cache.snapshot)
     cache.store(desired)
     return desired.canonicals()

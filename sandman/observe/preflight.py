@@ -68,7 +68,7 @@ def _problem(unit: DesiredSandbox | DesiredNetwork, key: str, what: str, hint: s
 
 
 def _root_and_mounts(paths: Paths, sandbox: DesiredSandbox) -> Iterator[UnitProblem]:
-    from sandman.units.model import BindMount, OverlayMount
+    from sandman.units.plain import BindMount, OverlayMount
 
     root = _root(paths, sandbox)
     if not os.path.isdir(root):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,13 +162,12 @@ def _is_size(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in _size_fields()
 
 
-@functools.cache
 def _size_fields() -> frozenset[str]:
-    # Imported here, not above: plan/ loads without pydantic (the daemon imports it before its
-    # first pass), and a value shown in a plan comes from units that were loaded.
-    from sandman.units.model import size_fields
+    # Imported here, not above: plan/ loads without the unit classes (the daemon imports it
+    # before its first pass), and a value shown in a plan comes from units that were loaded.
+    from sandman.units.plain import SIZE_FIELDS
 
-    return size_fields()
+    return SIZE_FIELDS
 
 
 def _port(port: Any) -> str:

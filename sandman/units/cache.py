@@ -62,7 +62,7 @@ class UnitCache:
         self.image_dir = image_dir
         self.images_read: dict[str, str | None] = {}  # image name -> its config file's hash
         self._configs: dict[str, ImageConfig | None] = {}
-        self._dir = os.path.join(state_dir, "cache")
+        self.directory = os.path.join(state_dir, "cache")
         slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
         # JSON, but not named `.json`: nothing that reads the state dir's records takes it for one
         self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.cache"
@@ -87,7 +87,7 @@ class UnitCache:
     def lookup(self) -> Canonicals | None:
         if self.key is None:
             return None
-        entry = _read_entry(self._dir, self._name)
+        entry = _read_entry(self.directory, self._name)
         if entry is None or entry.get("version") != CACHE_VERSION or entry.get("key") != self.key:
             return None
         try:
@@ -117,7 +117,7 @@ class UnitCache:
         }
         # A read-only or full state dir only means the next run loads the units again.
         with contextlib.suppress(OSError):
-            _write_entry(self._dir, self._name, entry)
+            _write_entry(self.directory, self._name, entry)
 
 
 def _key(
@@ -132,7 +132,7 @@ def _key(
             hashed.update(len(data).to_bytes(8, "little"))
             hashed.update(data)
 
-    add(str(CACHE_VERSION), _code_hash(), directory, tag, os.path.abspath(image_dir))
+    add(str(CACHE_VERSION), code_hash(), directory, tag, os.path.abspath(image_dir))
     # A sandbox kept without addresses resolves as one not kept (addresses.Allocator._keep):
     # leaving those out, the apply after the one that made sandboxes without a network hits.
     kept = sorted((name, list(pair)) for name, pair in (sticky or {}).items() if any(pair))
@@ -159,7 +159,7 @@ def _hash_of(data: bytes | None) -> str | None:
 
 
 @functools.cache
-def _code_hash() -> str:
+def code_hash() -> str:
     """The source of what turns unit files into canonical forms, and the pydantic release."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     units = os.path.join(package, "units")
@@ -193,6 +193,16 @@ def _private(info: os.stat_result) -> bool:
 
 
 def _read_entry(directory: str, name: str) -> dict[str, Any] | None:
+    data = read_private(directory, name)
+    try:
+        entry = None if data is None else json.loads(data)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def read_private(directory: str, name: str) -> bytes | None:
+    """DIRECTORY/NAME's bytes if both are this user's alone (never through a symlink), else None."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         dir_fd = os.open(directory, flags | os.O_DIRECTORY)
@@ -208,15 +218,18 @@ def _read_entry(directory: str, name: str) -> dict[str, Any] | None:
                 return None
             if info.st_size > _MAX_ENTRY_BYTES:
                 return None
-            data = json.loads(handle.read())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+            return handle.read()
+    except OSError:
         return None
     finally:
         os.close(dir_fd)
 
 
 def _write_entry(directory: str, name: str, entry: dict[str, Any]) -> None:
+    write_private(directory, name, json.dumps(entry, separators=(",", ":")).encode())
+
+
+def write_private(directory: str, name: str, data: bytes) -> None:
     """Into a temporary file of this process's own (0600, never through a symlink), renamed over
     the entry: a reader sees the old entry or the new one. Not fsynced: a torn entry is a miss."""
     with contextlib.suppress(FileExistsError):
@@ -231,7 +244,7 @@ def _write_entry(directory: str, name: str, entry: dict[str, Any]) -> None:
         fd = os.open(temporary, write, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(entry, separators=(",", ":")).encode())
+                handle.write(data)
             os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             os.unlink(temporary, dir_fd=dir_fd)

@@ -11,7 +11,7 @@ from sandman import booting
 from sandman.errors import UnitProblem
 from sandman.units.constants import CPU_MAX_MIN, MEMORY_MIN, PIDS_MIN, ROOT_SLICE
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
-from sandman.units.model import IdRange, Limits
+from sandman.units.plain import IdRange, Limits
 from sandman.units.scalars import format_size
 
 _MAX_ID_RANGES = 340  # the kernel's limit of lines in uid_map / gid_map since Linux 4.15

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from sandman.units.canonicals import Canonical, Canonicals
 
-if TYPE_CHECKING:  # destroy and status use these classes without loading units, or pydantic
-    from sandman.units.model import NetworkUnit, SandboxUnit, SliceUnit
+if TYPE_CHECKING:  # destroy and status use these classes without loading units
+    from sandman.units.plain import NetworkUnit, SandboxUnit, SliceUnit
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class DesiredSandbox:
 def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredSandbox:
     """The sandbox a record was applied from, its canonical unit read back: what apply brings
     back when the replacement of a running sandbox fails, and what `sandman start` runs."""
-    from sandman.units.model import SandboxUnit
+    from sandman.units.plain import SandboxUnit
 
     unit = SandboxUnit.model_validate(_unit_input(canonical))
     resolved = canonical["resolved"]
@@ -107,7 +107,7 @@ def sandbox_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -
 
 def network_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredNetwork:
     """A recorded network read back (its sandboxes' starts attach to it)."""
-    from sandman.units.model import NetworkUnit
+    from sandman.units.plain import NetworkUnit
 
     resolved = canonical["resolved"]
     gateway6 = resolved.get("gateway6")
@@ -123,7 +123,7 @@ def network_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -
 
 def slice_from_canonical(name: str, file: str, canonical: Mapping[str, Any]) -> DesiredSlice:
     """A recorded slice read back."""
-    from sandman.units.model import SliceUnit
+    from sandman.units.plain import SliceUnit
 
     path = tuple(str(canonical["resolved"]["path"]).split("/"))
     return DesiredSlice(name, file, SliceUnit.model_validate(_unit_input(canonical)), path)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from sandman.images.config import ImageConfig
-from sandman.units.model import SandboxSection, SandboxUnit
+from sandman.units.compiled import InvalidUnitError
+from sandman.units.plain import SandboxSection, SandboxUnit
 
 ImageConfigs = Callable[[str], ImageConfig | None]  # an image's config by name, None if none
 
@@ -40,8 +39,8 @@ def with_defaults(model: SandboxUnit, config: ImageConfig) -> tuple[SandboxUnit,
     data = sandbox.model_dump(mode="python", exclude_unset=True) | update
     try:
         section = SandboxSection.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
+    except InvalidUnitError as exc:
+        first = exc.errors[0]
         key = ".".join(str(part) for part in first["loc"])
         raise ValueError(f"its config's {key}: {first['msg']}") from None
     keys: list[str] = [

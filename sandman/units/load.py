@@ -15,13 +15,12 @@ try:  # tomli's compiled wheels parse about 3x faster than the stdlib's pure-Pyt
 except ImportError:  # pragma: no cover - the same parser, slower
     import tomllib as toml  # type: ignore[no-redef]
 
-from pydantic import BaseModel, ValidationError
-
 from sandman.errors import UnitError, UnitProblem
-from sandman.units import messages
+from sandman.units import compiled, plain
 from sandman.units.constants import KINDS
 from sandman.units.locate import KeyLines, Path, dotted
-from sandman.units.model import MODELS, NetworkUnit, SandboxUnit, SliceUnit
+from sandman.units.plain import NetworkUnit, SandboxUnit, SliceUnit
+from sandman.units.plain_base import Plain
 from sandman.units.scalars import INT64_MAX, NAME_MAX, NAME_RE, is_int
 from sandman.units.snapshot import MAX_UNIT_BYTES, Snapshot, is_unit_file, read_bounded
 
@@ -39,7 +38,7 @@ class UnitFile:
     kind: str
     file: str
     lines: KeyLines = field(repr=False, compare=False)
-    model: BaseModel
+    model: Plain
 
     def problem(self, path: Path, message: str, hint: str = "") -> UnitProblem:
         return UnitProblem(self.file, dotted(path), message, self.lines.line(path), hint)
@@ -155,11 +154,10 @@ def _read_file(units: UnitSet, directory: str, entry: str, raw: bytes | None) ->
     if _LONG_NUMBER.search(text) and _out_of_range(units, shown, lines, data):
         units.broken.add((kind, name))
         return
-    model_class = MODELS[kind]
     try:
-        model = model_class.model_validate(data)
-    except ValidationError as exc:
-        units.problems.extend(_problems(model_class, shown, lines, exc))
+        model = compiled.validate(plain.UNITS[kind], data)
+    except compiled.InvalidUnitError as exc:
+        units.problems.extend(_problems(kind, shown, lines, exc.errors))
         units.broken.add((kind, name))
         return
     units.of_kind(kind)[name] = UnitFile(name, kind, shown, lines, model)
@@ -319,11 +317,15 @@ def _out_of_range(units: UnitSet, shown: str, lines: KeyLines, data: Any) -> boo
     return found
 
 
-def _problems(
-    model_class: type[BaseModel], shown: str, lines: KeyLines, exc: ValidationError
-) -> list[UnitProblem]:
+def _problems(kind: str, shown: str, lines: KeyLines, errors: list[Any]) -> list[UnitProblem]:
+    """The validator's errors as problems, said by the models (messages.py reads them: only a
+    unit with a problem imports pydantic)."""
+    from sandman.units import messages
+    from sandman.units.model import MODELS
+
+    model_class = MODELS[kind]
     problems = []
-    for error in exc.errors():
+    for error in errors:
         path = messages.problem_path(model_class, error)
         message, hint = messages.describe(model_class, error)
         problems.append(UnitProblem(shown, dotted(path), message, lines.line(path), hint))

@@ -20,7 +20,7 @@ from sandman.units.constants import ROOT_SLICE
 from sandman.units.desired import Desired, DesiredNetwork, DesiredSandbox, DesiredSlice
 from sandman.units.image_defaults import ImageConfigs, with_defaults
 from sandman.units.load import UnitFile, UnitSet, network_model, sandbox_model, slice_model
-from sandman.units.model import SandboxUnit
+from sandman.units.plain import SandboxUnit
 
 Network = IPv4Network | IPv6Network
 

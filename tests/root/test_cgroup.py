@@ -27,14 +27,14 @@ import pytest
 
 from sandman.apply.limits import cgroup_limits
 from sandman.kernel import cgroup as cg
-from sandman.units.model import Limits
+from sandman.units.plain import Limits
 
 ROOT = "/sys/fs/cgroup"
 MiB = 1 << 20
 
 
 def make_limits(**values: object) -> cg.CgroupLimits:
-    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators and the
+    """Limits as a unit writes them (`cpu_max="50%"`), through the unit validators and the
     conversion apply makes."""
     return cgroup_limits(Limits.model_validate(values))
 

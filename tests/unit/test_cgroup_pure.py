@@ -24,14 +24,14 @@ from sandman.kernel import cgroup_common as cg_common
 from sandman.kernel import cgroup_v1 as cg_v1
 from sandman.kernel.cgroup_common import LimitError, quota_warning
 from sandman.units import constants, model
-from sandman.units.model import Limits
+from sandman.units.plain import Limits
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 1 << 20
 
 
 def make_limits(**values: object) -> cg.CgroupLimits:
-    """Limits as a unit writes them (`cpu_max="50%"`), through the model's validators and the
+    """Limits as a unit writes them (`cpu_max="50%"`), through the unit validators and the
     conversion apply makes."""
     return cgroup_limits(Limits.model_validate(values))
 

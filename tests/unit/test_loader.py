@@ -15,7 +15,7 @@ from sandman.units import names
 from sandman.units.addresses import Sticky
 from sandman.units.constants import CPU_MAX_MIN, MEMORY_MIN, PIDS_MIN
 from sandman.units.desired import Desired
-from sandman.units.model import BindMount, Namespaces, TmpfsMount
+from sandman.units.plain import BindMount, Namespaces, TmpfsMount
 from sandman.units.read import read_units
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

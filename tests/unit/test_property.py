@@ -21,9 +21,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from sandman.errors import UnitError
+from sandman.units import compiled, plain
 from sandman.units.desired import Desired
 from sandman.units.model import MODELS
 from sandman.units.read import read_units
@@ -199,6 +200,10 @@ def _with_required(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return add
 
 
+def _kind_and_document(kind: str) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
+    return unit_documents(kind).map(lambda data: (kind, data))
+
+
 def unit_documents(kind: str) -> st.SearchStrategy[dict[str, Any]]:
     required = _with_required(kind)
     junk = table_of(MODELS[kind], junk=True)
@@ -281,6 +286,28 @@ def test_random_unit_document_alone(data: dict[str, Any]) -> None:
     kind = next((k for k in ("sandbox", "network", "slice") if k in data), "sandbox")
     result = _load({f"x.{kind}.toml": text.encode()})
     assert isinstance(result, Desired | UnitError)
+
+
+@EXAMPLES
+@given(st.sampled_from(["sandbox", "network", "slice"]).flatmap(_kind_and_document))
+def test_the_compiled_validators_answer_as_the_models(case: tuple[str, dict[str, Any]]) -> None:
+    """units/compiled.py validates with the models' schemas for plain classes: any document is
+    accepted by both, with the same values and dumps, or refused by both with the same errors."""
+    kind, data = case
+    try:
+        expected: BaseModel | None = MODELS[kind].model_validate(data)
+    except ValidationError as exc:
+        expected, errors = None, [(e["type"], e["loc"], e["msg"]) for e in exc.errors()]
+    try:
+        made = compiled.validate(plain.UNITS[kind], data)
+    except compiled.InvalidUnitError as exc:
+        assert expected is None
+        assert [(e["type"], e["loc"], e["msg"]) for e in exc.errors] == errors
+        return
+    assert expected is not None
+    assert made == compiled.to_plain(expected)
+    for mode in ("json", "python"):
+        assert repr(made.model_dump(mode=mode)) == repr(expected.model_dump(mode=mode))
 
 
 _TOML_ISH = st.text(

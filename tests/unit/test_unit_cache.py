@@ -162,7 +162,7 @@ def test_kept_addresses_the_tag_and_the_code_are_in_the_key(
     assert _cache(paths, None).lookup() is None  # validate's entry is not apply's
     other_tag = UnitCache(paths.state_dir, paths.image_dir, _units(paths), "other", sticky)
     assert other_tag.lookup() is None
-    monkeypatch.setattr(unit_cache, "_code_hash", lambda: "another sandman")
+    monkeypatch.setattr(unit_cache, "code_hash", lambda: "another sandman")
     assert _cache(paths, sticky).lookup() is None
 
 
