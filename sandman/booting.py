@@ -8,9 +8,6 @@ tmpfs, the init is told it runs in a container (`container`, `container_uuid`,
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 # Where an image's init is looked for, in order (nspawn's order, less the /sbin/init of
 # distributions without systemd, which /sbin/init already covers).
 INIT_PATHS = ("/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd")
@@ -37,7 +34,9 @@ def machine_id(name: str, tag: str) -> str:
     at every start of that sandbox in that instance, different for any other. Made as systemd
     makes app-specific ids (sd_id128_get_app_specific): HMAC-SHA256, its first 16 bytes marked
     as a random (v4) UUID, which is what /etc/machine-id holds."""
-    digest = bytearray(hmac.new(_MACHINE_ID_KEY, f"{tag}/{name}".encode(), hashlib.sha256).digest())
+    import hmac  # with hashlib: only for a booted sandbox
+
+    digest = bytearray(hmac.new(_MACHINE_ID_KEY, f"{tag}/{name}".encode(), "sha256").digest())
     digest[6] = (digest[6] & 0x0F) | 0x40
     digest[8] = (digest[8] & 0x3F) | 0x80
     return digest[:16].hex()

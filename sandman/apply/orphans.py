@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Callable
 
 from sandman.apply import faults
@@ -78,6 +77,8 @@ def _in_state_dir(ctx: ApplyContext, name: str) -> str:
 def _path(ctx: ApplyContext, name: str) -> None:
     path = _in_state_dir(ctx, name)
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil  # with bz2 and lzma, 2.4 ms: only when there is a tree to remove
+
         shutil.rmtree(path)
     else:
         with contextlib.suppress(FileNotFoundError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -121,7 +120,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
         plan = _rootfs_plan(ctx, sandbox, source, idmap, runtime)
         if sandbox.unit.rootfs.persistent and idmap and ids.declared_ranges(sandbox) is None:
             ids.pin(ctx.persistent_dir(sandbox.name), idmap.uid[0][1])
-    undo.push(lambda: shutil.rmtree(runtime, ignore_errors=True))
+    undo.push(lambda: _remove_tree(runtime))
     faults.step(f"sandbox/{sandbox.name}: runtime dir made")
     cgroup = ctx.cgroups.path(sandbox.slice_path, sandbox.name)
     with unit_key(sandbox, "resources", f"making cgroup `{cgroup}`"):
@@ -542,7 +541,7 @@ def destroy(
             ending.close()
     runtime_dir = runtime.runtime_dir
     if runtime_dir is not None and runtime_dir.startswith(ctx.paths.state_dir):
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+        _remove_tree(runtime_dir)
         faults.step(f"sandbox/{record.name}: runtime dir removed")
     if not keep_record:
         remove_record(ctx.paths.state_dir, "sandbox", record.name)
@@ -597,3 +596,9 @@ def rewrite_record(ctx: ApplyContext, sandbox: DesiredSandbox, old: Record) -> R
     write_record(ctx.paths.state_dir, record)
     ctx.records[record.key] = record
     return record
+
+
+def _remove_tree(path: str) -> None:
+    import shutil  # with bz2 and lzma, 2.4 ms of every apply: only when a sandbox goes
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -10,12 +10,12 @@ Also here because they are pure: the stable MACs of links, and the comments that
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
 from typing import NamedTuple
 
+from sandman.hashing import blake2b
 from sandman.kernel.netlink import NFGENMSG, attributes
 
 Interface = IPv4Interface | IPv6Interface
@@ -117,7 +117,7 @@ def derive_mac(name: str, role: str) -> str:
     """A locally administered unicast MAC for the link `name` playing `role` ("bridge", "host",
     "peer"): keyed, so it looks random, and stable, so a recreated link keeps its neighbours'
     ARP entries valid (nspawn's generate_mac)."""
-    raw = bytearray(hashlib.blake2b(f"{role}\0{name}".encode(), key=_MAC_KEY).digest()[:6])
+    raw = bytearray(blake2b(f"{role}\0{name}".encode(), key=_MAC_KEY).digest()[:6])
     raw[0] = (raw[0] & 0xFE) | 0x02  # clear multicast, set locally administered
     return ":".join(f"{b:02x}" for b in raw)
 

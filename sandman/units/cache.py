@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sandman.hashing import sha256
 from sandman.units import snapshot
 from sandman.units.canonicals import Canonical, Canonicals
 from sandman.units.snapshot import Snapshot
@@ -65,7 +65,7 @@ class UnitCache:
         self.directory = os.path.join(state_dir, "cache")
         slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
         # JSON, but not named `.json`: nothing that reads the state dir's records takes it for one
-        self._name = f"units-{hashlib.sha256(slot.encode()).hexdigest()[:16]}.cache"
+        self._name = f"units-{sha256(slot.encode()).hexdigest()[:16]}.cache"
         self.snapshot = snapshot.take(directory)
         self.key = (
             None
@@ -124,7 +124,7 @@ def _key(
     snapshot: Snapshot, directory: str, tag: str, image_dir: str, sticky: Sticky | None
 ) -> str:
     """The hash of the directory's entries and unit files and of what else resolution reads."""
-    hashed = hashlib.sha256()
+    hashed = sha256()
 
     def add(*parts: str | bytes) -> None:
         for part in parts:
@@ -155,7 +155,7 @@ def _config_bytes(image_dir: str, name: str) -> bytes | None:
 
 
 def _hash_of(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
+    return None if data is None else sha256(data).hexdigest()
 
 
 @functools.cache
@@ -166,10 +166,10 @@ def code_hash() -> str:
     files = [os.path.join(units, n) for n in sorted(os.listdir(units)) if n.endswith(".py")]
     files += [os.path.join(package, n) for n in _CODE]
     files.append(os.path.join(package, "images", "config.py"))
-    hashed = hashlib.sha256(_pydantic_release().encode())
+    hashed = sha256(_pydantic_release().encode())
     for path in files:
         with open(path, "rb") as handle:
-            hashed.update(hashlib.sha256(handle.read()).digest())
+            hashed.update(sha256(handle.read()).digest())
     return hashed.hexdigest()
 
 
@@ -181,7 +181,7 @@ def _pydantic_release() -> str:
     for entry in sys.path:
         try:
             with open(os.path.join(entry or ".", "pydantic", "version.py"), "rb") as handle:
-                return hashlib.sha256(handle.read()).hexdigest()
+                return sha256(handle.read()).hexdigest()
         except OSError:
             continue
     return "none"

@@ -8,8 +8,9 @@ they stay unique and stable across runs.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from sandman.hashing import sha256
 
 DEFAULT_STATE_DIR = "/run/sandman"
 DEFAULT_TAG = "sm"
@@ -23,13 +24,13 @@ def instance_tag(state_dir: str) -> str:
     path = os.path.normpath(os.path.abspath(state_dir))
     if path == DEFAULT_STATE_DIR:
         return DEFAULT_TAG
-    return "s" + hashlib.sha256(path.encode()).hexdigest()[:3]
+    return "s" + sha256(path.encode()).hexdigest()[:3]
 
 
 def shorten(name: str, limit: int = IFNAME_MAX) -> str:
     if len(name) <= limit:
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARS]
+    digest = sha256(name.encode()).hexdigest()[:_HASH_CHARS]
     return name[: limit - _HASH_CHARS] + digest
 
 

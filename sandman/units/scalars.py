@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from fractions import Fraction
 
 from sandman.signals import SIGNAL_MAX, signal_name, signal_number
 
@@ -90,6 +89,8 @@ def parse_duration_ns(value: object, signed: bool = False) -> int:
     if sign and not signed:
         raise ValueError(f"{value!r} has a sign; this duration cannot be negative")
     # Exact arithmetic: a float would turn a long run of digits into infinity.
+    from fractions import Fraction  # with decimal, 3 ms: only where a duration is read
+
     nanoseconds = round(Fraction(number) * _DURATION_UNITS_NS[unit])
     if nanoseconds > INT64_MAX:
         raise ValueError(f"{value!r} is too long; a duration is at most 292 years")
