@@ -1,3 +1,3 @@
-from sandman.cli import main
+from sandman.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -703,6 +703,14 @@ VERBS: dict[str, Callable[[_Verbs, argparse.ArgumentParser, bool], None]] = {
 }
 
 
+def entry() -> None:
+    """The `sandman` command: main, then the process leaves without the interpreter's teardown
+    (sandman/leave.py). Tests call main, which returns."""
+    from sandman.leave import leave
+
+    leave(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     from sandman.errors import SandmanError, UnitError, UsageError

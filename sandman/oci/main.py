@@ -4,7 +4,6 @@ itself fails). No traceback reaches the client: conmon and the shim show the las
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -59,14 +58,7 @@ def _run(args: dict[str, Any]) -> int:
 
 
 def entry() -> None:
-    code = main()
-    # Engines start the runtime several times per container, and the interpreter's teardown
-    # (freeing every module's objects, about 3 ms) changes nothing its caller sees: what it
-    # wrote is flushed here and the process leaves. sandman-oci starts no threads and
-    # registers no exit handlers that this would skip.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more reaches the reader anyway
-            code = code or 1
-    os._exit(code)
+    # Engines start the runtime several times per container: no interpreter teardown (leave.py).
+    from sandman.leave import leave
+
+    leave(main())

@@ -103,13 +103,21 @@ def _dumped(item: Any, as_json: bool, exclude_unset: bool) -> Any:
 class _Compiled:
     """The schemas by plain class name; a validator and a serializer made for each on first use."""
 
-    def __init__(self, schemas: dict[str, Any]) -> None:
+    def __init__(self, schemas: dict[str, Any], kept: bool) -> None:
         self.schemas = schemas
+        self.kept = kept  # read from a kept file, not built from the models in this process
         self.core = _core_module()
 
     @functools.cache  # noqa: B019 - one instance per process
     def validator(self, name: str) -> SchemaValidator:
-        made: SchemaValidator = self.core.SchemaValidator(self.schemas[name])
+        try:
+            made: SchemaValidator = self.core.SchemaValidator(self.schemas[name])
+        except (self.core.SchemaError, KeyError):
+            if not self.kept:
+                raise
+            # A kept file this pydantic-core cannot take (one it did not write): the models'.
+            self.schemas, self.kept = schemas_from_models(), False
+            made = self.core.SchemaValidator(self.schemas[name])
         return made
 
     @functools.cache  # noqa: B019 - one instance per process
@@ -161,7 +169,7 @@ def _compiled() -> _Compiled:
         kept = cache.read_private(kept_dir, name)
         if kept is not None:
             try:
-                return _Compiled(decode(json.loads(kept)))
+                return _Compiled(decode(json.loads(kept)), kept=True)
             except (ValueError, KeyError, TypeError, AttributeError):
                 pass  # damaged or forged: built again below
     schemas = schemas_from_models()
@@ -172,7 +180,7 @@ def _compiled() -> _Compiled:
         # A read-only state dir only means the next run builds them again.
         with contextlib.suppress(OSError):
             cache.write_private(kept_dir, name, text.encode())
-    return _Compiled(schemas)
+    return _Compiled(schemas, kept=False)
 
 
 def _key() -> str:

@@ -1,6 +1,6 @@
 """The parsers behind the unit models' keys (model.py), free of pydantic: the compiled
 validators (compiled.py) call them from a schema kept between runs, so each is a module-level
-function (or a functools.partial of one) that pickle can name.
+function (or a functools.partial of one) that a kept schema can name by module and name.
 
 Each takes what TOML gave and returns the value the model holds, or raises ValueError saying
 what is wrong and what to write instead; the loader adds the file, line and key.

@@ -175,6 +175,26 @@ def test_a_forged_kept_schema_calls_nothing_it_names(
     assert name not in kept.read_text()  # built again and kept in its place
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s["SliceUnit"].update(type="no-such-schema"),  # pydantic-core refuses it
+        lambda s: s.pop("SliceUnit"),  # a class missing
+    ],
+    ids=["refused", "missing"],
+)
+def test_a_kept_file_this_pydantic_core_cannot_take_falls_back_to_the_models(
+    damage: Any, tmp_path: Path
+) -> None:
+    kept = _kept_file(tmp_path / "cache")
+    schemas = json.loads(kept.read_text())
+    damage(schemas)
+    kept.write_text(json.dumps(schemas))
+    assert plain.SliceUnit.model_validate({"slice": {"parent": "web"}}).slice.parent == "web"
+    with pytest.raises(compiled.InvalidUnitError):
+        plain.SliceUnit.model_validate({"slice": {"parent": "Not A Name"}})
+
+
 def test_a_kept_file_of_another_user_or_open_to_others_is_not_read(tmp_path: Path) -> None:
     kept = _kept_file(tmp_path / "cache")
     kept.write_text("{not json")  # were it read, the load would fail over to a build anyway
