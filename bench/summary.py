@@ -35,6 +35,7 @@ EXPECTED = (
     ("daemon_rss", "daemon"), ("daemon_new_unit", "daemon"), ("teardown_100_net", "scale"),
     ("net_teardown", "netscale"), ("imports_status", "scale"), ("imports_validate", "scale"),
     ("imports_noop_apply", "scale"), ("validate", "load"), ("validate_changed", "load"),
+    ("validate_changed_kept", "load"),
     ("spawn_path_bind", "spawn_path"), ("status_cli", "status"),
     ("net_dumps", "netscale"), ("imports_other", "scale"), ("linear_apply", "linear"),
     ("linear_status", "linear"), ("linear_noop_apply", "linear"), ("linear_destroy", "linear"),
