@@ -79,12 +79,6 @@ def measure(session: Session) -> None:
             print(f"  `sandman {verb}` imports {prefix}: {'IMPORTED' if found else 'ok, no'}")
 
 
-if __name__ == "__main__":
-    raise SystemExit(
-        main("Time sandman's load path.", measure, False, runs=15, warmups=3, units=100)
-    )
-
-
 def _changed_with_kept_validators(session: Session, units: str) -> Trial:
     """`validate` of a copy of UNITS into a state dir that keeps the validators' schemas, with
     one unit file changed before each run: the unit cache misses, every unit is loaded."""
@@ -104,4 +98,10 @@ def _changed_with_kept_validators(session: Session, units: str) -> Trial:
     argv = session.sandman("validate", copy, "--state-dir", state)
     return Trial(
         "sandman validate DIR, changed, validators kept", lambda: session.run(argv), before=edit
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        main("Time sandman's load path.", measure, False, runs=15, warmups=3, units=100)
     )
