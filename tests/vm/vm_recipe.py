@@ -23,8 +23,9 @@ SUITE = "bookworm"
 # The guest: what issue #16's pure cgroup v2 host runs (Debian's kernel, systemd as PID 1 in
 # --systemd boots) and what the root tests need there (contrib/setup.sh --test installs the same
 # on a host: gcc and libc6-dev for the probes, systemd's tools, zsh, groff). udev and dbus are on
-# every systemd host, so the --systemd boots have them too. crun and runc: the peers `bench/run
-# --guest` times sandman against there (crun refuses the host's v1/v2 hybrid; 10 MB together).
+# every systemd host, so the --systemd boots have them too. crun, runc and systemd-nspawn: the
+# peers `bench/run --guest` times sandman against there (crun refuses the host's v1/v2 hybrid;
+# nspawn is the yardstick of a cold apply; 12 MB together).
 # podman, containerd, skopeo and umoci: the clients of the OCI runtime and image tests
 # (tests/root/test_oci_*.py), so sandman-oci is driven on pure v2 too, where most users run them.
 GUEST_PACKAGES = (
@@ -48,6 +49,7 @@ GUEST_PACKAGES = (
     "e2fsprogs",
     "crun",
     "runc",
+    "systemd-container",
     "podman",
     "containerd",
     "skopeo",
