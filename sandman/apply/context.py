@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sandman.observe.facts import ActualState, Record
 from sandman.paths import Paths
 from sandman.placement import in_scope
 from sandman.progress import Progress
+from sandman.record import field, record
 from sandman.units.desired import Desired
 
 if TYPE_CHECKING:
     from sandman.kernel.cgroup import CgroupDriver
 
 
-@dataclass
+@record
 class ApplyContext:
     """Paths, desired and observed state, progress, and what the apply has done so far."""
 

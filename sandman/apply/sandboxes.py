@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 
 from sandman.apply import boot, faults, ids, name_files, networks
 from sandman.apply.confinement import confinement_of
@@ -29,6 +28,7 @@ from sandman.kernel.spawn import start as spawn_start
 from sandman.observe import procs
 from sandman.observe.facts import IdRanges, Record, Runtime
 from sandman.observe.records import record_of, remove_record, sandbox_declared, write_record
+from sandman.record import record
 from sandman.units.desired import DesiredSandbox
 
 # The nodes of the sandbox's /dev (null, zero, full, random, urandom, tty, ptmx) and its ptys.
@@ -158,7 +158,7 @@ def _start(ctx: ApplyContext, sandbox: DesiredSandbox, undo: Undo) -> _Started:
     return _Started(started, pending, plan, idmap, cgroup, runtime, keeper)
 
 
-@dataclass
+@record
 class _Started:
     """A create between its two stages: the forked spawn and what the record needs."""
 

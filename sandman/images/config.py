@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from sandman.record import record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class ImageConfig:
     """What a container image says a container runs, from its config's `config` object."""
 

@@ -14,7 +14,6 @@ WorkingDir, User) is kept as the image's ImageConfig.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import hashlib
 import io
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from sandman import record
 from sandman.errors import ImageError
 from sandman.images import tarball
 from sandman.images.config import ImageConfig
@@ -94,7 +94,7 @@ def extract(
         tarball.report_skipped(checker, report)
     report(f"applied {len(image.layers)} layer(s), {checker.count} entries, from {source}")
     config = _config_of(image.config, f"{source} {image.ref}".strip())
-    return dataclasses.replace(config, user=numeric_user(dest, config.user))
+    return record.replace(config, user=numeric_user(dest, config.user))
 
 
 def numeric_user(root: str, user: str) -> str:

@@ -27,10 +27,10 @@ import select
 import socket
 import struct
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from sandman.kernel import syscalls as sc
+from sandman.record import record
 
 SOCKET_NAME = "console.sock"
 DETACH_KEY = b"\x1d"  # Ctrl-], pressed three times within a second (as nspawn and machinectl)
@@ -40,7 +40,7 @@ _HANDOVER_TIMEOUT = 120.0
 _CHUNK = 65536
 
 
-@dataclass
+@record
 class Keeper:
     """A started keeper, as apply holds it: its PID, the end of the socketpair the init sends
     the master to (for the spawn spec) and the pipe that gets the init's PID."""

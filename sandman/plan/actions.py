@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sandman.record import field, record
 from sandman.units.scalars import format_size
 
 ActionKind = Literal["create", "update", "recreate", "destroy", "repair", "stop", "start"]
@@ -45,7 +45,7 @@ DONE: dict[ActionKind, str] = {
 PLANNED: tuple[ActionKind, ...] = ("create", "update", "recreate", "destroy", "repair")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Change:
     """One key whose value differs between the record and the unit."""
 
@@ -64,7 +64,7 @@ class Change:
         return {"key": self.key, "from": self.before, "to": self.after, "live": self.live}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Action:
     """One object's action: what, why, and the changes or drift behind it."""
 

@@ -9,9 +9,9 @@ building, and the reverse when destroying.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from sandman import record as records
 from sandman.digest import digest
 from sandman.errors import UsageError
 from sandman.observe.facts import ActualState, Drift, Orphan, Record
@@ -24,7 +24,7 @@ _BUILD_ORDER = ("slice", "network", "sandbox")
 _TARGET_KINDS = ("", "sandbox", "network", "slice")
 
 
-@dataclass(frozen=True)
+@records.record(frozen=True)
 class Plan:
     """The actions of one plan, in execution order."""
 

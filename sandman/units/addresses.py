@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 
+from sandman.record import field, record
 from sandman.units.desired import DesiredNetwork
 from sandman.units.load import UnitFile, UnitSet, sandbox_model
 
@@ -23,7 +23,7 @@ _GATEWAY = "the gateway"
 _HOST_HINT = 'pick another address in the subnet or "auto"'
 
 
-@dataclass
+@record
 class _Pool:
     """One subnet of one network and who holds which of its addresses so far."""
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING, Any
 
+from sandman.record import field, record
 from sandman.units.canonicals import Canonical, Canonicals
 
 if TYPE_CHECKING:  # destroy and status use these classes without loading units
     from sandman.units.plain import NetworkUnit, SandboxUnit, SliceUnit
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DesiredSlice:
     """A slice unit, validated, with its path from the root slice."""
 
@@ -29,7 +29,7 @@ class DesiredSlice:
         }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DesiredNetwork:
     """A network unit, validated, with its bridge and gateways resolved."""
 
@@ -49,7 +49,7 @@ class DesiredNetwork:
         return {"network": self.unit.network.model_dump(mode="json"), "resolved": resolved}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DesiredSandbox:
     """A sandbox unit, validated, with its names, addresses and slice path resolved."""
 
@@ -148,7 +148,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Desired:
     """What the unit directory declares, ready for the planner."""
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+from sandman.record import field, record
 
 try:  # tomli's compiled wheels parse about 3x faster than the stdlib's pure-Python copy
     import tomli as toml
@@ -30,7 +31,7 @@ _LONG_NUMBER = re.compile(r"[0-9A-Fa-f_]{16,}")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UnitFile:
     """One parsed, validated unit file."""
 
@@ -44,7 +45,7 @@ class UnitFile:
         return UnitProblem(self.file, dotted(path), message, self.lines.line(path), hint)
 
 
-@dataclass
+@record
 class UnitSet:
     """Every unit of a directory by kind and name, and what was wrong on the way."""
 

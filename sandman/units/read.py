@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sandman.errors import UnitError
+from sandman.record import replace
 from sandman.units.addresses import Sticky
 from sandman.units.checks import check_each
 from sandman.units.desired import Desired
@@ -29,6 +28,4 @@ def read_units(
     desired = resolve(units, tag, sticky, images)
     if units.problems:
         raise UnitError(units.problems)
-    return (
-        dataclasses.replace(desired, warnings=tuple(units.warnings)) if units.warnings else desired
-    )
+    return replace(desired, warnings=tuple(units.warnings)) if units.warnings else desired

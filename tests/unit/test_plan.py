@@ -4,7 +4,6 @@ after, optional `options.json` (prune, tainted or stopped records) and `expected
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 
@@ -18,6 +17,7 @@ from sandman.observe.gather import show_limit
 from sandman.observe.records import record_of, write_record
 from sandman.plan.diff import destroy_plan, destroy_problems, plan, targeted
 from sandman.plan.keys import LIVE_KEYS, is_live
+from sandman.record import replace
 from sandman.units.desired import Desired
 from sandman.units.names import instance_tag
 from sandman.units.read import read_units
@@ -149,7 +149,7 @@ def test_exited_init_is_started_again_only_when_restart_says_so() -> None:
     gone = (Drift("init", "running as pid 5", "exited"),)
     desired, actual = _with_drift("no-change", gone)
     assert plan(desired, actual).actions == ()  # restart = "no" (the default)
-    restarting = dataclasses.replace(
+    restarting = replace(
         desired.sandboxes["web"],
         unit=desired.sandboxes["web"].unit.model_copy(
             update={
@@ -159,7 +159,7 @@ def test_exited_init_is_started_again_only_when_restart_says_so() -> None:
             }
         ),
     )
-    desired = dataclasses.replace(desired, sandboxes={**desired.sandboxes, "web": restarting})
+    desired = replace(desired, sandboxes={**desired.sandboxes, "web": restarting})
     records = {r.key: r for r in records_of(desired)}
     result = plan(desired, ActualState(records=records, drift={("sandbox", "web"): gone}))
     # A new init is a recreate, and the plan says so (#15): no "!" that hides one.
