@@ -48,7 +48,6 @@ nothing for `timeout` seconds has its processes killed and fails, naming the ste
 caller undoes it (its cgroup kill takes whatever was forked) and goes on with the others.
 """
 
-import codecs
 import contextlib
 import errno
 import fcntl
@@ -449,8 +448,18 @@ def _write_id_maps(pid: int, idmap: IdMapping | None) -> None:
     assert idmap is not None
     for name, ranges in (("uid_map", idmap.uid), ("gid_map", idmap.gid)):
         lines = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in ranges)
-        with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as handle:
-            handle.write(lines)
+        _write_file(f"/proc/{pid}/{name}", lines)
+
+
+def _write_file(path: str, text: str) -> None:
+    """TEXT in one write(2), as /proc's maps and settings take a value. Bytes, not a text file:
+    a text file's codec is a module import (0.6 ms of the first child's path), and after
+    pivot_root the init could import none."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _reap(pid: int, timeout: float | None = None) -> None:
@@ -574,9 +583,6 @@ def _clone_init(spec: SpawnSpec, fds: _InitFds) -> bool:
     sc.unshare(sc.CLONE_NEWNS)
     _step(spec, fds.report, "namespaces")
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
-    # The init opens files with encoding="ascii" after pivot_root, where no codec module can be
-    # imported any more: the lookup is made and cached here, before it is cloned.
-    codecs.lookup("ascii")
     try:
         init = sc.fork_into_namespaces(spec.namespaces & ~sc.CLONE_NEWNS | sc.CLONE_NEWUSER)
     except OSError as exc:
@@ -659,8 +665,8 @@ def _become_namespace_root(spec: SpawnSpec, joined_userns: bool) -> None:
         # Before changing ids: a process that changed them is no longer dumpable, and its
         # /proc/self files then belong to the host's root, out of its reach.
         monotonic, boottime = spec.time_offsets
-        with open("/proc/self/timens_offsets", "w", encoding="ascii") as handle:
-            handle.write(f"monotonic {_timespec(monotonic)}\nboottime {_timespec(boottime)}\n")
+        offsets = f"monotonic {_timespec(monotonic)}\nboottime {_timespec(boottime)}\n"
+        _write_file("/proc/self/timens_offsets", offsets)
     if joined_userns:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
@@ -802,8 +808,7 @@ def _take_console(sock: int, on_dev: bool) -> None:
 
 def _write_oom_score_adj(value: int) -> None:
     try:
-        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as handle:
-            handle.write(str(value))
+        _write_file("/proc/self/oom_score_adj", str(value))
     except OSError as exc:
         raise SpawnError(
             "process.oomScoreAdj", "cannot set the OOM score adjustment", exc.errno or 0
@@ -837,13 +842,12 @@ def allow_ping() -> None:
     ping works without CAP_NET_RAW (Docker and Podman set the same). A new namespace starts at
     "1 0", nobody; the range is written in gids the writer's user namespace maps, from the
     lowest to the highest of /proc/self/gid_map (the whole range without a user namespace)."""
-    with open("/proc/self/gid_map", encoding="ascii") as handle:
+    with open("/proc/self/gid_map", "rb") as handle:
         ranges = [tuple(map(int, line.split())) for line in handle if line.strip()]
     low = min(inside for inside, _, _ in ranges)
     high = min(max(inside + count - 1 for inside, _, count in ranges), GID_MAX)
     try:
-        with open(PING_GROUP_RANGE, "w", encoding="ascii") as handle:
-            handle.write(f"{low} {high}")
+        _write_file(PING_GROUP_RANGE, f"{low} {high}")
     except OSError as exc:
         raise SpawnError(
             "namespaces.net", "cannot let the sandbox ping", exc.errno or 0, PING_GROUP_RANGE

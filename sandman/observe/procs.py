@@ -77,9 +77,9 @@ def namespace_inodes(pid: int) -> dict[str, int]:
 def boot_time() -> float:
     """Seconds since the epoch at boot, to turn start times in ticks into dates; read once per
     process (an apply records it for every sandbox, and /proc/stat is long)."""
-    with open("/proc/stat", encoding="ascii") as handle:
+    with open("/proc/stat", "rb") as handle:  # bytes: no codec module to import
         for line in handle:
-            if line.startswith("btime "):
+            if line.startswith(b"btime "):
                 return float(line.split()[1])
     return 0.0
 
@@ -98,7 +98,7 @@ def receives(pid: int, signal_number: int) -> bool:
     masks: dict[str, int] = {}
     namespace_init = False
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:  # utf-8: no codec import
             for line in handle:
                 field, _, value = line.partition(":")
                 if field in ("SigBlk", "SigIgn", "SigCgt"):

@@ -3,10 +3,14 @@ what `logs` reads of them (the last lines, the current file as it grows and is r
 
 from __future__ import annotations
 
+import calendar
 import os
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandman.kernel import logfile, loginstances
 from sandman.observe import logread
@@ -201,3 +205,11 @@ def test_a_follower_reads_what_comes_then_the_next_start(tmp_path: Path) -> None
         assert polled[1:] == [(None, b"next start\n")]
     finally:
         follower.close()
+
+
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False))
+def test_a_headers_time_reads_back_as_strptime_and_timegm_read_it(seconds: float) -> None:
+    """parse_iso counts days itself (strptime imports 1-2 ms of modules): the same seconds."""
+    text = loginstances.iso_time(seconds, 6)
+    whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    assert loginstances.parse_iso(text) == whole + float(f"0.{text[20:26]}")
