@@ -1,7 +1,7 @@
 """Exceptions of sandman. Library code raises these; only `cli.py` turns them into exit codes."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: a NamedTuple's string annotations are each compiled
+# by typing at class creation (1 ms of every start for UnitProblem's five).
 from collections.abc import Iterable
 from typing import NamedTuple
 

@@ -1,7 +1,7 @@
 """Where sandman reads and writes: flags first, then environment variables, then the defaults."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import os
 from typing import NamedTuple
 
@@ -25,7 +25,7 @@ class Paths(NamedTuple):
         return os.path.join(os.path.dirname(self.image_dir), "sandboxes", name)
 
     @classmethod
-    def resolve(cls, state_dir: str | None, image_dir: str | None, log_dir: str | None) -> Paths:
+    def resolve(cls, state_dir: str | None, image_dir: str | None, log_dir: str | None) -> "Paths":
         env = os.environ
         return cls(
             state_dir=os.path.abspath(

@@ -7,8 +7,8 @@ is to every tool that is not the init's parent. Each entry names the init by PID
 time, so an entry is never taken for a later init's.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import json
 import os
 from typing import NamedTuple

@@ -5,8 +5,8 @@ Plain file I/O only: cgroupfs is files and directories, no ctypes and no helper 
 failure is an `OSError` whose `filename` is the cgroup file or directory that refused.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import contextlib
 import errno
 import os

@@ -15,8 +15,8 @@ Used on pure v1 hosts and on hybrid ones (controllers in v1, an empty cgroup2 at
                  weight only acts on disks whose I/O scheduler is that one.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import errno
 import os
 import time

@@ -14,8 +14,8 @@ exec) is dropped at the next start rather than rotated, so that retries of a san
 start do not push its last real output out.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import contextlib
 import os
 import re

@@ -8,8 +8,8 @@ length, which is what keeps a dump of a thousand links in the tens of millisecon
 Also here because they are pure: the stable MACs of links, and the comments that name rules.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface

@@ -19,8 +19,8 @@ Two defences, each in the table where the kernel shows it the packets it must ju
   bridge learns its MAC and before the host's neighbour table or another sandbox does.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple

@@ -10,8 +10,8 @@ reaches the call's verdict in about eight comparisons, whatever the number of ru
 above the table's last call gets ENOSYS.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import errno
 import os
 import struct

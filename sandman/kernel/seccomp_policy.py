@@ -12,8 +12,8 @@ a call refused without CAP_SYS_ADMIN is one the kernel would refuse without it a
 sandbox that holds the capability loses nothing, and one without it never reaches its code.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import errno
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple

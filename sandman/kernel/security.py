@@ -1,7 +1,7 @@
 """Privileges the init keeps: capability sets, no_new_privs. Run in the init-to-be before exec."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple

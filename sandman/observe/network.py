@@ -1,8 +1,8 @@
 """Network facts of the host, one link dump, one address dump and one rule dump per run, and the
 drift of each network and sandbox record against them."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 from collections.abc import Iterable, Iterator
 from ipaddress import ip_interface
 from typing import Any, NamedTuple
@@ -19,7 +19,7 @@ class NetworkFacts(NamedTuple):
     owned: dict[tuple[str, str], list[Any]]
 
     @classmethod
-    def read(cls, tag: str, names: Iterable[str] = ()) -> NetworkFacts:
+    def read(cls, tag: str, names: Iterable[str] = ()) -> "NetworkFacts":
         """The links named `names` or carrying the instance's tag (orphans): the dump holds
         every link of the host, and decoding only these keeps observe flat in the host's size."""
         from sandman.kernel import net_dump

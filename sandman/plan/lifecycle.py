@@ -6,8 +6,8 @@ whose init exited); `restart` is a stop of what runs, then a start. A sandbox al
 state asked for gets no action and a note instead.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 from collections.abc import Iterable
 from typing import NamedTuple
 

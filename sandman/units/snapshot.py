@@ -2,8 +2,8 @@
 and the loader loads it, so an entry of the cache holds what its key says, even when a file
 changes while a run loads it. Standard library only: the no-op `apply` reads through here."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing compiles each string annotation of a
+# NamedTuple when the class is made (about 0.1 ms a field, at every start).
 import os
 from typing import BinaryIO, NamedTuple
 
