@@ -6,8 +6,8 @@ models compile to. So the first run that validates builds them from the models (
 each model class swapped for its plain twin (plain.py) and each parser named by module and
 name, and keeps them as JSON in the state dir; later runs load that and pydantic-core's
 extension alone. The same schema validates, so every unit is accepted or refused exactly as
-the models would; a refusal is validated again through the models for its messages
-(messages.py reads the models).
+the models would; a refusal's errors are worded by the models, as before (messages.py reads
+them, so only a unit with a problem imports pydantic).
 
 The kept file is read only through units/cache.py's private-file checks, and names only
 functions and classes of the modules in _NAMEABLE: loading it calls nothing else, even if it
@@ -101,7 +101,8 @@ def _dumped(item: Any, as_json: bool, exclude_unset: bool) -> Any:
 
 
 class _Compiled:
-    """The schemas by plain class name; a validator and a serializer made for each on first use."""
+    """The schemas by plain class name; each class's validator and field serializers made on
+    first use."""
 
     def __init__(self, schemas: dict[str, Any], kept: bool) -> None:
         self.schemas = schemas
@@ -220,13 +221,13 @@ def _extension_path() -> str | None:
             names = os.listdir(directory)
         except OSError:
             continue
-        suffixes = importlib_suffixes()
+        suffixes = _extension_suffixes()
         found = [n for n in names if n.startswith("_pydantic_core.") and n.endswith(suffixes)]
         return os.path.join(directory, found[0]) if len(found) == 1 else None
     return None
 
 
-def importlib_suffixes() -> tuple[str, ...]:
+def _extension_suffixes() -> tuple[str, ...]:
     import importlib.machinery
 
     return tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -357,11 +358,3 @@ def _module(name: str) -> Any:
     import importlib
 
     return importlib.import_module(name)
-
-
-def model_of(cls: type[Plain]) -> type[BaseModel]:
-    """The pydantic model a plain class is the twin of (imports pydantic)."""
-    from sandman.units import model
-
-    found: type[BaseModel] = getattr(model, cls.__name__)
-    return found
