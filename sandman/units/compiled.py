@@ -43,6 +43,7 @@ _NAMEABLE = (
 )
 _BUILTINS = {"builtins:dict": dict}
 _CORE = "pydantic_core._pydantic_core"
+_PREFIX = "schemas-"  # of the kept files
 
 # Where the schemas are kept: the state dir's cache dir, set once per run before a validation.
 _kept: dict[str, str] = {}
@@ -162,7 +163,7 @@ def _serializer_in(schema: Any) -> Any:
 @functools.cache
 def _compiled() -> _Compiled:
     # JSON, but not named `.json` (as the unit cache's entries): no reader of records takes it
-    name = f"schemas-{_key()[:16]}.cache"
+    name = f"{_PREFIX}{_key()[:16]}.cache"
     kept_dir = _kept.get("dir")
     if kept_dir is not None:
         from sandman.units import cache
@@ -175,13 +176,21 @@ def _compiled() -> _Compiled:
                 pass  # damaged or forged: built again below
     schemas = schemas_from_models()
     if kept_dir is not None:
-        from sandman.units import cache
-
-        text = json.dumps(encode(schemas), separators=(",", ":"))
         # A read-only state dir only means the next run builds them again.
         with contextlib.suppress(OSError):
-            cache.write_private(kept_dir, name, text.encode())
+            _keep(kept_dir, name, json.dumps(encode(schemas), separators=(",", ":")))
     return _Compiled(schemas, kept=False)
+
+
+def _keep(directory: str, name: str, text: str) -> None:
+    """NAME in DIRECTORY, and no other release's schemas left beside it (each is 50 kB)."""
+    from sandman.units import cache
+
+    cache.write_private(directory, name, text.encode())
+    for other in os.listdir(directory):
+        if other.startswith(_PREFIX) and other != name:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, other))
 
 
 def _key() -> str:

@@ -195,6 +195,24 @@ def test_a_kept_file_this_pydantic_core_cannot_take_falls_back_to_the_models(
         plain.SliceUnit.model_validate({"slice": {"parent": "Not A Name"}})
 
 
+def test_schemas_of_another_release_are_removed_when_new_ones_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = _kept_file(tmp_path / "cache")
+    unit_cache = tmp_path / "cache" / "units-0123.cache"
+    unit_cache.write_text("{}")
+    monkeypatch.setattr(cache, "code_hash", lambda: "another release")
+    newer = _kept_file_after(tmp_path / "cache", kept)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [newer, unit_cache.name]
+
+
+def _kept_file_after(directory: Path, before: Path) -> str:
+    plain.SliceUnit.model_validate({"slice": {}})
+    compiled._compiled.cache_clear()
+    (found,) = [p.name for p in directory.glob("schemas-*") if p != before]
+    return found
+
+
 def test_a_kept_file_of_another_user_or_open_to_others_is_not_read(tmp_path: Path) -> None:
     kept = _kept_file(tmp_path / "cache")
     kept.write_text("{not json")  # were it read, the load would fail over to a build anyway
