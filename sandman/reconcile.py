@@ -9,7 +9,6 @@ this module strings the layers together; each layer stays ignorant of the others
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ from sandman.plan.diff import Plan, destroy_plan, destroy_problems, plan, target
 from sandman.plan.lifecycle import lifecycle_plan, unknown_names
 from sandman.progress import Progress
 from sandman.units import desired as units
-from sandman.units.cache import UnitCache
+from sandman.units.cache import UnitCache, directory_of
 from sandman.units.canonicals import Canonicals
 from sandman.units.desired import Desired
 
@@ -51,11 +50,9 @@ def desired_state(
 ) -> Desired:
     """The units of DIRECTORY resolved: addresses kept as ACTUAL has them, and what a sandbox
     leaves out taken from the config of the container image it runs on. Kept in CACHE."""
-    from sandman.units import compiled
     from sandman.units.read import read_units  # only when the cache cannot answer
 
-    # The validators' schemas are kept beside the unit cache (compiled.py).
-    compiled.keep_in(os.path.join(paths.state_dir, "cache") if cache is None else cache.directory)
+    _keep_validators(paths)
     sticky = actual.addresses() if actual is not None else None
     images = cache.images if cache is not None else configs_in(paths.image_dir)
     snapshot = None if cache is None else cache.snapshot
@@ -63,6 +60,14 @@ def desired_state(
     if cache is not None:
         cache.store(desired)
     return desired
+
+
+def _keep_validators(paths: Paths) -> None:
+    """The validators' schemas are kept beside the unit cache (units/compiled.py): every path
+    that validates units, loaded or read back from records, says so before it validates."""
+    from sandman.units import compiled
+
+    compiled.keep_in(directory_of(paths.state_dir))
 
 
 def _cache(paths: Paths, directory: str, actual: ActualState) -> UnitCache:
@@ -208,6 +213,7 @@ def lifecycle(
 def recorded(paths: Paths, actual: ActualState) -> Desired:
     """What the records say was applied, as a desired state (units/desired.py reads each
     recorded unit back); each names the unit file it was applied from, for errors."""
+    _keep_validators(paths)
     return Desired(
         paths.tag,
         sandboxes=_read_back(paths, actual, "sandbox", units.sandbox_from_canonical),
@@ -227,7 +233,7 @@ def _read_back(
         path = record_path(paths.state_dir, kind, name)
         try:
             found[name] = read(name, record.file or path, record.unit)
-        except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
+        except (ValueError, KeyError, TypeError) as exc:  # a refused unit is a ValueError
             raise StateError(
                 path, f"its unit cannot be run again ({exc}); apply its unit directory"
             ) from exc

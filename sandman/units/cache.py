@@ -62,7 +62,7 @@ class UnitCache:
         self.image_dir = image_dir
         self.images_read: dict[str, str | None] = {}  # image name -> its config file's hash
         self._configs: dict[str, ImageConfig | None] = {}
-        self.directory = os.path.join(state_dir, "cache")
+        self.directory = directory_of(state_dir)
         slot = f"{os.path.abspath(directory)}\0{'sticky' if sticky is not None else 'free'}"
         # JSON, but not named `.json`: nothing that reads the state dir's records takes it for one
         self._name = f"units-{sha256(slot.encode()).hexdigest()[:16]}.cache"
@@ -118,6 +118,11 @@ class UnitCache:
         # A read-only or full state dir only means the next run loads the units again.
         with contextlib.suppress(OSError):
             _write_entry(self.directory, self._name, entry)
+
+
+def directory_of(state_dir: str) -> str:
+    """The state dir's cache dir: the unit cache's entries and the kept validators."""
+    return os.path.join(state_dir, "cache")
 
 
 def _key(

@@ -20,11 +20,11 @@ __all__ = ["busybox_image", "sm"]  # the fixtures, used by name
 NOBODY = 65534
 
 
-def _apply_imports(sm: Sandman) -> tuple[str, set[str]]:
-    """`sandman apply` under `python -X importtime`: its output, "loaded" if it loaded the unit
-    files (the loader's module is imported only then: units read, validated and resolved), and
-    "pydantic" if it imported pydantic (the validators' schemas were not kept)."""
-    argv = sm.argv("apply", str(sm.units))
+def _apply_imports(sm: Sandman, *verb: str) -> tuple[str, set[str]]:
+    """`sandman apply` (or VERB) under `python -X importtime`: its output, "loaded" if it loaded
+    the unit files (the loader's module is imported only then: units read, validated and
+    resolved), and "pydantic" if it imported pydantic (the validators' schemas were not kept)."""
+    argv = sm.argv(*(verb or ("apply", str(sm.units))))
     done = subprocess.run(
         [argv[0], "-X", "importtime", *argv[1:]],
         stdin=subprocess.DEVNULL,
@@ -88,3 +88,14 @@ def test_an_entry_another_user_planted_is_not_trusted(sm: Sandman) -> None:
     out, imported = _apply_imports(sm)
     assert "No changes" not in out and "loaded" in imported, out
     assert _cmdline(sm.running_init("planted"))[-2:] == ["sleep", "1002"]
+
+
+def test_a_start_reads_its_recorded_unit_back_without_pydantic(sm: Sandman) -> None:
+    """`start` validates the unit its record holds (units/desired.py) with the validators the
+    first apply kept, as a load does, and the sandbox runs its recorded command again."""
+    sm.write("again", unit(command=["sleep", "1003"]))
+    sm.apply()
+    sm.run("stop", "again")
+    out, imported = _apply_imports(sm, "start", "again")
+    assert "pydantic" not in imported, out
+    assert _cmdline(sm.running_init("again"))[-2:] == ["sleep", "1003"]
