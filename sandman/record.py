@@ -92,6 +92,8 @@ def _make(cls: type[_T], frozen: bool) -> type[_T]:
     fields = tuple(inherited.values())
     methods: dict[str, Any] = {
         "__record_fields__": fields,
+        # the names __init__ takes, in order: made once, not at each construction
+        "__record_init__": tuple(f.name for f in fields if f.init),
         "__init__": _init,
         "__repr__": _repr,
         "__eq__": _eq,
@@ -107,12 +109,12 @@ def _make(cls: type[_T], frozen: bool) -> type[_T]:
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     fields: tuple[_Field, ...] = type(self).__record_fields__
-    taking = [f for f in fields if f.init]
+    taking: tuple[str, ...] = type(self).__record_init__
     if len(args) > len(taking):
         raise TypeError(f"{type(self).__name__}() takes {len(taking)} arguments, not {len(args)}")
-    values = dict(zip((f.name for f in taking), args, strict=False))
+    values = dict(zip(taking, args, strict=False))
     for name in kwargs:
-        if name in values or not any(f.name == name for f in taking):
+        if name in values or name not in taking:
             raise TypeError(f"{type(self).__name__}() got an unexpected or repeated {name!r}")
     values.update(kwargs)
     for f in fields:
