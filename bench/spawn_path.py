@@ -9,6 +9,10 @@ for `/bin/true`'s exit; rounds interleave the contenders:
   that it can wait for the init, which sandman's first child leaves behind), with apply's spec
   of a default sandbox (overlay over an idmapped image, seccomp, capabilities; no cgroup, no
   network), and, for information, the image bound without seccomp and capabilities;
+- the Python floor: the C floor's own steps, no more, from a Python process through
+  sandman.kernel.syscalls (clone3 of the interpreter into the same namespaces, the maps, the
+  bind, /proc, pivot_root, execve): what an interpreter adds to those steps, and so how much of
+  the gap to the C floor is the interpreter's and how much is what sandman does beyond them;
 - `unshare ... --root ROOTFS /bin/true` and `bwrap --unshare-all ... /bin/true`, started and
   waited for by the floor program's own loop (`floor exec N ARGV`): no Python start-up timed.
 """
@@ -23,6 +27,7 @@ from peers import bwrap_true
 
 LIMIT = 3.0  # issue #21 (the earlier target was 1.5x)
 BIND = "sandman, bind rootfs, no seccomp/caps"
+PY_FLOOR_LABEL = "Python floor"
 ID_BASE = 1_000_000_000  # the floor's map; sandman's worker uses the range after it
 UNSHARE = (
     "--user --map-root-user --mount --pid --fork --uts --ipc --net --cgroup --mount-proc --root"
@@ -66,6 +71,53 @@ for _ in range(int(count)):
         sys.exit(f"/bin/true in the sandbox ended with status {status}")
 """
 
+# The Python floor: floor.c's spawn_one and child, step for step.
+PY_FLOOR = r"""
+import os, sys, time
+from sandman.kernel import syscalls as sc
+
+rootfs, count, base = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+flags = (sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+         | sc.CLONE_NEWNET | sc.CLONE_NEWCGROUP)
+id_map = f"0 {base} 65536\n".encode()
+
+
+def child(go):
+    os.read(go, 1)
+    os.close(go)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    os.chdir(rootfs)
+    sc.mount("proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", 2)  # MNT_DETACH: the old root
+    os.chdir("/")
+    os.execve("/bin/true", ["/bin/true"], {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin"})
+
+
+for _ in range(count):
+    start = time.perf_counter()
+    go, release = os.pipe2(os.O_CLOEXEC)
+    pid = sc.fork_into_namespaces(flags)
+    if pid == 0:
+        try:
+            os.close(release)
+            child(go)
+        finally:
+            os._exit(127)
+    os.close(go)
+    for name in ("uid_map", "gid_map"):
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+        os.write(fd, id_map)
+        os.close(fd)
+    os.write(release, b"1")
+    os.close(release)
+    _, status = os.waitpid(pid, 0)
+    print(f"{(time.perf_counter() - start) * 1000.0:.4f}")
+    if status != 0:
+        sys.exit(f"/bin/true in the sandbox ended with status {status}")
+"""
+
 
 def build_floor(session: Session) -> str:
     """The floor binary: $SANDMAN_BENCH_FLOOR (bench/run builds it) or gcc now."""
@@ -78,13 +130,15 @@ def build_floor(session: Session) -> str:
 
 
 def contenders(session: Session, floor: str, rootfs: str) -> dict[str, tuple[str, ...]]:
-    worker = os.path.join(session.workdir, "worker.py")
-    with open(worker, "w", encoding="utf-8") as handle:
-        handle.write(WORKER)
+    worker, py_floor = (os.path.join(session.workdir, f) for f in ("worker.py", "py_floor.py"))
+    for path, text in ((worker, WORKER), (py_floor, PY_FLOOR)):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
     n, base = str(session.args.per_round), str(ID_BASE + 65536)
     sandman = (session.python, worker, rootfs, session.workdir, n)
     found = {
         "C floor": (floor, "spawn", rootfs, n),
+        PY_FLOOR_LABEL: (session.python, py_floor, rootfs, n, str(ID_BASE)),
         "sandman": (*sandman, "default", base),
         BIND: (*sandman, "bind", base),
     }
@@ -102,7 +156,7 @@ def starts(session: Session, label: str, argv: tuple[str, ...]) -> Trial:
     def start() -> None:
         printed[:] = [float(x) for x in session.output(argv).split()]
 
-    required = label in ("C floor", "sandman")
+    required = label in ("C floor", PY_FLOOR_LABEL, "sandman")
     return Trial(label, start, required=required, own_times=lambda: printed)
 
 
@@ -118,11 +172,23 @@ def measure(session: Session) -> None:
         "spawn_path",
         "spawn path alone, in process: fork, namespaces, pivot_root, exec of /bin/true",
         sandman=by["sandman"].stats,
-        peers=[floor, peer_of(by, "unshare"), peer_of(by, "bwrap")],
+        peers=[
+            floor,
+            by[PY_FLOOR_LABEL].peer(PY_FLOOR_LABEL),
+            peer_of(by, "unshare"),
+            peer_of(by, "bwrap"),
+        ],
         base="C floor",
         limit=LIMIT,
         target=f"<= {LIMIT}x the C floor",
         note="sandman's spawn() with apply's default spec (overlay, idmap, seccomp, caps)",
+    )
+    emit(
+        "spawn_path_python_floor",
+        "the C floor's own steps from Python (info: the interpreter's share of the gap)",
+        sandman=by[PY_FLOOR_LABEL].stats,
+        peers=[floor],
+        base="C floor",
     )
     emit(
         "spawn_path_bind",

@@ -36,7 +36,8 @@ EXPECTED = (
     ("net_teardown", "netscale"), ("imports_status", "scale"), ("imports_validate", "scale"),
     ("imports_noop_apply", "scale"), ("validate", "load"), ("validate_changed", "load"),
     ("validate_changed_kept", "load"),
-    ("spawn_path_bind", "spawn_path"), ("status_cli", "status"),
+    ("spawn_path_bind", "spawn_path"), ("spawn_path_python_floor", "spawn_path"),
+    ("status_cli", "status"),
     ("net_dumps", "netscale"), ("imports_other", "scale"), ("linear_apply", "linear"),
     ("linear_status", "linear"), ("linear_noop_apply", "linear"), ("linear_destroy", "linear"),
 )  # fmt: skip
