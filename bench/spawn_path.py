@@ -90,7 +90,7 @@ def child(go):
     os.chdir(rootfs)
     sc.mount("proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     sc.pivot_root(".", ".")
-    sc.umount2(".", 2)  # MNT_DETACH: the old root
+    sc.umount2(".", sc.MNT_DETACH)  # the old root, stacked under the new one
     os.chdir("/")
     os.execve("/bin/true", ["/bin/true"], {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin"})
 
