@@ -183,20 +183,16 @@ def measure(session: Session) -> None:
         target=f"<= {LIMIT}x the C floor",
         note="sandman's spawn() with apply's default spec (overlay, idmap, seccomp, caps)",
     )
-    emit(
-        "spawn_path_python_floor",
-        "the C floor's own steps from Python (info: the interpreter's share of the gap)",
-        sandman=by[PY_FLOOR_LABEL].stats,
-        peers=[floor],
-        base="C floor",
+    info = (
+        ("spawn_path_bind", "spawn path, bind rootfs, no seccomp or capabilities (info)", BIND),
+        (
+            "spawn_path_python_floor",
+            "the C floor's own steps from Python (info: the interpreter's share of the gap)",
+            PY_FLOOR_LABEL,
+        ),
     )
-    emit(
-        "spawn_path_bind",
-        "spawn path, bind rootfs, no seccomp or capabilities (info)",
-        sandman=by[BIND].stats,
-        peers=[floor],
-        base="C floor",
-    )
+    for key, figure, label in info:
+        emit(key, figure, sandman=by[label].stats, peers=[floor], base="C floor")
 
 
 if __name__ == "__main__":
