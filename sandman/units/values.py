@@ -1,6 +1,7 @@
 """The value syntaxes of unit files as pydantic types: sizes, durations, CPU shares, names.
 
-The parsers themselves are in scalars.py, free of pydantic; their names are re-exported here.
+The parsers themselves are in scalars.py and parsers.py, free of pydantic (the kept validators,
+compiled.py, call them without these types); scalars' names are re-exported here.
 """
 
 from __future__ import annotations
